@@ -1,0 +1,43 @@
+"""Matryoshka losses. They take tensors, not models: the models return what the losses need."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["matryoshka_cross_entropy"]
+
+
+def matryoshka_cross_entropy(
+    matryoshka_logits: torch.Tensor,
+    labels: torch.Tensor,
+    weights: Sequence[float],
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted sum over nesting dims of the cross-entropy of each dim's logits.
+
+    Args:
+        matryoshka_logits: (num_dims, batch, num_labels) logits, one slice per nesting dim.
+        labels: (batch,) class ids.
+        weights: one relative weight per nesting dim.
+
+    Returns:
+        (loss, per_dim_losses): the weighted scalar loss, and the (num_dims,) unweighted losses (detached).
+    """
+    num_dims, batch, num_labels = matryoshka_logits.shape
+    if len(weights) != num_dims:
+        raise ValueError(f"`weights` has {len(weights)} entries but `matryoshka_logits` has {num_dims} dims.")
+    if labels.shape != (batch,):
+        raise ValueError(f"`labels` must have shape ({batch},) to match the logits, got {tuple(labels.shape)}.")
+    # One cross-entropy call over all dims at once: (num_dims * batch, num_labels).
+    per_item = F.cross_entropy(
+        matryoshka_logits.reshape(-1, num_labels).float(),
+        labels.repeat(num_dims),
+        reduction="none",
+        label_smoothing=label_smoothing,
+    )
+    per_dim = per_item.view(num_dims, batch).mean(dim=1)
+    weight_tensor = torch.as_tensor(weights, dtype=per_dim.dtype, device=per_dim.device)
+    return (per_dim * weight_tensor).sum(), per_dim.detach()

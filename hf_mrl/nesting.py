@@ -1,0 +1,241 @@
+"""Shared Matryoshka primitives: nesting dims, their validation, truncate + renormalise,
+and the nested (MRL / MRL-E) linear heads.
+
+Everything that works "at every granularity" goes through these functions, so the rules
+(truncate first, then L2-normalise; dims strictly inside the embedding) live in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "default_matryoshka_dims",
+    "validate_matryoshka_dims",
+    "validate_matryoshka_weights",
+    "validate_dim",
+    "truncate_embeddings",
+    "block_bounds",
+    "NestedLinear",
+    "nested_linear_reference",
+]
+
+
+def default_matryoshka_dims(embedding_dim: int) -> list[int]:
+    """Powers of two from 8 up to `embedding_dim`, with `embedding_dim` itself always included."""
+    dims = []
+    dim = 8
+    while dim < embedding_dim:
+        dims.append(dim)
+        dim *= 2
+    dims.append(embedding_dim)
+    return dims
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_matryoshka_dims(dims, embedding_dim: int, name: str = "matryoshka_dims") -> list[int]:
+    """Checks nesting dims and returns them sorted ascending.
+
+    Raises `ValueError` naming `name`, the offending value and what is allowed.
+    """
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or len(dims) == 0:
+        raise ValueError(f"`{name}` must be a non-empty list of positive integers, got {dims!r}.")
+    for dim in dims:
+        if not _is_int(dim) or dim <= 0:
+            raise ValueError(
+                f"`{name}` must hold positive integers, got {dim!r} in {list(dims)!r}."
+            )
+        if dim > embedding_dim:
+            raise ValueError(
+                f"`{name}` holds {dim}, above the embedding dim {embedding_dim}; "
+                f"allowed: integers from 1 to {embedding_dim}."
+            )
+    duplicates = sorted({dim for dim in dims if list(dims).count(dim) > 1})
+    if duplicates:
+        raise ValueError(f"`{name}` holds duplicate dims {duplicates} in {list(dims)!r}; each dim must appear once.")
+    return sorted(dims)
+
+
+def validate_matryoshka_weights(weights, num_dims: int, name: str = "matryoshka_weights") -> list[float]:
+    """Checks per-dim loss weights: `num_dims` finite non-negative numbers, not all zero."""
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+        raise ValueError(f"`{name}` must be a list of {num_dims} non-negative numbers, got {weights!r}.")
+    if len(weights) != num_dims:
+        raise ValueError(
+            f"`{name}` has {len(weights)} entries ({list(weights)!r}) but there are {num_dims} matryoshka dims; "
+            "give one weight per dim."
+        )
+    for weight in weights:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"`{name}` must hold finite numbers >= 0, got {weight!r} in {list(weights)!r}.")
+    if all(weight == 0 for weight in weights):
+        raise ValueError(f"`{name}` are all zero ({list(weights)!r}); at least one weight must be > 0.")
+    return [float(weight) for weight in weights]
+
+
+def validate_dim(dim, embedding_dim: int, name: str = "dim") -> int:
+    """Checks a truncation dim: an integer from 1 to `embedding_dim` (None means the full dim)."""
+    if dim is None:
+        return embedding_dim
+    if not _is_int(dim) or not 1 <= dim <= embedding_dim:
+        raise ValueError(f"`{name}` must be an integer from 1 to {embedding_dim} (the embedding dim), got {dim!r}.")
+    return dim
+
+
+def truncate_embeddings(embeddings: torch.Tensor, dim: int | None = None, normalize: bool = True) -> torch.Tensor:
+    """The first `dim` features of each embedding, L2-renormalised AFTER truncation when `normalize`."""
+    dim = validate_dim(dim, embeddings.shape[-1])
+    truncated = embeddings[..., :dim]
+    return F.normalize(truncated, p=2, dim=-1) if normalize else truncated
+
+
+def block_bounds(dims: Sequence[int]) -> list[tuple[int, int]]:
+    """`[(0, d1), (d1, d2), ...]`: the slice of new features each nesting dim adds."""
+    starts = [0, *dims[:-1]]
+    return list(zip(starts, dims))
+
+
+class _EfficientNestedLinearFunction(torch.autograd.Function):
+    """MRL-E logits at every nesting dim for about the cost of one full-dim matmul.
+
+    Logits at dim d_j = sum over blocks i <= j of x[:, block_i] @ W[:, block_i].T, so each block's
+    product is computed once and accumulated (a running sum, written straight into the output).
+    The backward pass mirrors it with a reverse running sum of the incoming gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, inputs, weight, bias, dims):
+        bounds = block_bounds(dims)
+        out = inputs.new_empty(len(dims), inputs.shape[0], weight.shape[0])
+        previous = bias.expand(inputs.shape[0], -1) if bias is not None else None
+        for index, (start, end) in enumerate(bounds):
+            block = inputs[:, start:end]
+            if previous is None:
+                torch.mm(block, weight[:, start:end].t(), out=out[index])
+            else:
+                torch.addmm(previous, block, weight[:, start:end].t(), out=out[index])
+            previous = out[index]
+        ctx.save_for_backward(inputs, weight)
+        ctx.dims = tuple(dims)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        inputs, weight = ctx.saved_tensors
+        grad_inputs = torch.zeros_like(inputs) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        bounds = block_bounds(ctx.dims)
+        # Block i feeds the logits of every dim j >= i: its gradient is the sum of those.
+        running = None
+        for index in reversed(range(len(bounds))):
+            running = grad_out[index].clone() if running is None else running.add_(grad_out[index])
+            start, end = bounds[index]
+            if grad_inputs is not None:
+                torch.mm(running, weight[:, start:end], out=grad_inputs[:, start:end])
+            if grad_weight is not None:
+                torch.mm(running.t(), inputs[:, start:end], out=grad_weight[:, start:end])
+        grad_bias = running.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_inputs, grad_weight, grad_bias, None
+
+
+class _SeparateNestedLinearFunction(torch.autograd.Function):
+    """MRL logits: one head per nesting dim, each reading the first d_j features, written into
+    one preallocated (num_dims, batch, labels) tensor instead of stacking per-head outputs."""
+
+    @staticmethod
+    def forward(ctx, inputs, dims, *params):
+        weights, biases = params[0::2], params[1::2]
+        out = inputs.new_empty(len(dims), inputs.shape[0], weights[0].shape[0])
+        for index, (dim, weight, bias) in enumerate(zip(dims, weights, biases)):
+            torch.addmm(bias, inputs[:, :dim], weight.t(), out=out[index])
+        ctx.save_for_backward(inputs, *weights)
+        ctx.dims = tuple(dims)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        inputs, *weights = ctx.saved_tensors
+        grad_inputs = torch.zeros_like(inputs) if ctx.needs_input_grad[0] else None
+        grads = []
+        for index, (dim, weight) in enumerate(zip(ctx.dims, weights)):
+            grad = grad_out[index]
+            if grad_inputs is not None:
+                grad_inputs[:, :dim].addmm_(grad, weight)
+            grads.append(grad.t().mm(inputs[:, :dim]) if ctx.needs_input_grad[2 + 2 * index] else None)
+            grads.append(grad.sum(0) if ctx.needs_input_grad[3 + 2 * index] else None)
+        return grad_inputs, None, *grads
+
+
+class NestedLinear(nn.Module):
+    """Linear classifiers over the first d dims of an embedding, for every nesting dim d.
+
+    `efficient=False` (MRL): one `nn.Linear(d, out_features)` per nesting dim, in `heads`.
+    `efficient=True` (MRL-E): one `nn.Linear(max_dim, out_features)`, in `classifier`, whose first
+    d input columns form the head at dim d.
+
+    `forward(x)` returns logits of shape (num_dims, batch, out_features), in `dims` order.
+    """
+
+    def __init__(self, dims: Sequence[int], out_features: int, efficient: bool = False, bias: bool = True):
+        super().__init__()
+        self.dims = validate_matryoshka_dims(list(dims), max(dims) if len(dims) else 0, name="dims")
+        self.efficient = efficient
+        self.out_features = out_features
+        if efficient:
+            self.classifier = nn.Linear(self.dims[-1], out_features, bias=bias)
+        else:
+            self.heads = nn.ModuleList(nn.Linear(dim, out_features, bias=bias) for dim in self.dims)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        leading = inputs.shape[:-1]
+        flat = inputs.reshape(-1, inputs.shape[-1])
+        device_type = flat.device.type
+        if torch.is_autocast_enabled(device_type):
+            # The fused paths write into preallocated outputs, which autocast cannot retype:
+            # cast once here (differentiably) and run them with autocast off.
+            dtype = torch.get_autocast_dtype(device_type)
+            with torch.autocast(device_type, enabled=False):
+                return self._forward(flat.to(dtype), dtype).reshape(len(self.dims), *leading, self.out_features)
+        return self._forward(flat, flat.dtype).reshape(len(self.dims), *leading, self.out_features)
+
+    def _forward(self, flat: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if self.efficient:
+            bias = self.classifier.bias
+            return _EfficientNestedLinearFunction.apply(
+                flat, self.classifier.weight.to(dtype), None if bias is None else bias.to(dtype), self.dims
+            )
+        if all(head.bias is not None for head in self.heads):
+            params = [p.to(dtype) for head in self.heads for p in (head.weight, head.bias)]
+            return _SeparateNestedLinearFunction.apply(flat, self.dims, *params)
+        return torch.stack([head(flat[:, :dim]) for dim, head in zip(self.dims, self.heads)])
+
+    def logits_at(self, inputs: torch.Tensor, dim: int) -> torch.Tensor:
+        """Logits of the head at `dim` alone. MRL-E allows any dim from 1 to the full dim
+        (its heads are slices of one matrix); MRL allows only its nesting dims."""
+        if self.efficient:
+            validate_dim(dim, self.dims[-1])
+            weight = self.classifier.weight[:, :dim]
+            return F.linear(inputs[..., :dim], weight, self.classifier.bias)
+        if dim not in self.dims:
+            raise ValueError(
+                f"`dim` must be one of the nesting dims {self.dims} for separate (MRL) heads, got {dim!r}; "
+                "MRL-E heads (efficient=True) accept any dim."
+            )
+        return self.heads[self.dims.index(dim)](inputs[..., :dim])
+
+
+def nested_linear_reference(module: NestedLinear, inputs: torch.Tensor) -> torch.Tensor:
+    """Naive per-dim loop (one full matmul per nesting dim): the reference the fast paths are tested against."""
+    if module.efficient:
+        weight, bias = module.classifier.weight, module.classifier.bias
+        return torch.stack([F.linear(inputs[..., :dim], weight[:, :dim], bias) for dim in module.dims])
+    return torch.stack([head(inputs[..., :dim]) for dim, head in zip(module.dims, module.heads)])
