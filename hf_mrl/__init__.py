@@ -1,15 +1,42 @@
 """hf_mrl: Matryoshka Representation Learning for the Hugging Face ecosystem.
 
-Importing the package registers its configs and models with the transformers Auto classes.
+Importing the package registers its configs and models with the transformers Auto classes, so
+`AutoModel.from_pretrained(folder)` returns the Matryoshka class saved there.
 """
 
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+)
+
 from .configuration_matryoshka import MatryoshkaConfig
+from .modeling_matryoshka import (
+    MatryoshkaClassifierOutput,
+    MatryoshkaForImageClassification,
+    MatryoshkaForSequenceClassification,
+    MatryoshkaModel,
+    MatryoshkaModelOutput,
+    MatryoshkaPreTrainedModel,
+)
 from .nesting import NestedLinear, default_matryoshka_dims, truncate_embeddings
 
 __version__ = "0.1.0"
 
+AutoConfig.register(MatryoshkaConfig.model_type, MatryoshkaConfig, exist_ok=True)
+AutoModel.register(MatryoshkaConfig, MatryoshkaModel, exist_ok=True)
+AutoModelForImageClassification.register(MatryoshkaConfig, MatryoshkaForImageClassification, exist_ok=True)
+AutoModelForSequenceClassification.register(MatryoshkaConfig, MatryoshkaForSequenceClassification, exist_ok=True)
+
 __all__ = [
     "MatryoshkaConfig",
+    "MatryoshkaModel",
+    "MatryoshkaPreTrainedModel",
+    "MatryoshkaForImageClassification",
+    "MatryoshkaForSequenceClassification",
+    "MatryoshkaModelOutput",
+    "MatryoshkaClassifierOutput",
     "NestedLinear",
     "default_matryoshka_dims",
     "truncate_embeddings",

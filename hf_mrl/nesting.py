@@ -218,18 +218,23 @@ class NestedLinear(nn.Module):
             return _SeparateNestedLinearFunction.apply(flat, self.dims, *params)
         return torch.stack([head(flat[:, :dim]) for dim, head in zip(self.dims, self.heads)])
 
-    def logits_at(self, inputs: torch.Tensor, dim: int) -> torch.Tensor:
-        """Logits of the head at `dim` alone. MRL-E allows any dim from 1 to the full dim
-        (its heads are slices of one matrix); MRL allows only its nesting dims."""
+    def check_dim(self, dim) -> int:
+        """Validates a head dim: MRL-E allows any dim from 1 to the full dim (its heads are slices of one
+        matrix); MRL allows only its nesting dims."""
         if self.efficient:
-            validate_dim(dim, self.dims[-1])
-            weight = self.classifier.weight[:, :dim]
-            return F.linear(inputs[..., :dim], weight, self.classifier.bias)
-        if dim not in self.dims:
+            return validate_dim(dim, self.dims[-1])
+        if dim not in self.dims or isinstance(dim, bool):
             raise ValueError(
                 f"`dim` must be one of the nesting dims {self.dims} for separate (MRL) heads, got {dim!r}; "
                 "MRL-E heads (efficient=True) accept any dim."
             )
+        return dim
+
+    def logits_at(self, inputs: torch.Tensor, dim: int) -> torch.Tensor:
+        """Logits of the head at `dim` alone, shape (..., out_features)."""
+        dim = self.check_dim(dim)
+        if self.efficient:
+            return F.linear(inputs[..., :dim], self.classifier.weight[:, :dim], self.classifier.bias)
         return self.heads[self.dims.index(dim)](inputs[..., :dim])
 
 

@@ -1,0 +1,246 @@
+"""Matryoshka models over one transformers encoder: an embedding model and two classifiers.
+
+Reads top-down: output dataclasses, building blocks (backbone construction, pooling), the
+`MatryoshkaPreTrainedModel` base, the bare `MatryoshkaModel`, then the classification heads.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
+from transformers.utils import ModelOutput
+
+from .configuration_matryoshka import MatryoshkaConfig
+from .losses import matryoshka_cross_entropy
+from .nesting import NestedLinear, truncate_embeddings, validate_dim
+
+__all__ = [
+    "MatryoshkaModelOutput",
+    "MatryoshkaClassifierOutput",
+    "MatryoshkaPreTrainedModel",
+    "MatryoshkaModel",
+    "MatryoshkaForImageClassification",
+    "MatryoshkaForSequenceClassification",
+    "build_backbone",
+    "pool_hidden_states",
+]
+
+
+@dataclass
+class MatryoshkaModelOutput(ModelOutput):
+    """
+    Args:
+        embeddings (`torch.FloatTensor` of shape `(batch_size, embedding_dim)`):
+            Full-dim embeddings after pooling (and projection), NOT normalised. Any prefix `[:, :k]` is the
+            embedding at dim k; renormalise it after slicing (`hf_mrl.truncate_embeddings`).
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+            The backbone's last hidden states.
+        hidden_states, attentions: the backbone's, when asked for.
+    """
+
+    embeddings: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class MatryoshkaClassifierOutput(ModelOutput):
+    """
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
+            Sum over nesting dims of `matryoshka_weights[m] * cross_entropy(matryoshka_logits[m], labels)`.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+            Logits of the head at the largest nesting dim (the full dim by default), so pipelines, `Trainer`
+            and `evaluate` work unchanged.
+        matryoshka_logits (`torch.FloatTensor` of shape `(num_dims, batch_size, num_labels)`):
+            Logits of the head at every nesting dim, in `config.matryoshka_dims` order (ascending).
+        matryoshka_losses (`torch.FloatTensor` of shape `(num_dims,)`, *optional*):
+            Unweighted, detached cross-entropy at each nesting dim, for logging.
+        embeddings (`torch.FloatTensor` of shape `(batch_size, embedding_dim)`):
+            Full-dim embeddings the heads read, not normalised.
+        hidden_states, attentions: the backbone's, when asked for.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    matryoshka_logits: torch.FloatTensor | None = None
+    matryoshka_losses: torch.FloatTensor | None = None
+    embeddings: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def build_backbone(backbone_config: PreTrainedConfig) -> PreTrainedModel:
+    """The bare encoder for `backbone_config`, without its pooler when the class allows (our pooling
+    replaces it, and an unused pooler would leave parameters without gradients under DDP)."""
+    model_class = MODEL_MAPPING[type(backbone_config)]
+    kwargs = {}
+    if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+        kwargs["add_pooling_layer"] = False
+    return AutoModel.from_config(backbone_config, **kwargs)
+
+
+def pool_hidden_states(
+    last_hidden_state: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str
+) -> torch.Tensor:
+    """(batch, seq, hidden) -> (batch, hidden): the first token, or the mean over unmasked tokens."""
+    if pooling == "cls":
+        return last_hidden_state[:, 0]
+    if attention_mask is None:
+        return last_hidden_state.mean(dim=1)
+    mask = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)
+    return (last_hidden_state * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+class MatryoshkaPreTrainedModel(PreTrainedModel):
+    config_class = MatryoshkaConfig
+    base_model_prefix = "matryoshka"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    @classmethod
+    def from_backbone(cls, name_or_path: str, **config_kwargs):
+        """Builds a Matryoshka model on a plain pretrained encoder checkpoint (a Hub id or a local folder,
+        e.g. a ViT or all-MiniLM-L6-v2), with the encoder's weights loaded; `config_kwargs` go to
+        `MatryoshkaConfig` (`embedding_dim`, `matryoshka_dims`, `num_labels`, ...). New layers (projection,
+        heads) are randomly initialised."""
+        backbone_config = AutoConfig.from_pretrained(name_or_path)
+        model = cls(MatryoshkaConfig(backbone_config=backbone_config, **config_kwargs))
+        pretrained = AutoModel.from_pretrained(name_or_path)
+        base = getattr(model, cls.base_model_prefix, model)
+        missing, _unexpected_pooler = base.backbone.load_state_dict(pretrained.state_dict(), strict=False)
+        if missing:
+            raise ValueError(f"`{name_or_path}` lacks backbone weights {missing[:5]}... ; is it a {backbone_config.model_type} encoder?")
+        model.config.backbone_config._name_or_path = str(name_or_path)
+        return model
+
+
+class MatryoshkaModel(MatryoshkaPreTrainedModel):
+    """Encoder + pooling (+ projection) -> one embedding whose first k dims are an embedding for any k."""
+
+    # Loading a classifier checkpoint as a bare embedding model drops its heads on purpose.
+    _keys_to_ignore_on_load_unexpected = [r"^heads\."]
+
+    def __init__(self, config: MatryoshkaConfig):
+        super().__init__(config)
+        self.backbone = build_backbone(config.backbone_config)
+        self.main_input_name = self.backbone.main_input_name
+        hidden_size = config.backbone_config.hidden_size
+        self.projection = nn.Linear(hidden_size, config.embedding_dim) if config.uses_projection else None
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> MatryoshkaModelOutput:
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+            "pixel_values": pixel_values,
+            "output_hidden_states": output_hidden_states,
+            "output_attentions": output_attentions,
+        }
+        inputs = {name: value for name, value in inputs.items() if value is not None}
+        if input_ids is None and pixel_values is None and "inputs_embeds" not in kwargs:
+            raise ValueError("Pass `input_ids` (text backbones) or `pixel_values` (vision backbones).")
+        outputs = self.backbone(**inputs, **kwargs, return_dict=True)
+        pooled = pool_hidden_states(outputs.last_hidden_state, attention_mask, self.config.pooling)
+        embeddings = self.projection(pooled) if self.projection is not None else pooled
+        return MatryoshkaModelOutput(
+            embeddings=embeddings,
+            last_hidden_state=outputs.last_hidden_state,
+            hidden_states=outputs.get("hidden_states"),
+            attentions=outputs.get("attentions"),
+        )
+
+    @torch.no_grad()
+    def encode(self, dim: int | None = None, normalize: bool | None = None, **inputs) -> torch.Tensor:
+        """Embeddings truncated to their first `dim` features (full dim when None), L2-renormalised after
+        truncation unless `normalize=False` (default: `config.normalize`). Returns a `(batch, dim)` tensor."""
+        dim = validate_dim(dim, self.config.embedding_dim)
+        normalize = self.config.normalize if normalize is None else normalize
+        return truncate_embeddings(self(**inputs).embeddings, dim, normalize=normalize)
+
+
+class _MatryoshkaForClassification(MatryoshkaPreTrainedModel):
+    """Nested linear heads over the embedding: one per nesting dim (MRL) or slices of one (MRL-E)."""
+
+    def __init__(self, config: MatryoshkaConfig):
+        super().__init__(config)
+        if config.num_labels is None or config.num_labels < 2:
+            raise ValueError(f"`num_labels` must be an integer >= 2 for classification, got {config.num_labels!r}.")
+        self.matryoshka = MatryoshkaModel(config)
+        self.main_input_name = self.matryoshka.main_input_name
+        self.heads = NestedLinear(config.matryoshka_dims, config.num_labels, efficient=config.efficient)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> MatryoshkaClassifierOutput:
+        outputs = self.matryoshka(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            pixel_values=pixel_values,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            **kwargs,
+        )
+        matryoshka_logits = self.heads(outputs.embeddings)
+        loss = per_dim_losses = None
+        if labels is not None:
+            loss, per_dim_losses = matryoshka_cross_entropy(
+                matryoshka_logits, labels.to(matryoshka_logits.device), self.config.matryoshka_weights
+            )
+        return MatryoshkaClassifierOutput(
+            loss=loss,
+            logits=matryoshka_logits[-1],
+            matryoshka_logits=matryoshka_logits,
+            matryoshka_losses=per_dim_losses,
+            embeddings=outputs.embeddings,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    @torch.no_grad()
+    def predict(self, dim: int | None = None, return_logits: bool = False, **inputs) -> torch.Tensor:
+        """Class ids (or logits with `return_logits=True`) from the head at `dim` alone (default: the largest
+        nesting dim). MRL-E models accept any dim; MRL models accept their nesting dims."""
+        dim = self.heads.check_dim(self.config.matryoshka_dims[-1] if dim is None else dim)
+        embeddings = self.matryoshka(**inputs).embeddings
+        logits = self.heads.logits_at(embeddings, dim)
+        return logits if return_logits else logits.argmax(dim=-1)
+
+    @torch.no_grad()
+    def encode(self, dim: int | None = None, normalize: bool | None = None, **inputs) -> torch.Tensor:
+        """Same as `MatryoshkaModel.encode`: truncated, renormalised embeddings."""
+        return self.matryoshka.encode(dim=dim, normalize=normalize, **inputs)
+
+
+class MatryoshkaForImageClassification(_MatryoshkaForClassification):
+    main_input_name = "pixel_values"
+
+
+class MatryoshkaForSequenceClassification(_MatryoshkaForClassification):
+    main_input_name = "input_ids"
