@@ -131,19 +131,23 @@ class _EfficientNestedLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         inputs, weight = ctx.saved_tensors
-        grad_inputs = torch.zeros_like(inputs) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        # Gradients are built transposed, (features, ...), so each block's product fills contiguous rows:
+        # column slices of a row-major matrix make the matmuls markedly slower.
+        grad_inputs_t = inputs.new_empty(inputs.shape[1], inputs.shape[0]) if ctx.needs_input_grad[0] else None
+        grad_weight_t = weight.new_empty(weight.shape[1], weight.shape[0]) if ctx.needs_input_grad[1] else None
         bounds = block_bounds(ctx.dims)
         # Block i feeds the logits of every dim j >= i: its gradient is the sum of those.
         running = None
         for index in reversed(range(len(bounds))):
             running = grad_out[index].clone() if running is None else running.add_(grad_out[index])
             start, end = bounds[index]
-            if grad_inputs is not None:
-                torch.mm(running, weight[:, start:end], out=grad_inputs[:, start:end])
-            if grad_weight is not None:
-                torch.mm(running.t(), inputs[:, start:end], out=grad_weight[:, start:end])
+            if grad_inputs_t is not None:
+                torch.mm(weight[:, start:end].t(), running.t(), out=grad_inputs_t[start:end])
+            if grad_weight_t is not None:
+                torch.mm(inputs[:, start:end].t(), running, out=grad_weight_t[start:end])
         grad_bias = running.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        grad_inputs = None if grad_inputs_t is None else grad_inputs_t.t()
+        grad_weight = None if grad_weight_t is None else grad_weight_t.t()
         return grad_inputs, grad_weight, grad_bias, None
 
 
@@ -164,15 +168,16 @@ class _SeparateNestedLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         inputs, *weights = ctx.saved_tensors
-        grad_inputs = torch.zeros_like(inputs) if ctx.needs_input_grad[0] else None
+        # Built transposed so each head adds into contiguous rows (see the MRL-E backward).
+        grad_inputs_t = inputs.new_zeros(inputs.shape[1], inputs.shape[0]) if ctx.needs_input_grad[0] else None
         grads = []
         for index, (dim, weight) in enumerate(zip(ctx.dims, weights)):
             grad = grad_out[index]
-            if grad_inputs is not None:
-                grad_inputs[:, :dim].addmm_(grad, weight)
+            if grad_inputs_t is not None:
+                grad_inputs_t[:dim].addmm_(weight.t(), grad.t())
             grads.append(grad.t().mm(inputs[:, :dim]) if ctx.needs_input_grad[2 + 2 * index] else None)
             grads.append(grad.sum(0) if ctx.needs_input_grad[3 + 2 * index] else None)
-        return grad_inputs, None, *grads
+        return None if grad_inputs_t is None else grad_inputs_t.t(), None, *grads
 
 
 class NestedLinear(nn.Module):
