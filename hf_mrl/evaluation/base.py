@@ -1,0 +1,224 @@
+"""What every Matryoshka evaluator shares: encoding a dataset once, per-dim views of the embeddings,
+faiss search, and the evaluator contract.
+
+The contract (as in sentence-transformers): an evaluator is built once from its data, then
+`evaluator(model)` encodes the data once at the full dim and returns a flat dict of floats keyed
+`{name}_dim{k}_{metric}`; it declares `primary_metric` (one of those keys) and `greater_is_better`.
+`evaluator.compute_metrics(...)` scores embeddings computed elsewhere (other models, baselines).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..nesting import truncate_embeddings, validate_dim
+from .report import group_by_dim, save_results
+
+__all__ = [
+    "MODEL_INPUT_NAMES",
+    "SEARCH_MODES",
+    "EncodedDataset",
+    "MatryoshkaEvaluator",
+    "encode_dataset",
+    "per_dim_embeddings",
+    "build_search_index",
+    "run_search",
+    "validate_eval_dims",
+]
+
+# Batch keys passed to the model; anything else a collator returns (labels, ids) stays out.
+MODEL_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
+SEARCH_MODES = ("exact", "hnsw", "ivf")
+
+
+@dataclass
+class EncodedDataset:
+    """A dataset encoded once at the full dim.
+
+    embeddings: (n, d) float32, as the model returns them (not normalised).
+    matryoshka_logits: (num_nesting_dims, n, num_labels) float32 from the nested heads, or None.
+    """
+
+    embeddings: np.ndarray
+    matryoshka_logits: np.ndarray | None = None
+
+
+def _default_collate(examples: list[dict]) -> dict:
+    keys = [key for key in examples[0] if key in MODEL_INPUT_NAMES]
+    return {key: torch.stack([torch.as_tensor(example[key]) for example in examples]) for key in keys}
+
+
+@torch.no_grad()
+def encode_dataset(
+    model,
+    dataset,
+    collate_fn: Callable[[list[dict]], dict] | None = None,
+    batch_size: int = 64,
+    description: str = "Encoding",
+) -> EncodedDataset:
+    """Runs `model(**batch)` over `dataset` once, in batches, without gradients, and keeps
+    `.embeddings` and, when the model has nested heads, `.matryoshka_logits`. `collate_fn` turns a list of rows into
+    a dict of tensors (e.g. `ImageCollator`, `TextCollator`); None stacks the rows' model-input columns."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    if len(dataset) == 0:
+        raise ValueError("`dataset` is empty; nothing to encode.")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn or _default_collate)
+    embeddings, logits = [], []
+    try:
+        for batch in tqdm(loader, desc=description, leave=False):
+            inputs = {key: value.to(device) for key, value in batch.items() if key in MODEL_INPUT_NAMES}
+            outputs = model(**inputs)
+            embeddings.append(outputs.embeddings.float().cpu())
+            nested = getattr(outputs, "matryoshka_logits", None)
+            if nested is not None:
+                logits.append(nested.float().cpu())
+    finally:
+        model.train(was_training)
+    return EncodedDataset(
+        embeddings=torch.cat(embeddings).numpy(),
+        matryoshka_logits=torch.cat(logits, dim=1).numpy() if logits else None,
+    )
+
+
+def validate_eval_dims(dims, embedding_dim: int | None, name: str = "dims") -> list[int]:
+    """Evaluation dims: distinct integers from 1 to `embedding_dim` (any, not only nesting dims; no upper
+    bound when None), ascending."""
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or len(dims) == 0:
+        raise ValueError(f"`{name}` must be a non-empty list of integers, got {dims!r}.")
+    for dim in dims:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"`{name}` must hold positive integers, got {dim!r} in {list(dims)!r}.")
+    checked = [validate_dim(dim, embedding_dim, name=name) for dim in dims] if embedding_dim else list(dims)
+    if len(set(checked)) != len(checked):
+        raise ValueError(f"`{name}` holds duplicates in {list(dims)!r}; each dim must appear once.")
+    return sorted(checked)
+
+
+def per_dim_embeddings(embeddings, dims: Sequence[int]) -> dict[int, np.ndarray]:
+    """{dim: (n, dim) float32} L2-normalised, from either a full (n, d) array (first `dim` features,
+    truncated THEN normalised) or a mapping {dim: (n, dim) array} (e.g. a baseline's projections)."""
+    if isinstance(embeddings, Mapping):
+        missing = [dim for dim in dims if dim not in embeddings]
+        if missing:
+            raise ValueError(f"per-dim `embeddings` lack dims {missing}; they hold {sorted(embeddings)}.")
+        views = {}
+        for dim in dims:
+            array = torch.as_tensor(np.asarray(embeddings[dim], dtype=np.float32))
+            if array.ndim != 2 or array.shape[1] != dim:
+                raise ValueError(f"`embeddings[{dim}]` must have shape (n, {dim}), got {tuple(array.shape)}.")
+            views[dim] = truncate_embeddings(array, dim).numpy()
+        return views
+    full = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+    if full.ndim != 2:
+        raise ValueError(f"`embeddings` must be 2-D (n, d), got shape {tuple(full.shape)}.")
+    validate_eval_dims(list(dims), full.shape[1])
+    return {dim: np.ascontiguousarray(truncate_embeddings(full, dim).numpy()) for dim in dims}
+
+
+def build_search_index(vectors: np.ndarray, mode: str = "exact", **params) -> faiss.Index:
+    """A faiss inner-product index over L2-normalised `vectors` (n, dim): "exact" (IndexFlatIP), "hnsw"
+    (params `m`=32, `ef_construction`=80, `ef_search`=64) or "ivf" (params `nlist`=about sqrt(n), `nprobe`=8)."""
+    if mode not in SEARCH_MODES:
+        raise ValueError(f"`search` must be one of {list(SEARCH_MODES)}, got {mode!r}.")
+    unknown = sorted(set(params) - {"m", "ef_construction", "ef_search", "nlist", "nprobe"})
+    if unknown:
+        raise ValueError(
+            f"`search_params` has unknown keys {unknown}; allowed: m, ef_construction, ef_search, nlist, nprobe."
+        )
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    dim = vectors.shape[1]
+    if mode == "exact":
+        index = faiss.IndexFlatIP(dim)
+    elif mode == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params.get("m", 32), faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params.get("ef_construction", 80)
+        index.hnsw.efSearch = params.get("ef_search", 64)
+    else:
+        # faiss wants ~39 training points per list; fewer lists for small corpora.
+        nlist = params.get("nlist", max(1, min(int(np.sqrt(len(vectors))), len(vectors) // 39)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        index.nprobe = min(params.get("nprobe", 8), nlist)
+    index.add(vectors)
+    return index
+
+
+def run_search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """faiss search: scores and ids (num_queries, k), best first; ids are -1 past the corpus size."""
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+
+class MatryoshkaEvaluator(ABC):
+    """Base of the evaluators: naming of keys, `primary_metric`, and `__call__(model)` -> flat dict.
+
+    Subclasses set `name`, `dims` (None until known: then the model's nesting dims) and implement
+    `encode(model)` -> the keyword arguments of `compute_metrics`, and `compute_metrics(...)`.
+    """
+
+    greater_is_better = True
+    primary_metric_name = ""
+
+    def __init__(self, name: str, dims: Sequence[int] | None, batch_size: int):
+        if not isinstance(name, str) or not name or "_dim" in name:
+            raise ValueError(f"`name` must be a non-empty string without '_dim', got {name!r}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+        self.name = name
+        self.dims = None if dims is None else validate_eval_dims(dims, None)
+        self.batch_size = batch_size
+        self._last_dims: list[int] | None = None
+
+    def key(self, dim: int, metric: str) -> str:
+        return f"{self.name}_dim{dim}_{metric}"
+
+    @property
+    def primary_metric(self) -> str | None:
+        """The key of the main metric at the largest evaluated dim (None until the dims are known)."""
+        dims = self.dims or self._last_dims
+        return self.key(dims[-1], self.primary_metric_name) if dims else None
+
+    def resolve_dims(self, model) -> list[int]:
+        """The evaluation dims for `model`: the ones given, checked against its embedding dim, or its nesting dims."""
+        config = getattr(model, "config", None)
+        embedding_dim = getattr(config, "embedding_dim", None)
+        if self.dims is None:
+            if embedding_dim is None:
+                raise ValueError("`dims` must be given for a model whose config has no `embedding_dim`.")
+            return list(getattr(config, "matryoshka_dims", None) or [embedding_dim])
+        if embedding_dim is not None:
+            validate_eval_dims(self.dims, embedding_dim)
+        return list(self.dims)
+
+    def __call__(self, model, output_path=None) -> dict[str, float]:
+        """Encodes the data once with `model`, scores every dim; writes the dict as JSON to `output_path` if given."""
+        dims = self.resolve_dims(model)
+        results = self.compute_metrics(dims=dims, **self.encode(model))
+        if output_path is not None:
+            save_results(results, output_path)
+        return results
+
+    def remember(self, results: dict[str, float], primary_metric_name: str) -> dict[str, float]:
+        """Records the dims and main metric of the latest results (for `primary_metric`); returns them."""
+        self._last_dims = sorted(group_by_dim(results))
+        self.primary_metric_name = primary_metric_name
+        return results
+
+    @abstractmethod
+    def encode(self, model) -> dict:
+        """Encodes the evaluator's data with `model` once: the keyword arguments for `compute_metrics`."""
+
+    @abstractmethod
+    def compute_metrics(self, *, dims: Sequence[int] | None = None, **embeddings) -> dict[str, float]:
+        """Scores precomputed embeddings at every dim: the flat `{name}_dim{k}_{metric}` dict."""

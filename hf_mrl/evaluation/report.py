@@ -1,0 +1,179 @@
+"""Evaluation results as people read them: JSON on disk, markdown tables, PNG plots.
+
+Results are the evaluators' flat dicts, `{name}_dim{k}_{metric}: value`. `group_by_dim` turns one
+into `{dim: {metric: value}}`; tables and plots take `{model or baseline label: flat dict}`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+
+__all__ = [
+    "save_results",
+    "load_results",
+    "parse_metric_key",
+    "group_by_dim",
+    "markdown_table",
+    "plot_metric_vs_dim",
+    "plot_qps_vs_metric",
+]
+
+_KEY = re.compile(r"^(?P<name>.+?)_dim(?P<dim>\d+)_(?P<metric>.+)$")
+
+
+def _plain(value):
+    """numpy scalars and arrays -> Python numbers and lists, so results stay plain JSON."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def _atomic_write(path, write) -> None:
+    """Calls `write(file)` on a temporary file beside `path`, then renames it over `path`."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    suffix = os.path.splitext(path)[1]
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def save_results(results: Mapping, path) -> None:
+    """Writes `results` (a dict of numbers, nested dicts or lists) as JSON, atomically (temp file + rename)."""
+    if not isinstance(results, Mapping):
+        raise ValueError(f"`results` must be a dict, got {type(results).__name__}.")
+    text = json.dumps(_plain(results), indent=2, sort_keys=True).encode()
+    _atomic_write(path, lambda file: file.write(text))
+
+
+def load_results(path) -> dict:
+    """Reads results written by `save_results`."""
+    with open(path) as file:
+        return json.load(file)
+
+
+def parse_metric_key(key: str) -> tuple[str, int, str]:
+    """`"fmnist_dim16_top1"` -> `("fmnist", 16, "top1")`."""
+    match = _KEY.match(key)
+    if match is None:
+        raise ValueError(f"metric key {key!r} is not of the form '{{name}}_dim{{k}}_{{metric}}'.")
+    return match["name"], int(match["dim"]), match["metric"]
+
+
+def group_by_dim(results: Mapping[str, float]) -> dict[int, dict[str, float]]:
+    """A flat results dict -> `{dim: {metric: value}}` (the evaluator name dropped); other keys are skipped."""
+    grouped: dict[int, dict[str, float]] = {}
+    for key, value in results.items():
+        if _KEY.match(key):
+            _, dim, metric = parse_metric_key(key)
+            grouped.setdefault(dim, {})[metric] = value
+    return dict(sorted(grouped.items()))
+
+
+def _check_results_by_label(results_by_label) -> dict[str, dict[int, dict[str, float]]]:
+    if not isinstance(results_by_label, Mapping) or not results_by_label:
+        raise ValueError("`results_by_label` must be a non-empty dict {label: flat results dict}.")
+    return {label: group_by_dim(results) for label, results in results_by_label.items()}
+
+
+def markdown_table(
+    results_by_label: Mapping[str, Mapping[str, float]], metrics: Sequence[str] | None = None, digits: int = 4
+) -> str:
+    """A markdown table: one row per dim, one column per (label, metric); missing cells are '-'.
+    `metrics` picks and orders the metric columns (default: every metric, sorted)."""
+    grouped = _check_results_by_label(results_by_label)
+    if metrics is None:
+        metrics = sorted({metric for by_dim in grouped.values() for row in by_dim.values() for metric in row})
+    dims = sorted({dim for by_dim in grouped.values() for dim in by_dim})
+    single = len(grouped) == 1
+    columns = [(label, metric) for label in grouped for metric in metrics]
+    header = ["dim", *(metric if single else f"{label} {metric}" for label, metric in columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for dim in dims:
+        cells = [str(dim)]
+        for label, metric in columns:
+            value = grouped[label].get(dim, {}).get(metric)
+            cells.append("-" if value is None else f"{value:.{digits}f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _save_figure(figure, path) -> None:
+    import matplotlib.pyplot as plt
+
+    _atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(figure)
+
+
+def plot_metric_vs_dim(
+    results_by_label: Mapping[str, Mapping[str, float]], metric: str, path, title: str | None = None
+) -> None:
+    """One line per label (model or baseline): `metric` against dim (log2 axis), saved as PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grouped = _check_results_by_label(results_by_label)
+    series = {
+        label: sorted((dim, row[metric]) for dim, row in by_dim.items() if metric in row)
+        for label, by_dim in grouped.items()
+    }
+    if not any(series.values()):
+        raise ValueError(f"no results hold the metric {metric!r}.")
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for label, points in series.items():
+        if points:
+            axis.plot([dim for dim, _ in points], [value for _, value in points], marker="o", label=label)
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("embedding dim")
+    axis.set_ylabel(metric)
+    axis.set_title(title or f"{metric} vs dim")
+    axis.grid(True, alpha=0.3)
+    axis.legend()
+    _save_figure(figure, path)
+
+
+def plot_qps_vs_metric(
+    series: Mapping[str, Sequence[tuple[float, float]]], path, metric: str = "recall@10", title: str | None = None
+) -> None:
+    """Speed against quality: `series` maps a label (e.g. an index setting) to (metric value, queries per
+    second) points; QPS on a log axis. Saved as PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not isinstance(series, Mapping) or not series or not all(len(points) for points in series.values()):
+        raise ValueError("`series` must be a non-empty dict {label: [(metric value, qps), ...]} with points.")
+    for label, points in series.items():
+        for point in points:
+            if len(point) != 2 or not all(math.isfinite(value) for value in point) or point[1] <= 0:
+                raise ValueError(f"`series[{label!r}]` holds {point!r}; points must be (metric, qps > 0).")
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for label, points in series.items():
+        points = sorted(points)
+        axis.plot([value for value, _ in points], [qps for _, qps in points], marker="o", label=label)
+    axis.set_yscale("log")
+    axis.set_xlabel(metric)
+    axis.set_ylabel("queries per second")
+    axis.set_title(title or f"QPS vs {metric}")
+    axis.grid(True, alpha=0.3)
+    axis.legend()
+    _save_figure(figure, path)
