@@ -6,7 +6,7 @@ from transformers import AutoConfig, PreTrainedConfig
 
 from .nesting import default_matryoshka_dims, validate_matryoshka_dims, validate_matryoshka_weights
 
-__all__ = ["MatryoshkaConfig", "POOLING_MODES", "resolve_sub_config", "default_pooling"]
+__all__ = ["MatryoshkaConfig", "MatryoshkaDualEncoderConfig", "POOLING_MODES", "resolve_sub_config", "default_pooling"]
 
 POOLING_MODES = ("cls", "mean")
 
@@ -119,3 +119,77 @@ class MatryoshkaConfig(PreTrainedConfig):
     def uses_projection(self) -> bool:
         """A projection follows pooling exactly when the embedding dim differs from the hidden size."""
         return self.embedding_dim != self.backbone_config.hidden_size
+
+
+class MatryoshkaDualEncoderConfig(PreTrainedConfig):
+    r"""
+    Configuration of an ALIGN / CLIP-style dual encoder whose projected image and text embeddings are
+    Matryoshka embeddings: their first k dims can be compared across modalities for any k.
+
+    Args:
+        vision_config (`PreTrainedConfig` or `dict`):
+            Configuration of the image tower (ViT, or any vision encoder returning `last_hidden_state`).
+        text_config (`PreTrainedConfig` or `dict`):
+            Configuration of the text tower (BERT, or any text encoder returning `last_hidden_state`).
+        projection_dim (`int`, *optional*, defaults to 512):
+            Size of the shared embedding space; both towers end with a linear projection to it.
+        matryoshka_dims (`list[int]`, *optional*):
+            Nesting dims of the contrastive loss. Defaults to the powers of two from 8 up to
+            `projection_dim`, with `projection_dim` always included.
+        matryoshka_weights (`list[float]`, *optional*, defaults to all 1.0):
+            Relative weight of the loss at each nesting dim.
+        temperature_init (`float`, *optional*, defaults to 0.07):
+            Initial softmax temperature. It is learnt as a logit scale `log(1 / temperature)`, clamped like
+            CLIP's so that the scale never exceeds 100.
+        learn_temperature (`bool`, *optional*, defaults to `True`):
+            Whether the temperature is a trainable parameter.
+        label_smoothing (`float`, *optional*, defaults to 0.0):
+            Label smoothing of the contrastive cross-entropy (ALIGN uses 0.1).
+        vision_pooling, text_pooling (`str`, *optional*):
+            `"cls"` or `"mean"` for each tower; defaults: cls for the image tower, mean for the text tower.
+    """
+
+    model_type = "matryoshka_dual_encoder"
+
+    def __init__(
+        self,
+        vision_config=None,
+        text_config=None,
+        projection_dim: int = 512,
+        matryoshka_dims: list[int] | None = None,
+        matryoshka_weights: list[float] | None = None,
+        temperature_init: float = 0.07,
+        learn_temperature: bool = True,
+        label_smoothing: float = 0.0,
+        vision_pooling: str | None = None,
+        text_pooling: str | None = None,
+        **kwargs,
+    ):
+        kwargs.pop("is_matryoshka", None)
+        kwargs.pop("matryoshka_dimensions", None)
+        self.vision_config = resolve_sub_config(
+            AutoConfig.for_model("vit") if vision_config is None else vision_config, "vision_config"
+        )
+        self.text_config = resolve_sub_config(
+            AutoConfig.for_model("bert") if text_config is None else text_config, "text_config"
+        )
+        self.projection_dim = validate_positive_int(projection_dim, "projection_dim")
+        self.matryoshka_dims, self.matryoshka_weights = resolve_nesting(
+            matryoshka_dims, matryoshka_weights, self.projection_dim
+        )
+        if isinstance(temperature_init, bool) or not isinstance(temperature_init, (int, float)) or not 0.01 <= temperature_init <= 100:
+            raise ValueError(f"`temperature_init` must be a number from 0.01 to 100, got {temperature_init!r}.")
+        self.temperature_init = float(temperature_init)
+        self.learn_temperature = bool(learn_temperature)
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 1:
+            raise ValueError(f"`label_smoothing` must be a number in [0, 1), got {label_smoothing!r}.")
+        self.label_smoothing = float(label_smoothing)
+        self.vision_pooling = (
+            default_pooling(self.vision_config) if vision_pooling is None else validate_pooling(vision_pooling, "vision_pooling")
+        )
+        self.text_pooling = (
+            default_pooling(self.text_config) if text_pooling is None else validate_pooling(text_pooling, "text_pooling")
+        )
+        self.is_matryoshka = True
+        self.matryoshka_dimensions = sorted(self.matryoshka_dims, reverse=True)
+        super().__init__(**kwargs)

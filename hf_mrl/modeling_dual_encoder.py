@@ -1,0 +1,209 @@
+"""ALIGN / CLIP-style image-text dual encoder with Matryoshka embeddings and a contrastive loss at
+every nesting dim.
+
+Reads top-down: the output dataclass, the `MatryoshkaDualEncoderModel` (towers, projections, learnt
+temperature), then the pretrained-towers constructor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
+from .losses import matryoshka_contrastive_loss
+from .modeling_matryoshka import build_backbone, pool_hidden_states
+from .nesting import truncate_embeddings, validate_dim
+
+__all__ = ["MatryoshkaDualEncoderOutput", "MatryoshkaDualEncoderModel"]
+
+# CLIP clamps its learnt logit scale at 100 (temperature 0.01) to keep training stable.
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+@dataclass
+class MatryoshkaDualEncoderOutput(ModelOutput):
+    """
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
+            Weighted sum over nesting dims of the symmetric contrastive loss at that dim.
+        logits_per_image (`torch.FloatTensor` of shape `(image_batch_size, text_batch_size)`):
+            Full-dim cosine similarities times the logit scale.
+        logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, image_batch_size)`):
+            The transpose of `logits_per_image`.
+        image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
+            Full-dim projected image embeddings, L2-normalised. Truncate with
+            `hf_mrl.truncate_embeddings(image_embeds, k)`, which renormalises.
+        text_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
+            Full-dim projected text embeddings, L2-normalised.
+        matryoshka_losses (`torch.FloatTensor` of shape `(num_dims,)`, *optional*):
+            Unweighted, detached loss at each nesting dim (`config.matryoshka_dims` order), for logging.
+        logit_scale (`torch.FloatTensor` of shape `()`):
+            The (clamped) inverse temperature used.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    matryoshka_losses: torch.FloatTensor | None = None
+    logit_scale: torch.FloatTensor | None = None
+
+
+def _batch_size(name: str, tensor: torch.Tensor | None) -> int:
+    if tensor is None:
+        raise ValueError(f"`{name}` is required.")
+    if tensor.shape[0] == 0:
+        raise ValueError(f"`{name}` is an empty batch (shape {tuple(tensor.shape)}); give at least one item.")
+    return tensor.shape[0]
+
+
+class MatryoshkaDualEncoderModel(PreTrainedModel):
+    """Image tower + text tower, each pooled and projected to `projection_dim`; the first k dims of both
+    projections form a shared embedding space for any k."""
+
+    config_class = MatryoshkaDualEncoderConfig
+    base_model_prefix = "matryoshka_dual_encoder"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    def __init__(self, config: MatryoshkaDualEncoderConfig):
+        super().__init__(config)
+        self.vision_model = build_backbone(config.vision_config)
+        self.text_model = build_backbone(config.text_config)
+        self.visual_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
+        self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
+        self.logit_scale = nn.Parameter(
+            torch.tensor(math.log(1.0 / config.temperature_init)), requires_grad=config.learn_temperature
+        )
+        self.post_init()
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if module is self:
+            # transformers' init functions skip parameters already loaded from a checkpoint.
+            init.constant_(self.logit_scale, math.log(1.0 / self.config.temperature_init))
+
+    def _image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        hidden = self.vision_model(pixel_values=pixel_values, return_dict=True).last_hidden_state
+        return self.visual_projection(pool_hidden_states(hidden, None, self.config.vision_pooling))
+
+    def _text_embeddings(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        hidden = self.text_model(**{k: v for k, v in inputs.items() if v is not None}, return_dict=True).last_hidden_state
+        return self.text_projection(pool_hidden_states(hidden, attention_mask, self.config.text_pooling))
+
+    def get_image_features(self, pixel_values: torch.Tensor, dim: int | None = None, normalize: bool = True) -> torch.Tensor:
+        """Projected image embeddings truncated to their first `dim` features (full `projection_dim` when
+        None) and L2-renormalised after truncation. Returns a plain `torch.Tensor` of shape (batch, dim),
+        not a `ModelOutput`. Gradients flow (wrap in `torch.no_grad()` for inference)."""
+        dim = validate_dim(dim, self.config.projection_dim)
+        _batch_size("pixel_values", pixel_values)
+        return truncate_embeddings(self._image_embeddings(pixel_values), dim, normalize=normalize)
+
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        dim: int | None = None,
+        normalize: bool = True,
+    ) -> torch.Tensor:
+        """Projected text embeddings truncated to `dim` and renormalised; a `torch.Tensor` (batch, dim)."""
+        dim = validate_dim(dim, self.config.projection_dim)
+        _batch_size("input_ids", input_ids)
+        return truncate_embeddings(self._text_embeddings(input_ids, attention_mask, token_type_ids), dim, normalize=normalize)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        image_ids: torch.Tensor | None = None,
+        text_ids: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+        gather: bool = False,
+        **kwargs,
+    ) -> MatryoshkaDualEncoderOutput:
+        """`image_ids` / `text_ids` (optional, (batch,) ints): items sharing an id are all positives of each
+        other (repeated captions or images in a batch). `gather=True` all-gathers the embeddings across
+        processes (with gradients) before the loss, so each process scores the global batch."""
+        image_batch = _batch_size("pixel_values", pixel_values)
+        text_batch = _batch_size("input_ids", input_ids)
+        if return_loss and image_batch != text_batch:
+            raise ValueError(
+                f"`pixel_values` has {image_batch} items but `input_ids` has {text_batch}; the contrastive loss "
+                "needs one caption per image (pass `image_ids`/`text_ids` for repeated ones)."
+            )
+        image_raw = self._image_embeddings(pixel_values)
+        text_raw = self._text_embeddings(input_ids, attention_mask, token_type_ids)
+        logit_scale = self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+        loss = per_dim = None
+        if return_loss:
+            result = matryoshka_contrastive_loss(
+                image_raw,
+                text_raw,
+                dims=self.config.matryoshka_dims,
+                weights=self.config.matryoshka_weights,
+                temperature=1.0 / logit_scale,
+                label_smoothing=self.config.label_smoothing,
+                image_ids=image_ids,
+                text_ids=text_ids,
+                gather=gather,
+            )
+            loss, per_dim = result.loss, result.per_dim_losses
+        image_embeds = truncate_embeddings(image_raw)
+        text_embeds = truncate_embeddings(text_raw)
+        logits_per_text = logit_scale * text_embeds @ image_embeds.t()
+        return MatryoshkaDualEncoderOutput(
+            loss=loss,
+            logits_per_image=logits_per_text.t(),
+            logits_per_text=logits_per_text,
+            image_embeds=image_embeds,
+            text_embeds=text_embeds,
+            matryoshka_losses=per_dim,
+            logit_scale=logit_scale.detach(),
+        )
+
+    @classmethod
+    def from_vision_text_pretrained(cls, vision_name_or_path: str, text_name_or_path: str, **config_kwargs):
+        """Builds a dual encoder on pretrained towers (Hub ids or local folders): a plain encoder checkpoint
+        (ViT, BERT, all-MiniLM-L6-v2, ...) or an hf_mrl `MatryoshkaModel` checkpoint, whose backbone and
+        pooling are reused. The projections and temperature start fresh; `config_kwargs` go to
+        `MatryoshkaDualEncoderConfig`."""
+        vision_backbone, vision_pooling = _load_tower(vision_name_or_path)
+        text_backbone, text_pooling = _load_tower(text_name_or_path)
+        config_kwargs.setdefault("vision_pooling", vision_pooling)
+        config_kwargs.setdefault("text_pooling", text_pooling)
+        config = MatryoshkaDualEncoderConfig(
+            vision_config=vision_backbone.config, text_config=text_backbone.config, **config_kwargs
+        )
+        model = cls(config)
+        for tower, pretrained, name in (
+            (model.vision_model, vision_backbone, vision_name_or_path),
+            (model.text_model, text_backbone, text_name_or_path),
+        ):
+            missing, _unexpected_pooler = tower.load_state_dict(pretrained.state_dict(), strict=False)
+            if missing:
+                raise ValueError(f"`{name}` lacks encoder weights {missing[:5]}; is it an encoder checkpoint?")
+        return model
+
+
+def _load_tower(name_or_path: str) -> tuple[PreTrainedModel, str | None]:
+    """The encoder of a checkpoint and its pooling (None: the config's default for that tower)."""
+    config = AutoConfig.from_pretrained(name_or_path)
+    if isinstance(config, MatryoshkaConfig):
+        from .modeling_matryoshka import MatryoshkaModel
+
+        matryoshka = MatryoshkaModel.from_pretrained(name_or_path)
+        return matryoshka.backbone, config.pooling
+    return AutoModel.from_pretrained(name_or_path), None
