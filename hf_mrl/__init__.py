@@ -11,7 +11,8 @@ from transformers import (
     AutoModelForSequenceClassification,
 )
 
-from .configuration_matryoshka import MatryoshkaConfig
+from .configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
+from .modeling_dual_encoder import MatryoshkaDualEncoderModel, MatryoshkaDualEncoderOutput
 from .modeling_matryoshka import (
     MatryoshkaClassifierOutput,
     MatryoshkaForImageClassification,
@@ -26,6 +27,8 @@ __version__ = "0.1.0"
 
 AutoConfig.register(MatryoshkaConfig.model_type, MatryoshkaConfig, exist_ok=True)
 AutoModel.register(MatryoshkaConfig, MatryoshkaModel, exist_ok=True)
+AutoConfig.register(MatryoshkaDualEncoderConfig.model_type, MatryoshkaDualEncoderConfig, exist_ok=True)
+AutoModel.register(MatryoshkaDualEncoderConfig, MatryoshkaDualEncoderModel, exist_ok=True)
 AutoModelForImageClassification.register(MatryoshkaConfig, MatryoshkaForImageClassification, exist_ok=True)
 AutoModelForSequenceClassification.register(MatryoshkaConfig, MatryoshkaForSequenceClassification, exist_ok=True)
 
@@ -37,6 +40,9 @@ __all__ = [
     "MatryoshkaForSequenceClassification",
     "MatryoshkaModelOutput",
     "MatryoshkaClassifierOutput",
+    "MatryoshkaDualEncoderConfig",
+    "MatryoshkaDualEncoderModel",
+    "MatryoshkaDualEncoderOutput",
     "NestedLinear",
     "default_matryoshka_dims",
     "truncate_embeddings",

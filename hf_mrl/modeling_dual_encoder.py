@@ -154,7 +154,7 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
                 text_raw,
                 dims=self.config.matryoshka_dims,
                 weights=self.config.matryoshka_weights,
-                temperature=1.0 / logit_scale,
+                logit_scale=logit_scale,
                 label_smoothing=self.config.label_smoothing,
                 image_ids=image_ids,
                 text_ids=text_ids,
