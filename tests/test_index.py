@@ -1,0 +1,401 @@
+"""MatryoshkaIndex: every search mode against a brute-force numpy reference, storage round trips, save/load
+integrity, argument errors, and building from a dataset with a tiny real model."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from hf_mrl.configuration_matryoshka import MatryoshkaConfig
+from hf_mrl.index import STORAGES, MatryoshkaIndex, encode_dataset
+from hf_mrl.modeling_matryoshka import MatryoshkaModel
+
+from .tiny import tiny_vit_config
+
+NUM_VECTORS, DIM = 600, 32
+
+
+def matryoshka_like(num: int, seed: int) -> np.ndarray:
+    """Un-normalised embeddings whose early features carry more variance (as in trained MRL models),
+    clustered so that truncated searches share most neighbours with full-dim ones."""
+    rng = np.random.default_rng(seed)
+    scale = np.linspace(3.0, 0.3, DIM)
+    centers = np.random.default_rng(1234).standard_normal((12, DIM)) * scale
+    return (centers[rng.integers(0, 12, num)] + 0.7 * rng.standard_normal((num, DIM)) * scale + 0.5).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def database():
+    return matryoshka_like(NUM_VECTORS, seed=0)
+
+
+@pytest.fixture(scope="module")
+def queries():
+    return matryoshka_like(25, seed=1)
+
+
+def unit(array: np.ndarray, dim: int) -> np.ndarray:
+    head = array[:, :dim].astype(np.float64)
+    return head / np.linalg.norm(head, axis=1, keepdims=True)
+
+
+def exact_scores(database: np.ndarray, queries: np.ndarray, dim: int) -> np.ndarray:
+    """Cosine at `dim` of every (query, vector) pair: truncate, renormalise, dot."""
+    return unit(queries, dim) @ unit(database, dim).T
+
+
+def exact_search(database, queries, dim, k):
+    scores = exact_scores(database, queries, dim)
+    ids = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, ids, 1), ids
+
+
+def funnel_reference(database, queries, dims, sizes, k):
+    """Stage by stage, one query at a time: exact top sizes[0] at dims[0], then re-rank the survivors."""
+    results = []
+    for query in queries[:, None, :]:
+        candidates = exact_search(database, query, dims[0], sizes[0])[1][0]
+        for dim, size in zip(dims[1:], sizes[1:], strict=True):
+            scores = exact_scores(database[candidates], query, dim)[0]
+            candidates = candidates[np.argsort(-scores, kind="stable")[:size]]
+        results.append(candidates[:k])
+    return np.stack(results)
+
+
+# -- search modes against the reference ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rerank_dim", [8, 20, 32])
+def test_full_shortlist_equals_exact_search_at_rerank_dim(database, queries, rerank_dim):
+    index = MatryoshkaIndex(database, shortlist_dim=8, show_progress=False)
+    scores, ids = index.search(queries, 10, shortlist_size=NUM_VECTORS, rerank_dim=rerank_dim)
+    ref_scores, ref_ids = exact_search(database, queries, rerank_dim, 10)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+
+
+def test_shortlist_then_rerank_matches_reference(database, queries):
+    index = MatryoshkaIndex(database, shortlist_dim=[8, 16], show_progress=False)
+    scores, ids = index.search(queries, 5, shortlist_dim=8, shortlist_size=40, rerank_dim=32)
+    for row, query in enumerate(queries[:, None, :]):
+        shortlist = exact_search(database, query, 8, 40)[1][0]
+        rerank = exact_scores(database[shortlist], query, 32)[0]
+        expected = shortlist[np.argsort(-rerank, kind="stable")[:5]]
+        np.testing.assert_array_equal(ids[row], expected)
+        np.testing.assert_allclose(scores[row], np.sort(rerank)[::-1][:5], atol=1e-5)
+
+
+def test_funnel_matches_stagewise_reference(database, queries):
+    index = MatryoshkaIndex(database, shortlist_dim=4, show_progress=False)
+    dims, sizes = [4, 8, 16, 32], [300, 120, 40, 10]
+    scores, ids = index.funnel_search(queries, 10, dims, sizes)
+    np.testing.assert_array_equal(ids, funnel_reference(database, queries, dims, sizes, 10))
+    np.testing.assert_allclose(scores, np.take_along_axis(exact_scores(database, queries, 32), ids, 1), atol=1e-5)
+    # The default funnel runs end to end and ends at the stored dim.
+    default_scores, default_ids = index.funnel_search(queries, 3)
+    np.testing.assert_allclose(default_scores, np.take_along_axis(exact_scores(database, queries, 32), default_ids, 1),
+                               atol=1e-5)
+
+
+def test_funnel_with_whole_database_equals_exact(database, queries):
+    index = MatryoshkaIndex(database, shortlist_dim=8, show_progress=False)
+    _, ids = index.funnel_search(queries, 10, [8, 16, 32], [NUM_VECTORS, NUM_VECTORS, NUM_VECTORS])
+    np.testing.assert_array_equal(ids, exact_search(database, queries, 32, 10)[1])
+
+
+@pytest.mark.parametrize(
+    ("storage", "int8_scale", "atol", "min_overlap"),
+    [
+        ("float16", "dimension", 5e-4, 0.99),
+        ("bfloat16", "dimension", 3e-3, 0.97),
+        ("int8", "dimension", 8e-3, 0.95),
+        ("int8", "vector", 8e-3, 0.95),
+    ],
+)
+@pytest.mark.parametrize("dim", [8, 16, 32])
+def test_quantised_storage_is_close_to_exact_at_every_dim(database, queries, storage, int8_scale, atol, min_overlap, dim):
+    """Truncating a quantised vector and renormalising the slice stays close to the float search at that dim."""
+    index = MatryoshkaIndex(database, storage=storage, int8_scale=int8_scale, nesting_dims=[8, 16, 32],
+                            shortlist_dim=8, show_progress=False)
+    scores, ids = index.search(queries, 10, shortlist_size=NUM_VECTORS, rerank_dim=dim)
+    reference = exact_scores(database, queries, dim)
+    np.testing.assert_allclose(scores, np.take_along_axis(reference, ids, 1), atol=atol)
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact_search(database, queries, dim, 10)[1],
+                                                                  strict=True)])
+    assert overlap >= min_overlap
+
+
+@pytest.mark.parametrize("int8_scale", ["dimension", "vector"])
+def test_int8_slices_keep_their_resolution_when_late_features_are_large(database, queries, int8_scale):
+    """One scale over the whole vector would let the large late features coarsen the first 8; per-feature
+    and per-nesting-block scales keep an 8-dim search precise (a single scale is off by ~0.24 here)."""
+    loud_tail = database.copy()
+    loud_tail[:, 16:] *= 40
+    index = MatryoshkaIndex(loud_tail, storage="int8", int8_scale=int8_scale, nesting_dims=[8, 16, 32],
+                            shortlist_dim=8, show_progress=False)
+    scores, ids = index.search(queries, 10, shortlist_size=NUM_VECTORS, rerank_dim=8)
+    np.testing.assert_allclose(scores, np.take_along_axis(exact_scores(loud_tail, queries, 8), ids, 1), atol=1e-2)
+
+
+def test_binary_storage_scores_are_cosines_with_sign_vectors(database, queries):
+    index = MatryoshkaIndex(database, storage="binary", shortlist_dim=8, show_progress=False)
+    scores, ids = index.search(queries, 10, shortlist_size=NUM_VECTORS, rerank_dim=24)
+    signs = np.where(database[:, :24] > 0, 1.0, -1.0)
+    reference = unit(queries, 24) @ signs.T / np.sqrt(24)
+    np.testing.assert_allclose(scores, np.take_along_axis(reference, ids, 1), atol=1e-5)
+    np.testing.assert_allclose(scores, -np.sort(-reference, axis=1)[:, :10], atol=1e-5)
+    assert index.memory_breakdown()["vectors"] == NUM_VECTORS * DIM // 8
+
+
+def test_binary_shortlist_feeds_a_float_rerank(database, queries):
+    index = MatryoshkaIndex(database, shortlist_storage="binary", shortlist_dim=16, show_progress=False)
+    size = 50
+    scores, ids = index.search(queries, 10, shortlist_size=size, rerank_dim=32)
+    bits = database[:, :16] > 0
+    hamming = (bits[None, :, :] != (queries[:, None, :16] > 0)).sum(-1)  # (nq, N)
+    cutoff = np.sort(hamming, axis=1)[:, size - 1]
+    # Every result lies inside the Hamming shortlist and carries its exact full-dim cosine, best first.
+    assert (np.take_along_axis(hamming, ids, 1) <= cutoff[:, None]).all()
+    np.testing.assert_allclose(scores, np.take_along_axis(exact_scores(database, queries, 32), ids, 1), atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 0).all()
+    assert index.memory_breakdown()["shortlist@16"] == NUM_VECTORS * 2
+
+
+def test_ivf_probing_every_list_is_exact(database, queries):
+    index = MatryoshkaIndex(database, shortlist_index="ivf", shortlist_dim=8, index_params={"nlist": 8, "nprobe": 8},
+                            show_progress=False)
+    _, ids = index.search(queries, 10, shortlist_size=NUM_VECTORS, rerank_dim=32)
+    np.testing.assert_array_equal(ids, exact_search(database, queries, 32, 10)[1])
+
+
+@pytest.mark.parametrize("shortlist_storage", ["float32", "float16", "int8", "binary"])
+def test_hnsw_shortlist_finds_most_true_neighbours(database, queries, shortlist_storage):
+    index = MatryoshkaIndex(database, shortlist_index="hnsw", shortlist_storage=shortlist_storage, shortlist_dim=16,
+                            index_params={"hnsw_m": 16}, show_progress=False)
+    _, ids = index.search(queries, 10, shortlist_size=100, rerank_dim=32, ef_search=200)
+    exact = exact_search(database, queries, 32, 10)[1]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact, strict=True)])
+    assert recall >= 0.8
+
+
+def test_ids_torch_inputs_and_memory(database, queries):
+    ids = np.arange(NUM_VECTORS, dtype=np.int64) * 7 + 1000
+    index = MatryoshkaIndex(torch.from_numpy(database), ids=torch.from_numpy(ids), shortlist_dim=8, show_progress=False)
+    scores, found = index.search(torch.from_numpy(queries), 5, shortlist_size=NUM_VECTORS)
+    ref_scores, ref_rows = exact_search(database, queries, DIM, 5)
+    np.testing.assert_array_equal(found, ids[ref_rows])
+    assert found.dtype == np.int64 and scores.dtype == np.float32
+    assert index.memory_breakdown() == {"vectors": NUM_VECTORS * DIM * 4, "shortlist@8": NUM_VECTORS * 8 * 4,
+                                        "ids": NUM_VECTORS * 8}
+    assert index.memory_per_vector() == DIM * 4 + 8 * 4 + 8
+    int8 = MatryoshkaIndex(database, storage="int8", stored_dim=16, shortlist_dim=8, show_progress=False)
+    assert int8.memory_breakdown()["vectors"] == NUM_VECTORS * 16 + 16 * 4  # codes + one scale per feature
+
+
+# -- save / load -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(storage="float32", shortlist_index="flat", shortlist_dim=[8, 16]),
+        dict(storage="bfloat16", shortlist_index="hnsw", shortlist_storage="binary", shortlist_dim=16),
+        dict(storage="int8", int8_scale="vector", shortlist_index="ivf", shortlist_storage="int8", shortlist_dim=8),
+        dict(storage="binary", shortlist_index="hnsw", shortlist_storage="float16", shortlist_dim=8, stored_dim=24),
+    ],
+)
+def test_save_load_round_trip(tmp_path, database, queries, settings):
+    ids = np.arange(NUM_VECTORS, dtype=np.int64)[::-1].copy()
+    index = MatryoshkaIndex(database, ids=ids, show_progress=False, **settings)
+    path = index.save(tmp_path / "index")
+    loaded = MatryoshkaIndex.load(path)
+    for name in ("count", "dim", "stored_dim", "storage", "shortlist_index", "shortlist_storage", "shortlist_dims",
+                 "index_params"):
+        assert getattr(loaded, name) == getattr(index, name)
+    assert loaded.memory_breakdown() == index.memory_breakdown()
+    for run in (lambda idx: idx.search(queries, 10, shortlist_size=60), lambda idx: idx.funnel_search(queries, 5)):
+        (scores, found), (loaded_scores, loaded_found) = run(index), run(loaded)
+        np.testing.assert_array_equal(found, loaded_found)
+        np.testing.assert_array_equal(scores, loaded_scores)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["count"] == NUM_VECTORS and manifest["storage"] == settings["storage"]
+    assert set(manifest["files"]) == {p.name for p in path.iterdir()} - {"manifest.json"}
+    assert not any(p.suffix == ".pkl" for p in path.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]  # no temporary folders left behind
+
+
+def test_save_replaces_an_index_but_refuses_other_paths(tmp_path, database, queries):
+    MatryoshkaIndex(database[:100], shortlist_dim=8, show_progress=False).save(tmp_path / "index")
+    MatryoshkaIndex(database, shortlist_dim=16, show_progress=False).save(tmp_path / "index")
+    loaded = MatryoshkaIndex.load(tmp_path / "index")
+    assert loaded.count == NUM_VECTORS and loaded.shortlist_dims == [16]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a saved MatryoshkaIndex; refusing"):
+        loaded.save(tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+@pytest.fixture
+def saved(tmp_path, database):
+    return MatryoshkaIndex(database, storage="int8", shortlist_dim=8, show_progress=False).save(tmp_path / "index")
+
+
+def test_load_rejects_flipped_byte(saved):
+    path = saved / "vectors.npy"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"vectors\.npy fails its checksum"):
+        MatryoshkaIndex.load(saved)
+
+
+def test_load_rejects_truncated_file(saved):
+    path = saved / "shortlist_8.faiss"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=r"shortlist_8\.faiss has \d+ bytes but the manifest says \d+: the file is truncated"):
+        MatryoshkaIndex.load(saved)
+
+
+def test_load_rejects_missing_file(saved):
+    (saved / "scales.npy").unlink()
+    with pytest.raises(ValueError, match=r"lists 'scales\.npy', which is missing"):
+        MatryoshkaIndex.load(saved)
+
+
+def test_load_rejects_files_of_another_index(saved, tmp_path, database):
+    """A consistent checksum is not enough: shapes must match the manifest's count and dims."""
+    other = MatryoshkaIndex(database[:50], storage="int8", shortlist_dim=8, show_progress=False).save(tmp_path / "other")
+    manifest = json.loads((saved / "manifest.json").read_text())
+    (saved / "vectors.npy").write_bytes((other / "vectors.npy").read_bytes())
+    manifest["files"]["vectors.npy"] = json.loads((other / "manifest.json").read_text())["files"]["vectors.npy"]
+    (saved / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"vectors\.npy has shape \(50, 32\).*implies shape \(600, 32\)"):
+        MatryoshkaIndex.load(saved)
+
+
+def test_load_rejects_bad_manifest(saved, tmp_path):
+    (saved / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        MatryoshkaIndex.load(saved)
+    with pytest.raises(ValueError, match="has no manifest.json"):
+        MatryoshkaIndex.load(tmp_path / "nowhere")
+
+
+# -- argument errors -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_index(database):
+    return MatryoshkaIndex(database, stored_dim=24, shortlist_dim=[8, 16], show_progress=False)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda idx, q: idx.search(q, 10, rerank_dim=32), r"`rerank_dim` must be an integer from 1 to 24 \(the stored dim\), got 32"),
+        (lambda idx, q: idx.search(q, 10, shortlist_dim=12), r"`shortlist_dim` is 12, but shortlist indexes exist only at dims \[8, 16\]"),
+        (lambda idx, q: idx.search(q, 10, shortlist_size=5), r"`shortlist_size` is 5, fewer than `k`=10"),
+        (lambda idx, q: idx.search(q, 0), r"`k` must be a positive integer, got 0"),
+        (lambda idx, q: idx.search(q, -3), r"`k` must be a positive integer, got -3"),
+        (lambda idx, q: idx.search(q, 601), r"`k` is 601, more than the 600 vectors in the index; allowed: 1 to 600"),
+        (lambda idx, q: idx.search(q[:, :24], 10), r"`queries` must have shape \(num_queries, 32\).*got \(25, 24\)"),
+        (lambda idx, q: idx.search(q[0], 10), r"`queries` must have shape \(num_queries, 32\).*got \(32,\)"),
+        (lambda idx, q: idx.search(np.where(np.arange(32) == 3, np.nan, q), 10),
+         r"`queries` holds a non-finite value \(NaN or inf\) at row 0, column 3"),
+        (lambda idx, q: idx.search(q, 10, ef_search=0), r"`ef_search` must be a positive integer, got 0"),
+        (lambda idx, q: idx.funnel_search(q, 10, [16, 8], [100, 10]), r"`dims` must be strictly rising, got \[16, 8\]"),
+        (lambda idx, q: idx.funnel_search(q, 10, [12, 24], [100, 10]), r"`dims\[0\]` is 12, but shortlist indexes exist only"),
+        (lambda idx, q: idx.funnel_search(q, 10, [8, 32], [100, 10]), r"`dims` must be an integer from 1 to 24"),
+        (lambda idx, q: idx.funnel_search(q, 10, [8, 24], [10, 100]), r"`shortlist_sizes` must not rise"),
+        (lambda idx, q: idx.funnel_search(q, 10, [8, 24], [100, 5]), r"ends with 5, fewer than `k`=10"),
+        (lambda idx, q: idx.funnel_search(q, 10, [8, 24], [100]), r"`shortlist_sizes` must be a list of 2 integers"),
+    ],
+)
+def test_search_rejects_bad_arguments(small_index, queries, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(small_index, queries)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(storage="float8"), r"`storage` must be one of \['float32', 'float16', 'bfloat16', 'int8', 'binary'\], got 'float8'"),
+        (dict(shortlist_storage="pq"), r"`shortlist_storage` must be one of .*got 'pq'"),
+        (dict(shortlist_index="lsh"), r"`shortlist_index` must be one of \['flat', 'hnsw', 'ivf'\], got 'lsh'"),
+        (dict(int8_scale="row"), r"`int8_scale` must be one of \['dimension', 'vector'\], got 'row'"),
+        (dict(stored_dim=40), r"`stored_dim` must be an integer from 1 to 32 \(the embedding dim\), got 40"),
+        (dict(shortlist_dim=48), r"`shortlist_dim` must be an integer from 1 to 32 \(the stored dim\), got 48"),
+        (dict(stored_dim=16, shortlist_dim=24), r"`shortlist_dim` must be an integer from 1 to 16 \(the stored dim\), got 24"),
+        (dict(shortlist_storage="binary", shortlist_dim=12), r"multiple of 8 for a binary shortlist, got 12"),
+        (dict(index_params={"M": 8}), r"`index_params` has unknown keys \['M'\]"),
+        (dict(index_params={"nlist": 0}), r"`index_params\['nlist'\]` must be a positive integer, got 0"),
+        (dict(ids=np.arange(5)), r"`ids` must be 600 integers \(one per vector\), got shape \(5,\)"),
+        (dict(nesting_dims=[8, 64]), r"`nesting_dims` must be an integer from 1 to 32"),
+    ],
+)
+def test_construction_rejects_bad_arguments(database, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MatryoshkaIndex(database, show_progress=False, **kwargs)
+
+
+def test_construction_rejects_bad_embeddings(database):
+    with pytest.raises(ValueError, match=r"`embeddings` is empty \(0 vectors\)"):
+        MatryoshkaIndex(np.zeros((0, 16), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"`embeddings` must be a 2-D array \(num_vectors, dim\), got shape \(32,\)"):
+        MatryoshkaIndex(database[0])
+    broken = database.copy()
+    broken[7, 2] = np.inf
+    with pytest.raises(ValueError, match=r"`embeddings` holds a non-finite value \(NaN or inf\) at row 7, column 2"):
+        MatryoshkaIndex(broken)
+
+
+# -- encoding a dataset with a real (tiny) model -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return MatryoshkaModel(MatryoshkaConfig(backbone_config=tiny_vit_config(), embedding_dim=16)).eval()
+
+
+@pytest.fixture(scope="module")
+def image_dataset():
+    pixels = np.random.default_rng(0).standard_normal((37, 1, 28, 28)).astype(np.float32)
+    return Dataset.from_dict({"pixel_values": pixels.tolist(), "item_id": list(range(500, 537)), "labels": [0] * 37})
+
+
+def collate(rows):
+    return {
+        "pixel_values": torch.tensor([row["pixel_values"] for row in rows]),
+        "labels": torch.tensor([row["labels"] for row in rows]),
+    }
+
+
+def test_from_dataset_encodes_in_order_and_keeps_ids(tiny_model, image_dataset):
+    index = MatryoshkaIndex.from_dataset(tiny_model, image_dataset, collate, batch_size=8, id_column="item_id",
+                                         shortlist_dim=8, show_progress=False)
+    with torch.no_grad():
+        expected = tiny_model(**{"pixel_values": collate(list(image_dataset))["pixel_values"]}).embeddings.numpy()
+    scores, ids = index.search(expected[:5], 1, shortlist_size=37)
+    np.testing.assert_array_equal(ids[:, 0], np.arange(500, 505))
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+
+
+def test_encode_dataset_through_accelerate_matches_plain(tiny_model, image_dataset):
+    from accelerate import Accelerator
+
+    plain = encode_dataset(tiny_model, image_dataset, collate, batch_size=10, show_progress=False)
+    gathered = encode_dataset(tiny_model, image_dataset, collate, batch_size=10, accelerator=Accelerator(cpu=True),
+                              show_progress=False)
+    assert plain.shape == (37, 16)
+    np.testing.assert_allclose(gathered, plain, atol=1e-5)
+    with pytest.raises(ValueError, match="`id_column` 'missing' is not a column"):
+        MatryoshkaIndex.from_dataset(tiny_model, image_dataset, collate, id_column="missing")
+
+
+def test_every_storage_name_is_accepted(database):
+    for storage in STORAGES:
+        assert MatryoshkaIndex(database[:50], storage=storage, shortlist_dim=8, show_progress=False).storage == storage
