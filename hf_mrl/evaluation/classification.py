@@ -183,6 +183,9 @@ class MatryoshkaClassificationEvaluator(MatryoshkaEvaluator):
         if search not in SEARCH_MODES:
             raise ValueError(f"`search` must be one of {list(SEARCH_MODES)}, got {search!r}.")
         self.top_k, self.knn_k = _check_ks(top_k, "top_k"), _check_ks(knn_k, "knn_k")
+        database_size = len(dataset) - 1 if reference_dataset is None else len(reference_dataset)
+        if self.knn_k[-1] > database_size:
+            raise ValueError(f"`knn_k` holds {self.knn_k[-1]}, more than the {database_size} reference items.")
         self.dataset, self.reference_dataset = dataset, reference_dataset
         self.collate_fn = collate_fn
         self.reference_collate_fn = reference_collate_fn or collate_fn
