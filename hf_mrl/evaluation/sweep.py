@@ -1,0 +1,369 @@
+"""Configuration sweep for adaptive retrieval with `MatryoshkaIndex`.
+
+For each (shortlist_dim, shortlist_size, rerank_dim, storage) setting, one row (a flat dict) with:
+`map@k` (the MRL paper's mAP@k), `recall@k` (over the task's relevant items), `nn_recall@k` (overlap with
+the exact full-dim top k, when given), measured `qps` (queries per second over the whole query batch, best
+of `repeats` runs), `mflops_per_query` (the estimate below), `bytes_per_vector`, and `pareto` (True on the
+front of QPS vs mAP@k: no other row is at least as fast and at least as good, and strictly better in one).
+
+MFLOPs per query, counting one multiply-add per float feature compared:
+- shortlist, exact (flat): N * shortlist_dim;
+- shortlist, HNSW / IVF: (distance computations per query, as counted by faiss's `hnsw_stats` /
+  `indexIVF_stats`) * shortlist_dim, plus nlist * shortlist_dim for the IVF coarse quantiser;
+- binary shortlists (Hamming distance): one XOR and one popcount per 64 bits, so 2 * ceil(shortlist_dim / 64)
+  operations per distance in place of shortlist_dim;
+- re-rank: shortlist_size * rerank_dim (a funnel: the sum over stages of candidates in * stage dim).
+Renormalisation, top-k selection and graph bookkeeping are left out: they are small next to the above.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import faiss
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..index import STORAGES, MatryoshkaIndex
+from .metrics import mrl_map_at_k, recall_at_k, relevance_from_ids, relevance_from_labels
+
+__all__ = [
+    "label_relevance",
+    "id_relevance",
+    "timed_search",
+    "search_mflops",
+    "score_results",
+    "evaluate_search",
+    "evaluate_funnel",
+    "sweep_index",
+    "sweep_adaptive_retrieval",
+    "mark_pareto_front",
+    "save_sweep",
+    "plot_sweep",
+]
+
+Relevance = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def label_relevance(query_labels, database_labels) -> Relevance:
+    """Relevance = same label: returns `judge(ids) -> (hits (nq, k) bool, relevant counts (nq,))`, where
+    `ids` index `database_labels` (the index's ids must be row numbers into it)."""
+    query_labels, database_labels = np.asarray(query_labels), np.asarray(database_labels)
+    return lambda ids: relevance_from_labels(ids, query_labels, database_labels)
+
+
+def id_relevance(relevant_ids) -> Relevance:
+    """Relevance = explicit ids per query (an int array (nq, R) padded with -1, or a list of id lists)."""
+    return lambda ids: relevance_from_ids(ids, relevant_ids)
+
+
+def _relevance_from_kwargs(query_labels, database_labels, relevant_ids) -> Relevance:
+    if relevant_ids is not None:
+        if query_labels is not None or database_labels is not None:
+            raise ValueError("Give either `relevant_ids` or (`query_labels`, `database_labels`), not both.")
+        return id_relevance(relevant_ids)
+    if query_labels is None or database_labels is None:
+        raise ValueError("Give the relevance: `query_labels` and `database_labels`, or `relevant_ids`.")
+    return label_relevance(query_labels, database_labels)
+
+
+def _reset_faiss_stats() -> None:
+    faiss.cvar.hnsw_stats.reset()
+    faiss.cvar.indexIVF_stats.reset()
+
+
+def _faiss_distance_count() -> int:
+    return int(faiss.cvar.hnsw_stats.ndis) + int(faiss.cvar.indexIVF_stats.ndis)
+
+
+def timed_search(search: Callable, queries: np.ndarray, repeats: int = 1) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Runs `search(queries) -> (scores, ids)` `repeats` times after a warm-up on the first 16 queries;
+    returns scores, ids, the best queries per second, and faiss's graph / inverted-list distance
+    computations per query (0 for flat indexes) over the timed runs."""
+    if not isinstance(repeats, int) or repeats <= 0:
+        raise ValueError(f"`repeats` must be a positive integer, got {repeats!r}.")
+    search(queries[:16])
+    best = math.inf
+    _reset_faiss_stats()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        scores, ids = search(queries)
+        best = min(best, time.perf_counter() - start)
+    distances = _faiss_distance_count() / (repeats * len(queries))
+    return scores, ids, len(queries) / max(best, 1e-9), distances
+
+
+def search_mflops(
+    index: MatryoshkaIndex, shortlist_dim: int, stages: Sequence[tuple[int, int]], distances_per_query: float
+) -> float:
+    """Estimated MFLOPs per query (see the module docstring). `stages` are (candidates in, dim) re-rank
+    stages; `distances_per_query` is faiss's count for HNSW / IVF shortlists (ignored for flat ones)."""
+    binary = index.shortlist_storage == "binary"
+    per_distance = 2 * math.ceil(shortlist_dim / 64) if binary else shortlist_dim
+    if index.shortlist_index == "flat":
+        shortlist = index.count * per_distance
+    else:
+        shortlist = distances_per_query * per_distance
+        if index.shortlist_index == "ivf":
+            shortlist += index.index_params["nlist"] * per_distance
+    return (shortlist + sum(size * dim for size, dim in stages)) / 1e6
+
+
+def score_results(ids: np.ndarray, relevance: Relevance, k: int, exact_ids: np.ndarray | None = None) -> dict:
+    """mAP@k (MRL variant), recall@k and, with `exact_ids` (nq, >=k), nn_recall@k of `ids` (nq, k)."""
+    hits, num_relevant = relevance(ids)
+    scores = {f"map@{k}": mrl_map_at_k(hits, num_relevant, k), f"recall@{k}": recall_at_k(hits, num_relevant, k)}
+    if exact_ids is not None:
+        scores[f"nn_recall@{k}"] = recall_at_k(ids, np.asarray(exact_ids)[:, :k], k)
+    return scores
+
+
+def evaluate_search(
+    index: MatryoshkaIndex,
+    queries: np.ndarray,
+    relevance: Relevance,
+    *,
+    k: int = 10,
+    shortlist_dim: int | None = None,
+    shortlist_size: int | None = None,
+    rerank_dim: int | None = None,
+    ef_search: int | None = None,
+    nprobe: int | None = None,
+    exact_ids: np.ndarray | None = None,
+    repeats: int = 1,
+) -> dict:
+    """One `index.search` setting, measured: the row described in the module docstring."""
+    shortlist_dim = index.shortlist_dims[0] if shortlist_dim is None else shortlist_dim
+    rerank_dim = index.stored_dim if rerank_dim is None else rerank_dim
+    size = min(max(k, 200) if shortlist_size is None else shortlist_size, index.count)
+
+    def search(batch):
+        return index.search(batch, k, shortlist_dim, size, rerank_dim, ef_search=ef_search, nprobe=nprobe)
+
+    _, ids, qps, distances = timed_search(search, queries, repeats)
+    row = {
+        "method": "adaptive",
+        "shortlist_index": index.shortlist_index,
+        "shortlist_storage": index.shortlist_storage,
+        "storage": index.storage,
+        "shortlist_dim": shortlist_dim,
+        "shortlist_size": size,
+        "rerank_dim": rerank_dim,
+    }
+    if index.shortlist_index == "hnsw":
+        row["ef_search"] = max(ef_search or index.index_params["ef_search"], size)
+    elif index.shortlist_index == "ivf":
+        row["nprobe"] = nprobe or index.index_params["nprobe"]
+    row.update(score_results(ids, relevance, k, exact_ids))
+    row["qps"] = qps
+    row["mflops_per_query"] = search_mflops(index, shortlist_dim, [(size, rerank_dim)], distances)
+    row["bytes_per_vector"] = index.memory_per_vector()
+    return row
+
+
+def evaluate_funnel(
+    index: MatryoshkaIndex,
+    queries: np.ndarray,
+    relevance: Relevance,
+    dims: Sequence[int],
+    shortlist_sizes: Sequence[int],
+    *,
+    k: int = 10,
+    ef_search: int | None = None,
+    nprobe: int | None = None,
+    exact_ids: np.ndarray | None = None,
+    repeats: int = 1,
+) -> dict:
+    """One `index.funnel_search` setting, measured (same keys as `evaluate_search`, plus the funnel)."""
+    dims, sizes = list(dims), [min(size, index.count) for size in shortlist_sizes]
+
+    def search(batch):
+        return index.funnel_search(batch, k, dims, sizes, ef_search=ef_search, nprobe=nprobe)
+
+    _, ids, qps, distances = timed_search(search, queries, repeats)
+    row = {
+        "method": "funnel",
+        "shortlist_index": index.shortlist_index,
+        "shortlist_storage": index.shortlist_storage,
+        "storage": index.storage,
+        "shortlist_dim": dims[0],
+        "shortlist_size": sizes[0],
+        "rerank_dim": dims[-1],
+        "funnel_dims": dims,
+        "funnel_sizes": sizes,
+    }
+    row.update(score_results(ids, relevance, k, exact_ids))
+    row["qps"] = qps
+    row["mflops_per_query"] = search_mflops(index, dims[0], list(zip(sizes[:-1], dims[1:], strict=True)), distances)
+    row["bytes_per_vector"] = index.memory_per_vector()
+    return row
+
+
+def sweep_index(
+    index: MatryoshkaIndex,
+    queries: np.ndarray,
+    relevance: Relevance,
+    *,
+    k: int = 10,
+    shortlist_dims: Sequence[int] | None = None,
+    shortlist_sizes: Sequence[int] = (25, 50, 100, 200, 400),
+    rerank_dims: Sequence[int | None] = (None,),
+    ef_search: int | None = None,
+    nprobe: int | None = None,
+    exact_ids: np.ndarray | None = None,
+    repeats: int = 1,
+    show_progress: bool = True,
+) -> list[dict]:
+    """Every (shortlist_dim, shortlist_size, rerank_dim) of one built index; sizes below k are skipped.
+    `shortlist_dims` default to the index's; `None` in `rerank_dims` means the stored dim."""
+    shortlist_dims = index.shortlist_dims if shortlist_dims is None else list(shortlist_dims)
+    grid = [
+        (shortlist_dim, size, rerank_dim)
+        for shortlist_dim in shortlist_dims
+        for size in shortlist_sizes
+        for rerank_dim in rerank_dims
+        if size >= k
+    ]
+    return [
+        evaluate_search(
+            index, queries, relevance, k=k, shortlist_dim=shortlist_dim, shortlist_size=size, rerank_dim=rerank_dim,
+            ef_search=ef_search, nprobe=nprobe, exact_ids=exact_ids, repeats=repeats,
+        )
+        for shortlist_dim, size, rerank_dim in tqdm(grid, desc=f"sweep {index.storage}", disable=not show_progress)
+    ]
+
+
+def sweep_adaptive_retrieval(
+    database,
+    queries,
+    *,
+    query_labels=None,
+    database_labels=None,
+    relevant_ids=None,
+    storages: Sequence[str | tuple[str, str]] = ("float32",),
+    shortlist_index: str = "flat",
+    shortlist_dims: Sequence[int] = (8, 16, 32, 64),
+    shortlist_sizes: Sequence[int] = (25, 50, 100, 200, 400),
+    rerank_dims: Sequence[int | None] = (None,),
+    index_params: dict | None = None,
+    k: int = 10,
+    exact_ids: np.ndarray | None = None,
+    repeats: int = 1,
+    show_progress: bool = True,
+) -> list[dict]:
+    """Builds one `MatryoshkaIndex` over `database` (N, D) per storage and sweeps each over the grid.
+
+    Args:
+        database, queries: embeddings (N, D) and (nq, D), numpy or torch, un-normalised is fine.
+        query_labels, database_labels / relevant_ids: the relevance (same label, or explicit row ids).
+        storages: each a re-rank storage (the shortlist then stores float32), or a
+            (shortlist_storage, storage) pair such as ("binary", "float32").
+        shortlist_index: "flat", "hnsw" or "ivf" (`index_params` tunes HNSW / IVF).
+        shortlist_dims: dims to shortlist at (those above D are dropped; multiples of 8 for binary).
+        shortlist_sizes, rerank_dims: the rest of the grid (`None` = full dim).
+        exact_ids: exact full-dim top-k ids (nq, >=k) for `nn_recall@k`, optional.
+
+    Returns:
+        One dict per setting (see the module docstring), Pareto front marked over all of them.
+    """
+    relevance = _relevance_from_kwargs(query_labels, database_labels, relevant_ids)
+    pairs = [("float32", storage) if isinstance(storage, str) else tuple(storage) for storage in storages]
+    for pair in pairs:
+        if len(pair) != 2 or any(storage not in STORAGES for storage in pair):
+            raise ValueError(
+                f"`storages` entries must be one of {list(STORAGES)} or a (shortlist_storage, storage) pair of "
+                f"them, got {pair!r}."
+            )
+    dim = database.shape[1] if hasattr(database, "shape") else np.asarray(database).shape[1]
+    rows = []
+    for shortlist_storage, storage in pairs:
+        dims = [d for d in shortlist_dims if d <= dim and (shortlist_storage != "binary" or d % 8 == 0)]
+        if not dims:
+            raise ValueError(
+                f"No shortlist dim in {list(shortlist_dims)} fits embeddings of dim {dim} with a "
+                f"{shortlist_storage} shortlist."
+            )
+        index = MatryoshkaIndex(
+            database, storage=storage, shortlist_index=shortlist_index, shortlist_dim=dims,
+            shortlist_storage=shortlist_storage, index_params=index_params, show_progress=show_progress,
+        )
+        rows += sweep_index(
+            index, queries, relevance, k=k, shortlist_sizes=shortlist_sizes,
+            rerank_dims=rerank_dims, exact_ids=exact_ids, repeats=repeats, show_progress=show_progress,
+        )
+    return mark_pareto_front(rows, y=f"map@{k}")
+
+
+def mark_pareto_front(rows: list[dict], x: str = "qps", y: str = "map@10") -> list[dict]:
+    """Sets `row["pareto"]` on every row: True when no other row has x and y both >= and one of them >.
+    Returns `rows` (changed in place)."""
+    for row in rows:
+        row["pareto"] = not any(
+            other[x] >= row[x] and other[y] >= row[y] and (other[x] > row[x] or other[y] > row[y]) for other in rows
+        )
+    return rows
+
+
+def _label(row: dict) -> str:
+    if row.get("method") == "funnel":
+        return f"funnel {row['funnel_dims']}"
+    if row.get("method", "adaptive") != "adaptive":
+        return str(row["method"])
+    storage = row["storage"] if row["shortlist_storage"] == "float32" else f"{row['shortlist_storage']}->{row['storage']}"
+    return f"{row['shortlist_dim']}d x{row['shortlist_size']} -> {row['rerank_dim']}d {storage}"
+
+
+def plot_sweep(rows: list[dict], path, y: str = "map@10", title: str | None = None) -> Path:
+    """Scatter of QPS (log scale) vs `y`, the Pareto front as a line with its points labelled; rows whose
+    `method` is neither "adaptive" nor "funnel" (baselines) are drawn as stars. Saved as PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(9, 6))
+    ours = [row for row in rows if row.get("method", "adaptive") in ("adaptive", "funnel")]
+    baselines = [row for row in rows if row not in ours]
+    ax.scatter([row["qps"] for row in ours], [100 * row[y] for row in ours], s=18, c="tab:blue", alpha=0.6,
+               label="adaptive / funnel settings")
+    for row in baselines:
+        ax.scatter(row["qps"], 100 * row[y], marker="*", s=160, zorder=3, label=_label(row))
+    front = sorted((row for row in rows if row.get("pareto")), key=lambda row: row["qps"])
+    if front:
+        ax.plot([row["qps"] for row in front], [100 * row[y] for row in front], "-o", c="tab:red", ms=5,
+                label="Pareto front")
+        for row in front:
+            ax.annotate(_label(row), (row["qps"], 100 * row[y]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("queries per second (log scale)")
+    ax.set_ylabel(f"{y} (%)")
+    ax.set_title(title or f"Adaptive retrieval: QPS vs {y}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".png", delete=False) as handle:
+        fig.savefig(handle.name, dpi=120)
+    os.replace(handle.name, path)
+    plt.close(fig)
+    return path
+
+
+def save_sweep(rows: list[dict], json_path=None, plot_path=None, y: str = "map@10", title: str | None = None) -> None:
+    """Writes `rows` as JSON (atomically: temp file, then rename) and / or the plot of `plot_sweep`."""
+    if json_path is not None:
+        json_path = Path(json_path)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=json_path.parent, prefix=f".{json_path.name}.", delete=False) as handle:
+            json.dump(rows, handle, indent=2, default=float)
+            handle.write("\n")
+        os.replace(handle.name, json_path)
+    if plot_path is not None:
+        plot_sweep(rows, plot_path, y=y, title=title)
