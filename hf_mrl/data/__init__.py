@@ -1,0 +1,39 @@
+"""Datasets and collators.
+
+Loaders return `datasets.Dataset` (one split) or `DatasetDict` with standard column names
+(`image`, `text`, `label`; `anchor` / `positive` for text pairs). Each has an offline default
+read from a Debian package and also takes Hub ids or local folders. Collators turn lists of
+rows into the tensors the models take.
+"""
+
+from .collators import ImageCollator, ImageTextCollator, PairCollator, TextCollator, ids_by_value
+from .emoji import emoji_base, load_emoji_pairs
+from .fashion_mnist import (
+    FASHION_MNIST_CAPTION_TEMPLATES,
+    FASHION_MNIST_CLASS_NAMES,
+    fashion_mnist_class_prompts,
+    load_fashion_mnist,
+    load_fashion_mnist_captions,
+)
+from .generic import load_classification_dataset, load_image_text_dataset
+from .wordnet import WORDNET_NOUN_CATEGORIES, load_wordnet_nouns, load_wordnet_pairs
+
+__all__ = [
+    "FASHION_MNIST_CAPTION_TEMPLATES",
+    "FASHION_MNIST_CLASS_NAMES",
+    "WORDNET_NOUN_CATEGORIES",
+    "ImageCollator",
+    "ImageTextCollator",
+    "PairCollator",
+    "TextCollator",
+    "emoji_base",
+    "fashion_mnist_class_prompts",
+    "ids_by_value",
+    "load_classification_dataset",
+    "load_emoji_pairs",
+    "load_fashion_mnist",
+    "load_fashion_mnist_captions",
+    "load_image_text_dataset",
+    "load_wordnet_nouns",
+    "load_wordnet_pairs",
+]

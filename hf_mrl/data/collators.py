@@ -1,0 +1,297 @@
+"""Collators: lists of dataset rows -> model input tensors.
+
+They are plain callables for `torch.utils.data.DataLoader(dataset, collate_fn=...)` (map-style
+or streaming `IterableDataset`) and the HF `Trainer`'s `data_collator`.
+
+Output keys:
+- `ImageCollator`: `pixel_values` float (B, C, H, W), `labels` long (B,).
+- `TextCollator`: the tokenizer's `input_ids`, `attention_mask` (+ `token_type_ids`) (B, T),
+  `labels` long (B,).
+- `ImageTextCollator`: `pixel_values`, `input_ids`, `attention_mask` (+ `token_type_ids`),
+  `text_ids` long (B,) (rows with equal captions share an id: duplicate positives), and
+  `image_ids` long (B,) when `image_id_column` is set (rows showing the same thing share one).
+- `PairCollator` (text-text): one nested dict of tokenizer outputs per column, e.g.
+  `batch["anchor"]["input_ids"]`, `batch["positive"]["attention_mask"]`, plus
+  `anchor_ids` / `positive_ids` long (B,) where equal texts share an id. Nested dicts keep the
+  two towers' inputs apart without renaming them; `accelerate` and the `Trainer` move nested
+  dicts to the device as they do flat ones.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = ["ids_by_value", "ImageCollator", "TextCollator", "ImageTextCollator", "PairCollator"]
+
+_GREY_MODES = ("1", "L", "I", "I;16", "F")
+
+
+def ids_by_value(values: Sequence[Hashable]) -> torch.Tensor:
+    """Long tensor (B,) numbering `values` by first appearance: equal values share an id.
+
+    >>> ids_by_value(["cat", "dog", "cat"])
+    tensor([0, 1, 0])
+    """
+    numbering: dict = {}
+    ids = [numbering.setdefault(tuple(value) if isinstance(value, list) else value, len(numbering)) for value in values]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _column(examples: Sequence[dict], column: str, argument: str) -> list:
+    if not examples:
+        raise ValueError("Cannot collate an empty batch.")
+    if column not in examples[0]:
+        raise ValueError(
+            f"`{argument}`={column!r} is not a key of the examples; available keys: {sorted(examples[0])}."
+        )
+    missing = [index for index, example in enumerate(examples) if column not in example]
+    if missing:
+        raise ValueError(f"`{argument}`={column!r} is missing from rows {missing} of the batch.")
+    return [example[column] for example in examples]
+
+
+def _labels(examples: Sequence[dict], label_column: str | None, required: bool = False) -> dict[str, torch.Tensor]:
+    """`labels` from `label_column`; rows without that key give none unless `required`."""
+    if label_column is None or (not required and examples and label_column not in examples[0]):
+        return {}
+    labels = torch.as_tensor(_column(examples, label_column, "label_column"))
+    return {"labels": labels.long() if not labels.is_floating_point() else labels}
+
+
+def _to_pil(image) -> Image.Image:
+    """Accepts PIL images, uint8 arrays (H, W) / (H, W, C) and undecoded `datasets.Image` dicts."""
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, np.ndarray):
+        return Image.fromarray(image)
+    if isinstance(image, dict) and (image.get("bytes") or image.get("path")):
+        return Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"])
+    raise ValueError(f"Expected a PIL image, a uint8 numpy array or a datasets.Image dict, got {type(image).__name__}.")
+
+
+def _check_size(image_size) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    size = (image_size, image_size) if isinstance(image_size, int) and not isinstance(image_size, bool) else image_size
+    if not (
+        isinstance(size, (tuple, list))
+        and len(size) == 2
+        and all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in size)
+    ):
+        raise ValueError(f"`image_size` must be None, a positive int or a (height, width) pair, got {image_size!r}.")
+    return int(size[0]), int(size[1])
+
+
+def _check_stats(value, name: str, num_channels: int | None) -> torch.Tensor:
+    stats = torch.tensor([value] if isinstance(value, (int, float)) else list(value), dtype=torch.float32)
+    if stats.ndim != 1 or len(stats) == 0 or (num_channels is not None and len(stats) not in (1, num_channels)):
+        raise ValueError(f"`{name}` must be a number or one number per channel, got {value!r}.")
+    if name == "std" and (stats <= 0).any():
+        raise ValueError(f"`std` must be positive, got {value!r}.")
+    return stats
+
+
+class ImageCollator:
+    """Rows with an image (+ label) -> `{"pixel_values": (B, C, H, W) float, "labels": (B,) long}`.
+
+    Without `image_processor`: convert to `num_channels` (None: 1 when every image of the batch
+    is grey, else 3), resize to `image_size` if given, scale to [0, 1], then `(x - mean) / std`.
+    With a transformers image processor, it does the resizing and normalising instead.
+
+    Args:
+        image_processor: optional transformers image processor (e.g. `ViTImageProcessor`).
+        image_size: None (images must share a size), an int, or (height, width).
+        num_channels: 1 (grey) or 3 (RGB); None infers it per batch.
+        mean, std: a number or one number per channel (default 0.5 / 0.5: [-1, 1] range).
+        image_column: the rows' image key.
+        label_column: the rows' label key; rows without it (or None) give no `labels`.
+    """
+
+    def __init__(
+        self,
+        image_processor=None,
+        image_size: int | Sequence[int] | None = None,
+        num_channels: int | None = None,
+        mean: float | Sequence[float] = 0.5,
+        std: float | Sequence[float] = 0.5,
+        image_column: str = "image",
+        label_column: str | None = "label",
+    ):
+        if num_channels not in (None, 1, 3):
+            raise ValueError(f"`num_channels` must be None, 1 or 3, got {num_channels!r}.")
+        if image_processor is not None and not callable(image_processor):
+            raise ValueError(
+                f"`image_processor` must be a transformers image processor, got {type(image_processor).__name__}."
+            )
+        self.image_processor = image_processor
+        self.image_size = _check_size(image_size)
+        self.num_channels = num_channels
+        self.mean = _check_stats(mean, "mean", num_channels)
+        self.std = _check_stats(std, "std", num_channels)
+        self.image_column = image_column
+        self.label_column = label_column
+
+    def pixel_values(self, images: Sequence) -> torch.Tensor:
+        """Images -> float tensor (B, C, H, W)."""
+        images = [_to_pil(image) for image in images]
+        channels = self.num_channels or (1 if all(image.mode in _GREY_MODES for image in images) else 3)
+        images = [image.convert("L" if channels == 1 else "RGB") for image in images]
+        if self.image_processor is not None:
+            return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        if self.image_size is not None:
+            height, width = self.image_size
+            images = [
+                image if image.size == (width, height) else image.resize((width, height), Image.Resampling.BILINEAR)
+                for image in images
+            ]
+        sizes = sorted({image.size for image in images})
+        if len(sizes) > 1:
+            raise ValueError(
+                f"Images of one batch differ in size {sizes} (width, height); pass `image_size=` to resize them."
+            )
+        if len(self.mean) not in (1, channels) or len(self.std) not in (1, channels):
+            raise ValueError(
+                f"`mean`/`std` have {len(self.mean)}/{len(self.std)} values for {channels}-channel images."
+            )
+        array = np.stack([np.asarray(image, dtype=np.uint8) for image in images])  # (B, H, W[, C])
+        pixels = torch.from_numpy(array if channels == 3 else array[..., None]).permute(0, 3, 1, 2).float() / 255.0
+        return (pixels - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        batch = {"pixel_values": self.pixel_values(_column(examples, self.image_column, "image_column"))}
+        batch.update(_labels(examples, self.label_column))
+        return batch
+
+
+def _check_tokenizer(tokenizer, max_length: int | None) -> None:
+    if not callable(tokenizer):
+        raise ValueError(f"`tokenizer` must be a transformers tokenizer, got {type(tokenizer).__name__}.")
+    if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length <= 0):
+        raise ValueError(f"`max_length` must be None or a positive integer, got {max_length!r}.")
+
+
+def _tokenize(tokenizer, texts: list, max_length: int | None, argument: str) -> dict[str, torch.Tensor]:
+    if not all(isinstance(text, str) for text in texts):
+        bad = next(text for text in texts if not isinstance(text, str))
+        raise ValueError(f"`{argument}` must hold strings, got {type(bad).__name__}: {bad!r}.")
+    return dict(tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+
+
+class TextCollator:
+    """Rows with a text (+ label) -> tokenizer outputs (B, T) and `labels` (B,).
+
+    Args:
+        tokenizer: a transformers tokenizer; pads to the longest text of the batch.
+        max_length: truncate longer texts (tokens).
+        text_column: the rows' text key.
+        label_column: the rows' label key; rows without it (or None) give no `labels`.
+    """
+
+    def __init__(
+        self, tokenizer, max_length: int | None = 128, text_column: str = "text", label_column: str | None = "label"
+    ):
+        _check_tokenizer(tokenizer, max_length)
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.text_column = text_column
+        self.label_column = label_column
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        texts = _column(examples, self.text_column, "text_column")
+        batch = _tokenize(self.tokenizer, texts, self.max_length, "text_column")
+        batch.update(_labels(examples, self.label_column))
+        return batch
+
+
+class PairCollator:
+    """Text-text rows (e.g. `anchor`, `positive`) -> one nested dict of token inputs per column
+    plus `<column>_ids` (B,) long where equal texts share an id (duplicate positives).
+
+    Args:
+        tokenizer: a transformers tokenizer, shared by every column.
+        max_length: truncate longer texts (tokens).
+        columns: the text columns, in order (two for pairs, three for triplets).
+    """
+
+    def __init__(self, tokenizer, max_length: int | None = 128, columns: Sequence[str] = ("anchor", "positive")):
+        _check_tokenizer(tokenizer, max_length)
+        if isinstance(columns, str) or len(columns) < 2 or len(set(columns)) != len(columns):
+            raise ValueError(f"`columns` must name at least two distinct text columns, got {columns!r}.")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.columns = tuple(columns)
+
+    def __call__(self, examples: Sequence[dict]) -> dict:
+        batch: dict = {}
+        for column in self.columns:
+            texts = _column(examples, column, "columns")
+            batch[column] = _tokenize(self.tokenizer, texts, self.max_length, "columns")
+            batch[f"{column}_ids"] = ids_by_value(texts)
+        return batch
+
+
+class ImageTextCollator:
+    """Image-caption rows -> `pixel_values`, token inputs, `text_ids` (+ `image_ids`, `labels`).
+
+    A row whose text is a list (e.g. emoji `keywords`) contributes one of its texts, drawn with
+    a `random.Random(seed)` owned by the collator, so each epoch sees different captions.
+
+    Args:
+        tokenizer: a transformers tokenizer.
+        image_processor, image_size, num_channels, mean, std: as in `ImageCollator`.
+        max_length: truncate longer captions (tokens).
+        image_column, text_column: the rows' image and text keys.
+        image_id_column: optional key naming what an image shows (e.g. "emoji", or "label"
+            for Fashion-MNIST); gives `image_ids` where equal values share an id.
+        label_column: optional label key (required in every row once set), passed as `labels`.
+        seed: seeds the choice among list captions.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        image_processor=None,
+        image_size: int | Sequence[int] | None = None,
+        num_channels: int | None = None,
+        mean: float | Sequence[float] = 0.5,
+        std: float | Sequence[float] = 0.5,
+        max_length: int | None = 64,
+        image_column: str = "image",
+        text_column: str = "text",
+        image_id_column: str | None = None,
+        label_column: str | None = None,
+        seed: int = 0,
+    ):
+        _check_tokenizer(tokenizer, max_length)
+        self.images = ImageCollator(
+            image_processor, image_size, num_channels, mean, std, image_column, label_column=None
+        )
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.text_column = text_column
+        self.image_id_column = image_id_column
+        self.label_column = label_column
+        self._random = random.Random(seed)
+
+    def _caption(self, value):
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise ValueError(f"`text_column`={self.text_column!r} holds an empty list of captions.")
+            return self._random.choice(value)
+        return value
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        texts = [self._caption(value) for value in _column(examples, self.text_column, "text_column")]
+        batch = {"pixel_values": self.images.pixel_values(_column(examples, self.images.image_column, "image_column"))}
+        batch.update(_tokenize(self.tokenizer, texts, self.max_length, "text_column"))
+        batch["text_ids"] = ids_by_value(texts)
+        if self.image_id_column is not None:
+            batch["image_ids"] = ids_by_value(_column(examples, self.image_id_column, "image_id_column"))
+        batch.update(_labels(examples, self.label_column, required=True))
+        return batch

@@ -1,0 +1,115 @@
+"""Loaders for any image-text or classification dataset: a Hub id, a `save_to_disk` folder, a
+data file or an `imagefolder`, with its columns renamed to this package's standard names
+(`image`, `text`, `label`), so the collators and scripts work unchanged.
+"""
+
+from __future__ import annotations
+
+import datasets
+
+from ._common import AnyDataset, apply_limit, check_limit, column_names, load_source, rename_to_standard
+
+__all__ = ["load_image_text_dataset", "load_classification_dataset"]
+
+
+def load_image_text_dataset(
+    source,
+    image_column: str = "image",
+    text_column: str = "text",
+    split: str | None = None,
+    limit: int | None = None,
+    streaming: bool = False,
+    **load_kwargs,
+) -> AnyDataset:
+    """Any image-caption dataset with its columns renamed to `image` and `text`.
+
+    Args:
+        source: a Hub id, a local folder (`save_to_disk` output, `imagefolder` with a
+            metadata file, ...), a data file, or a `datasets.Dataset` / `DatasetDict`.
+        image_column, text_column: the source's column names.
+        split: the split to return; None returns every split.
+        limit: keep the first `limit` rows of each split.
+        streaming: return an `IterableDataset` (works with the collators too).
+        load_kwargs: passed to `datasets.load_dataset`.
+    """
+    _check_column_argument(image_column, "image_column")
+    _check_column_argument(text_column, "text_column")
+    check_limit(limit)
+    dataset = load_source(source, split, streaming=streaming, **load_kwargs)
+    dataset = rename_to_standard(
+        dataset,
+        {image_column: "image", text_column: "text"},
+        {image_column: "image_column", text_column: "text_column"},
+        source,
+    )
+    return apply_limit(dataset, limit)
+
+
+def load_classification_dataset(
+    source,
+    text_column: str | None = None,
+    image_column: str | None = None,
+    label_column: str = "label",
+    split: str | None = None,
+    limit: int | None = None,
+    streaming: bool = False,
+    **load_kwargs,
+) -> AnyDataset:
+    """Any text or image classification dataset with its columns renamed to `text` or `image`
+    and `label`. String labels become a `ClassLabel` whose sorted names are shared by all splits.
+
+    Args:
+        source: as in `load_image_text_dataset`.
+        text_column, image_column: the input column (give at most one); with neither, the
+            source's `image` column is used, else its `text` column.
+        label_column: the source's label column.
+        split, limit, streaming, load_kwargs: as in `load_image_text_dataset`.
+    """
+    if text_column is not None and image_column is not None:
+        raise ValueError(f"Pass `text_column` or `image_column`, not both (got {text_column!r} and {image_column!r}).")
+    for value, name in ((text_column, "text_column"), (image_column, "image_column")):
+        if value is not None:
+            _check_column_argument(value, name)
+    _check_column_argument(label_column, "label_column")
+    check_limit(limit)
+    dataset = load_source(source, split, streaming=streaming, **load_kwargs)
+    if text_column is None and image_column is None:
+        available = column_names(dataset) or []
+        if "image" in available:
+            image_column = "image"
+        elif "text" in available:
+            text_column = "text"
+        else:
+            raise ValueError(
+                f"{source!r} has no `image` or `text` column; pass `image_column=` or `text_column=` "
+                f"(available columns: {available})."
+            )
+    input_column, standard, argument = (
+        (image_column, "image", "image_column") if image_column is not None else (text_column, "text", "text_column")
+    )
+    dataset = rename_to_standard(
+        dataset,
+        {input_column: standard, label_column: "label"},
+        {input_column: argument, label_column: "label_column"},
+        source,
+    )
+    return apply_limit(_encode_string_labels(dataset), limit)
+
+
+def _check_column_argument(value, name: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"`{name}` must be a non-empty column name, got {value!r}.")
+
+
+def _encode_string_labels(dataset: AnyDataset) -> AnyDataset:
+    """Casts a string `label` column to one `ClassLabel` computed over every split (the
+    per-split `class_encode_column` would number the classes differently in each split)."""
+    parts = dict(dataset) if isinstance(dataset, datasets.DatasetDict) else {"": dataset}
+    if not all(isinstance(part, datasets.Dataset) for part in parts.values()):
+        return dataset  # streams are left as they come: their label set is not known up front
+    feature = next(iter(parts.values())).features["label"]
+    if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+        return dataset
+    names = sorted({label for part in parts.values() for label in part.unique("label")})
+    encoded = {name: part.cast_column("label", datasets.ClassLabel(names=names)) for name, part in parts.items()}
+    return datasets.DatasetDict(encoded) if isinstance(dataset, datasets.DatasetDict) else encoded[""]

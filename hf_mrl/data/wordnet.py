@@ -1,0 +1,256 @@
+"""WordNet 3.0 (Debian package `wordnet-base`) as text classification data and text pairs.
+
+Each synset line of `data.{noun,verb,adj,adv}` reads
+`offset lex_filenum ss_type w_cnt word lex_id [word lex_id ...] p_cnt [pointers ...] | gloss`,
+with `w_cnt` in hexadecimal and the gloss holding the definition, then optional quoted
+examples. Every loader splits BY SYNSET (a seeded hash of the synset id), so no synset's
+text sits in two splits.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+from ._common import assign_split, check_fraction, check_limit, check_seed, check_split, missing_files_error
+
+__all__ = [
+    "WORDNET_DIR",
+    "WORDNET_NOUN_CATEGORIES",
+    "WORDNET_POS",
+    "WordNetSynset",
+    "iter_wordnet_synsets",
+    "load_wordnet_nouns",
+    "load_wordnet_pairs",
+]
+
+WORDNET_DIR = Path("/usr/share/wordnet")
+WORDNET_POS = ("noun", "verb", "adj", "adv")
+# The 26 noun lexicographer files, numbered 03 to 28 (`man 5 lexnames`).
+WORDNET_NOUN_CATEGORIES = (
+    "noun.Tops",
+    "noun.act",
+    "noun.animal",
+    "noun.artifact",
+    "noun.attribute",
+    "noun.body",
+    "noun.cognition",
+    "noun.communication",
+    "noun.event",
+    "noun.feeling",
+    "noun.food",
+    "noun.group",
+    "noun.location",
+    "noun.motive",
+    "noun.object",
+    "noun.person",
+    "noun.phenomenon",
+    "noun.plant",
+    "noun.possession",
+    "noun.process",
+    "noun.quantity",
+    "noun.relation",
+    "noun.shape",
+    "noun.state",
+    "noun.substance",
+    "noun.time",
+)
+_FIRST_NOUN_LEXFILE = 3
+_SPLITS = ("train", "validation", "test")
+_PAIR_KINDS = ("word", "example")
+# Adjective syntactic markers glued to a word: "galore(ip)", "elect(p)", "beautiful(a)".
+_ADJECTIVE_MARKER = re.compile(r"\((?:a|p|ip)\)$")
+_QUOTED = re.compile(r'"([^"]+)"')
+
+
+@dataclass(frozen=True)
+class WordNetSynset:
+    """One synset line: `synset` is "offset-ss_type" (unique across parts of speech)."""
+
+    synset: str
+    lexfile: int
+    words: tuple[str, ...]
+    definition: str
+    examples: tuple[str, ...]
+
+
+def _parse_gloss(gloss: str) -> tuple[str, tuple[str, ...]]:
+    """Splits a gloss into its definition (text before the first quote) and quoted examples."""
+    quote = gloss.find('"')
+    if quote < 0:
+        return gloss.strip().rstrip(";").strip(), ()
+    examples = tuple(example.strip() for example in _QUOTED.findall(gloss[quote:]) if example.strip())
+    return gloss[:quote].strip().rstrip(";").strip(), examples
+
+
+def iter_wordnet_synsets(path: Path) -> Iterator[WordNetSynset]:
+    """Yields the synsets of one `data.<pos>` file in file order (words: underscores -> spaces)."""
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("  "):  # licence header
+                continue
+            head, _, gloss = line.partition(" | ")
+            fields = head.split()
+            word_count = int(fields[3], 16)
+            words = []
+            for raw in fields[4 : 4 + 2 * word_count : 2]:
+                word = _ADJECTIVE_MARKER.sub("", raw).replace("_", " ")
+                if word not in words:
+                    words.append(word)
+            definition, examples = _parse_gloss(gloss)
+            yield WordNetSynset(f"{fields[0]}-{fields[2]}", int(fields[1]), tuple(words), definition, examples)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_synsets(path: str, modified_ns: int) -> tuple[WordNetSynset, ...]:
+    return tuple(iter_wordnet_synsets(Path(path)))
+
+
+def _synsets(path: Path) -> tuple[WordNetSynset, ...]:
+    """The parsed file, kept in memory: loaders called again (other split, seed) skip parsing."""
+    return _cached_synsets(str(path), path.stat().st_mtime_ns)
+
+
+def _data_files(data_dir: str | Path | None, parts_of_speech: Sequence[str]) -> list[Path]:
+    data_dir = WORDNET_DIR if data_dir is None else Path(data_dir)
+    files = [data_dir / f"data.{pos}" for pos in parts_of_speech]
+    missing = [path for path in files if not path.is_file()]
+    if missing:
+        raise missing_files_error(
+            "WordNet data files", missing, "wordnet-base", "pass `data_dir=` (a folder with WordNet 3.0 data.* files)"
+        )
+    return files
+
+
+def _split_fractions(validation_fraction: float, test_fraction: float) -> dict[str, float]:
+    check_fraction(validation_fraction, "validation_fraction")
+    check_fraction(test_fraction, "test_fraction")
+    if validation_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"`validation_fraction` + `test_fraction` must be below 1, got {validation_fraction} + {test_fraction}."
+        )
+    return {
+        "test": test_fraction,
+        "validation": validation_fraction,
+        "train": 1.0 - validation_fraction - test_fraction,
+    }
+
+
+def _build(
+    rows: list[dict], features: datasets.Features, split: str | None, limit: int | None, seed: int, fractions: dict
+) -> datasets.Dataset | datasets.DatasetDict:
+    """Groups rows by their synset's split; with `limit`, keeps a seeded sample of each split
+    (in file order), since the files are sorted by category and a plain head would hold one."""
+    by_split: dict[str, list[dict]] = {name: [] for name in _SPLITS}
+    for row in rows:
+        by_split[assign_split(row["synset"], seed, fractions)].append(row)
+    parts = {}
+    for name in _SPLITS if split is None else (split,):
+        chosen = by_split[name]
+        if limit is not None and limit < len(chosen):
+            keep = sorted(random.Random(f"{seed}-{name}").sample(range(len(chosen)), limit))
+            chosen = [chosen[index] for index in keep]
+        columns = {column: [row[column] for row in chosen] for column in features}
+        parts[name] = datasets.Dataset.from_dict(columns, features=features, split=name)
+    return parts[split] if split is not None else datasets.DatasetDict(parts)
+
+
+def load_wordnet_nouns(
+    split: str | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    data_dir: str | Path | None = None,
+) -> datasets.Dataset | datasets.DatasetDict:
+    """The 82,115 WordNet noun definitions labelled with their 26 lexicographer categories.
+
+    Columns: `text` (the definition, without quoted examples), `label` (`ClassLabel` named
+    after `WORDNET_NOUN_CATEGORIES`, e.g. "noun.animal"), `synset` (e.g. "02084071-n").
+
+    Args:
+        split: "train", "validation" or "test"; None returns a `DatasetDict` of all three.
+        limit: keep a seeded sample of `limit` rows per split (for quick tests).
+        seed: seeds the synset -> split assignment and the `limit` sample.
+        validation_fraction, test_fraction: shares of synsets in those splits.
+        data_dir: folder with `data.noun`; defaults to `WORDNET_DIR`.
+    """
+    check_split(split, _SPLITS)
+    check_limit(limit)
+    check_seed(seed)
+    fractions = _split_fractions(validation_fraction, test_fraction)
+    (path,) = _data_files(data_dir, ("noun",))
+    rows = [
+        {"text": synset.definition, "label": synset.lexfile - _FIRST_NOUN_LEXFILE, "synset": synset.synset}
+        for synset in _synsets(path)
+        if synset.definition
+    ]
+    features = datasets.Features(
+        {
+            "text": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=list(WORDNET_NOUN_CATEGORIES)),
+            "synset": datasets.Value("string"),
+        }
+    )
+    return _build(rows, features, split, limit, seed, fractions)
+
+
+def load_wordnet_pairs(
+    kind: str = "word",
+    split: str | None = None,
+    parts_of_speech: Sequence[str] = WORDNET_POS,
+    limit: int | None = None,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    data_dir: str | Path | None = None,
+) -> datasets.Dataset | datasets.DatasetDict:
+    """WordNet text pairs in sentence-transformers' (`anchor`, `positive`) layout, plus `synset`.
+
+    - kind="word": `anchor` is a word or phrase ("hot dog"), `positive` its definition; one row
+      per word of each synset (207k rows over all parts of speech, 146k for nouns). Words of
+      one synset share a definition: rows with equal `synset` are positives of each other.
+    - kind="example": `anchor` is an example sentence, `positive` the definition it illustrates.
+
+    `synset` ("offset-ss_type") tells duplicates apart; sentence-transformers feeds every
+    column but `label`/`score` to the loss, so drop it there (`remove_columns("synset")`).
+
+    Args:
+        kind: "word" or "example".
+        split: "train", "validation" or "test"; None returns a `DatasetDict` of all three.
+        parts_of_speech: any of "noun", "verb", "adj", "adv".
+        limit, seed, validation_fraction, test_fraction, data_dir: as in `load_wordnet_nouns`.
+    """
+    if kind not in _PAIR_KINDS:
+        raise ValueError(f"`kind` must be one of {list(_PAIR_KINDS)}, got {kind!r}.")
+    if (
+        isinstance(parts_of_speech, str)
+        or not parts_of_speech
+        or any(pos not in WORDNET_POS for pos in parts_of_speech)
+    ):
+        raise ValueError(
+            f"`parts_of_speech` must be a non-empty list drawn from {list(WORDNET_POS)}, got {parts_of_speech!r}."
+        )
+    check_split(split, _SPLITS)
+    check_limit(limit)
+    check_seed(seed)
+    fractions = _split_fractions(validation_fraction, test_fraction)
+    rows = []
+    for path in _data_files(data_dir, tuple(dict.fromkeys(parts_of_speech))):
+        for synset in _synsets(path):
+            if not synset.definition:
+                continue
+            anchors = synset.words if kind == "word" else synset.examples
+            rows.extend(
+                {"anchor": anchor, "positive": synset.definition, "synset": synset.synset} for anchor in anchors
+            )
+    features = datasets.Features(
+        {"anchor": datasets.Value("string"), "positive": datasets.Value("string"), "synset": datasets.Value("string")}
+    )
+    return _build(rows, features, split, limit, seed, fractions)
