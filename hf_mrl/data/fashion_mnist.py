@@ -20,9 +20,13 @@ from ._common import (
     check_limit,
     check_seed,
     check_split,
+    default_cache_dir,
+    fingerprint,
+    is_saved_dataset,
     load_source,
     missing_files_error,
     rename_to_standard,
+    save_atomically,
 )
 
 __all__ = [
@@ -98,15 +102,24 @@ def read_idx(path: Path, limit: int | None = None) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
-def _load_debian_split(data_dir: Path, split: str, limit: int | None) -> datasets.Dataset:
+def _load_debian_split(data_dir: Path, split: str, limit: int | None, cache_dir: Path) -> datasets.Dataset:
+    """One split from the IDX files. A full split (PNG-encoding 60,000 images takes seconds) is
+    cached under `cache_dir` and read back from there next time."""
     images_file, labels_file = _SPLIT_FILES[split]
+    cache = cache_dir / f"fashion_mnist_{split}_{fingerprint(data_dir / images_file, data_dir / labels_file)}"
+    if limit is None and is_saved_dataset(cache):
+        return datasets.load_from_disk(str(cache))
     images = read_idx(data_dir / images_file, limit)
     labels = read_idx(data_dir / labels_file, limit)
-    return datasets.Dataset.from_dict(
+    dataset = datasets.Dataset.from_dict(
         {"image": [Image.fromarray(image) for image in images], "label": labels.astype(np.int64)},
         features=_features(),
         split=split,
     )
+    if limit is not None:
+        return dataset
+    save_atomically(dataset, cache)
+    return datasets.load_from_disk(str(cache))
 
 
 def _standardise(dataset: datasets.Dataset | datasets.DatasetDict, source) -> datasets.Dataset | datasets.DatasetDict:
@@ -122,6 +135,7 @@ def load_fashion_mnist(
     source=None,
     limit: int | None = None,
     data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
     **load_kwargs,
 ) -> datasets.Dataset | datasets.DatasetDict:
     """Fashion-MNIST as `image` (`datasets.Image`, PIL mode 'L', 28x28) and `label` (`ClassLabel`
@@ -133,6 +147,8 @@ def load_fashion_mnist(
             `datasets.Dataset`; None reads the Debian package files.
         limit: keep only the first `limit` rows of each split (for quick tests).
         data_dir: folder with the four IDX files; defaults to `FASHION_MNIST_DIR`.
+        cache_dir: where full splits read from the IDX files are cached; defaults to
+            `$HF_MRL_CACHE` or `~/.cache/hf_mrl`.
         load_kwargs: passed to `datasets.load_dataset` when `source` is given.
     """
     check_split(split, tuple(_SPLIT_FILES))
@@ -154,7 +170,8 @@ def load_fashion_mnist(
             "pass `source=` (a Hub id such as 'zalando-datasets/fashion_mnist' or a local dataset folder) "
             "or `data_dir=` (a folder with the IDX files)",
         )
-    parts = {part: _load_debian_split(data_dir, part, limit) for part in splits}
+    cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
+    parts = {part: _load_debian_split(data_dir, part, limit, cache_dir) for part in splits}
     return parts[split] if split is not None else datasets.DatasetDict(parts)
 
 
@@ -180,6 +197,7 @@ def load_fashion_mnist_captions(
     source=None,
     limit: int | None = None,
     data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
     **load_kwargs,
 ) -> datasets.Dataset | datasets.DatasetDict:
     """Fashion-MNIST as image-text pairs: `image`, `text` (a class prompt such as "a photo of an
@@ -192,7 +210,9 @@ def load_fashion_mnist_captions(
     templates = _check_templates(templates)
     check_seed(seed)
     prompts = fashion_mnist_class_prompts(templates)
-    dataset = load_fashion_mnist(split=split, source=source, limit=limit, data_dir=data_dir, **load_kwargs)
+    dataset = load_fashion_mnist(
+        split=split, source=source, limit=limit, data_dir=data_dir, cache_dir=cache_dir, **load_kwargs
+    )
 
     def add_captions(part: datasets.Dataset, name: str) -> datasets.Dataset:
         labels = np.asarray(part["label"][:])

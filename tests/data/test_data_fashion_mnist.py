@@ -84,3 +84,13 @@ def test_captions_match_labels_and_are_deterministic():
 def test_bad_templates():
     with pytest.raises(ValueError, match="templates"):
         load_fashion_mnist_captions(templates=["no placeholder"])
+
+
+def test_full_split_is_cached(tmp_path):
+    test = load_fashion_mnist(split="test", cache_dir=tmp_path)
+    assert len(test) == 10000 and np.bincount(test["label"][:]).tolist() == [1000] * 10
+    (cache,) = tmp_path.iterdir()
+    assert cache.name.startswith("fashion_mnist_test_") and (cache / "state.json").is_file()
+    again = load_fashion_mnist(split="test", cache_dir=tmp_path)
+    assert again.cache_files[0]["filename"].startswith(str(cache))
+    assert np.array_equal(np.asarray(again[123]["image"]), np.asarray(test[123]["image"]))
