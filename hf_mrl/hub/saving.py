@@ -1,0 +1,193 @@
+"""Shareable model folders: weights (safetensors), config, processor, README.md card and plot, and
+optionally the modeling code itself so that `AutoModel.from_pretrained(folder, trust_remote_code=True)`
+works where hf_mrl is not installed.
+
+Every folder is written into a temporary sibling first and renamed into place, so the target never holds
+a half-written model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from transformers import PreTrainedModel
+from transformers.dynamic_module_utils import get_relative_import_files
+
+from ..configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
+from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
+from ..modeling_matryoshka import (
+    MatryoshkaForImageClassification,
+    MatryoshkaForSequenceClassification,
+    MatryoshkaModel,
+)
+from .card import PLOT_FILE, card_from_results, describe_model, save_results_plot
+
+__all__ = ["save_with_card", "make_trust_remote_code_ready", "remote_code_auto_map", "write_folder_atomically"]
+
+CONFIG_FILE = "config.json"
+README_FILE = "README.md"
+
+# The classes each config loads as, per Auto class: written to `auto_map` for trust_remote_code loading.
+_AUTO_CLASSES = {
+    MatryoshkaConfig: {
+        "AutoModel": MatryoshkaModel,
+        "AutoModelForImageClassification": MatryoshkaForImageClassification,
+        "AutoModelForSequenceClassification": MatryoshkaForSequenceClassification,
+    },
+    MatryoshkaDualEncoderConfig: {"AutoModel": MatryoshkaDualEncoderModel},
+}
+_CONFIG_CLASSES = {config_class.model_type: config_class for config_class in _AUTO_CLASSES}
+
+
+def _reference(cls) -> str:
+    """`module_file_stem.ClassName`, the form `auto_map` uses for code files beside config.json."""
+    return f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
+
+
+def remote_code_auto_map(config_class) -> dict[str, str]:
+    """The `auto_map` of a trust_remote_code folder for `config_class` (MatryoshkaConfig or the dual encoder's)."""
+    if config_class not in _AUTO_CLASSES:
+        raise ValueError(f"`config_class` must be one of {[cls.__name__ for cls in _AUTO_CLASSES]}, got {config_class!r}.")
+    return {"AutoConfig": _reference(config_class)} | {
+        auto_name: _reference(model_class) for auto_name, model_class in _AUTO_CLASSES[config_class].items()
+    }
+
+
+def _code_files(config_class) -> list[Path]:
+    """The config and modeling source files plus every file they import relatively (nesting, losses, ...)."""
+    classes = [config_class, *_AUTO_CLASSES[config_class].values()]
+    files: dict[str, Path] = {}
+    for cls in classes:
+        source = Path(sys.modules[cls.__module__].__file__)
+        for path in [source, *map(Path, get_relative_import_files(str(source)))]:
+            files.setdefault(path.name, path)
+    return list(files.values())
+
+
+def _write_remote_code(folder: Path, config_class) -> None:
+    for source in _code_files(config_class):
+        shutil.copyfile(source, folder / source.name)
+    config_path = folder / CONFIG_FILE
+    config = json.loads(config_path.read_text())
+    config["auto_map"] = remote_code_auto_map(config_class)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def make_trust_remote_code_ready(path) -> Path:
+    """Adds the modeling code and `auto_map` to a folder written by `save_pretrained` / `save_with_card`, so
+    `AutoModel.from_pretrained(path, trust_remote_code=True)` loads it without hf_mrl installed. The folder is
+    updated through a temporary copy, so it is never left half-changed."""
+    path = Path(path)
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise ValueError(f"`path` {str(path)!r} is not a saved model folder: it has no {CONFIG_FILE}.")
+    try:
+        model_type = json.loads(config_path.read_text()).get("model_type")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_path} is not valid JSON ({error}).") from error
+    if model_type not in _CONFIG_CLASSES:
+        raise ValueError(f"{config_path} has model_type {model_type!r}; allowed: {sorted(_CONFIG_CLASSES)} (hf_mrl models).")
+
+    def write(staging: Path) -> None:
+        shutil.copytree(path, staging, dirs_exist_ok=True)
+        _write_remote_code(staging, _CONFIG_CLASSES[model_type])
+
+    return write_folder_atomically(path, write, replace_existing=True)
+
+
+def _looks_like_saved_folder(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() or (path / "modules.json").is_file()
+
+
+def _check_target(path, name: str = "path") -> Path:
+    """A folder path we may (re)write: new, empty, or a saved model folder (which is replaced)."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ValueError(f"`{name}` must be a folder path, got {path!r}.")
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"`{name}` {str(path)!r} exists and is not a folder.")
+    if path.is_dir() and any(path.iterdir()) and not _looks_like_saved_folder(path):
+        raise ValueError(
+            f"`{name}` {str(path)!r} is a non-empty folder that holds no saved model (no {CONFIG_FILE} or modules.json); "
+            "refusing to replace it."
+        )
+    return path
+
+
+def write_folder_atomically(path, write: Callable[[Path], None], replace_existing: bool = True) -> Path:
+    """Calls `write(staging)` on a new temporary folder beside `path`, then renames it to `path` (an existing
+    folder there is replaced). On any error the staging folder is removed and `path` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        write(staging)
+        if path.exists():
+            if not replace_existing:
+                raise ValueError(f"`path` {str(path)!r} already exists.")
+            retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, retired / path.name)
+            os.replace(staging, path)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, PreTrainedModel):
+        raise ValueError(f"`model` must be an hf_mrl model (a transformers PreTrainedModel), got {type(model).__name__}.")
+    describe_model(model)  # raises for configs other than ours
+
+
+def save_with_card(
+    model,
+    path,
+    results: Mapping | None = None,
+    processor=None,
+    *,
+    trust_remote_code_ready: bool = False,
+    plot: bool = True,
+    **card_kwargs,
+) -> Path:
+    """Writes `model` to the folder `path`, ready to share: `model.safetensors` (+ shards), `config.json`
+    (with `is_matryoshka` / `matryoshka_dimensions`), the processor or tokenizer files when `processor` is
+    given, `README.md` (see `card_from_results`) and, with `results`, the plot `matryoshka_results.png`.
+
+    With `trust_remote_code_ready=True` the folder also carries the modeling code (configuration, modeling and
+    their relative imports) and `auto_map` in config.json: `AutoModel.from_pretrained(path,
+    trust_remote_code=True)` then works without hf_mrl installed.
+
+    Everything is checked, and the card rendered, before anything is written; the folder appears complete or
+    not at all. An existing saved-model folder at `path` is replaced; any other non-empty folder is refused.
+    `card_kwargs` go to `card_from_results` (`repo_id`, `base_model`, `datasets`, `license`, ...).
+    """
+    _check_model(model)
+    path = _check_target(path)
+    if processor is not None and not callable(getattr(processor, "save_pretrained", None)):
+        raise ValueError(f"`processor` must have `save_pretrained` (a tokenizer or processor), got {type(processor).__name__}.")
+    plot_file = PLOT_FILE if (plot and results is not None) else None
+    card = card_from_results(
+        results, model, plot_file=plot_file, trust_remote_code=trust_remote_code_ready, **card_kwargs
+    )
+
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging)
+        if processor is not None:
+            processor.save_pretrained(staging)
+        if plot_file is not None:
+            save_results_plot(results, staging / plot_file, metrics=card_kwargs.get("metrics"))
+        (staging / README_FILE).write_text(card, encoding="utf-8")
+        if trust_remote_code_ready:
+            _write_remote_code(staging, type(model.config))
+
+    return write_folder_atomically(path, write)

@@ -1,0 +1,134 @@
+"""Export of a Matryoshka text model as a plain sentence-transformers folder (no hf_mrl code needed to load it).
+
+The folder holds the standard modules: Transformer (the bare encoder, saved as an ordinary transformers
+checkpoint), Pooling (our pooling mode), Dense (our projection, identity activation, when the model has one)
+and Normalize, plus `modules.json` and `config_sentence_transformers.json` (cosine similarity, and
+`truncate_dim` when a default is given). `SentenceTransformer(path, truncate_dim=k)` keeps the first k
+features, like `model.encode(..., dim=k)`.
+
+One difference to know: sentence-transformers truncates AFTER its Normalize module, so the k-dim vectors
+it returns are not unit length unless `encode(..., normalize_embeddings=True)`, which then equals
+`model.encode(..., dim=k)`. Cosine similarities (`SentenceTransformer.similarity`) are equal either way.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+from ..configuration_matryoshka import MatryoshkaConfig
+from ..nesting import validate_dim
+from .card import card_from_results
+from .saving import README_FILE, _check_target, write_folder_atomically
+
+__all__ = ["export_sentence_transformer"]
+
+
+def _text_base_model(model):
+    """The `MatryoshkaModel` inside `model` (itself, or a classifier's `.matryoshka`), checked to be a text model."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, MatryoshkaConfig):
+        raise ValueError(
+            f"`model` must be a MatryoshkaModel or a Matryoshka classifier (MatryoshkaConfig), got {type(model).__name__}."
+        )
+    base = model.base_model
+    if base.backbone.main_input_name != "input_ids":
+        raise ValueError(
+            f"`model` has a {config.backbone_config.model_type!r} backbone reading {base.backbone.main_input_name!r}; "
+            "sentence-transformers export needs a text encoder (input_ids)."
+        )
+    return base
+
+
+def _load_tokenizer(tokenizer) -> PreTrainedTokenizerBase:
+    if isinstance(tokenizer, PreTrainedTokenizerBase):
+        return tokenizer
+    if isinstance(tokenizer, (str, os.PathLike)):
+        return AutoTokenizer.from_pretrained(tokenizer)
+    raise ValueError(f"`tokenizer` must be a transformers tokenizer or its folder / Hub id, got {type(tokenizer).__name__}.")
+
+
+def _plain_encoder(base) -> nn.Module:
+    """The backbone as its ordinary transformers class, pooler included when the class has one, so the folder
+    is a complete checkpoint that loads without missing-weight reports. sentence-transformers never reads the
+    pooler (it pools token embeddings itself); it is saved zeroed."""
+    encoder = AutoModel.from_config(base.config.backbone_config)
+    missing, unexpected = encoder.load_state_dict(base.backbone.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("pooler.") for key in missing):
+        raise ValueError(f"The backbone does not match its config's model class (missing {missing}, unexpected {unexpected}).")
+    with torch.no_grad():
+        for name, parameter in encoder.named_parameters():
+            if name in missing:
+                parameter.zero_()
+    return encoder.to(dtype=next(base.parameters()).dtype)
+
+
+def export_sentence_transformer(
+    model,
+    path,
+    tokenizer,
+    truncate_dim: int | None = None,
+    *,
+    max_seq_length: int | None = None,
+    results: Mapping | None = None,
+    **card_kwargs,
+) -> Path:
+    """Writes `model` (a text `MatryoshkaModel` or classifier; only its embedding part is exported) as a
+    sentence-transformers folder at `path`, with a README.md card (sentence-transformers usage).
+
+    Args:
+        model: the Matryoshka text model.
+        path: the output folder (new, empty, or a saved model folder, which is replaced atomically).
+        tokenizer: the model's tokenizer, or its folder / Hub id.
+        truncate_dim (`int`, *optional*): default `truncate_dim` stored in config_sentence_transformers.json
+            (1 to the embedding dim); `SentenceTransformer(path, truncate_dim=k)` overrides it.
+        max_seq_length (`int`, *optional*): longest input in tokens (default: sentence-transformers' choice from
+            the tokenizer and config).
+        results, card_kwargs: per-dim results and other arguments for `card_from_results`.
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+
+    base = _text_base_model(model)
+    config = base.config
+    if truncate_dim is not None:
+        truncate_dim = validate_dim(truncate_dim, config.embedding_dim, "truncate_dim")
+    if max_seq_length is not None and (isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length <= 0):
+        raise ValueError(f"`max_seq_length` must be a positive integer or None, got {max_seq_length!r}.")
+    tokenizer = _load_tokenizer(tokenizer)
+    path = _check_target(path)
+    card = card_from_results(
+        results, base, library_name="sentence-transformers", default_truncate_dim=truncate_dim, **card_kwargs
+    )
+
+    def write(staging: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix="hf_mrl-encoder-") as encoder_dir:
+            _plain_encoder(base).save_pretrained(encoder_dir)
+            tokenizer.save_pretrained(encoder_dir)
+            modules = [Transformer(encoder_dir, max_seq_length=max_seq_length)]
+            modules.append(Pooling(config.backbone_config.hidden_size, pooling_mode=config.pooling))
+            if base.projection is not None:
+                modules.append(
+                    Dense(
+                        base.projection.in_features,
+                        base.projection.out_features,
+                        bias=base.projection.bias is not None,
+                        activation_function=nn.Identity(),
+                        init_weight=base.projection.weight.detach().clone(),
+                        init_bias=None if base.projection.bias is None else base.projection.bias.detach().clone(),
+                    )
+                )
+            modules.append(Normalize())
+            exported = SentenceTransformer(
+                modules=modules, device="cpu", similarity_fn_name="cosine", truncate_dim=truncate_dim
+            )
+            exported.save(str(staging), create_model_card=False)
+        (staging / README_FILE).write_text(card, encoding="utf-8")
+
+    return write_folder_atomically(path, write)
