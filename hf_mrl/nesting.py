@@ -21,6 +21,7 @@ __all__ = [
     "validate_dim",
     "truncate_embeddings",
     "block_bounds",
+    "default_direct_dims",
     "NestedLinear",
     "nested_linear_reference",
 ]
@@ -103,52 +104,79 @@ def block_bounds(dims: Sequence[int]) -> list[tuple[int, int]]:
     return list(zip(starts, dims))
 
 
+def default_direct_dims(dims: Sequence[int]) -> int:
+    """How many of the smallest nesting dims MRL-E computes directly rather than by running sum.
+
+    A running-sum step costs a full pass over a (batch, labels) tensor, while a direct head at dim d costs
+    d extra multiply-adds per logit: cheaper for tiny d, where the matmul is memory-bound anyway.
+    """
+    return sum(1 for dim in dims[:-1] if dim <= dims[-1] // 32)
+
+
 class _EfficientNestedLinearFunction(torch.autograd.Function):
     """MRL-E logits at every nesting dim for about the cost of one full-dim matmul.
 
     Logits at dim d_j = sum over blocks i <= j of x[:, block_i] @ W[:, block_i].T, so each block's
     product is computed once and accumulated (a running sum, written straight into the output).
-    The backward pass mirrors it with a reverse running sum of the incoming gradients.
+    The backward pass mirrors it with a reverse running sum of the incoming gradients. The
+    `num_direct` smallest dims are computed directly (x[:, :d] @ W[:, :d].T), which saves passes
+    over the large logit tensors when there are many labels.
     """
 
     @staticmethod
-    def forward(ctx, inputs, weight, bias, dims):
-        bounds = block_bounds(dims)
+    def forward(ctx, inputs, weight, bias, dims, num_direct):
         out = inputs.new_empty(len(dims), inputs.shape[0], weight.shape[0])
-        previous = bias.expand(inputs.shape[0], -1) if bias is not None else None
-        for index, (start, end) in enumerate(bounds):
-            block = inputs[:, start:end]
-            if previous is None:
-                torch.mm(block, weight[:, start:end].t(), out=out[index])
-            else:
-                torch.addmm(previous, block, weight[:, start:end].t(), out=out[index])
-            previous = out[index]
+        bias_rows = bias.expand(inputs.shape[0], -1) if bias is not None else None
+        for index in range(num_direct):
+            _matmul_into(out[index], bias_rows, inputs[:, : dims[index]], weight[:, : dims[index]].t())
+        previous, start = bias_rows, 0
+        for index in range(num_direct, len(dims)):
+            end = dims[index]
+            _matmul_into(out[index], previous, inputs[:, start:end], weight[:, start:end].t())
+            previous, start = out[index], end
         ctx.save_for_backward(inputs, weight)
-        ctx.dims = tuple(dims)
-        ctx.has_bias = bias is not None
+        ctx.dims, ctx.num_direct, ctx.has_bias = tuple(dims), num_direct, bias is not None
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         inputs, weight = ctx.saved_tensors
+        dims, num_direct = ctx.dims, ctx.num_direct
         # Gradients are built transposed, (features, ...), so each block's product fills contiguous rows:
         # column slices of a row-major matrix make the matmuls markedly slower.
-        grad_inputs_t = inputs.new_empty(inputs.shape[1], inputs.shape[0]) if ctx.needs_input_grad[0] else None
-        grad_weight_t = weight.new_empty(weight.shape[1], weight.shape[0]) if ctx.needs_input_grad[1] else None
-        bounds = block_bounds(ctx.dims)
+        grad_inputs_t = inputs.new_zeros(inputs.shape[1], inputs.shape[0]) if ctx.needs_input_grad[0] else None
+        grad_weight_t = weight.new_zeros(weight.shape[1], weight.shape[0]) if ctx.needs_input_grad[1] else None
         # Block i feeds the logits of every dim j >= i: its gradient is the sum of those.
         running = None
-        for index in reversed(range(len(bounds))):
+        for index in reversed(range(num_direct, len(dims))):
             running = grad_out[index].clone() if running is None else running.add_(grad_out[index])
-            start, end = bounds[index]
+            start = dims[index - 1] if index > num_direct else 0
+            end = dims[index]
             if grad_inputs_t is not None:
                 torch.mm(weight[:, start:end].t(), running.t(), out=grad_inputs_t[start:end])
             if grad_weight_t is not None:
                 torch.mm(inputs[:, start:end].t(), running, out=grad_weight_t[start:end])
-        grad_bias = running.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        for index in range(num_direct):
+            grad, dim = grad_out[index], dims[index]
+            if grad_inputs_t is not None:
+                grad_inputs_t[:dim].addmm_(weight[:, :dim].t(), grad.t())
+            if grad_weight_t is not None:
+                grad_weight_t[:dim].addmm_(inputs[:, :dim].t(), grad)
+        grad_bias = None
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_out[:num_direct].sum(dim=(0, 1))
+            if running is not None:
+                grad_bias = grad_bias + running.sum(0)
         grad_inputs = None if grad_inputs_t is None else grad_inputs_t.t()
         grad_weight = None if grad_weight_t is None else grad_weight_t.t()
-        return grad_inputs, grad_weight, grad_bias, None
+        return grad_inputs, grad_weight, grad_bias, None, None
+
+
+def _matmul_into(out: torch.Tensor, addend: torch.Tensor | None, left: torch.Tensor, right: torch.Tensor) -> None:
+    if addend is None:
+        torch.mm(left, right, out=out)
+    else:
+        torch.addmm(addend, left, right, out=out)
 
 
 class _SeparateNestedLinearFunction(torch.autograd.Function):
@@ -190,10 +218,19 @@ class NestedLinear(nn.Module):
     `forward(x)` returns logits of shape (num_dims, batch, out_features), in `dims` order.
     """
 
-    def __init__(self, dims: Sequence[int], out_features: int, efficient: bool = False, bias: bool = True):
+    def __init__(
+        self,
+        dims: Sequence[int],
+        out_features: int,
+        efficient: bool = False,
+        bias: bool = True,
+        num_direct: int | None = None,
+    ):
         super().__init__()
         self.dims = validate_matryoshka_dims(list(dims), max(dims) if len(dims) else 0, name="dims")
         self.efficient = efficient
+        # MRL-E only: how many of the smallest dims skip the running sum (see `default_direct_dims`).
+        self.num_direct = default_direct_dims(self.dims) if num_direct is None else num_direct
         self.out_features = out_features
         if efficient:
             self.classifier = nn.Linear(self.dims[-1], out_features, bias=bias)
@@ -216,7 +253,7 @@ class NestedLinear(nn.Module):
         if self.efficient:
             bias = self.classifier.bias
             return _EfficientNestedLinearFunction.apply(
-                flat, self.classifier.weight.to(dtype), None if bias is None else bias.to(dtype), self.dims
+                flat, self.classifier.weight.to(dtype), None if bias is None else bias.to(dtype), self.dims, self.num_direct
             )
         if all(head.bias is not None for head in self.heads):
             params = [p.to(dtype) for head in self.heads for p in (head.weight, head.bias)]

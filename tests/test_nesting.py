@@ -4,6 +4,7 @@ import torch
 from hf_mrl.nesting import (
     NestedLinear,
     block_bounds,
+    default_direct_dims,
     default_matryoshka_dims,
     nested_linear_reference,
     truncate_embeddings,
@@ -62,13 +63,29 @@ def test_block_bounds():
     assert block_bounds([8, 16, 32]) == [(0, 8), (8, 16), (16, 32)]
 
 
-@pytest.mark.parametrize("efficient", [False, True])
+def test_default_direct_dims_only_for_tiny_dims():
+    assert default_direct_dims([8, 16, 32, 64, 128, 256, 512, 1024, 2048]) == 4
+    assert default_direct_dims([8, 16, 32]) == 0
+    assert default_direct_dims([8]) == 0
+
+
+HEAD_VARIANTS = [
+    pytest.param(False, None, id="mrl"),
+    pytest.param(True, 0, id="mrl-e-running-sum"),
+    pytest.param(True, 2, id="mrl-e-two-direct"),
+    pytest.param(True, 4, id="mrl-e-all-direct"),
+]
+
+
+@pytest.mark.parametrize(("efficient", "num_direct"), HEAD_VARIANTS)
 @pytest.mark.parametrize("bias", [True, False])
-def test_nested_linear_matches_naive_reference_forward_and_backward(efficient, bias):
+@pytest.mark.parametrize("input_width", [20, 23])
+def test_nested_linear_matches_naive_reference_forward_and_backward(efficient, num_direct, bias, input_width):
     torch.manual_seed(0)
     dims = [3, 8, 16, 20]
-    head = NestedLinear(dims, out_features=7, efficient=efficient, bias=bias).double()
-    inputs = torch.randn(5, 20, dtype=torch.float64, requires_grad=True)
+    head = NestedLinear(dims, out_features=7, efficient=efficient, bias=bias, num_direct=num_direct).double()
+    # A width above the largest nesting dim: the extra features feed no head and get zero gradient.
+    inputs = torch.randn(5, input_width, dtype=torch.float64, requires_grad=True)
     upstream = torch.randn(len(dims), 5, 7, dtype=torch.float64)
 
     fast = head(inputs)
