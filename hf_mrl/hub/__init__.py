@@ -11,7 +11,13 @@ from .card import (
     group_results,
     save_results_plot,
 )
-from .saving import make_trust_remote_code_ready, remote_code_auto_map, save_with_card
+from .saving import (
+    load_matryoshka_model,
+    make_trust_remote_code_ready,
+    remote_code_auto_map,
+    save_with_card,
+    write_card,
+)
 from .st_export import export_sentence_transformer
 from .upload import check_repo_id, push_to_hub_with_card
 
@@ -25,9 +31,11 @@ __all__ = [
     "describe_model",
     "export_sentence_transformer",
     "group_results",
+    "load_matryoshka_model",
     "make_trust_remote_code_ready",
     "push_to_hub_with_card",
     "remote_code_auto_map",
     "save_results_plot",
     "save_with_card",
+    "write_card",
 ]

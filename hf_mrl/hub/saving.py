@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from transformers import PreTrainedModel
+from transformers import AutoConfig, PreTrainedModel
 from transformers.dynamic_module_utils import get_relative_import_files
 
 from ..configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
@@ -28,7 +28,14 @@ from ..modeling_matryoshka import (
 )
 from .card import PLOT_FILE, card_from_results, describe_model, save_results_plot
 
-__all__ = ["save_with_card", "make_trust_remote_code_ready", "remote_code_auto_map", "write_folder_atomically"]
+__all__ = [
+    "save_with_card",
+    "make_trust_remote_code_ready",
+    "remote_code_auto_map",
+    "write_folder_atomically",
+    "load_matryoshka_model",
+    "write_card",
+]
 
 CONFIG_FILE = "config.json"
 README_FILE = "README.md"
@@ -43,6 +50,20 @@ _AUTO_CLASSES = {
     MatryoshkaDualEncoderConfig: {"AutoModel": MatryoshkaDualEncoderModel},
 }
 _CONFIG_CLASSES = {config_class.model_type: config_class for config_class in _AUTO_CLASSES}
+_MODEL_CLASSES = {cls.__name__: cls for classes in _AUTO_CLASSES.values() for cls in classes.values()}
+
+
+def load_matryoshka_model(name_or_path, **kwargs) -> PreTrainedModel:
+    """Loads an hf_mrl checkpoint (local folder or Hub id) as the class it was saved from (its config's
+    `architectures`), so a classifier keeps its heads; `kwargs` go to `from_pretrained`."""
+    config = AutoConfig.from_pretrained(name_or_path)
+    if type(config) not in _AUTO_CLASSES:
+        raise ValueError(
+            f"`{name_or_path}` holds a {config.model_type!r} model; expected an hf_mrl model ({sorted(_CONFIG_CLASSES)})."
+        )
+    saved = [name for name in (config.architectures or []) if name in _MODEL_CLASSES]
+    model_class = _MODEL_CLASSES[saved[0]] if saved else _AUTO_CLASSES[type(config)]["AutoModel"]
+    return model_class.from_pretrained(name_or_path, config=config, **kwargs)
 
 
 def _reference(cls) -> str:
@@ -191,3 +212,30 @@ def save_with_card(
             _write_remote_code(staging, type(model.config))
 
     return write_folder_atomically(path, write)
+
+
+def _replace_file(path: Path, write: Callable[[Path], None]) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_card(path, model, results: Mapping | None = None, *, plot: bool = True, **card_kwargs) -> Path:
+    """Writes the card of `model` (see `card_from_results`) to the file `path` (e.g. a model folder's README.md)
+    and, with `results` and `plot`, the results plot `matryoshka_results.png` beside it. Each file is written
+    to a temporary name and renamed, so neither is ever half-written."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"`path` {str(path)!r} is a folder; give the card's file path, e.g. {str(path / README_FILE)!r}.")
+    plot_file = PLOT_FILE if (plot and results is not None) else None
+    card = card_from_results(results, model, plot_file=plot_file, **card_kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if plot_file is not None:
+        _replace_file(path.parent / plot_file, lambda file: save_results_plot(results, file, card_kwargs.get("metrics")))
+    _replace_file(path, lambda file: file.write_text(card, encoding="utf-8"))
+    return path
