@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from .nesting import default_matryoshka_dims
 
-__all__ = ["MatryoshkaIndex", "STORAGES", "SHORTLIST_INDEXES", "INT8_SCALES", "encode_dataset"]
+__all__ = ["MatryoshkaIndex", "STORAGES", "SHORTLIST_INDEXES", "INT8_SCALES", "encode_dataset", "faiss_index_nbytes"]
 
 STORAGES = ("float32", "float16", "bfloat16", "int8", "binary")
 SHORTLIST_INDEXES = ("flat", "hnsw", "ivf")
@@ -166,17 +166,20 @@ class _StoredVectors:
 
     def gather(self, rows: np.ndarray, dim: int) -> np.ndarray:
         """Dequantised first `dim` features of `rows` (any int shape S) -> float32 (*S, dim), not renormalised."""
+        # np.take copies whole rows and is ~10x faster than fancy indexing `codes[rows, :dim]` here.
+        codes = np.take(self.codes, rows, axis=0)
         if self.storage == "binary":
-            bits = np.unpackbits(self.codes[rows, : (dim + 7) // 8], axis=-1, count=dim)
+            bits = np.unpackbits(codes[..., : (dim + 7) // 8], axis=-1, count=dim)
             return bits.astype(np.float32) * 2 - 1
-        codes = self.codes[rows, :dim]
+        codes = codes[..., :dim]
         if self.storage == "bfloat16":
             return (codes.astype(np.uint32) << 16).view(np.float32)
         if self.storage != "int8":
-            return codes.astype(np.float32, copy=False)
+            return codes if codes.dtype == np.float32 else codes.astype(np.float32)
         if self.scales.ndim == 1:
             return codes.astype(np.float32) * self.scales[:dim]
-        return codes.astype(np.float32) * self._expand_block_scales(self.scales[rows], self.blocks, dim)
+        scales = np.take(self.scales, rows, axis=0)
+        return codes.astype(np.float32) * self._expand_block_scales(scales, self.blocks, dim)
 
     @property
     def nbytes(self) -> int:
@@ -216,7 +219,7 @@ def _new_faiss_index(kind: str, storage: str, dim: int, params: dict):
     return faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, params["nlist"], qtype, metric)
 
 
-def _faiss_nbytes(index) -> int:
+def faiss_index_nbytes(index) -> int:
     """Approximate memory of a faiss index: codes, plus graph links (HNSW) or ids and centroids (IVF)."""
     if hasattr(index, "hnsw"):
         storage = index.storage if isinstance(index, faiss.IndexBinary) else faiss.downcast_index(index.storage)
@@ -437,7 +440,7 @@ class MatryoshkaIndex:
     def memory_breakdown(self) -> dict[str, int]:
         """Bytes held, per component: stored vectors (+ int8 scales), each shortlist index, ids."""
         parts = {"vectors": self._vectors.nbytes}
-        parts.update({f"shortlist@{dim}": _faiss_nbytes(index) for dim, index in sorted(self._shortlists.items())})
+        parts.update({f"shortlist@{dim}": faiss_index_nbytes(index) for dim, index in sorted(self._shortlists.items())})
         parts["ids"] = 0 if self.ids is None else self.ids.nbytes
         return parts
 
@@ -497,7 +500,7 @@ class MatryoshkaIndex:
         unit_queries = _l2_normalize(queries[:, :dim])
         out_scores = np.empty((num_queries, keep), dtype=np.float32)
         out_rows = np.empty((num_queries, keep), dtype=np.int64)
-        batch = max(1, _RERANK_BATCH_BYTES // (4 * dim * max(size, 1)))
+        batch = max(1, _RERANK_BATCH_BYTES // (4 * self.stored_dim * max(size, 1)))
         for start in range(0, num_queries, batch):
             rows = candidates[start : start + batch]
             valid = rows >= 0

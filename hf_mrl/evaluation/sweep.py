@@ -333,8 +333,10 @@ def plot_sweep(rows: list[dict], path, y: str = "map@10", title: str | None = No
     baselines = [row for row in rows if row not in ours]
     ax.scatter([row["qps"] for row in ours], [100 * row[y] for row in ours], s=18, c="tab:blue", alpha=0.6,
                label="adaptive / funnel settings")
-    for row in baselines:
-        ax.scatter(row["qps"], 100 * row[y], marker="*", s=160, zorder=3, label=_label(row))
+    for method in dict.fromkeys(row["method"] for row in baselines):
+        group = [row for row in baselines if row["method"] == method]
+        ax.scatter([row["qps"] for row in group], [100 * row[y] for row in group], marker="*", s=160, zorder=3,
+                   label=method)
     front = sorted((row for row in rows if row.get("pareto")), key=lambda row: row["qps"])
     if front:
         ax.plot([row["qps"] for row in front], [100 * row[y] for row in front], "-o", c="tab:red", ms=5,

