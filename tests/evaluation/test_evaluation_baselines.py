@@ -70,3 +70,35 @@ def test_bad_arguments():
         fit_baseline("random", embeddings, [4], seed=None)
     with pytest.raises(ValueError, match="`reference` is the name"):
         baseline_embeddings(embeddings, [4], reference=embeddings)
+
+
+@pytest.mark.slow
+def test_plain_sentence_transformer_plugs_into_the_same_evaluator(minilm_path):
+    """The frozen all-MiniLM-L6-v2 through sentence-transformers scores like the same weights wrapped as a
+    MatryoshkaModel and run through the evaluator (mean pooling, truncation, renormalisation)."""
+    import datasets
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer
+
+    from hf_mrl import MatryoshkaModel
+    from hf_mrl.evaluation import MatryoshkaRetrievalEvaluator, sentence_transformer_embeddings
+
+    rows = []
+    with open("/usr/share/wordnet/data.noun") as file:
+        for line in file:
+            fields, _, gloss = line.partition(" | ")
+            if not line.startswith("  ") and gloss and fields.split()[1] in ("05", "13", "20"):
+                rows.append({"text": gloss.split('; "')[0].strip(), "label": int(fields.split()[1])})
+    data = datasets.Dataset.from_list(rows[::300][:48])
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+
+    def collate(examples):
+        return tokenizer([example["text"] for example in examples], padding=True, return_tensors="pt")
+
+    evaluator = MatryoshkaRetrievalEvaluator(data, collate_fn=collate, dims=[32, 384], ks=(5,), name="wn")
+    wrapped = evaluator(MatryoshkaModel.from_backbone(minilm_path))
+    plain = sentence_transformer_embeddings(SentenceTransformer(str(minilm_path), device="cpu"), data["text"])
+    assert plain.shape == (48, 384)
+    assert evaluator.compute_metrics(plain) == pytest.approx(wrapped, abs=1e-6)
+    with pytest.raises(ValueError, match="list of strings"):
+        sentence_transformer_embeddings(None, "one text")
