@@ -795,13 +795,18 @@ def encode_dataset(
     """Full embeddings (N, D) float32 of every row of `dataset`, in order: `model(**batch).embeddings` for
     `batch = collate_fn(rows)` (minus `exclude_keys`), batched, without gradients.
 
-    With an `accelerate.Accelerator`, batches are split across its processes and gathered back with
-    `gather_for_metrics` (which drops the duplicated samples that even out the last batch); every process
-    gets all N rows in dataset order.
+    With an `accelerate.Accelerator` (one is made when none is given and the script runs under
+    `accelerate launch` / torchrun with several processes), batches are split across its processes and
+    gathered back with `gather_for_metrics` (which drops the duplicated samples that even out the last
+    batch); every process gets all N rows in dataset order.
     """
     batch_size = _check_positive_int(batch_size, "batch_size")
     if len(dataset) == 0:
         raise ValueError("`dataset` is empty (0 rows); there is nothing to encode.")
+    if accelerator is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
     if accelerator is not None:
         loader = accelerator.prepare(loader)
