@@ -1,5 +1,5 @@
 """Pieces shared by the Accelerate training scripts: resumable checkpoints (atomic save, rotation,
-resume), per-dim metric logging and progress.
+resume), model building (MRL / MRL-E / fixed-feature heads), per-dim loss logging and progress.
 """
 
 from .checkpointing import (
@@ -17,19 +17,40 @@ from .checkpointing import (
     save_checkpoint,
     validate_keep_last,
 )
+from .models import (
+    BACKBONE_KINDS,
+    HEAD_KINDS,
+    build_classifier,
+    classifier_class,
+    head_settings,
+    is_vision_config,
+    scratch_backbone_config,
+)
+from .tracking import PerDimLossMeter, prefixed, progress_bar, results_table
 
 __all__ = [
+    "BACKBONE_KINDS",
     "CHECKPOINT_PREFIX",
+    "HEAD_KINDS",
     "TEMP_PREFIX",
     "TRAINER_STATE_NAME",
+    "PerDimLossMeter",
+    "build_classifier",
     "checkpoint_path",
+    "classifier_class",
+    "head_settings",
+    "is_vision_config",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
     "parse_checkpointing_steps",
+    "prefixed",
+    "progress_bar",
     "read_trainer_state",
     "resolve_resume_checkpoint",
+    "results_table",
     "rotate_checkpoints",
     "save_checkpoint",
+    "scratch_backbone_config",
     "validate_keep_last",
 ]

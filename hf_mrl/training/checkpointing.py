@@ -172,7 +172,9 @@ def resolve_resume_checkpoint(output_dir, value) -> Path | None:
         return latest_checkpoint(output_dir)
     path = Path(value).expanduser()
     if not path.is_dir():
-        raise ValueError(f"`resume_from_checkpoint` {str(value)!r} is not a folder; pass a checkpoint folder or 'latest'.")
+        raise ValueError(
+            f"`resume_from_checkpoint` {str(value)!r} is not a folder; pass a checkpoint folder or 'latest'."
+        )
     read_trainer_state(path)
     return path
 

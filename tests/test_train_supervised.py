@@ -1,0 +1,202 @@
+"""scripts/train_supervised.py run for a few steps on small slices of the real datasets, with tiny models."""
+
+import csv
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForImageClassification
+
+import hf_mrl  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "train_supervised.py"
+_spec = importlib.util.spec_from_file_location("train_supervised", SCRIPT)
+train_supervised = importlib.util.module_from_spec(_spec)
+sys.modules["train_supervised"] = train_supervised  # dataclasses look their module up there
+_spec.loader.exec_module(train_supervised)
+
+TINY_VIT = ["--backbone", "vit", "--hidden_size", "32", "--num_layers", "2", "--num_attention_heads", "2"]
+QUICK = ["--limit_train", "64", "--limit_eval", "32", "--batch_size", "16", "--eval_batch_size", "64"]
+
+
+def run(tmp_path, *arguments, name="run") -> tuple[dict, Path]:
+    output_dir = tmp_path / name
+    summary = train_supervised.main([*arguments, "--output_dir", str(output_dir)])
+    return summary, output_dir
+
+
+def test_vit_mrl_writes_model_card_and_per_dim_results(tmp_path):
+    summary, output_dir = run(
+        tmp_path, "--dataset", "fashion-mnist", *TINY_VIT, *QUICK, "--matryoshka_dims", "8", "16", "32",
+        "--max_steps", "3", "--report_to", "tensorboard",
+    )
+    assert summary["steps"] == 3
+    for dim in (8, 16, 32):
+        for metric in ("top1", "1nn"):
+            assert 0.0 <= summary["final"][f"fashion-mnist_dim{dim}_{metric}"] <= 1.0
+    assert summary["knn_database"] == "train split"
+    model_dir = output_dir / "model"
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md", "matryoshka_results.png"):
+        assert (model_dir / name).is_file(), name
+    assert not list(model_dir.glob("*.bin"))
+    assert "| 16 |" in (model_dir / "README.md").read_text()
+    assert json.loads((output_dir / "results.json").read_text())["final"] == summary["final"]
+    assert list((output_dir / "train_supervised").rglob("events.out.tfevents.*"))
+
+    model = AutoModelForImageClassification.from_pretrained(model_dir)
+    assert model.config.matryoshka_dims == [8, 16, 32]
+    assert model.encode(pixel_values=torch.zeros(2, 1, 28, 28), dim=8).shape == (2, 8)
+
+
+def test_ff_baseline_is_one_low_dim_model_scored_at_its_truncations(tmp_path):
+    summary, output_dir = run(
+        tmp_path, "--dataset", "fashion-mnist", *TINY_VIT, *QUICK, "--heads", "ff", "--ff_dim", "16", "--max_steps", "2"
+    )
+    assert summary["model"] == {
+        "heads": "ff", "embedding_dim": 16, "matryoshka_dims": [16], "num_parameters": summary["model"]["num_parameters"]
+    }
+    final = summary["final"]
+    assert "fashion-mnist_dim16_top1" in final and "fashion-mnist_dim8_1nn" in final
+    assert "fashion-mnist_dim8_top1" not in final  # one head, at 16
+    config = json.loads((output_dir / "model" / "config.json").read_text())
+    assert config["embedding_dim"] == 16 and config["matryoshka_dimensions"] == [16]
+
+
+@pytest.mark.slow
+def test_bert_from_scratch_mrl_e_on_wordnet(tmp_path, minilm_path):
+    summary, output_dir = run(
+        tmp_path, "--dataset", "wordnet-nouns", "--backbone", "bert", "--tokenizer_name", str(minilm_path),
+        "--hidden_size", "32", "--num_layers", "1", "--num_attention_heads", "2", "--heads", "mrl-e",
+        "--matryoshka_dims", "8", "32", *QUICK, "--num_epochs", "2", "--dropout", "0.1", "--max_length", "32",
+    )
+    assert summary["steps"] == 8  # 64 rows / 16 per batch, 2 epochs
+    assert [entry["epoch"] for entry in summary["history"]] == [1]  # the last epoch is the final evaluation
+    assert set(summary["final"]) == {f"wordnet-nouns_dim{dim}_{metric}" for dim in (8, 32) for metric in ("top1", "1nn")}
+    assert (output_dir / "model" / "tokenizer.json").is_file()
+    assert json.loads((output_dir / "model" / "config.json").read_text())["efficient"] is True
+
+
+def test_local_csv_with_column_overrides_streamed(tmp_path, minilm_path):
+    rows = [("a cat and a dog", "animal"), ("a car on a road", "vehicle")] * 16
+    path = tmp_path / "data.csv"
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows([("sentence", "category"), *rows])
+    summary, _ = run(
+        tmp_path, "--dataset", str(path), "--text_column", "sentence", "--label_column", "category",
+        "--eval_split", "train", "--backbone", "bert", "--tokenizer_name", str(minilm_path), "--hidden_size", "32",
+        "--num_layers", "1", "--num_attention_heads", "2", "--streaming", "--max_steps", "3", "--batch_size", "8",
+        "--matryoshka_dims", "8", "32",
+    )
+    assert summary["steps"] == 3
+    assert summary["knn_database"] == "train split, leave-one-out"  # a stream is no 1-NN database
+    assert summary["final"]["data_dim8_top1"] >= 0.0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--dataset", "fashion-mnist", *TINY_VIT, "--batch_size", "0"], "--batch_size"),
+        (["--dataset", "fashion-mnist", *TINY_VIT, "--matryoshka_dims", "8", "64"], "above the embedding dim 32"),
+        (["--dataset", "fashion-mnist", *TINY_VIT, "--heads", "ff", "--ff_dim", "48"], "ff_dim"),
+        (["--dataset", "fashion-mnist", *TINY_VIT, "--heads", "ff", "--matryoshka_dims", "8"], "ff_dim"),
+        (["--dataset", "./no/such/folder", *TINY_VIT], "neither one of"),
+        (["--dataset", "fashion-mnist", *TINY_VIT, "--text_column", "text"], "--text_column"),
+        (["--dataset", "fashion-mnist"], "exactly one of"),
+        (["--dataset", "wordnet-nouns", *TINY_VIT], "holds texts but the model is a vision encoder"),
+        (["--dataset", "wordnet-nouns", "--backbone", "bert"], "--tokenizer_name"),
+        (["--dataset", "fashion-mnist", *TINY_VIT, "--streaming"], "--max_steps"),
+        (["--dataset", "fashion-mnist", *TINY_VIT, "--checkpointing_steps", "often"], "checkpointing_steps"),
+        (["--dataset", "fashion-mnist", *TINY_VIT, "--num_attention_heads", "3"], "multiple of `num_attention_heads`"),
+    ],
+)
+def test_bad_arguments_fail_before_any_work(tmp_path, arguments, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        train_supervised.main([*arguments, "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_column_is_named(tmp_path, minilm_path):
+    path = tmp_path / "data.csv"
+    path.write_text("sentence,category\na cat,animal\na car,vehicle\n")
+    with pytest.raises(ValueError, match="'text'.*text_column.*available columns"):
+        train_supervised.main([
+            "--dataset", str(path), "--text_column", "text", "--label_column", "category", "--backbone", "bert",
+            "--tokenizer_name", str(minilm_path), "--hidden_size", "32", "--num_attention_heads", "2",
+            "--output_dir", str(tmp_path / "out"),
+        ])
+    assert not (tmp_path / "out" / "model").exists()
+
+
+RESUMABLE = [
+    "--dataset", "fashion-mnist", *TINY_VIT, "--limit_train", "64", "--limit_eval", "16", "--batch_size", "8",
+    "--gradient_accumulation_steps", "2", "--num_epochs", "2", "--dropout", "0.1", "--checkpointing_steps", "3",
+    "--keep_last", "1", "--limit_knn_reference", "16", "--seed", "3",
+]
+
+
+@pytest.mark.slow
+def test_sigkill_right_after_a_checkpoint_then_resume_gives_the_same_weights(tmp_path):
+    killed_dir = tmp_path / "killed"
+    env = dict(os.environ, **{train_supervised.PAUSE_AFTER_CHECKPOINT_ENV: "120", "OMP_NUM_THREADS": "1"})
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *RESUMABLE, "--output_dir", str(killed_dir)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(killed_dir.glob("checkpoint-*")):
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert [path.name for path in killed_dir.glob("checkpoint-*")] == ["checkpoint-3"]
+    assert not (killed_dir / "model").exists()
+
+    resumed, _ = run(tmp_path, *RESUMABLE, "--resume_from_checkpoint", "latest", name="killed")
+    uninterrupted, _ = run(tmp_path, *RESUMABLE, name="uninterrupted")
+    assert resumed["steps"] == uninterrupted["steps"] == 8  # 8 batches of 8, 2 per optimizer step, 2 epochs
+    expected = load_file(tmp_path / "uninterrupted" / "model" / "model.safetensors")
+    actual = load_file(killed_dir / "model" / "model.safetensors")
+    assert expected.keys() == actual.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(actual[name], tensor, rtol=0, atol=1e-6, msg=name)
+    assert resumed["history"] == uninterrupted["history"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_with_accelerate_launch(tmp_path):
+    output_dir = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        str(SCRIPT), "--dataset", "fashion-mnist", *TINY_VIT, "--limit_train", "64", "--limit_eval", "16",
+        "--batch_size", "8", "--max_steps", "3", "--mixed_precision", "bf16", "--checkpointing_steps", "2",
+        "--output_dir", str(output_dir), "--matryoshka_dims", "8", "32",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = json.loads((output_dir / "results.json").read_text())
+    assert summary["steps"] == 3
+    # 64 rows over 2 processes of 8: 4 optimizer steps per epoch, so 3 steps stay in epoch 0
+    assert json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())["batches_in_epoch"] == 2
+    assert (output_dir / "checkpoint-2" / "random_states_1.pkl").is_file()  # one RNG state per process
+    assert (output_dir / "model" / "model.safetensors").is_file()
