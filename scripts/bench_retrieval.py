@@ -83,12 +83,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hnsw_m", type=int, default=32)
     parser.add_argument("--ef_construction", type=int, default=80)
     parser.add_argument("--hnsw_ef", default="16,24,32,48,64,128", help="efSearch values of the full-dim HNSW baseline")
-    parser.add_argument("--shortlist_dims", default="16,32", help="dims of the adaptive HNSW shortlists")
-    parser.add_argument("--shortlist_sizes", default="10,20,40,80,160")
-    parser.add_argument("--ef_search", default="16", help="efSearch values of the shortlists (raised to the size)")
+    parser.add_argument("--shortlist_indexes", default="ivf,hnsw", help="faiss structures of the adaptive shortlists")
+    parser.add_argument("--shortlist_dims", default="16,32", help="dims of the adaptive shortlists")
+    parser.add_argument("--shortlist_sizes", default="10,20,40,80")
+    parser.add_argument("--shortlist_m", type=int, default=16, help="HNSW M of the low-dim shortlist graphs")
+    parser.add_argument("--ef_search", default="16", help="efSearch values of HNSW shortlists (raised to the size)")
+    parser.add_argument("--nlist", type=int, help="IVF lists of the shortlists (default: 4 * sqrt(N))")
+    parser.add_argument("--nprobe", default="2,4,8", help="nprobe values of IVF shortlists")
     parser.add_argument("--rerank_dims", default="full", help="re-rank dims ('full' = the stored dim)")
     parser.add_argument("--funnels", default="16,32,64,full:80,40,20,10;16,32,full:40,20,10",
-                        help="funnels 'dims:sizes' separated by ';' (dims start at a shortlist dim)")
+                        help="funnels 'dims:sizes' separated by ';' (dims start at a shortlist dim), run on each "
+                             "shortlist index at its first ef_search / nprobe")
     parser.add_argument("--binary_dims", default="64", help="dims of extra flat binary (Hamming) shortlists; '' for none")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting (best kept)")
     parser.add_argument("--threads", type=int, default=1,
@@ -347,20 +352,20 @@ def baseline_row(method: str, index, queries: np.ndarray, relevance, exact_ids, 
 
 
 def describe(row: dict) -> str:
+    breadth = f" ef {row['ef_search']}" if "ef_search" in row else f" nprobe {row['nprobe']}" if "nprobe" in row else ""
     if row["method"] == "funnel":
-        return f"dims {row['funnel_dims']} sizes {row['funnel_sizes']}"
+        return f"{row['shortlist_index']}{breadth} dims {row['funnel_dims']} sizes {row['funnel_sizes']}"
     if row["method"] == "adaptive":
         kind = "binary flat" if row["shortlist_storage"] == "binary" else row["shortlist_index"]
-        extra = f" ef {row['ef_search']}" if "ef_search" in row else ""
-        return f"{kind} @{row['shortlist_dim']} x{row['shortlist_size']}{extra} -> @{row['rerank_dim']}"
+        return f"{kind} @{row['shortlist_dim']} x{row['shortlist_size']}{breadth} -> @{row['rerank_dim']}"
     return f"@{row['dim']}" + (f" ef {row['ef_search']}" if "ef_search" in row else "")
 
 
 def print_table(rows: list[dict], exact_qps: float) -> None:
-    print(f"\n{'method':<20} {'setting':<44} {'mAP@10':>7} {'recall@10':>9} {'nn_rec@10':>9} {'QPS':>9} "
+    print(f"\n{'method':<16} {'setting':<56} {'mAP@10':>7} {'recall@10':>9} {'nn_rec@10':>9} {'QPS':>9} "
           f"{'speed-up':>8} {'MFLOP/q':>8} {'B/vec':>6}")
     for row in rows:
-        print(f"{row['method']:<20} {describe(row):<44} {100 * row['map@10']:7.2f} {100 * row['recall@10']:9.4f} "
+        print(f"{row['method']:<16} {describe(row):<56} {100 * row['map@10']:7.2f} {100 * row['recall@10']:9.4f} "
               f"{100 * row['nn_recall@10']:9.2f} {row['qps']:9.0f} {row['qps'] / exact_qps:7.1f}x "
               f"{row['mflops_per_query']:8.3f} {row['bytes_per_vector']:6.0f}{'  *' if row['pareto'] else ''}")
     print("(* = on the QPS vs mAP@10 Pareto front)")
@@ -375,7 +380,7 @@ def summarise(rows: list[dict]) -> dict:
             best[row["method"]] = row
     print(f"\nAt equal quality (mAP@10 >= {100 * floor:.2f}, exact full-dim minus 0.5 point), fastest setting per method:")
     for method, row in best.items():
-        print(f"  {method:<20} {describe(row):<44} mAP@10 {100 * row['map@10']:.2f}  {row['qps']:9.0f} QPS  "
+        print(f"  {method:<16} {describe(row):<56} mAP@10 {100 * row['map@10']:.2f}  {row['qps']:9.0f} QPS  "
               f"{row['qps'] / exact['qps']:6.1f}x exact")
     hnsw_qps = best.get("hnsw (full dim)", {"qps": float("nan")})["qps"]
     ours = max((best[m] for m in ("adaptive", "funnel") if m in best), key=lambda row: row["qps"], default=None)
@@ -411,26 +416,31 @@ def baseline_rows(args, database: np.ndarray, queries: np.ndarray, relevance, ca
 
 
 def matryoshka_rows(args, database: np.ndarray, queries: np.ndarray, relevance, cache: Path, exact_ids) -> list[dict]:
-    """Adaptive search (low-dim HNSW shortlists, full-dim re-rank), funnels, and flat binary shortlists."""
+    """Adaptive search (low-dim IVF / HNSW shortlists, full-dim re-rank), funnels, flat binary shortlists."""
     dim = database.shape[1]
     shortlist_dims = int_list(args.shortlist_dims)
-    params = {"hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction}
-    adaptive = cached_matryoshka_index(
-        cache / f"index_hnsw_{'-'.join(map(str, shortlist_dims))}_m{args.hnsw_m}_efc{args.ef_construction}",
-        database, shortlist_index="hnsw", shortlist_dim=shortlist_dims, index_params=params)
     rows = []
-    for ef_search in int_list(args.ef_search):
-        rows += sweep_index(adaptive, queries, relevance, k=K, shortlist_sizes=int_list(args.shortlist_sizes),
-                            rerank_dims=int_list(args.rerank_dims, dim), ef_search=ef_search, exact_ids=exact_ids,
-                            repeats=args.repeats)
-    for funnel in filter(None, args.funnels.split(";")):
-        dims_text, sizes_text = funnel.split(":")
-        try:
-            rows.append(evaluate_funnel(adaptive, queries, relevance, int_list(dims_text, dim), int_list(sizes_text),
-                                        k=K, ef_search=int_list(args.ef_search)[0], exact_ids=exact_ids,
-                                        repeats=args.repeats))
-        except ValueError as error:
-            print(f"skipping funnel {funnel!r} for dim {dim}: {error}")
+    for kind in filter(None, args.shortlist_indexes.split(",")):
+        if kind == "hnsw":
+            params = {"hnsw_m": args.shortlist_m, "ef_construction": args.ef_construction}
+            settings = [{"ef_search": ef} for ef in int_list(args.ef_search)]
+        else:
+            params = {} if args.nlist is None else {"nlist": args.nlist}
+            settings = [{"nprobe": nprobe} for nprobe in int_list(args.nprobe)]
+        name = f"index_{kind}_{'-'.join(map(str, shortlist_dims))}_" + "_".join(f"{k}{v}" for k, v in params.items())
+        index = cached_matryoshka_index(cache / name, database, shortlist_index=kind, shortlist_dim=shortlist_dims,
+                                        index_params=params)
+        for setting in settings:
+            rows += sweep_index(index, queries, relevance, k=K, shortlist_sizes=int_list(args.shortlist_sizes),
+                                rerank_dims=int_list(args.rerank_dims, dim), exact_ids=exact_ids,
+                                repeats=args.repeats, **setting)
+        for funnel in filter(None, args.funnels.split(";")):
+            dims_text, sizes_text = funnel.split(":")
+            try:
+                rows.append(evaluate_funnel(index, queries, relevance, int_list(dims_text, dim), int_list(sizes_text),
+                                            k=K, exact_ids=exact_ids, repeats=args.repeats, **settings[0]))
+            except ValueError as error:
+                print(f"skipping funnel {funnel!r} for dim {dim}: {error}")
     binary_dims = [d for d in int_list(args.binary_dims) if d <= dim]
     if binary_dims:
         binary = cached_matryoshka_index(cache / f"index_binary_{'-'.join(map(str, binary_dims))}", database,

@@ -25,7 +25,7 @@ def test_bench_retrieval_runs_every_method_and_caches(tmp_path, monkeypatch, cap
         pytest.skip("needs the Debian package dataset-fashion-mnist")
     out = tmp_path / "bench"
     small = ["--num_items", "300", "--copies", "2", "--num_queries", "20", "--hnsw_ef", "16,32", "--shortlist_dims",
-             "16", "--shortlist_sizes", "10,20", "--funnels", "16,32,full:40,20,10", "--binary_dims", "32",
+             "16", "--shortlist_sizes", "10,20", "--nprobe", "4", "--funnels", "16,32,full:40,20,10", "--binary_dims", "32",
              "--repeats", "1", "--out", str(out)]
     run_bench(monkeypatch, "--model", "random-vit", "--data", "fashion-mnist", *small)
     printed = capsys.readouterr().out
@@ -34,7 +34,8 @@ def test_bench_retrieval_runs_every_method_and_caches(tmp_path, monkeypatch, cap
     result = json.loads((out / "retrieval.json").read_text())
     methods = [row["method"] for row in result["rows"]]
     assert methods.count("exact (flat)") == 1 and methods.count("hnsw (full dim)") == 2
-    assert methods.count("adaptive") == 2 + 3 and methods.count("funnel") == 1
+    # ivf and hnsw shortlists: 2 sizes each; binary flat: 3 sizes; one funnel per shortlist kind.
+    assert methods.count("adaptive") == 2 + 2 + 3 and methods.count("funnel") == 2
     assert result["database_size"] == 600 and result["num_queries"] == 20
     for row in result["rows"]:
         assert 0.0 <= row["map@10"] <= 1.0 and row["qps"] > 0 and isinstance(row["pareto"], bool)

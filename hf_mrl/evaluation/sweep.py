@@ -124,6 +124,15 @@ def score_results(ids: np.ndarray, relevance: Relevance, k: int, exact_ids: np.n
     return scores
 
 
+def _search_breadth(index: MatryoshkaIndex, shortlist_size: int, ef_search, nprobe) -> dict:
+    """The effective efSearch (HNSW, never below the shortlist size) or nprobe (IVF) of a search."""
+    if index.shortlist_index == "hnsw":
+        return {"ef_search": max(ef_search or index.index_params["ef_search"], shortlist_size)}
+    if index.shortlist_index == "ivf":
+        return {"nprobe": min(nprobe or index.index_params["nprobe"], index.index_params["nlist"])}
+    return {}
+
+
 def evaluate_search(
     index: MatryoshkaIndex,
     queries: np.ndarray,
@@ -156,10 +165,7 @@ def evaluate_search(
         "shortlist_size": size,
         "rerank_dim": rerank_dim,
     }
-    if index.shortlist_index == "hnsw":
-        row["ef_search"] = max(ef_search or index.index_params["ef_search"], size)
-    elif index.shortlist_index == "ivf":
-        row["nprobe"] = nprobe or index.index_params["nprobe"]
+    row.update(_search_breadth(index, size, ef_search, nprobe))
     row.update(score_results(ids, relevance, k, exact_ids))
     row["qps"] = qps
     row["mflops_per_query"] = search_mflops(index, shortlist_dim, [(size, rerank_dim)], distances)
@@ -198,6 +204,7 @@ def evaluate_funnel(
         "funnel_dims": dims,
         "funnel_sizes": sizes,
     }
+    row.update(_search_breadth(index, sizes[0], ef_search, nprobe))
     row.update(score_results(ids, relevance, k, exact_ids))
     row["qps"] = qps
     row["mflops_per_query"] = search_mflops(index, dims[0], list(zip(sizes[:-1], dims[1:], strict=True)), distances)
