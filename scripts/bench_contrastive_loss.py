@@ -1,0 +1,110 @@
+"""Forward + backward time of the Matryoshka contrastive loss against one full-dim CLIP loss.
+
+Measured side by side in one run, on synthetic random embeddings (only the shapes matter for speed):
+  (a) `hf_mrl.losses.matryoshka_contrastive_loss` over the nesting dims (symmetric, like CLIP);
+  (b) one full-dim CLIP loss: normalise, one matmul, symmetric cross-entropy;
+  (c) the naive per-dim loop: truncate, normalise, full matmul and symmetric cross-entropy at every dim.
+Prints the median time of each (after warm-up) and the ratios (a)/(b) (target <= 1.3) and (c)/(b).
+
+    python scripts/bench_contrastive_loss.py                  # batch 4096, dim 1024, 9 dims (4 ... 1024)
+    python scripts/bench_contrastive_loss.py --batch 1024 --dim 512 --repeats 5 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from hf_mrl.losses import matryoshka_contrastive_loss, matryoshka_contrastive_loss_reference
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=4096, help="pairs per batch (the similarity matrix is batch^2)")
+    parser.add_argument("--dim", type=int, default=1024, help="full embedding dim")
+    parser.add_argument(
+        "--dims",
+        type=int,
+        nargs="+",
+        default=None,
+        help="nesting dims; default: the 9 powers of two ending at --dim (the MRL paper's nesting depth)",
+    )
+    parser.add_argument("--temperature", type=float, default=0.05)
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each loss (median reported)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--skip-naive", action="store_true", help="skip (c), the slowest")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    return parser.parse_args()
+
+
+def clip_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, temperature: float) -> torch.Tensor:
+    logits = F.normalize(image_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).t() / temperature
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+
+
+def time_forward_backward(loss_fn, image_embeds, text_embeds, device) -> float:
+    image_embeds.grad = text_embeds.grad = None
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    loss_fn(image_embeds, text_embeds).backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    dims = args.dims or [args.dim >> shift for shift in range(8, -1, -1)]
+    weights = [1.0] * len(dims)
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    image_embeds = torch.randn(args.batch, args.dim, generator=generator, dtype=dtype).to(device).requires_grad_()
+    text_embeds = torch.randn(args.batch, args.dim, generator=generator, dtype=dtype).to(device).requires_grad_()
+
+    candidates = {
+        "(a) matryoshka_contrastive_loss": lambda x, y: (
+            matryoshka_contrastive_loss(x, y, dims, weights, args.temperature).loss
+        ),
+        "(b) full-dim CLIP loss": lambda x, y: clip_loss(x, y, args.temperature),
+    }
+    if not args.skip_naive:
+        candidates["(c) naive per-dim loop"] = lambda x, y: (
+            matryoshka_contrastive_loss_reference(x, y, dims, weights, args.temperature).loss
+        )
+
+    print(
+        f"batch {args.batch}, dim {args.dim}, {len(dims)} nesting dims {dims}, {args.dtype} on {device} "
+        f"({torch.get_num_threads()} CPU threads); forward + backward, median of {args.repeats} "
+        f"after {args.warmup} warm-up"
+    )
+    for _ in range(args.warmup):
+        for loss_fn in candidates.values():
+            time_forward_backward(loss_fn, image_embeds, text_embeds, device)
+    # Interleaved repeats, so that load from other processes hits every candidate alike.
+    times = {name: [] for name in candidates}
+    for _ in range(args.repeats):
+        for name, loss_fn in candidates.items():
+            times[name].append(time_forward_backward(loss_fn, image_embeds, text_embeds, device))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, median in medians.items():
+        spread = ", ".join(f"{value:.3f}" for value in times[name])
+        print(f"  {name:34s} {median * 1e3:9.1f} ms   (runs: {spread} s)")
+    baseline = medians["(b) full-dim CLIP loss"]
+    print(f"  ratio (a)/(b) = {medians['(a) matryoshka_contrastive_loss'] / baseline:.2f}   (target <= 1.3)")
+    if "(c) naive per-dim loop" in medians:
+        print(f"  ratio (c)/(b) = {medians['(c) naive per-dim loop'] / baseline:.2f}")
+
+
+if __name__ == "__main__":
+    main()
