@@ -206,9 +206,17 @@ def _run_demo(args, extra: list[str]) -> int:
 
 
 def _load_model(name_or_path: str):
+    """A `MatryoshkaModel` or classifier (the commands encode with `model(**batch).embeddings`)."""
+    from .configuration_matryoshka import MatryoshkaConfig
     from .hub import load_matryoshka_model
 
-    return load_matryoshka_model(name_or_path).eval()
+    model = load_matryoshka_model(name_or_path).eval()
+    if not isinstance(model.config, MatryoshkaConfig):
+        raise ValueError(
+            f"`{name_or_path}` is a {type(model).__name__}; this command takes a MatryoshkaModel or a Matryoshka "
+            "classifier (for the dual encoder use its get_image_features / get_text_features)."
+        )
+    return model
 
 
 def _is_text(model) -> bool:
@@ -217,7 +225,8 @@ def _is_text(model) -> bool:
 
 def _collator(model, processor: str | None, name_or_path: str, label_column: str | None = "label"):
     """TextCollator with the model's (or --processor's) tokenizer, or ImageCollator with its image processor when
-    the folder has one (else plain grey/RGB scaling to [-1, 1], as the training collator does)."""
+    the folder has one, else resizing to the backbone's image size and channels and scaling to [-1, 1], as the
+    training scripts do."""
     from transformers import AutoImageProcessor, AutoTokenizer
 
     from .data import ImageCollator, TextCollator
@@ -225,8 +234,10 @@ def _collator(model, processor: str | None, name_or_path: str, label_column: str
     if _is_text(model):
         return TextCollator(AutoTokenizer.from_pretrained(processor or name_or_path), label_column=label_column)
     source = processor or name_or_path
-    has_processor = processor is not None or (Path(source) / "preprocessor_config.json").is_file()
-    return ImageCollator(AutoImageProcessor.from_pretrained(source) if has_processor else None, label_column=label_column)
+    if processor is not None or (Path(source) / "preprocessor_config.json").is_file():
+        return ImageCollator(AutoImageProcessor.from_pretrained(source), label_column=label_column)
+    backbone = model.config.backbone_config
+    return ImageCollator(image_size=backbone.image_size, num_channels=backbone.num_channels, label_column=label_column)
 
 
 def _load_split(args, split: str | None):

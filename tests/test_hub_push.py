@@ -70,6 +70,12 @@ def test_push_to_existing_repo_adds_a_commit(online, model):
         assert "matryoshka_results.png" in server.hub.repos["test-user/again"].files
 
 
+def test_push_with_a_bare_name_goes_to_the_token_owner_namespace(online, model):
+    with FakeHubServer() as server:
+        push_to_hub_with_card(model, "tiny", token=TOKEN, endpoint=server.endpoint)
+        assert "model.safetensors" in server.hub.repos["test-user/tiny"].files
+
+
 def test_push_without_token_fails_before_any_request(online, model):
     with FakeHubServer() as server:
         with pytest.raises(ValueError, match="No Hugging Face token"):

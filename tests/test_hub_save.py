@@ -153,6 +153,7 @@ def test_make_trust_remote_code_ready_on_a_plain_save(tmp_path):
     make_trust_remote_code_ready(tmp_path / "plain")
     files = {path.name for path in (tmp_path / "plain").iterdir()}
     assert CODE_FILES | {"modeling_dual_encoder.py", "model.safetensors"} <= files
+    assert not [name for name in files if name.startswith(".")]  # no temporary files left
     auto_map = json.loads((tmp_path / "plain" / "config.json").read_text())["auto_map"]
     assert auto_map == remote_code_auto_map(MatryoshkaDualEncoderConfig)
     assert auto_map["AutoModel"] == "modeling_dual_encoder.MatryoshkaDualEncoderModel"

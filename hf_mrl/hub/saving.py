@@ -92,18 +92,20 @@ def _code_files(config_class) -> list[Path]:
 
 
 def _write_remote_code(folder: Path, config_class) -> None:
+    """Copies the code files, then rewrites config.json with `auto_map` last: each file is written under a
+    temporary name and renamed, so an interrupted call leaves a folder that loads as before."""
     for source in _code_files(config_class):
-        shutil.copyfile(source, folder / source.name)
+        _replace_file(folder / source.name, lambda file, source=source: shutil.copyfile(source, file))
     config_path = folder / CONFIG_FILE
     config = json.loads(config_path.read_text())
     config["auto_map"] = remote_code_auto_map(config_class)
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    _replace_file(config_path, lambda file: file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
 
 
 def make_trust_remote_code_ready(path) -> Path:
     """Adds the modeling code and `auto_map` to a folder written by `save_pretrained` / `save_with_card`, so
     `AutoModel.from_pretrained(path, trust_remote_code=True)` loads it without hf_mrl installed. The folder is
-    updated through a temporary copy, so it is never left half-changed."""
+    updated in place (weights are not copied), every file through a temporary name, config.json last."""
     path = Path(path)
     config_path = path / CONFIG_FILE
     if not config_path.is_file():
@@ -114,12 +116,8 @@ def make_trust_remote_code_ready(path) -> Path:
         raise ValueError(f"{config_path} is not valid JSON ({error}).") from error
     if model_type not in _CONFIG_CLASSES:
         raise ValueError(f"{config_path} has model_type {model_type!r}; allowed: {sorted(_CONFIG_CLASSES)} (hf_mrl models).")
-
-    def write(staging: Path) -> None:
-        shutil.copytree(path, staging, dirs_exist_ok=True)
-        _write_remote_code(staging, _CONFIG_CLASSES[model_type])
-
-    return write_folder_atomically(path, write, replace_existing=True)
+    _write_remote_code(path, _CONFIG_CLASSES[model_type])
+    return path
 
 
 def _looks_like_saved_folder(path: Path) -> bool:
@@ -141,7 +139,7 @@ def _check_target(path, name: str = "path") -> Path:
     return path
 
 
-def write_folder_atomically(path, write: Callable[[Path], None], replace_existing: bool = True) -> Path:
+def write_folder_atomically(path, write: Callable[[Path], None]) -> Path:
     """Calls `write(staging)` on a new temporary folder beside `path`, then renames it to `path` (an existing
     folder there is replaced). On any error the staging folder is removed and `path` is untouched."""
     path = Path(path)
@@ -150,8 +148,6 @@ def write_folder_atomically(path, write: Callable[[Path], None], replace_existin
     try:
         write(staging)
         if path.exists():
-            if not replace_existing:
-                raise ValueError(f"`path` {str(path)!r} already exists.")
             retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.replace(path, retired / path.name)
             os.replace(staging, path)
