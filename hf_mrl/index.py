@@ -265,7 +265,7 @@ class MatryoshkaIndex:
             (sign bits, Hamming distance: faiss IndexBinaryFlat / IndexBinaryHNSW / IndexBinaryIVF).
         index_params (`dict`, *optional*): overrides of `DEFAULT_INDEX_PARAMS`: `hnsw_m`, `ef_construction`,
             `ef_search` (HNSW; raised to the shortlist size at search time), `nlist` (IVF lists, default
-            4 * sqrt(N)), `nprobe` (IVF lists visited).
+            4 * sqrt(N), at most N / 39), `nprobe` (IVF lists visited).
         int8_scale (`str`, defaults to "dimension"): int8 scale per feature ("dimension") or per vector and
             nesting block ("vector").
         nesting_dims (list of `int`, *optional*): the nesting blocks of `int8_scale="vector"`; defaults to
@@ -341,8 +341,8 @@ class MatryoshkaIndex:
             if unknown:
                 raise ValueError(f"`index_params` has unknown keys {unknown}; allowed: {sorted(DEFAULT_INDEX_PARAMS)}.")
             params.update(index_params)
-        if params["nlist"] is None:
-            params["nlist"] = max(1, min(count, int(4 * math.sqrt(count))))
+        if params["nlist"] is None:  # 4 sqrt(N) lists, but at least 39 training points per list (faiss's minimum)
+            params["nlist"] = max(1, min(int(4 * math.sqrt(count)), count // 39))
         for key, value in params.items():
             _check_positive_int(value, f"index_params['{key}']")
         if params["nlist"] > count:

@@ -427,7 +427,7 @@ def matryoshka_rows(args, database: np.ndarray, queries: np.ndarray, relevance, 
         else:
             params = {} if args.nlist is None else {"nlist": args.nlist}
             settings = [{"nprobe": nprobe} for nprobe in int_list(args.nprobe)]
-        name = f"index_{kind}_{'-'.join(map(str, shortlist_dims))}_" + "_".join(f"{k}{v}" for k, v in params.items())
+        name = "_".join([f"index_{kind}", "-".join(map(str, shortlist_dims)), *(f"{k}{v}" for k, v in params.items())])
         index = cached_matryoshka_index(cache / name, database, shortlist_index=kind, shortlist_dim=shortlist_dims,
                                         index_params=params)
         for setting in settings:
@@ -480,7 +480,7 @@ def main() -> None:
         "command": " ".join(["python", *sys.argv]), "summary": summary, "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    save_sweep(rows, plot_path=args.out / "retrieval.png",
+    save_sweep(rows, plot_path=args.out / "retrieval.png", quality_floor=rows[0]["map@10"] - EQUAL_QUALITY,
                title=f"{args.data}: {count:,} x {dim} embeddings, {len(queries)} queries, {args.threads} thread(s)")
     with open(args.out / ".retrieval.json.tmp", "w") as handle:
         json.dump(result, handle, indent=2, default=float)

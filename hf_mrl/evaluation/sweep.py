@@ -318,17 +318,21 @@ def mark_pareto_front(rows: list[dict], x: str = "qps", y: str = "map@10") -> li
 
 
 def _label(row: dict) -> str:
+    kind = row.get("shortlist_index", "")
+    if row.get("shortlist_storage", "float32") != "float32":
+        kind = f"{row['shortlist_storage']} {kind}"
     if row.get("method") == "funnel":
-        return f"funnel {row['funnel_dims']}"
-    if row.get("method", "adaptive") != "adaptive":
-        return str(row["method"])
-    storage = row["storage"] if row["shortlist_storage"] == "float32" else f"{row['shortlist_storage']}->{row['storage']}"
-    return f"{row['shortlist_dim']}d x{row['shortlist_size']} -> {row['rerank_dim']}d {storage}"
+        return f"funnel {kind} {row['funnel_dims']}"
+    storage = "" if row.get("storage", "float32") == "float32" else f" {row['storage']}"
+    return f"{kind} {row['shortlist_dim']}d x{row['shortlist_size']} -> {row['rerank_dim']}d{storage}"
 
 
-def plot_sweep(rows: list[dict], path, y: str = "map@10", title: str | None = None) -> Path:
-    """Scatter of QPS (log scale) vs `y`, the Pareto front as a line with its points labelled; rows whose
-    `method` is neither "adaptive" nor "funnel" (baselines) are drawn as stars. Saved as PNG at `path`."""
+def plot_sweep(
+    rows: list[dict], path, y: str = "map@10", title: str | None = None, quality_floor: float | None = None
+) -> Path:
+    """Scatter of QPS (log scale) vs `y`, the Pareto front as a line with our settings on it labelled; rows
+    whose `method` is neither "adaptive" nor "funnel" (baselines) are drawn as stars, one legend entry per
+    method. `quality_floor` (same scale as `y`) draws the "equal quality" line. Saved as PNG at `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -349,7 +353,11 @@ def plot_sweep(rows: list[dict], path, y: str = "map@10", title: str | None = No
         ax.plot([row["qps"] for row in front], [100 * row[y] for row in front], "-o", c="tab:red", ms=5,
                 label="Pareto front")
         for row in front:
-            ax.annotate(_label(row), (row["qps"], 100 * row[y]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            if row in ours:
+                ax.annotate(_label(row), (row["qps"], 100 * row[y]), fontsize=7, xytext=(4, 4),
+                            textcoords="offset points")
+    if quality_floor is not None:
+        ax.axhline(100 * quality_floor, ls="--", c="grey", lw=1, label=f"equal quality ({100 * quality_floor:.2f})")
     ax.set_xscale("log")
     ax.set_xlabel("queries per second (log scale)")
     ax.set_ylabel(f"{y} (%)")
@@ -365,7 +373,10 @@ def plot_sweep(rows: list[dict], path, y: str = "map@10", title: str | None = No
     return path
 
 
-def save_sweep(rows: list[dict], json_path=None, plot_path=None, y: str = "map@10", title: str | None = None) -> None:
+def save_sweep(
+    rows: list[dict], json_path=None, plot_path=None, y: str = "map@10", title: str | None = None,
+    quality_floor: float | None = None,
+) -> None:
     """Writes `rows` as JSON (atomically: temp file, then rename) and / or the plot of `plot_sweep`."""
     if json_path is not None:
         json_path = Path(json_path)
@@ -375,4 +386,4 @@ def save_sweep(rows: list[dict], json_path=None, plot_path=None, y: str = "map@1
             handle.write("\n")
         os.replace(handle.name, json_path)
     if plot_path is not None:
-        plot_sweep(rows, plot_path, y=y, title=title)
+        plot_sweep(rows, plot_path, y=y, title=title, quality_floor=quality_floor)
