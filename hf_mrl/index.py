@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from .nesting import default_matryoshka_dims
 
-__all__ = ["MatryoshkaIndex", "STORAGES", "SHORTLIST_INDEXES", "INT8_SCALES", "encode_dataset", "faiss_index_nbytes"]
+__all__ = ["MatryoshkaIndex", "STORAGES", "SHORTLIST_INDEXES", "INT8_SCALES", "encode_embeddings", "faiss_index_nbytes"]
 
 STORAGES = ("float32", "float16", "bfloat16", "int8", "binary")
 SHORTLIST_INDEXES = ("flat", "hnsw", "ivf")
@@ -404,14 +404,14 @@ class MatryoshkaIndex:
         show_progress: bool = True,
         **index_kwargs,
     ) -> MatryoshkaIndex:
-        """Encodes `dataset` with `model` (see `encode_dataset`) and builds an index over the embeddings.
+        """Encodes `dataset` with `model` (see `encode_embeddings`) and builds an index over the embeddings.
         `id_column` names an int column of `dataset` holding each row's id; `index_kwargs` go to `__init__`."""
         ids = None
         if id_column is not None:
             if id_column not in dataset.column_names:
                 raise ValueError(f"`id_column` {id_column!r} is not a column of the dataset; columns: {dataset.column_names}.")
             ids = np.asarray(dataset[id_column])
-        embeddings = encode_dataset(
+        embeddings = encode_embeddings(
             model, dataset, collate_fn, batch_size, accelerator=accelerator, exclude_keys=exclude_keys,
             show_progress=show_progress,
         )
@@ -782,7 +782,7 @@ class MatryoshkaIndex:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def encode_dataset(
+def encode_embeddings(
     model,
     dataset,
     collate_fn,

@@ -60,7 +60,7 @@ from hf_mrl.evaluation.sweep import (
     sweep_index,
     timed_search,
 )
-from hf_mrl.index import MatryoshkaIndex, encode_dataset, faiss_index_nbytes
+from hf_mrl.index import MatryoshkaIndex, encode_embeddings, faiss_index_nbytes
 from hf_mrl.modeling_matryoshka import MatryoshkaModel
 
 K = 10
@@ -203,7 +203,7 @@ def encode_images(model, images: np.ndarray, stats, batch_size: int) -> np.ndarr
         pixels = torch.from_numpy(np.stack(rows)).float().div_(255.0).unsqueeze(1)
         return {"pixel_values": (pixels - mean) / std}
 
-    return encode_dataset(model, _Rows(images), collate, batch_size)
+    return encode_embeddings(model, _Rows(images), collate, batch_size)
 
 
 # -- WordNet: reverse dictionary ---------------------------------------------------------------------------------
@@ -232,7 +232,7 @@ def wordnet_items(num_items: int | None, num_queries: int, copies: int, seed: in
 
 def encode_texts(model, tokenizer, texts: list[str], batch_size: int) -> np.ndarray:
     collate = TextCollator(tokenizer, max_length=64, label_column=None)
-    return encode_dataset(model, _Rows([{"text": text} for text in texts]), collate, batch_size)
+    return encode_embeddings(model, _Rows([{"text": text} for text in texts]), collate, batch_size)
 
 
 # -- building the database (cached) --------------------------------------------------------------------------------

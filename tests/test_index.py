@@ -9,7 +9,7 @@ import torch
 from datasets import Dataset
 
 from hf_mrl.configuration_matryoshka import MatryoshkaConfig
-from hf_mrl.index import STORAGES, MatryoshkaIndex, encode_dataset
+from hf_mrl.index import STORAGES, MatryoshkaIndex, encode_embeddings
 from hf_mrl.modeling_matryoshka import MatryoshkaModel
 
 from .tiny import tiny_vit_config
@@ -387,8 +387,8 @@ def test_from_dataset_encodes_in_order_and_keeps_ids(tiny_model, image_dataset):
 def test_encode_dataset_through_accelerate_matches_plain(tiny_model, image_dataset):
     from accelerate import Accelerator
 
-    plain = encode_dataset(tiny_model, image_dataset, collate, batch_size=10, show_progress=False)
-    gathered = encode_dataset(tiny_model, image_dataset, collate, batch_size=10, accelerator=Accelerator(cpu=True),
+    plain = encode_embeddings(tiny_model, image_dataset, collate, batch_size=10, show_progress=False)
+    gathered = encode_embeddings(tiny_model, image_dataset, collate, batch_size=10, accelerator=Accelerator(cpu=True),
                               show_progress=False)
     assert plain.shape == (37, 16)
     np.testing.assert_allclose(gathered, plain, atol=1e-5)
