@@ -170,6 +170,21 @@ def test_ivf_probing_every_list_is_exact(database, queries):
     np.testing.assert_array_equal(ids, exact_search(database, queries, 32, 10)[1])
 
 
+def test_short_shortlists_pad_with_minus_one_and_minus_inf(database, queries):
+    """IVF probing one small list finds fewer than k candidates: the rest is padded, never invented."""
+    ids = np.arange(NUM_VECTORS, dtype=np.int64) + 5000
+    index = MatryoshkaIndex(database, ids=ids, shortlist_index="ivf", shortlist_dim=8,
+                            index_params={"nlist": 15, "nprobe": 1}, show_progress=False)
+    scores, found = index.search(queries, 60, shortlist_size=100)
+    missing = found == -1
+    assert missing.any() and not missing.all()
+    np.testing.assert_array_equal(np.isneginf(scores), missing)
+    assert (np.diff(missing.astype(int), axis=1) >= 0).all()  # padding only at the end of each row
+    reference = exact_scores(database, queries, DIM)
+    rows = np.where(missing, 0, found - 5000)
+    np.testing.assert_allclose(scores[~missing], np.take_along_axis(reference, rows, 1)[~missing], atol=1e-5)
+
+
 @pytest.mark.parametrize("shortlist_storage", ["float32", "float16", "int8", "binary"])
 def test_hnsw_shortlist_finds_most_true_neighbours(database, queries, shortlist_storage):
     index = MatryoshkaIndex(database, shortlist_index="hnsw", shortlist_storage=shortlist_storage, shortlist_dim=16,
