@@ -144,8 +144,16 @@ class _EfficientNestedLinearFunction(torch.autograd.Function):
         dims, num_direct = ctx.dims, ctx.num_direct
         # Gradients are built transposed, (features, ...), so each block's product fills contiguous rows:
         # column slices of a row-major matrix make the matmuls markedly slower.
-        grad_inputs_t = inputs.new_zeros(inputs.shape[1], inputs.shape[0]) if ctx.needs_input_grad[0] else None
-        grad_weight_t = weight.new_zeros(weight.shape[1], weight.shape[0]) if ctx.needs_input_grad[1] else None
+        # The blocks cover rows [0, dims[-1]) whenever one dim takes the running sum, so only the rest
+        # needs zeros (filling a large gradient with zeros first would cost a full extra pass).
+        covered = dims[-1] if num_direct < len(dims) else 0
+        grad_inputs_t = grad_weight_t = None
+        if ctx.needs_input_grad[0]:
+            grad_inputs_t = inputs.new_empty(inputs.shape[1], inputs.shape[0])
+            grad_inputs_t[covered:].zero_()
+        if ctx.needs_input_grad[1]:
+            grad_weight_t = weight.new_empty(weight.shape[1], weight.shape[0])
+            grad_weight_t[covered:].zero_()
         # Block i feeds the logits of every dim j >= i: its gradient is the sum of those.
         running = None
         for index in reversed(range(num_direct, len(dims))):
