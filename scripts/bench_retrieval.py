@@ -292,6 +292,13 @@ def build_database(args, cache: Path) -> None:
 
 def load_database(database_file: Path):
     folder = database_file.parent
+    relevance_files = [folder / "query_relevant.npy"], [folder / "query_labels.npy", folder / "database_labels.npy"]
+    needed = [database_file, folder / "queries.npy"]
+    if not all(path.is_file() for path in needed) or not any(all(p.is_file() for p in group) for group in relevance_files):
+        raise SystemExit(
+            f"{database_file} needs beside it queries.npy and either query_relevant.npy or query_labels.npy + "
+            "database_labels.npy (the layout this script writes under --out/cache/)."
+        )
     database = np.load(database_file)
     queries = np.load(folder / "queries.npy")
     if (folder / "query_relevant.npy").is_file():
