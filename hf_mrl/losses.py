@@ -316,17 +316,21 @@ class _MatryoshkaInfoNCE(torch.autograd.Function):
         # Block k's dot products feed every dim j >= k: reverse running sum, in place.
         for index in range(len(ctx.dims) - 2, -1, -1):
             grad_dots[index].add_(grad_dots[index + 1])
-        grad_query_sq = ctx.grad_query_sq.flip(0).cumsum(0).flip(0)
-        grad_key_sq = ctx.grad_key_sq.flip(0).cumsum(0).flip(0)
         grad_queries = torch.zeros_like(queries)
         grad_keys = torch.zeros_like(keys)
-        for index, (lo, hi) in enumerate(block_bounds(ctx.dims)):
+        bounds = block_bounds(ctx.dims)
+        for index, (lo, hi) in enumerate(bounds):
             # As (block^T @ G^T)^T and (block^T @ G)^T: with the narrow strided block on the left, BLAS runs
             # these at full-matmul speed (G @ block is up to 2x slower on CPU).
             grad_queries[:, lo:hi] = torch.mm(keys[:, lo:hi].t(), grad_dots[index].t()).t()
             grad_keys[:, lo:hi] = torch.mm(queries[:, lo:hi].t(), grad_dots[index]).t()
-            grad_queries[:, lo:hi].addcmul_(queries[:, lo:hi], grad_query_sq[index][:, None], value=2)
-            grad_keys[:, lo:hi].addcmul_(keys[:, lo:hi], grad_key_sq[index][:, None], value=2)
+        # Through the norms: block k's squares feed the norms of every dim j >= k (reverse running sum);
+        # d(sum of squares)/dx = 2x, one factor per block, spread over its features.
+        widths = torch.tensor([hi - lo for lo, hi in bounds], device=queries.device)
+        max_dim = ctx.dims[-1]
+        for grad, inputs, grad_sq in ((grad_queries, queries, ctx.grad_query_sq), (grad_keys, keys, ctx.grad_key_sq)):
+            per_feature = grad_sq.flip(0).cumsum(0).flip(0).t().repeat_interleave(widths, dim=1)
+            grad[:, :max_dim].addcmul_(inputs[:, :max_dim], per_feature, value=2)
         return grad_queries * grad_total, grad_keys * grad_total, ctx.grad_scale * grad_total, None, None
 
 
@@ -438,7 +442,9 @@ def matryoshka_contrastive_loss(
     images, the two averaged (CLIP / ALIGN). The result is `sum_k weights[k] * loss_at(dims[k])`.
 
     Cost: about one full-dim similarity matrix (one (B, B) matmul forward, two backward, whatever the
-    number of dims), since the dot products at each dim are a running sum over blocks of dims.
+    number of dims), since the dot products at each dim are a running sum over blocks of dims, plus a few
+    elementwise passes per dim. Memory: the gradient w.r.t. each dim's dot products is kept from forward to
+    backward, (num_dims + 2) x B x B floats at the peak (float32, or float64 for float64 inputs).
 
     Args:
         image_embeds: (batch, embedding_dim) un-normalised embeddings of the first tower (images, queries).
