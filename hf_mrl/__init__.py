@@ -12,6 +12,33 @@ from transformers import (
 )
 
 from .configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
+from .data import (
+    ImageCollator,
+    ImageTextCollator,
+    PairCollator,
+    TextCollator,
+    load_classification_dataset,
+    load_emoji_pairs,
+    load_fashion_mnist,
+    load_fashion_mnist_captions,
+    load_image_text_dataset,
+    load_wordnet_nouns,
+    load_wordnet_pairs,
+)
+from .evaluation import (
+    MatryoshkaCascade,
+    MatryoshkaClassificationEvaluator,
+    MatryoshkaRetrievalEvaluator,
+)
+from .hub import (
+    card_from_results,
+    export_sentence_transformer,
+    load_matryoshka_model,
+    make_trust_remote_code_ready,
+    push_to_hub_with_card,
+    save_with_card,
+)
+from .index import MatryoshkaIndex
 from .modeling_dual_encoder import MatryoshkaDualEncoderModel, MatryoshkaDualEncoderOutput
 from .modeling_matryoshka import (
     MatryoshkaClassifierOutput,
@@ -44,6 +71,27 @@ __all__ = [
     "MatryoshkaDualEncoderModel",
     "MatryoshkaDualEncoderOutput",
     "NestedLinear",
+    "MatryoshkaIndex",
+    "MatryoshkaClassificationEvaluator",
+    "MatryoshkaRetrievalEvaluator",
+    "MatryoshkaCascade",
+    "ImageCollator",
+    "ImageTextCollator",
+    "PairCollator",
+    "TextCollator",
+    "load_classification_dataset",
+    "load_emoji_pairs",
+    "load_fashion_mnist",
+    "load_fashion_mnist_captions",
+    "load_image_text_dataset",
+    "load_wordnet_nouns",
+    "load_wordnet_pairs",
+    "card_from_results",
+    "export_sentence_transformer",
+    "load_matryoshka_model",
+    "make_trust_remote_code_ready",
+    "push_to_hub_with_card",
+    "save_with_card",
     "default_matryoshka_dims",
     "truncate_embeddings",
 ]
