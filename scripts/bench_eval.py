@@ -28,6 +28,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from hf_mrl import MatryoshkaModel
@@ -75,7 +76,7 @@ def per_dim_reencoding(model, data, collate, batch_size: int) -> dict[str, float
     """Encodes the texts once per dim (truncated by `model.encode`), scoring only that dim each time."""
     results = {}
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate)
-    for dim in DIMS:
+    for dim in tqdm(DIMS, desc="Re-encoding per dim", leave=False):
         embeddings = torch.cat([model.encode(**batch, dim=dim) for batch in loader]).numpy()
         results.update(retrieval_metrics(embeddings, query_labels=data["label"], dims=[dim], ks=(10,), name="wordnet"))
     return results
