@@ -2,6 +2,9 @@
 nested heads at 8, 16, 32, 64 and 128 dims, and the same ViT trained the usual way (one head at the full
 dim) with the same budget; then compare both at every size of the embedding.
 
+The default budget, 800 steps of 128 images per model (1.7 epochs), takes about 5 minutes of CPU time on a
+2-core machine (training measured at 0.18 CPU-seconds per step with one thread); a busy machine takes longer.
+
 At each dim k the demo prints
 - top-1 of the head at k: MRL's nested head, vs the plain model's full head cut to its first k inputs;
 - 1-NN accuracy of the first k embedding features, renormalised (training images as the database).
@@ -35,9 +38,9 @@ PLAIN_LABEL = "plain"
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", default="./hf_mrl_demo", help="where the model, results and plot go")
-    parser.add_argument("--max_steps", type=int, default=1000, help="optimizer steps per model (each of the two)")
+    parser.add_argument("--max_steps", type=int, default=800, help="optimizer steps per model (each of the two)")
     parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--learning_rate", type=float, default=2e-3)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--hidden_size", type=int, default=128, help="= the full embedding dim")
     parser.add_argument("--num_layers", type=int, default=4)
     parser.add_argument("--patch_size", type=int, default=7)
