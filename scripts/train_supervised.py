@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
@@ -261,6 +262,11 @@ def _number_stream_labels(stream: datasets.IterableDataset, feature) -> datasets
     return stream.map(lambda row: {"label": feature.str2int(row["label"]) if isinstance(row["label"], str) else row["label"]})
 
 
+def sorted_by_length(dataset: datasets.Dataset) -> datasets.Dataset:
+    """Texts shortest first: evaluation batches then pad little (the metrics do not depend on row order)."""
+    return dataset.select(np.argsort([len(text) for text in dataset["text"]], kind="stable"))
+
+
 def _num_labels(args, *splits) -> int:
     if args.num_labels is not None:
         return args.num_labels
@@ -287,6 +293,8 @@ def get_dataloaders(accelerator, args) -> SupervisedData:
             f"The model needs a `{input_column}` column but {args.dataset!r} has {eval_dataset.column_names}; "
             f"pass `--{input_column}_column`."
         )
+    if not vision:
+        eval_dataset = sorted_by_length(eval_dataset)
     if vision:
         size = backbone_config.image_size if backbone_config is not None else args.image_size
         channels = backbone_config.num_channels if backbone_config is not None else args.num_channels
@@ -488,6 +496,8 @@ def finish(args, data: SupervisedData, model, eval_dims: list[int], state: dict)
         reference = data.train_dataset
         if args.limit_knn_reference is not None:
             reference = reference.select(range(min(args.limit_knn_reference, len(reference))))
+        if "text" in reference.column_names:
+            reference = sorted_by_length(reference)
     evaluator = MatryoshkaClassificationEvaluator(
         data.eval_dataset, reference_dataset=reference, collate_fn=data.collator, dims=eval_dims, top_k=(1,),
         knn_k=(1,), name=args.eval_name, batch_size=args.eval_batch_size,
