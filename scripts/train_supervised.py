@@ -195,10 +195,11 @@ def validate_args(args) -> argparse.Namespace:
             args.dropout, args.image_size, args.patch_size, args.num_channels, vocab_size=1,
         )
         hidden_size, vision = args.hidden_size, args.backbone == "vit"
-    expected = {"fashion-mnist": True, "wordnet-nouns": False}.get(args.dataset)
-    if expected is not None and expected != vision:
+    args.modality = "image" if vision else "text"
+    expected = {"fashion-mnist": "image", "wordnet-nouns": "text"}.get(args.dataset)
+    if expected is not None and expected != args.modality:
         raise ValueError(
-            f"`--dataset {args.dataset}` holds {'images' if expected else 'texts'} but the model is a "
+            f"`--dataset {args.dataset}` holds {expected}s but the model is a "
             f"{'vision' if vision else 'text'} encoder."
         )
     args.embedding_dim = args.embedding_dim or hidden_size
@@ -282,28 +283,21 @@ def get_dataloaders(accelerator, args) -> SupervisedData:
     model inputs, and the training DataLoader (shuffled per epoch with `--seed`)."""
     with accelerator.main_process_first():
         train_dataset, eval_dataset = load_splits(args)
-    if args.model_name_or_path is not None:
-        backbone_config = AutoConfig.from_pretrained(args.model_name_or_path)
-    else:
-        backbone_config = None
-    vision = args.backbone == "vit" or (backbone_config is not None and is_vision_config(backbone_config))
-    input_column = "image" if vision else "text"
-    if input_column not in eval_dataset.column_names:
+    if args.modality not in eval_dataset.column_names:
         raise ValueError(
-            f"The model needs a `{input_column}` column but {args.dataset!r} has {eval_dataset.column_names}; "
-            f"pass `--{input_column}_column`."
+            f"The model needs an `{args.modality}` column but {args.dataset!r} has {eval_dataset.column_names}; "
+            f"pass `--{args.modality}_column`."
         )
-    if not vision:
-        eval_dataset = sorted_by_length(eval_dataset)
-    if vision:
-        size = backbone_config.image_size if backbone_config is not None else args.image_size
-        channels = backbone_config.num_channels if backbone_config is not None else args.num_channels
+    if args.modality == "image":
+        config = AutoConfig.from_pretrained(args.model_name_or_path) if args.model_name_or_path else args
+        size, channels = config.image_size, config.num_channels
         collator = ImageCollator(image_size=size, num_channels=channels, mean=0.5, std=0.5)
         # The same preprocessing as a processor people load with the model: resize, [0, 1], (x - 0.5) / 0.5.
         processor = ViTImageProcessorPil(
             size={"height": size, "width": size}, image_mean=[0.5] * channels, image_std=[0.5] * channels
         )
     else:
+        eval_dataset = sorted_by_length(eval_dataset)
         processor = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
         collator = TextCollator(processor, max_length=args.max_length)
     # An own generator keeps the global RNG (dropout) untouched by the loader, so a resumed run draws the same.
