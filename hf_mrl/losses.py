@@ -166,8 +166,9 @@ class _Plan:
     """What one call of the fused kernel computes.
 
     Loss at dim k = row_coef * sum_i lse_row_i + col_coef * sum_j lse_col_j - sum_ij T_ij logits_ij, where
-    T = row_coef * (row targets) + col_coef * (column targets), each direction's targets a distribution.
-    T is either dense (`targets`, (rows, cols)) or `diag_value` on the diagonal `offset` plus `uniform`.
+    T = row_coef * (row targets) + col_coef * (column targets), each direction's targets a distribution
+    (`smoothing` of it uniform). T is either dense (`targets`, (rows, cols)) or `diag_value` on the
+    diagonal `offset` plus `uniform` everywhere.
     """
 
     dims: tuple[int, ...]
@@ -175,17 +176,19 @@ class _Plan:
     row_coef: float
     col_coef: float
     offset: int = 0
+    smoothing: float = 0.0
     diag_value: float = 0.0
     uniform: float = 0.0
     targets: torch.Tensor | None = None
 
 
-def _target_dot(plan: _Plan, logits: torch.Tensor) -> torch.Tensor:
-    """sum_ij T_ij * logits_ij for the plan's targets T."""
-    if plan.targets is not None:
-        return torch.dot(plan.targets.view(-1), logits.view(-1))
-    total = plan.diag_value * logits.diagonal(plan.offset).sum()
-    return total + plan.uniform * logits.sum() if plan.uniform else total
+def _one_positive_loss(log_sum, shift, positive, mean, smoothing: float) -> torch.Tensor:
+    """sum over items of lse - (1 - smoothing) * positive - smoothing * mean, with lse = shift + log_sum.
+    As in log_softmax, (shift - positive) is taken first: exact when both are large and close."""
+    per_item = log_sum + (1 - smoothing) * (shift - positive)
+    if smoothing:
+        per_item = per_item + smoothing * (shift - mean)
+    return per_item.sum()
 
 
 class _MatryoshkaInfoNCE(torch.autograd.Function):
@@ -224,7 +227,7 @@ class _MatryoshkaInfoNCE(torch.autograd.Function):
 
         shared_shift = scale_value <= _SHARED_SHIFT_MAX_SCALE
         neg_scale = queries.new_tensor(-scale_value)
-        target_mass = plan.row_coef * rows + plan.col_coef * cols  # every direction's targets sum to 1
+        zero = queries.new_zeros(())
         for index, (lo, hi) in enumerate(bounds):
             if index == 0:
                 torch.mm(queries[:, lo:hi], keys[:, lo:hi].t(), out=dots)
@@ -233,21 +236,26 @@ class _MatryoshkaInfoNCE(torch.autograd.Function):
             a, b, weight = query_scale[index], key_scale[index], plan.weights[index]
             torch.mul(dots, a[:, None], out=work)
             if shared_shift:
-                # logits - scale in one pass (every logit is <= scale, so exp stays <= 1).
+                # logits - scale in one pass (every logit is <= scale, so exp stays <= 1); the constant
+                # shift cancels between log-partitions and targets, so `work` stands in for the logits.
                 torch.addcmul(neg_scale, work, b[None, :], out=work)
-                target_dot = _target_dot(plan, work) + scale_value * target_mass
             else:
                 work.mul_(b)
-                target_dot = _target_dot(plan, work)
+            # What the targets need, read before exp overwrites `work`.
+            if plan.targets is not None:
+                target_dot = torch.dot(plan.targets.view(-1), work.view(-1))
+            else:
+                positive = work.diagonal(plan.offset).clone()
+                row_mean = work.sum(1) / cols if plan.smoothing else None
+                col_mean = torch.mv(work.t(), ones) / rows if plan.smoothing and two_way else None
 
             # `exp` = exp(logits - shift); its row (and column) sums give each direction's log-partition.
             if shared_shift:
+                row_shift = col_shift = zero
                 exp = work.exp_()
                 row_sum = exp.sum(1)
-                loss = plan.row_coef * (row_sum.log().sum() + rows * scale_value) - target_dot
                 if two_way:
                     col_sum = torch.mv(exp.t(), ones)
-                    loss = loss + plan.col_coef * (col_sum.log().sum() + cols * scale_value)
             else:
                 row_shift = work.amax(1)
                 if two_way:
@@ -257,9 +265,16 @@ class _MatryoshkaInfoNCE(torch.autograd.Function):
                     col_sum = torch.mv(col_exp.t(), ones)
                 exp = work.sub_(row_shift[:, None]).exp_()
                 row_sum = exp.sum(1)
+            if plan.targets is not None:
                 loss = plan.row_coef * (row_shift + row_sum.log()).sum() - target_dot
                 if two_way:
                     loss = loss + plan.col_coef * (col_shift + col_sum.log()).sum()
+            else:
+                loss = plan.row_coef * _one_positive_loss(row_sum.log(), row_shift, positive, row_mean, plan.smoothing)
+                if two_way:
+                    loss = loss + plan.col_coef * _one_positive_loss(
+                        col_sum.log(), col_shift, positive, col_mean, plan.smoothing
+                    )
             per_dim[index] = loss
             if not compute_grad:
                 continue
@@ -352,14 +367,14 @@ def _make_plan(
     uniform = smoothing * (row_coef / cols + col_coef / rows)
     if positives is None or int(positives.sum()) == rows:
         diag_value = (1 - smoothing) * (row_coef + col_coef)
-        return _Plan(dims, weights, row_coef, col_coef, offset, diag_value=diag_value, uniform=uniform)
+        return _Plan(dims, weights, row_coef, col_coef, offset, smoothing, diag_value=diag_value, uniform=uniform)
     mask = positives.to(dtype).contiguous()
     targets = mask * ((1 - smoothing) * row_coef / mask.sum(1, keepdim=True))
     if col_coef:
         targets += mask * ((1 - smoothing) * col_coef / mask.sum(0, keepdim=True))
     if uniform:
         targets += uniform
-    return _Plan(dims, weights, row_coef, col_coef, offset, targets=targets.contiguous())
+    return _Plan(dims, weights, row_coef, col_coef, offset, smoothing, targets=targets.contiguous())
 
 
 def _positive_pairs(
