@@ -331,22 +331,26 @@ class _MatryoshkaInfoNCE(torch.autograd.Function):
         # Block k's dot products feed every dim j >= k: reverse running sum, in place.
         for index in range(len(ctx.dims) - 2, -1, -1):
             grad_dots[index].add_(grad_dots[index + 1])
-        grad_queries = torch.zeros_like(queries)
-        grad_keys = torch.zeros_like(keys)
+        # Gradients are built transposed, (D, rows): each block's product lands in contiguous rows.
+        grad_queries_t = queries.new_zeros(queries.shape[1], queries.shape[0])
+        grad_keys_t = keys.new_zeros(keys.shape[1], keys.shape[0])
         bounds = block_bounds(ctx.dims)
         for index, (lo, hi) in enumerate(bounds):
-            # As (block^T @ G^T)^T and (block^T @ G)^T: with the narrow strided block on the left, BLAS runs
-            # these at full-matmul speed (G @ block is up to 2x slower on CPU).
-            grad_queries[:, lo:hi] = torch.mm(keys[:, lo:hi].t(), grad_dots[index].t()).t()
-            grad_keys[:, lo:hi] = torch.mm(queries[:, lo:hi].t(), grad_dots[index]).t()
+            # block^T @ G^T and block^T @ G: with the narrow strided block on the left, BLAS runs these at
+            # full-matmul speed (G @ block is up to 2x slower on CPU).
+            torch.mm(keys[:, lo:hi].t(), grad_dots[index].t(), out=grad_queries_t[lo:hi])
+            torch.mm(queries[:, lo:hi].t(), grad_dots[index], out=grad_keys_t[lo:hi])
         # Through the norms: block k's squares feed the norms of every dim j >= k (reverse running sum);
         # d(sum of squares)/dx = 2x, one factor per block, spread over its features.
         widths = torch.tensor([hi - lo for lo, hi in bounds], device=queries.device)
         max_dim = ctx.dims[-1]
-        for grad, inputs, grad_sq in ((grad_queries, queries, ctx.grad_query_sq), (grad_keys, keys, ctx.grad_key_sq)):
-            per_feature = grad_sq.flip(0).cumsum(0).flip(0).t().repeat_interleave(widths, dim=1)
-            grad[:, :max_dim].addcmul_(inputs[:, :max_dim], per_feature, value=2)
-        return grad_queries * grad_total, grad_keys * grad_total, ctx.grad_scale * grad_total, None, None
+        for grad_t, inputs, grad_sq in (
+            (grad_queries_t, queries, ctx.grad_query_sq),
+            (grad_keys_t, keys, ctx.grad_key_sq),
+        ):
+            per_feature = grad_sq.flip(0).cumsum(0).flip(0).repeat_interleave(widths, dim=0)  # (max_dim, rows)
+            grad_t[:max_dim].addcmul_(inputs[:, :max_dim].t(), per_feature, value=2).mul_(grad_total)
+        return grad_queries_t.t(), grad_keys_t.t(), ctx.grad_scale * grad_total, None, None
 
 
 def _make_plan(
