@@ -4,7 +4,7 @@
 Runs `scripts/train_contrastive.py --task image-text --dataset emoji` (train split; held-out emoji split
 by base emoji, so skin-tone / gender variants never straddle the split) and prints text -> image R@1 and
 R@10 at every nesting dim on the held-out emoji, BEFORE and AFTER training; writes the table (markdown +
-JSON) and a plot to `--results_dir`.
+JSON) and a plot to `--results_dir`. A finished run (its results.json exists) is not trained again.
 
     python scripts/run_emoji_dual_encoder.py --output_dir /tmp/emoji --results_dir results/emoji_dual_encoder
 """
@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 from hf_mrl.data import load_emoji_pairs
-from hf_mrl.evaluation import group_by_dim, plot_metric_vs_dim, save_results
+from hf_mrl.evaluation import group_by_dim, load_results, plot_metric_vs_dim, save_results
 
 METRICS = ("t2i_recall@1", "t2i_recall@10", "i2t_recall@1", "i2t_recall@10")
 
@@ -37,7 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mixed_precision", default="bf16", choices=["no", "bf16"])
     parser.add_argument("--eval_every_epochs", type=int, default=5, help="validation (the held-out emoji) every N epochs")
     parser.add_argument("--train_text_tower", action="store_true", help="fine-tune all-MiniLM-L6-v2 too (default: kept fixed)")
+    parser.add_argument("--limit", type=int, default=None, help="rows per split, for a quick look (default: all)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--text_model_name_or_path", default=None, help="default: the local all-MiniLM-L6-v2")
     return parser.parse_args(argv)
 
 
@@ -52,23 +55,27 @@ def training_argv(args, train_rows: int) -> list[str]:
         "--task", "image-text", "--dataset", "emoji", "--vision_config", json.dumps(vision),
         "--embedding_dim", str(args.embedding_dim), "--num_train_epochs", str(args.epochs),
         "--per_device_train_batch_size", str(args.batch_size), "--learning_rate", str(args.learning_rate),
-        "--weight_decay", "0.05", "--max_length", "32", "--eval_limit", "100000", "--ks", "1", "10",
+        "--weight_decay", "0.05", "--max_length", "32", "--ks", "1", "10",
         "--eval_before_training", "--eval_steps", str(args.eval_every_epochs * steps_per_epoch), "--logging_steps", "20",
         "--mixed_precision", args.mixed_precision,
         "--checkpointing_steps", "epoch", "--keep_last", "1", "--resume_from_checkpoint", "latest",
         "--seed", str(args.seed), "--output_dir", args.output_dir,
     ]
+    argv += ["--train_limit", str(args.limit), "--eval_limit", str(args.limit)] if args.limit else ["--eval_limit", "100000"]
+    if args.text_model_name_or_path is not None:
+        argv += ["--text_model_name_or_path", args.text_model_name_or_path]
     return argv if args.train_text_tower else [*argv, "--freeze_text_tower"]
 
 
 def load_training_script():
     spec = importlib.util.spec_from_file_location("train_contrastive", Path(__file__).with_name("train_contrastive.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
-def report(args, summary: dict) -> str:
+def report(args, summary: dict, argv: list[str]) -> str:
     before, after = group_by_dim(summary["initial_metrics"]), group_by_dim(summary["metrics"])
     header = ["dim", *(f"before {m}" for m in METRICS[:2]), *(f"after {m}" for m in METRICS[:2]), *(f"after {m}" for m in METRICS[2:])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -79,12 +86,13 @@ def report(args, summary: dict) -> str:
     text = "\n".join([
         "# Emoji picture <-> name dual encoder: text -> image recall by nesting dim (held-out emoji, %)\n",
         f"ViT from scratch ({args.image_size}x{args.image_size} renders, patch {args.patch_size}, hidden {args.hidden_size}, "
-        f"{args.num_layers} layers) + all-MiniLM-L6-v2 ({'fine-tuned' if args.train_text_tower else 'kept fixed'}), "
+        f"{args.num_layers} layers) + {args.text_model_name_or_path or 'all-MiniLM-L6-v2'} ({'fine-tuned' if args.train_text_tower else 'kept fixed'}), "
         f"projection {args.embedding_dim}; {summary['steps']} steps of batch {args.batch_size} "
         f"({summary['seconds_per_step']:.2f} s/step on 2 shared CPU cores); scored on the whole test split of "
         "`load_emoji_pairs` (split by base emoji), each picture against all held-out pictures.\n",
         *lines, "",
         f"Trained beats untrained at every dim (t2i R@1 and R@10): {'yes' if beaten else 'NO'}.", "",
+        "Reproduce: `OMP_NUM_THREADS=1 python scripts/run_emoji_dual_encoder.py " + " ".join(argv) + "`", "",
     ])
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -98,9 +106,13 @@ def report(args, summary: dict) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    train_rows = len(load_emoji_pairs(split="train", image_size=args.image_size))
-    summary = load_training_script().main(training_argv(args, train_rows))
-    print(report(args, summary))
+    finished = Path(args.output_dir) / "results.json"
+    if finished.is_file():  # a finished run: only the report is written again
+        summary = load_results(finished)
+    else:
+        train_rows = len(load_emoji_pairs(split="train", image_size=args.image_size, limit=args.limit))
+        summary = load_training_script().main(training_argv(args, train_rows))
+    print(report(args, summary, argv if argv is not None else sys.argv[1:]))
     return summary
 
 

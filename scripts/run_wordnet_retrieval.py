@@ -43,6 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mixed_precision", default="bf16", choices=["no", "bf16"],
                         help="training precision of every trained run (evaluation is float32); bf16 halves CPU time here")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--text_model_name_or_path", default=None, help="default: the local all-MiniLM-L6-v2")
     return parser.parse_args(argv)
 
 
@@ -56,6 +57,8 @@ def run_command(args, run: str) -> list[str]:
         "--seed", str(args.seed), "--mixed_precision", args.mixed_precision, "--output_dir", str(Path(args.work_dir) / run),
         "--checkpointing_steps", "50", "--keep_last", "1", "--resume_from_checkpoint", "latest",
     ]
+    if args.text_model_name_or_path is not None:
+        command += ["--text_model_name_or_path", args.text_model_name_or_path]
     if run == "frozen":
         return [*command, "--max_train_steps", "0", "--eval_steps", "no"]
     return [*command, "--loss", run, "--max_train_steps", str(args.max_train_steps), "--eval_steps", args.eval_steps]
@@ -83,7 +86,7 @@ def summarise(args, summaries: dict[str, dict]) -> str:
     ]
     text = "\n".join([
         f"# WordNet definition -> word {METRIC} by embedding dim\n",
-        f"all-MiniLM-L6-v2; {args.max_train_steps} steps of batch {args.batch_size}, AdamW lr {args.learning_rate}, "
+        f"{args.text_model_name_or_path or 'all-MiniLM-L6-v2'}; {args.max_train_steps} steps of batch {args.batch_size}, AdamW lr {args.learning_rate}, "
         f"linear schedule with 10% warm-up, {args.mixed_precision} autocast, seed {args.seed}; recall@10 over the distinct "
         f"definitions of {args.test_limit} held-out (word, definition) pairs (split by synset), all their words as the corpus.\n",
         table, "Targets:", *checks, "", "Training cost (2 shared CPU cores):", *timings, "",

@@ -28,6 +28,8 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -415,115 +417,146 @@ def format_metrics(results: dict[str, float], metric: str) -> str:
     return f"{metric} by dim " + " ".join(f"{dim}:{value:.3f}" for dim, name, value in parsed if name == metric)
 
 
-def training_function(args) -> dict:
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
-        cpu=args.cpu, log_with=None if args.report_to == "none" else args.report_to, project_dir=args.output_dir,
-    )
-    set_seed(args.seed)
-    gather = accelerator.num_processes > 1
-    tokenizer = AutoTokenizer.from_pretrained(args.text_model_name_or_path)
+@dataclass
+class Task:
+    """What one task trains: `model` is evaluated and saved; `trained` is what the optimizer updates (the
+    model, a pair wrapper around it, or sentence-transformers' model on its weights)."""
 
+    model: nn.Module
+    trained: nn.Module
+    collate_fn: Callable
+    make_evaluator: Callable
+    primary_metric: str
+    st_loss: nn.Module | None = None
+
+
+def load_data(args, accelerator):
+    """(train, validation, test) datasets (None for a split not used) and the image size / channels."""
     image_size = num_channels = None
     if args.task == "image-text":
         vision = args.vision_config or AutoConfig.from_pretrained(args.vision_model_name_or_path)
         vision = getattr(vision, "backbone_config", vision)  # an hf_mrl MatryoshkaModel checkpoint
         image_size, num_channels = vision.image_size, vision.num_channels
-    if args.task == "image-text" and args.dataset not in BUILTIN_DATASETS["image-text"]:
-        args.image_column, args.text_column = "image", "text"
+        if args.dataset not in BUILTIN_DATASETS["image-text"]:  # loaded with columns renamed to the standard ones
+            args.image_column, args.text_column = "image", "text"
     parts = []
     with accelerator.main_process_first():
         for split, limit in ((args.train_split, args.train_limit), (args.eval_split, args.eval_limit), (args.test_split, args.test_limit)):
             parts.append(load_split(args, split, limit, image_size))
             if parts[-1] is not None:
                 check_columns(args, parts[-1])
-    train, validation, test = parts
-    name = Path(args.dataset).name.replace("_dim", "-dim")
+    return (*parts, image_size, num_channels)
 
+
+def build_task(args, tokenizer, image_size, num_channels, gather: bool) -> Task:
+    name = Path(args.dataset).name.replace("_dim", "-dim")
     if args.task == "text-text":
         model = build_text_model(args)
-        collate_fn = PairCollator(tokenizer, args.max_length, columns=(args.query_column, args.document_column))
-        make_evaluator = lambda part: pair_retrieval_evaluator(args, part, tokenizer, name)  # noqa: E731
-        primary = f"recall@{max(args.ks)}"
-        if args.loss == "st-mrl":
-            trained, st_loss = sentence_transformers_loss(args, model, gather)
-        else:
-            trained = TextPairEncoder(model)
-    else:
-        model = build_dual_encoder(args)
-        if args.freeze_text_tower:
-            model.text_model.requires_grad_(False)
-        trained = model
-        collate_fn = ImageTextCollator(
+        st_model, st_loss = sentence_transformers_loss(args, model, gather) if args.loss == "st-mrl" else (None, None)
+        return Task(
+            model=model, trained=st_model or TextPairEncoder(model),
+            collate_fn=PairCollator(tokenizer, args.max_length, columns=(args.query_column, args.document_column)),
+            make_evaluator=lambda part: pair_retrieval_evaluator(args, part, tokenizer, name),
+            primary_metric=f"recall@{max(args.ks)}", st_loss=st_loss,
+        )
+    model = build_dual_encoder(args)
+    if args.freeze_text_tower:
+        model.text_model.requires_grad_(False)
+    return Task(
+        model=model, trained=model,
+        collate_fn=ImageTextCollator(
             tokenizer, image_size=image_size, num_channels=num_channels, max_length=args.max_length,
             image_column=args.image_column, text_column=args.text_column, image_id_column=args.image_id_column,
             seed=args.seed,
-        )
-        make_evaluator = lambda part: image_text_evaluator(args, part, tokenizer, image_size, num_channels, name)  # noqa: E731
-        primary = f"t2i_recall@{max(args.ks)}"
-    validator = make_evaluator(validation) if validation is not None else None
+        ),
+        make_evaluator=lambda part: image_text_evaluator(args, part, tokenizer, image_size, num_channels, name),
+        primary_metric=f"t2i_recall@{max(args.ks)}",
+    )
 
-    loader = train_dataloader(args, train, collate_fn)
-    decay = [p for n, p in trained.named_parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for n, p in trained.named_parameters() if p.requires_grad and p.ndim <= 1]
+
+def compute_loss(args, task: Task, trained, batch: dict, gather: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The batch's loss and its (num_dims,) per-dim values (None for sentence-transformers' loss)."""
+    if task.st_loss is not None:
+        return task.st_loss([batch[args.query_column], batch[args.document_column]], None), None
+    if args.task == "text-text":
+        query, document = trained(batch[args.query_column], batch[args.document_column])
+        output = matryoshka_contrastive_loss(
+            query, document, args.matryoshka_dims, args.matryoshka_weights, args.temperature,
+            label_smoothing=args.label_smoothing, symmetric=args.symmetric, gather=gather,
+            image_ids=batch[f"{args.query_column}_ids"], text_ids=batch[f"{args.document_column}_ids"],
+        )
+        return output.loss, output.per_dim_losses
+    output = trained(**{k: v for k, v in batch.items() if k != "labels"}, return_loss=True, gather=gather)
+    return output.loss, output.matryoshka_losses
+
+
+def training_function(args) -> dict:
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
+        cpu=args.cpu, log_with=None if args.report_to == "none" else args.report_to, project_dir=args.output_dir,
+    )
+    set_seed(args.seed)
+    gather = accelerator.num_processes > 1  # the loss then scores the global batch
+    tokenizer = AutoTokenizer.from_pretrained(args.text_model_name_or_path)
+    train, validation, test, image_size, num_channels = load_data(args, accelerator)
+    task = build_task(args, tokenizer, image_size, num_channels, gather)
+    validator = task.make_evaluator(validation) if validation is not None else None
+
+    loader = train_dataloader(args, train, task.collate_fn)
+    parameters = [p for p in task.trained.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=args.learning_rate
+        [{"params": [p for p in parameters if p.ndim > 1], "weight_decay": args.weight_decay},
+         {"params": [p for p in parameters if p.ndim <= 1], "weight_decay": 0.0}],
+        lr=args.learning_rate,
     )
     if args.max_train_steps is None:
-        steps_per_epoch = math.ceil(math.ceil(len(train) / args.per_device_train_batch_size / accelerator.num_processes) / args.gradient_accumulation_steps)
-        args.max_train_steps = args.num_train_epochs * steps_per_epoch
+        batches = math.ceil(len(train) / args.per_device_train_batch_size / accelerator.num_processes)
+        args.max_train_steps = args.num_train_epochs * math.ceil(batches / args.gradient_accumulation_steps)
     # A prepared scheduler steps once per process per optimizer step.
     scheduler = get_scheduler(
         args.lr_scheduler_type, optimizer, num_warmup_steps=int(args.warmup_ratio * args.max_train_steps) * accelerator.num_processes,
         num_training_steps=max(args.max_train_steps, 1) * accelerator.num_processes,
     )
-    trained, optimizer, loader, scheduler = accelerator.prepare(trained, optimizer, loader, scheduler)
-    if args.loss == "st-mrl":
-        st_loss.model = st_loss.loss.model = trained  # the losses call the (possibly DDP-wrapped) model
+    trained, optimizer, loader, scheduler = accelerator.prepare(task.trained, optimizer, loader, scheduler)
+    if task.st_loss is not None:
+        task.st_loss.model = task.st_loss.loss.model = trained  # the losses call the (possibly DDP-wrapped) model
     if args.report_to != "none":
         accelerator.init_trackers("train_contrastive", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
 
-    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0}
+    # Everything a resumed run needs to carry on, saved as each checkpoint's trainer state.
+    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "train_seconds": 0.0, "history": [], "initial_metrics": None}
     resume = resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
     if resume is not None:
-        state = load_checkpoint(accelerator, resume)
+        state.update(load_checkpoint(accelerator, resume))
         accelerator.print(f"Resumed from {resume} at step {state['step']}")
-    history, initial = [], None
-    if args.eval_before_training and validator is not None and state["step"] == 0:
-        initial = evaluate(accelerator, validator, model)
-        accelerator.print("before training: " + format_metrics(initial, primary))
+    elif args.eval_before_training and validator is not None:
+        state["initial_metrics"] = evaluate(accelerator, validator, task.model)
+        accelerator.print("before training: " + format_metrics(state["initial_metrics"], task.primary_metric))
 
     def validate_now():
-        results = evaluate(accelerator, validator, model)
+        results = evaluate(accelerator, validator, task.model)
         if accelerator.is_main_process:
-            history.append({"step": state["step"], **results})
-            tqdm.write(f"step {state['step']}: " + format_metrics(results, primary))
+            state["history"].append({"step": state["step"], **results})
+            tqdm.write(f"step {state['step']}: " + format_metrics(results, task.primary_metric))
             accelerator.log(prefixed(results, "eval"), step=state["step"])
 
+    def checkpoint_now():
+        state["train_seconds"] += time.perf_counter() - segment_start
+        save_checkpoint(accelerator, args.output_dir, state["step"], args.keep_last, state)
+        return time.perf_counter()
+
     # sentence-transformers' loss reports no per-dim values: its meter tracks the total only.
-    meter = PerDimLossMeter([] if args.loss == "st-mrl" else args.matryoshka_dims)
+    meter = PerDimLossMeter([] if task.st_loss is not None else args.matryoshka_dims)
     progress = progress_bar(accelerator, args.max_train_steps, initial=state["step"], desc="training")
-    started, start_step = time.perf_counter(), state["step"]
+    segment_start, start_step = time.perf_counter(), state["step"]
     trained.train()
-    model.train()
+    task.model.train()
     while state["step"] < args.max_train_steps:
         loader.set_epoch(state["epoch"])
         batches = accelerator.skip_first_batches(loader, state["batches_in_epoch"]) if state["batches_in_epoch"] else loader
         for batch in batches:
             with accelerator.accumulate(trained):
-                if args.loss == "st-mrl":
-                    loss, per_dim = st_loss([batch[args.query_column], batch[args.document_column]], None), None
-                elif args.task == "text-text":
-                    query, document = trained(batch[args.query_column], batch[args.document_column])
-                    output = matryoshka_contrastive_loss(
-                        query, document, args.matryoshka_dims, args.matryoshka_weights, args.temperature,
-                        label_smoothing=args.label_smoothing, symmetric=args.symmetric,
-                        image_ids=batch[f"{args.query_column}_ids"], text_ids=batch[f"{args.document_column}_ids"], gather=gather,
-                    )
-                    loss, per_dim = output.loss, output.per_dim_losses
-                else:
-                    output = trained(**{k: v for k, v in batch.items() if k != "labels"}, return_loss=True, gather=gather)
-                    loss, per_dim = output.loss, output.matryoshka_losses
+                loss, per_dim = compute_loss(args, task, trained, batch, gather)
                 accelerator.backward(loss)
                 optimizer.step()
                 scheduler.step()
@@ -544,7 +577,7 @@ def training_function(args) -> dict:
             if validator is not None and isinstance(args.eval_steps, int) and state["step"] % args.eval_steps == 0:
                 validate_now()
             if isinstance(args.checkpointing_steps, int) and state["step"] % args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, args.output_dir, state["step"], args.keep_last, state)
+                segment_start = checkpoint_now()
             if state["step"] >= args.max_train_steps:
                 break
         else:
@@ -552,35 +585,39 @@ def training_function(args) -> dict:
             if validator is not None and args.eval_steps == "epoch":
                 validate_now()
             if args.checkpointing_steps == "epoch":
-                save_checkpoint(accelerator, args.output_dir, state["step"], args.keep_last, state)
+                segment_start = checkpoint_now()
     progress.close()
-    seconds = time.perf_counter() - started
+    state["train_seconds"] += time.perf_counter() - segment_start
     steps_run = state["step"] - start_step
 
     final_part = test if test is not None else validation
-    final = evaluate(accelerator, make_evaluator(final_part), model) if final_part is not None else {}
-    summary = {}
-    if accelerator.is_main_process:
-        summary = {
-            "task": args.task, "loss": args.loss, "dataset": args.dataset, "matryoshka_dims": args.matryoshka_dims,
-            "eval_dims": args.eval_dims, "final_split": args.test_split if test is not None else args.eval_split,
-            "steps": state["step"], "train_seconds_this_run": round(seconds, 1),
-            "seconds_per_step": round(seconds / steps_run, 3) if steps_run else None,
-            "metrics": final, "initial_metrics": initial, "history": history,
-            "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))},
-        }
-        output_dir = Path(args.output_dir)
-        save_results(summary, output_dir / "results.json")
-        if final:
-            accelerator.print("final: " + format_metrics(final, primary))
-            recall_keys = [m for m in sorted({parse_metric_key(key)[2] for key in final}) if "recall" in m] or None
-            save_results_plot(final, output_dir / "recall_vs_dim.png", metrics=recall_keys)
-        save_with_card(
-            model, output_dir / "model", results=final or None, processor=tokenizer,
-            description=f"Trained with `scripts/train_contrastive.py --task {args.task} --loss {args.loss}` on `{args.dataset}`.",
-        )
+    final = evaluate(accelerator, task.make_evaluator(final_part), task.model) if final_part is not None else {}
+    summary = finish(args, accelerator, task, tokenizer, final, state, steps_run, test is not None) if accelerator.is_main_process else {}
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    return summary
+
+
+def finish(args, accelerator, task: Task, tokenizer, final: dict, state: dict, steps_run: int, on_test: bool) -> dict:
+    """Writes results.json, the recall-vs-dim plot and the model folder (weights, tokenizer, card)."""
+    summary = {
+        "task": args.task, "loss": args.loss, "dataset": args.dataset, "matryoshka_dims": args.matryoshka_dims,
+        "eval_dims": args.eval_dims, "final_split": args.test_split if on_test else args.eval_split,
+        "steps": state["step"], "train_seconds": round(state["train_seconds"], 1),
+        "seconds_per_step": round(state["train_seconds"] / state["step"], 3) if state["step"] else None,
+        "steps_this_run": steps_run, "metrics": final, "initial_metrics": state["initial_metrics"], "history": state["history"],
+        "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))},
+    }
+    output_dir = Path(args.output_dir)
+    save_results(summary, output_dir / "results.json")
+    if final:
+        accelerator.print("final: " + format_metrics(final, task.primary_metric))
+        recall_metrics = [m for m in sorted({parse_metric_key(key)[2] for key in final}) if "recall" in m] or None
+        save_results_plot(final, output_dir / "recall_vs_dim.png", metrics=recall_metrics)
+    save_with_card(
+        task.model, output_dir / "model", results=final or None, processor=tokenizer,
+        description=f"Trained with `scripts/train_contrastive.py --task {args.task} --loss {args.loss}` on `{args.dataset}`.",
+    )
     return summary
 
 

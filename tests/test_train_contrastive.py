@@ -24,6 +24,7 @@ TINY_VIT = '{"image_size": 28, "patch_size": 7, "num_channels": 1, "hidden_size"
 def load_script():
     spec = importlib.util.spec_from_file_location("train_contrastive", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -134,7 +135,7 @@ def test_resume_from_latest_gives_the_uninterrupted_weights(tiny_text_tower, tmp
     shutil.rmtree(output / "checkpoint-6")
     shutil.rmtree(output / "model")
     summary = run(argv)
-    assert summary["steps"] == 6 and summary["train_seconds_this_run"] >= 0
+    assert summary["steps"] == 6 and summary["steps_this_run"] == 2 and summary["train_seconds"] > 0
     resumed = load_file(output / "model" / "model.safetensors")
     for name, tensor in uninterrupted.items():
         torch.testing.assert_close(resumed[name], tensor, msg=name)
@@ -181,3 +182,45 @@ def test_accelerate_launch_two_processes(tiny_text_tower, tmp_path):
     summary = json.loads((output / "results.json").read_text())
     assert summary["steps"] == 2 and "wordnet_dim32_recall@10" in summary["metrics"]
     assert [step for step, _ in list_checkpoints(output)] == [2]
+
+
+def load_experiment(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_wordnet_experiment_script_trains_and_tabulates(tiny_text_tower, tmp_path):
+    results_dir = tmp_path / "results"
+    # Two of the four runs (each is a subprocess); the other losses are tested above.
+    load_experiment("run_wordnet_retrieval").main([
+        "--work_dir", str(tmp_path / "work"), "--results_dir", str(results_dir), "--text_model_name_or_path", tiny_text_tower,
+        "--runs", "frozen", "plain", "--max_train_steps", "2", "--batch_size", "8", "--test_limit", "40", "--eval_limit", "20",
+        "--eval_steps", "no", "--mixed_precision", "no",
+    ])
+    saved = json.loads((results_dir / "results.json").read_text())
+    assert sorted(saved) == ["frozen", "plain"]
+    assert saved["frozen"]["steps"] == 0 and saved["plain"]["steps"] == 2
+    table = (results_dir / "README.md").read_text()
+    assert "| 8 |" in table and "| 32 |" in table and "frozen recall@10" in table and "plain recall@10" in table
+    assert (results_dir / "recall_vs_dim.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_emoji_experiment_script_reports_before_and_after(tiny_text_tower, tmp_path):
+    results_dir = tmp_path / "results"
+    argv = [
+        "--output_dir", str(tmp_path / "work"), "--results_dir", str(results_dir), "--text_model_name_or_path", tiny_text_tower,
+        "--limit", "48", "--epochs", "1", "--hidden_size", "32", "--num_layers", "1", "--embedding_dim", "16",
+        "--batch_size", "16", "--mixed_precision", "no",
+    ]
+    experiment = load_experiment("run_emoji_dual_encoder")
+    summary = experiment.main(argv)
+    assert summary["steps"] == 3 and summary["initial_metrics"].keys() == summary["metrics"].keys()
+    table = (results_dir / "README.md").read_text()
+    assert "before t2i_recall@1" in table and "| 16 |" in table and "Trained beats untrained at every dim" in table
+    # Run again: the finished run is reported, not trained again.
+    assert experiment.main(argv)["train_seconds"] == summary["train_seconds"]
