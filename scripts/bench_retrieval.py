@@ -139,7 +139,8 @@ def load_model(spec: str, data: str):
     if not (folder / "config.json").is_file():
         raise SystemExit(f"--model {spec!r} is neither a saved model folder (no config.json) nor random-vit / minilm.")
     model = MatryoshkaModel.from_pretrained(folder).eval()
-    fingerprint = folder.name + "-" + file_digest([folder / "config.json", *folder.glob("*.safetensors")])
+    # The weights' digest, not the folder name: a copied or renamed model reuses its cached embeddings.
+    fingerprint = "model-" + file_digest([folder / "config.json", *folder.glob("*.safetensors")])
     if data == "wordnet":
         has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))
         source = folder if has_tokenizer else model.config.backbone_config._name_or_path
