@@ -474,8 +474,12 @@ def build_task(args, tokenizer, image_size, num_channels, gather: bool) -> Task:
     )
 
 
-def compute_loss(args, task: Task, trained, batch: dict, gather: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The batch's loss and its (num_dims,) per-dim values (None for sentence-transformers' loss)."""
+def compute_loss(args, task: Task, trained, batch: dict, accelerator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The batch's loss and its (num_dims,) per-dim values (None for sentence-transformers' loss). With several
+    processes the loss scores the global batch; the collators number duplicate texts within the local batch,
+    so each process's ids are moved to their own range (duplicates are then found within a process only)."""
+    gather = accelerator.num_processes > 1
+    offset = accelerator.process_index << 32
     if task.st_loss is not None:
         return task.st_loss([batch[args.query_column], batch[args.document_column]], None), None
     if args.task == "text-text":
@@ -483,10 +487,14 @@ def compute_loss(args, task: Task, trained, batch: dict, gather: bool) -> tuple[
         output = matryoshka_contrastive_loss(
             query, document, args.matryoshka_dims, args.matryoshka_weights, args.temperature,
             label_smoothing=args.label_smoothing, symmetric=args.symmetric, gather=gather,
-            image_ids=batch[f"{args.query_column}_ids"], text_ids=batch[f"{args.document_column}_ids"],
+            image_ids=batch[f"{args.query_column}_ids"] + offset, text_ids=batch[f"{args.document_column}_ids"] + offset,
         )
         return output.loss, output.per_dim_losses
-    output = trained(**{k: v for k, v in batch.items() if k != "labels"}, return_loss=True, gather=gather)
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    for key in ("image_ids", "text_ids"):
+        if key in inputs:
+            inputs[key] = inputs[key] + offset
+    output = trained(**inputs, return_loss=True, gather=gather)
     return output.loss, output.matryoshka_losses
 
 
@@ -556,7 +564,7 @@ def training_function(args) -> dict:
         batches = accelerator.skip_first_batches(loader, state["batches_in_epoch"]) if state["batches_in_epoch"] else loader
         for batch in batches:
             with accelerator.accumulate(trained):
-                loss, per_dim = compute_loss(args, task, trained, batch, gather)
+                loss, per_dim = compute_loss(args, task, trained, batch, accelerator)
                 accelerator.backward(loss)
                 optimizer.step()
                 scheduler.step()

@@ -156,11 +156,7 @@ def test_plain_and_sentence_transformers_losses_train_the_same_tower(tiny_text_t
 
 def test_image_text_run_with_duplicate_captions(tiny_text_tower, tmp_path):
     output = tmp_path / "run"
-    summary = run([
-        "--task", "image-text", "--dataset", "fashion-mnist-captions", "--vision_config", TINY_VIT,
-        "--text_model_name_or_path", tiny_text_tower, "--embedding_dim", "24", "--train_limit", "64", "--eval_limit", "40",
-        "--per_device_train_batch_size", "16", "--max_train_steps", "3", "--eval_steps", "no", "--output_dir", str(output),
-    ])
+    summary = run(image_text_args(tiny_text_tower, output, "--max_train_steps", "3", "--eval_steps", "no"))
     assert summary["matryoshka_dims"] == [8, 16, 24]
     for dim in (8, 16, 24):
         for key in ("t2i_recall@1", "i2t_recall@10", "zero_shot_top1"):
@@ -169,18 +165,28 @@ def test_image_text_run_with_duplicate_captions(tiny_text_tower, tmp_path):
     assert model.config.projection_dim == 24 and model.config.vision_config.hidden_size == 32
 
 
-@pytest.mark.slow
-def test_accelerate_launch_two_processes(tiny_text_tower, tmp_path):
-    output = tmp_path / "ddp"
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", str(SCRIPT),
-        *text_args(tiny_text_tower, output, "--max_train_steps", "2", "--eval_steps", "no", "--checkpointing_steps", "2"),
+def image_text_args(tower: str, output_dir, *extra: str) -> list[str]:
+    return [
+        "--task", "image-text", "--dataset", "fashion-mnist-captions", "--vision_config", TINY_VIT,
+        "--text_model_name_or_path", tower, "--embedding_dim", "24", "--train_limit", "64", "--eval_limit", "40",
+        "--per_device_train_batch_size", "16", "--ks", "1", "10", "--output_dir", str(output_dir), *extra,
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["text-text", "image-text"])
+def test_accelerate_launch_two_processes(tiny_text_tower, tmp_path, task):
+    output = tmp_path / "ddp"
+    arguments = (text_args if task == "text-text" else image_text_args)(
+        tiny_text_tower, output, "--max_train_steps", "2", "--eval_steps", "no", "--checkpointing_steps", "2"
+    )
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", str(SCRIPT), *arguments]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
     summary = json.loads((output / "results.json").read_text())
-    assert summary["steps"] == 2 and "wordnet_dim32_recall@10" in summary["metrics"]
+    metric = "wordnet_dim32_recall@10" if task == "text-text" else "fashion-mnist-captions_dim24_t2i_recall@10"
+    assert summary["steps"] == 2 and metric in summary["metrics"]
     assert [step for step, _ in list_checkpoints(output)] == [2]
 
 
