@@ -39,6 +39,7 @@ from .hub import (
     save_with_card,
 )
 from .index import MatryoshkaIndex
+from .losses import MatryoshkaContrastiveOutput, gather_with_grad, matryoshka_contrastive_loss, matryoshka_cross_entropy
 from .modeling_dual_encoder import MatryoshkaDualEncoderModel, MatryoshkaDualEncoderOutput
 from .modeling_matryoshka import (
     MatryoshkaClassifierOutput,
@@ -72,6 +73,10 @@ __all__ = [
     "MatryoshkaDualEncoderOutput",
     "NestedLinear",
     "MatryoshkaIndex",
+    "MatryoshkaContrastiveOutput",
+    "gather_with_grad",
+    "matryoshka_contrastive_loss",
+    "matryoshka_cross_entropy",
     "MatryoshkaClassificationEvaluator",
     "MatryoshkaRetrievalEvaluator",
     "MatryoshkaCascade",

@@ -9,7 +9,8 @@ import torch  # noqa: E402
 
 from .tiny import BACKBONES  # noqa: E402
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Tiny models: one thread avoids thread start-up and oversubscription next to subprocess tests.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(params=sorted(BACKBONES))
