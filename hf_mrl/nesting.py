@@ -142,41 +142,38 @@ class _EfficientNestedLinearFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         inputs, weight = ctx.saved_tensors
         dims, num_direct = ctx.dims, ctx.num_direct
-        # Gradients are built transposed, (features, ...), so each block's product fills contiguous rows:
-        # column slices of a row-major matrix make the matmuls markedly slower.
-        # The blocks cover rows [0, dims[-1]) whenever one dim takes the running sum, so only the rest
-        # needs zeros (filling a large gradient with zeros first would cost a full extra pass).
+        # Gradients are written block by block straight into column slices of tensors in the parameters'
+        # own layout (BLAS takes the row stride), so autograd accumulates them without a copy. The blocks
+        # cover columns [0, dims[-1]) whenever one dim takes the running sum; only the rest needs zeros.
         covered = dims[-1] if num_direct < len(dims) else 0
-        grad_inputs_t = grad_weight_t = None
+        grad_inputs = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_inputs_t = inputs.new_empty(inputs.shape[1], inputs.shape[0])
-            grad_inputs_t[covered:].zero_()
+            grad_inputs = torch.empty_like(inputs)
+            grad_inputs[:, covered:].zero_()
         if ctx.needs_input_grad[1]:
-            grad_weight_t = weight.new_empty(weight.shape[1], weight.shape[0])
-            grad_weight_t[covered:].zero_()
+            grad_weight = torch.empty_like(weight)
+            grad_weight[:, covered:].zero_()
         # Block i feeds the logits of every dim j >= i: its gradient is the sum of those.
         running = None
         for index in reversed(range(num_direct, len(dims))):
             running = grad_out[index].clone() if running is None else running.add_(grad_out[index])
             start = dims[index - 1] if index > num_direct else 0
             end = dims[index]
-            if grad_inputs_t is not None:
-                torch.mm(weight[:, start:end].t(), running.t(), out=grad_inputs_t[start:end])
-            if grad_weight_t is not None:
-                torch.mm(inputs[:, start:end].t(), running, out=grad_weight_t[start:end])
+            if grad_inputs is not None:
+                torch.mm(running, weight[:, start:end], out=grad_inputs[:, start:end])
+            if grad_weight is not None:
+                torch.mm(running.t(), inputs[:, start:end], out=grad_weight[:, start:end])
         for index in range(num_direct):
             grad, dim = grad_out[index], dims[index]
-            if grad_inputs_t is not None:
-                grad_inputs_t[:dim].addmm_(weight[:, :dim].t(), grad.t())
-            if grad_weight_t is not None:
-                grad_weight_t[:dim].addmm_(inputs[:, :dim].t(), grad)
+            if grad_inputs is not None:
+                grad_inputs[:, :dim].addmm_(grad, weight[:, :dim])
+            if grad_weight is not None:
+                grad_weight[:, :dim].addmm_(grad.t(), inputs[:, :dim])
         grad_bias = None
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad_out[:num_direct].sum(dim=(0, 1))
             if running is not None:
                 grad_bias = grad_bias + running.sum(0)
-        grad_inputs = None if grad_inputs_t is None else grad_inputs_t.t()
-        grad_weight = None if grad_weight_t is None else grad_weight_t.t()
         return grad_inputs, grad_weight, grad_bias, None, None
 
 
@@ -204,16 +201,15 @@ class _SeparateNestedLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         inputs, *weights = ctx.saved_tensors
-        # Built transposed so each head adds into contiguous rows (see the MRL-E backward).
-        grad_inputs_t = inputs.new_zeros(inputs.shape[1], inputs.shape[0]) if ctx.needs_input_grad[0] else None
+        grad_inputs = torch.zeros_like(inputs) if ctx.needs_input_grad[0] else None
         grads = []
         for index, (dim, weight) in enumerate(zip(ctx.dims, weights)):
             grad = grad_out[index]
-            if grad_inputs_t is not None:
-                grad_inputs_t[:dim].addmm_(weight.t(), grad.t())
+            if grad_inputs is not None:
+                grad_inputs[:, :dim].addmm_(grad, weight)
             grads.append(grad.t().mm(inputs[:, :dim]) if ctx.needs_input_grad[2 + 2 * index] else None)
             grads.append(grad.sum(0) if ctx.needs_input_grad[3 + 2 * index] else None)
-        return None if grad_inputs_t is None else grad_inputs_t.t(), None, *grads
+        return grad_inputs, None, *grads
 
 
 class NestedLinear(nn.Module):
