@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--num_epochs", type=int, default=1)
     training.add_argument("--max_steps", type=int, default=None, help="optimizer steps; overrides --num_epochs")
     training.add_argument("--learning_rate", type=float, default=1e-3)
+    training.add_argument(
+        "--head_learning_rate", type=float, default=None,
+        help="learning rate of the new layers on the encoder (projection, heads); default: --learning_rate",
+    )
     training.add_argument("--weight_decay", type=float, default=0.05)
     training.add_argument("--lr_scheduler_type", default="cosine", choices=("cosine", "linear", "constant_with_warmup"))
     training.add_argument("--warmup_ratio", type=float, default=0.05)
@@ -156,7 +160,10 @@ def validate_args(args) -> argparse.Namespace:
     `args.checkpointing_steps` and `args.eval_name`. Raises `ValueError` naming the argument."""
     _check_positive(args, ["batch_size", "eval_batch_size", "gradient_accumulation_steps", "num_epochs", "logging_steps"])
     _check_positive(args, ["learning_rate", "max_length", "shuffle_buffer"])
-    _check_positive(args, ["max_steps", "limit_train", "limit_eval", "limit_knn_reference", "num_labels"], allow_none=True)
+    _check_positive(
+        args, ["max_steps", "limit_train", "limit_eval", "limit_knn_reference", "num_labels", "head_learning_rate"],
+        allow_none=True,
+    )
     if args.weight_decay < 0 or not 0 <= args.warmup_ratio < 1 or args.max_grad_norm < 0:
         raise ValueError(
             f"`--weight_decay` and `--max_grad_norm` must be >= 0 and `--warmup_ratio` in [0, 1), got "
@@ -331,15 +338,22 @@ def build_model(args, num_labels: int, vocab_size: int | None):
 
 
 def build_optimizer(model, args) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases, norms and embeddings' position/CLS tokens (1-d or token parameters)."""
-    decay, no_decay = [], []
+    """AdamW; no weight decay on biases, norms, position embeddings and the CLS token. The layers added on the
+    encoder (projection, heads) learn at `--head_learning_rate`: a pretrained encoder fine-tunes at a small
+    rate that would leave freshly initialised heads undertrained in a short run."""
+    head_rate = args.head_learning_rate or args.learning_rate
+    groups: dict[tuple[float, float], list] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         plain = parameter.ndim < 2 or "position_embeddings" in name or "cls_token" in name
-        (no_decay if plain else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=args.learning_rate)
+        added = name.startswith(("heads.", "matryoshka.projection."))
+        key = (head_rate if added else args.learning_rate, 0.0 if plain else args.weight_decay)
+        groups.setdefault(key, []).append(parameter)
+    return torch.optim.AdamW(
+        [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in sorted(groups.items())],
+        lr=args.learning_rate,
+    )
 
 
 def evaluation_dims(model) -> list[int]:

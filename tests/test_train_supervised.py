@@ -102,6 +102,23 @@ def test_local_csv_with_column_overrides_streamed(tmp_path, minilm_path):
     assert summary["final"]["data_dim8_top1"] >= 0.0
 
 
+def test_new_layers_learn_at_the_head_learning_rate():
+    args = train_supervised.parse_args([
+        "--dataset", "fashion-mnist", *TINY_VIT, "--heads", "ff", "--ff_dim", "16", "--learning_rate", "1e-4",
+        "--head_learning_rate", "1e-2", "--weight_decay", "0.1", "--output_dir", "unused",
+    ])
+    model = train_supervised.build_model(args, num_labels=10, vocab_size=None)
+    optimizer = train_supervised.build_optimizer(model, args)
+    rate_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    decay_of = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    for name, parameter in model.named_parameters():
+        added = name.startswith(("heads.", "matryoshka.projection."))
+        assert rate_of[id(parameter)] == (1e-2 if added else 1e-4), name
+        plain = parameter.ndim < 2 or name.endswith(("position_embeddings", "cls_token"))
+        assert decay_of[id(parameter)] == (0.0 if plain else 0.1), name
+    assert len(rate_of) == len(list(model.parameters()))
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
