@@ -4,9 +4,10 @@ image -> text retrieval (R@K) and zero-shot classification with class prompts.
 R@K here is the image-text benchmarks' recall (COCO, Flickr30k, CLIP): the share of queries whose top K
 holds at least one relevant item. With one relevant item per query it is plain recall@K.
 
-Relevance comes from pairs: text j describes image `text_to_image[j]`. `image_ids` (images showing the
-same thing, e.g. one emoji or one Fashion-MNIST class) and `text_ids` (equal captions) widen it: image i is
-relevant to text j when i shows what some text with j's id describes.
+Relevance comes from pairs: text j describes image `text_to_image[j]` (or several images, e.g. one caption
+shared by many rows). `image_ids` (images showing the same thing, e.g. one emoji or one Fashion-MNIST class)
+and `text_ids` (equal captions) widen it: image i is relevant to text j when i shows what some text with j's
+id describes.
 """
 
 from __future__ import annotations
