@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -178,7 +178,7 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
     def from_vision_text_pretrained(cls, vision_name_or_path: str, text_name_or_path: str, **config_kwargs):
         """Builds a dual encoder on pretrained towers (Hub ids or local folders): a plain encoder checkpoint
         (ViT, BERT, all-MiniLM-L6-v2, ...) or an hf_mrl `MatryoshkaModel` checkpoint, whose backbone and
-        pooling are reused. The projections and temperature start fresh; `config_kwargs` go to
+        pooling are reused. Either argument may instead be a transformers config, for a tower trained from scratch. The projections and temperature start fresh; `config_kwargs` go to
         `MatryoshkaDualEncoderConfig`."""
         vision_backbone, vision_pooling = _load_tower(vision_name_or_path)
         text_backbone, text_pooling = _load_tower(text_name_or_path)
@@ -198,8 +198,11 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
         return model
 
 
-def _load_tower(name_or_path: str) -> tuple[PreTrainedModel, str | None]:
-    """The encoder of a checkpoint and its pooling (None: the config's default for that tower)."""
+def _load_tower(name_or_path) -> tuple[PreTrainedModel, str | None]:
+    """The encoder of a checkpoint and its pooling (None: the config's default for that tower); a config
+    object instead of a path gives a randomly initialised encoder (a tower trained from scratch)."""
+    if isinstance(name_or_path, PreTrainedConfig):
+        return build_backbone(name_or_path), None
     config = AutoConfig.from_pretrained(name_or_path)
     if isinstance(config, MatryoshkaConfig):
         from .modeling_matryoshka import MatryoshkaModel

@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoTokenizer, ViTConfig, ViTModel, get_scheduler
+from transformers import AutoConfig, AutoTokenizer, ViTConfig, get_scheduler
 
 from hf_mrl import MatryoshkaConfig, MatryoshkaModel
 from hf_mrl.data import (
@@ -68,6 +67,7 @@ from hf_mrl.training import (
     progress_bar,
     resolve_resume_checkpoint,
     save_checkpoint,
+    use_cpu,
     validate_keep_last,
 )
 
@@ -378,9 +378,10 @@ def build_dual_encoder(args) -> MatryoshkaDualEncoderModel:
         return MatryoshkaDualEncoderModel.from_vision_text_pretrained(
             args.vision_model_name_or_path, args.text_model_name_or_path, **config_kwargs
         )
-    with tempfile.TemporaryDirectory() as scratch:  # a from-scratch image tower, loaded like a pretrained one
-        ViTModel(args.vision_config, add_pooling_layer=False).save_pretrained(scratch)
-        return MatryoshkaDualEncoderModel.from_vision_text_pretrained(scratch, args.text_model_name_or_path, **config_kwargs)
+    # A config instead of a path: the image tower is trained from scratch.
+    return MatryoshkaDualEncoderModel.from_vision_text_pretrained(
+        args.vision_config, args.text_model_name_or_path, **config_kwargs
+    )
 
 
 def sentence_transformers_loss(args, model: MatryoshkaModel, gather: bool):
@@ -501,7 +502,7 @@ def compute_loss(args, task: Task, trained, batch: dict, accelerator) -> tuple[t
 def training_function(args) -> dict:
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
-        cpu=args.cpu, log_with=None if args.report_to == "none" else args.report_to, project_dir=args.output_dir,
+        cpu=use_cpu(args.cpu), log_with=None if args.report_to == "none" else args.report_to, project_dir=args.output_dir,
     )
     set_seed(args.seed)
     gather = accelerator.num_processes > 1  # the loss then scores the global batch

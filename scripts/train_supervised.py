@@ -72,6 +72,7 @@ from hf_mrl.training import (
     results_table,
     save_checkpoint,
     scratch_backbone_config,
+    use_cpu,
     validate_keep_last,
 )
 
@@ -364,16 +365,9 @@ def evaluation_dims(model) -> list[int]:
     return list(config.matryoshka_dims)
 
 
-def use_cpu(args) -> bool:
-    """`--cpu`, or several processes launched (torchrun / `accelerate launch --multi_gpu`) on a machine without
-    GPUs: Accelerate then runs them as multi-CPU data parallel over gloo."""
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return args.cpu or (launched and not torch.cuda.is_available())
-
-
 def training_function(args) -> dict:
     accelerator = Accelerator(
-        cpu=use_cpu(args),
+        cpu=use_cpu(args.cpu),
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=None if args.report_to == "none" else args.report_to,

@@ -2,6 +2,7 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -180,7 +181,11 @@ def test_accelerate_launch_two_processes(tiny_text_tower, tmp_path, task):
     arguments = (text_args if task == "text-text" else image_text_args)(
         tiny_text_tower, output, "--max_train_steps", "2", "--eval_steps", "no", "--checkpointing_steps", "2"
     )
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", str(SCRIPT), *arguments]
+    # `--cpu` would start ONE process; `--multi_gpu` with no GPU starts two CPU (gloo) processes.
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), str(SCRIPT), *arguments,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
@@ -188,6 +193,13 @@ def test_accelerate_launch_two_processes(tiny_text_tower, tmp_path, task):
     metric = "wordnet_dim32_recall@10" if task == "text-text" else "fashion-mnist-captions_dim24_t2i_recall@10"
     assert summary["steps"] == 2 and metric in summary["metrics"]
     assert [step for step, _ in list_checkpoints(output)] == [2]
+    assert (output / "checkpoint-2" / "random_states_1.pkl").is_file()  # one RNG state per process: two ran
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def load_experiment(name: str):

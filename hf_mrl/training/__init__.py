@@ -17,6 +17,7 @@ from .checkpointing import (
     save_checkpoint,
     validate_keep_last,
 )
+from .launch import use_cpu
 from .models import (
     BACKBONE_KINDS,
     HEAD_KINDS,
@@ -36,6 +37,7 @@ __all__ = [
     "TRAINER_STATE_NAME",
     "PerDimLossMeter",
     "build_classifier",
+    "use_cpu",
     "checkpoint_path",
     "classifier_class",
     "head_settings",
