@@ -21,8 +21,6 @@ def run_bench(monkeypatch, *arguments: str) -> None:
 
 @pytest.mark.slow
 def test_bench_retrieval_runs_every_method_and_caches(tmp_path, monkeypatch, capsys):
-    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("needs the Debian package dataset-fashion-mnist")
     out = tmp_path / "bench"
     small = ["--num_items", "300", "--copies", "2", "--num_queries", "20", "--hnsw_ef", "16,32", "--shortlist_dims",
              "16", "--shortlist_sizes", "10,20", "--nprobe", "4", "--funnels", "16,32,full:40,20,10", "--binary_dims", "32",
