@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .nesting import default_matryoshka_dims
+from ..nesting import default_matryoshka_dims
 
 __all__ = ["MatryoshkaIndex", "STORAGES", "SHORTLIST_INDEXES", "INT8_SCALES", "encode_embeddings", "faiss_index_nbytes"]
 
