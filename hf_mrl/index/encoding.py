@@ -1,0 +1,65 @@
+"""Encoding a dataset into the full embeddings a `MatryoshkaIndex` is built from."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .validation import _check_positive_int
+
+
+def encode_embeddings(
+    model,
+    dataset,
+    collate_fn,
+    batch_size: int = 64,
+    *,
+    accelerator=None,
+    exclude_keys: Sequence[str] = ("labels",),
+    show_progress: bool = True,
+) -> np.ndarray:
+    """Full embeddings (N, D) float32 of every row of `dataset`, in order: `model(**batch).embeddings` for
+    `batch = collate_fn(rows)` (minus `exclude_keys`), batched, without gradients.
+
+    With an `accelerate.Accelerator` (one is made when none is given and the script runs under
+    `accelerate launch` / torchrun with several processes), batches are split across its processes and
+    gathered back with `gather_for_metrics` (which drops the duplicated samples that even out the last
+    batch); every process gets all N rows in dataset order.
+    """
+    batch_size = _check_positive_int(batch_size, "batch_size")
+    if len(dataset) == 0:
+        raise ValueError("`dataset` is empty (0 rows); there is nothing to encode.")
+    if accelerator is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
+    if accelerator is not None:
+        loader = accelerator.prepare(loader)
+        device = accelerator.device
+        model = model.to(device)
+        show_progress = show_progress and accelerator.is_local_main_process
+    else:
+        device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    parts = []
+    try:
+        with torch.inference_mode():
+            for batch in tqdm(loader, desc="encoding", disable=not show_progress):
+                inputs = {
+                    key: value.to(device) if isinstance(value, torch.Tensor) else value
+                    for key, value in batch.items()
+                    if key not in exclude_keys
+                }
+                embeddings = model(**inputs).embeddings
+                if accelerator is not None:
+                    embeddings = accelerator.gather_for_metrics(embeddings)
+                parts.append(embeddings.float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(parts)

@@ -1,0 +1,91 @@
+"""faiss shortlist indexes of a `MatryoshkaIndex`: one per shortlist dim, built over the truncated,
+renormalised vectors (their sign bits for binary), searched with per-call HNSW / IVF breadth."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+from tqdm.auto import tqdm
+
+from .storage import _l2_normalize
+
+SHORTLIST_INDEXES = ("flat", "hnsw", "ivf")
+DEFAULT_INDEX_PARAMS = {"hnsw_m": 32, "ef_construction": 80, "ef_search": 64, "nlist": None, "nprobe": 16}
+_ADD_CHUNK = 65536
+_FAISS_SQ_TYPES = {"float16": "QT_fp16", "bfloat16": "QT_bf16", "int8": "QT_8bit"}
+
+
+def _new_faiss_index(kind: str, storage: str, dim: int, params: dict):
+    metric = faiss.METRIC_INNER_PRODUCT
+    if storage == "binary":
+        if kind == "flat":
+            return faiss.IndexBinaryFlat(dim)
+        if kind == "hnsw":
+            index = faiss.IndexBinaryHNSW(dim, params["hnsw_m"])
+            index.hnsw.efConstruction = params["ef_construction"]
+            return index
+        return faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(dim), dim, params["nlist"])
+    if storage == "float32":
+        if kind == "flat":
+            return faiss.IndexFlatIP(dim)
+        if kind == "hnsw":
+            index = faiss.IndexHNSWFlat(dim, params["hnsw_m"], metric)
+            index.hnsw.efConstruction = params["ef_construction"]
+            return index
+        return faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, params["nlist"], metric)
+    qtype = getattr(faiss.ScalarQuantizer, _FAISS_SQ_TYPES[storage])
+    if kind == "flat":
+        return faiss.IndexScalarQuantizer(dim, qtype, metric)
+    if kind == "hnsw":
+        index = faiss.IndexHNSWSQ(dim, qtype, params["hnsw_m"], metric)
+        index.hnsw.efConstruction = params["ef_construction"]
+        return index
+    return faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, params["nlist"], qtype, metric)
+
+
+def faiss_index_nbytes(index) -> int:
+    """Approximate memory of a faiss index: codes, plus graph links (HNSW) or ids and centroids (IVF)."""
+    if hasattr(index, "hnsw"):
+        storage = index.storage if isinstance(index, faiss.IndexBinary) else faiss.downcast_index(index.storage)
+        hnsw = index.hnsw
+        links = hnsw.neighbors.size() * 4 + hnsw.levels.size() * 4 + hnsw.offsets.size() * 8
+        return storage.code_size * index.ntotal + links
+    if hasattr(index, "nlist"):
+        centroid_bytes = index.d // 8 if isinstance(index, faiss.IndexBinary) else index.d * 4
+        return (index.code_size + 8) * index.ntotal + index.nlist * centroid_bytes
+    return index.code_size * index.ntotal
+
+
+def _search_params(index, shortlist_size: int, ef_search: int, nprobe: int):
+    if hasattr(index, "hnsw"):
+        return faiss.SearchParametersHNSW(efSearch=max(ef_search, shortlist_size))
+    if hasattr(index, "nlist"):
+        return faiss.SearchParametersIVF(nprobe=min(nprobe, index.nlist))
+    return None
+
+
+def _build_shortlist(unit: np.ndarray, kind: str, storage: str, params: dict, show_progress: bool):
+    """One faiss index of `kind` over `unit` (N, d) truncated vectors (renormalised here, or their sign bits)."""
+    count, dim = unit.shape
+    index = _new_faiss_index(kind, storage, dim, params)
+    binary = storage == "binary"
+
+    def encode(rows: np.ndarray) -> np.ndarray:
+        return np.packbits(rows > 0, axis=1) if binary else np.ascontiguousarray(_l2_normalize(rows))
+
+    if not index.is_trained:
+        sample_size = min(count, 64 * params["nlist"], 262144)
+        sample = np.random.default_rng(0).choice(count, size=sample_size, replace=False)
+        index.train(encode(unit[np.sort(sample)]))
+    chunks = range(0, count, _ADD_CHUNK)
+    for start in tqdm(chunks, desc=f"shortlist index @{dim}", disable=not show_progress or len(chunks) < 2):
+        index.add(encode(unit[start : start + _ADD_CHUNK]))
+    return index
+
+
+def _search_shortlist(index, head: np.ndarray, size: int, binary: bool, ef_search: int, nprobe: int) -> np.ndarray:
+    """Row numbers (nq, size) of the best `size` vectors for the query heads `head` (nq, d); -1 where none."""
+    encoded = np.packbits(head > 0, axis=1) if binary else _l2_normalize(head)
+    params = _search_params(index, size, ef_search, nprobe)
+    _, rows = index.search(np.ascontiguousarray(encoded), size, params=params)
+    return rows

@@ -1,0 +1,123 @@
+"""Argument checks of `MatryoshkaIndex`, all run before any work."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import pairwise
+
+import numpy as np
+import torch
+
+from ..nesting import default_matryoshka_dims
+from .shortlists import DEFAULT_INDEX_PARAMS
+
+
+def _check_choice(value, allowed: Sequence[str], name: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}.")
+    return value
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_positive_int(value, name: str) -> int:
+    if not _is_int(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _check_dim(value, upper: int, name: str, upper_name: str) -> int:
+    if not _is_int(value) or not 1 <= value <= upper:
+        raise ValueError(f"`{name}` must be an integer from 1 to {upper} ({upper_name}), got {value!r}.")
+    return int(value)
+
+
+def _to_float_matrix(array, name: str) -> np.ndarray:
+    """numpy / torch (any float dtype, any device) -> C-contiguous float32 numpy (n, d); rejects NaN / inf."""
+    if isinstance(array, torch.Tensor):
+        array = array.detach().to(device="cpu", dtype=torch.float32).numpy()
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(f"`{name}` must be a 2-D array (num_vectors, dim), got shape {array.shape}.")
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"`{name}` must hold numbers, got dtype {array.dtype}.")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        bad = np.argwhere(~np.isfinite(array))[0]
+        raise ValueError(f"`{name}` holds a non-finite value (NaN or inf) at row {bad[0]}, column {bad[1]}.")
+    return array
+
+
+def _check_shortlist_dims(shortlist_dim, stored_dim: int, shortlist_storage: str) -> list[int]:
+    binary = shortlist_storage == "binary"
+    if shortlist_dim is None:
+        if binary:
+            if stored_dim < 8:
+                raise ValueError(f"A binary shortlist needs at least 8 dims, but `stored_dim` is {stored_dim}.")
+            return [max(8, stored_dim // 2 // 8 * 8)]
+        return [max(min(8, stored_dim), stored_dim // 8)]
+    dims = [shortlist_dim] if _is_int(shortlist_dim) else shortlist_dim
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or len(dims) == 0:
+        raise ValueError(f"`shortlist_dim` must be an integer or a non-empty list of integers, got {shortlist_dim!r}.")
+    for value in dims:
+        _check_dim(value, stored_dim, "shortlist_dim", "the stored dim")
+        if binary and value % 8:
+            raise ValueError(f"`shortlist_dim` must be a multiple of 8 for a binary shortlist, got {value!r}.")
+    return sorted({int(value) for value in dims})
+
+
+def _check_index_params(index_params, count: int) -> dict:
+    params = dict(DEFAULT_INDEX_PARAMS)
+    if index_params is not None:
+        if not isinstance(index_params, dict):
+            raise ValueError(f"`index_params` must be a dict, got {type(index_params).__name__}.")
+        unknown = sorted(set(index_params) - set(DEFAULT_INDEX_PARAMS))
+        if unknown:
+            raise ValueError(f"`index_params` has unknown keys {unknown}; allowed: {sorted(DEFAULT_INDEX_PARAMS)}.")
+        params.update(index_params)
+    if params["nlist"] is None:  # 4 sqrt(N) lists, but at least 39 training points per list (faiss's minimum)
+        params["nlist"] = max(1, min(int(4 * math.sqrt(count)), count // 39))
+    for key, value in params.items():
+        _check_positive_int(value, f"index_params['{key}']")
+    if params["nlist"] > count:
+        raise ValueError(f"`index_params['nlist']` is {params['nlist']}, more than the {count} vectors to cluster.")
+    return {key: int(value) for key, value in params.items()}
+
+
+def _check_nesting_dims(nesting_dims, stored_dim: int) -> list[int]:
+    if nesting_dims is None:
+        return default_matryoshka_dims(stored_dim)
+    if isinstance(nesting_dims, (str, bytes)) or not isinstance(nesting_dims, Sequence) or not nesting_dims:
+        raise ValueError(f"`nesting_dims` must be a non-empty list of integers, got {nesting_dims!r}.")
+    for value in nesting_dims:
+        _check_dim(value, stored_dim, "nesting_dims", "the stored dim")
+    return sorted({int(value) for value in nesting_dims} | {stored_dim})
+
+
+def _check_ids(ids, count: int) -> np.ndarray | None:
+    if ids is None:
+        return None
+    if isinstance(ids, torch.Tensor):
+        ids = ids.detach().cpu().numpy()
+    ids = np.asarray(ids)
+    if ids.shape != (count,) or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
+        raise ValueError(f"`ids` must be {count} integers (one per vector), got shape {ids.shape} dtype {ids.dtype}.")
+    return ids.astype(np.int64)
+
+
+def _check_funnel_sizes(sizes, num_stages: int, k: int) -> list[int]:
+    if sizes is None:
+        sizes = [max(800 >> stage, k) for stage in range(num_stages - 1)] + [max(k, 10)]
+        return [max(size, sizes[-1]) for size in sizes]
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) != num_stages:
+        raise ValueError(f"`shortlist_sizes` must be a list of {num_stages} integers (one per dim), got {sizes!r}.")
+    for value in sizes:
+        _check_positive_int(value, "shortlist_sizes")
+    if any(later > earlier for earlier, later in pairwise(sizes)):
+        raise ValueError(f"`shortlist_sizes` must not rise from stage to stage, got {list(sizes)!r}.")
+    if sizes[-1] < k:
+        raise ValueError(f"`shortlist_sizes` ends with {sizes[-1]}, fewer than `k`={k}; the last size must be >= k.")
+    return [int(value) for value in sizes]
