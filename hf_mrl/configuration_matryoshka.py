@@ -40,6 +40,20 @@ def validate_positive_int(value, name: str) -> int:
     return value
 
 
+def resolve_use_projection(use_projection, embedding_dim: int, hidden_size: int) -> bool:
+    """A projection is required when the embedding dim differs from the hidden size, optional otherwise."""
+    if use_projection is None:
+        return embedding_dim != hidden_size
+    if not isinstance(use_projection, bool):
+        raise ValueError(f"`use_projection` must be True, False or None, got {use_projection!r}.")
+    if not use_projection and embedding_dim != hidden_size:
+        raise ValueError(
+            f"`use_projection=False` needs `embedding_dim` equal to the backbone's hidden size ({hidden_size}), "
+            f"got embedding_dim={embedding_dim}; leave `use_projection` unset to project to {embedding_dim}."
+        )
+    return use_projection
+
+
 def resolve_nesting(dims, weights, embedding_dim: int) -> tuple[list[int], list[float]]:
     """Defaults and validation shared by every Matryoshka config; dims come back ascending and
     the weights reordered with them."""
@@ -64,6 +78,11 @@ class MatryoshkaConfig(PreTrainedConfig):
         embedding_dim (`int`, *optional*, defaults to the backbone's hidden size):
             Size of the embedding. When it differs from the backbone's hidden size, a linear projection
             follows pooling.
+        use_projection (`bool`, *optional*):
+            Whether a linear projection follows pooling. Defaults to `True` exactly when `embedding_dim`
+            differs from the hidden size. Set it to `True` to add one at the hidden size too: on encoders
+            whose output is layer-normalised (BERT, ViT), the projection lets the first dims grow large
+            for the small heads without shrinking the rest of the embedding.
         pooling (`str`, *optional*):
             `"cls"` (first token) or `"mean"` (attention-masked mean). Defaults to `"cls"` for vision
             backbones and `"mean"` for text backbones.
@@ -95,6 +114,7 @@ class MatryoshkaConfig(PreTrainedConfig):
         matryoshka_weights: list[float] | None = None,
         efficient: bool = False,
         normalize: bool = True,
+        use_projection: bool | None = None,
         **kwargs,
     ):
         # Derived keys written for other tools; recomputed here, never trusted on load.
@@ -111,14 +131,15 @@ class MatryoshkaConfig(PreTrainedConfig):
         )
         self.efficient = bool(efficient)
         self.normalize = bool(normalize)
+        self.use_projection = resolve_use_projection(use_projection, self.embedding_dim, hidden_size)
         self.is_matryoshka = True
         self.matryoshka_dimensions = sorted(self.matryoshka_dims, reverse=True)
         super().__init__(**kwargs)
 
     @property
     def uses_projection(self) -> bool:
-        """A projection follows pooling exactly when the embedding dim differs from the hidden size."""
-        return self.embedding_dim != self.backbone_config.hidden_size
+        """Whether a linear projection follows pooling (see `use_projection`)."""
+        return self.use_projection
 
 
 class MatryoshkaDualEncoderConfig(PreTrainedConfig):

@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--embedding_dim", type=int, default=None, help="default: the backbone's hidden size")
     model.add_argument("--matryoshka_dims", type=int, nargs="+", default=None, help="default: 8, 16, ... full")
     model.add_argument("--matryoshka_weights", type=float, nargs="+", default=None)
+    model.add_argument(
+        "--use_projection", action="store_true", default=None,
+        help="a linear projection after pooling even at the hidden size (always there when --embedding_dim differs)",
+    )
     model.add_argument("--ff_dim", type=int, default=None, help="the one dim of --heads ff (default: full)")
     model.add_argument("--num_labels", type=int, default=None, help="default: read from the dataset")
 
@@ -327,6 +331,7 @@ def build_model(args, num_labels: int, vocab_size: int | None):
         return build_classifier(
             num_labels, args.heads, model_name_or_path=args.model_name_or_path, embedding_dim=args.embedding_dim,
             matryoshka_dims=args.matryoshka_dims, ff_dim=args.ff_dim, matryoshka_weights=args.matryoshka_weights,
+            use_projection=args.use_projection,
         )
     backbone_config = scratch_backbone_config(
         args.backbone, args.hidden_size, args.num_layers, args.num_attention_heads, args.intermediate_size,
@@ -335,6 +340,7 @@ def build_model(args, num_labels: int, vocab_size: int | None):
     return build_classifier(
         num_labels, args.heads, backbone_config=backbone_config, embedding_dim=args.embedding_dim,
         matryoshka_dims=args.matryoshka_dims, ff_dim=args.ff_dim, matryoshka_weights=args.matryoshka_weights,
+        use_projection=args.use_projection,
     )
 
 

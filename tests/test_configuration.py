@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from hf_mrl import MatryoshkaConfig
+from hf_mrl import MatryoshkaConfig, MatryoshkaModel
 
 from .tiny import tiny_bert_config, tiny_vit_config
 
@@ -15,6 +15,15 @@ def test_defaults_follow_the_backbone():
     bert = MatryoshkaConfig(backbone_config=tiny_bert_config(), embedding_dim=64)
     assert bert.pooling == "mean" and bert.uses_projection
     assert bert.matryoshka_dims == [8, 16, 32, 64]
+
+
+def test_projection_at_the_hidden_size_on_request(tmp_path):
+    config = MatryoshkaConfig(backbone_config=tiny_bert_config(), use_projection=True)
+    assert config.embedding_dim == config.backbone_config.hidden_size and config.uses_projection
+    config.save_pretrained(tmp_path)
+    assert MatryoshkaConfig.from_pretrained(tmp_path).uses_projection
+    model = MatryoshkaModel(config)
+    assert model.projection.in_features == model.projection.out_features == config.embedding_dim
 
 
 def test_dims_sorted_with_their_weights():
@@ -59,6 +68,8 @@ def test_backbone_config_as_dict():
         ({"matryoshka_weights": [0, 0, 0]}, r"`matryoshka_weights` are all zero"),
         ({"pooling": "max"}, r"`pooling` must be one of \['cls', 'mean'\], got 'max'"),
         ({"embedding_dim": 0}, r"`embedding_dim` must be a positive integer, got 0"),
+        ({"use_projection": "yes"}, r"`use_projection` must be True, False or None, got 'yes'"),
+        ({"embedding_dim": 16, "use_projection": False}, r"`use_projection=False` needs `embedding_dim` equal to"),
     ],
 )
 def test_bad_arguments_name_argument_value_and_allowed(kwargs, message):

@@ -78,12 +78,15 @@ def test_bert_from_scratch_mrl_e_on_wordnet(tmp_path, minilm_path):
         tmp_path, "--dataset", "wordnet-nouns", "--backbone", "bert", "--tokenizer_name", str(minilm_path),
         "--hidden_size", "32", "--num_layers", "1", "--num_attention_heads", "2", "--heads", "mrl-e",
         "--matryoshka_dims", "8", "32", *QUICK, "--num_epochs", "2", "--dropout", "0.1", "--max_length", "32",
+        "--use_projection",
     )
     assert summary["steps"] == 8  # 64 rows / 16 per batch, 2 epochs
     assert [entry["epoch"] for entry in summary["history"]] == [1]  # the last epoch is the final evaluation
     assert set(summary["final"]) == {f"wordnet-nouns_dim{dim}_{metric}" for dim in (8, 32) for metric in ("top1", "1nn")}
     assert (output_dir / "model" / "tokenizer.json").is_file()
-    assert json.loads((output_dir / "model" / "config.json").read_text())["efficient"] is True
+    saved_config = json.loads((output_dir / "model" / "config.json").read_text())
+    assert saved_config["efficient"] is True and saved_config["use_projection"] is True
+    assert "matryoshka.projection.weight" in load_file(output_dir / "model" / "model.safetensors")
 
 
 def test_local_csv_with_column_overrides_streamed(tmp_path, minilm_path):

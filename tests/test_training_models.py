@@ -59,6 +59,8 @@ def test_build_classifier_from_pretrained_loads_the_encoder(minilm_path):
     name = "encoder.layer.0.attention.self.query.weight"
     torch.testing.assert_close(model.matryoshka.backbone.state_dict()[name], pretrained.state_dict()[name])
     assert model.config.matryoshka_dims == [16, 384] and not model.config.uses_projection
+    projected = build_classifier(3, "mrl", model_name_or_path=str(minilm_path), use_projection=True)
+    assert projected.matryoshka.projection.weight.shape == (384, 384)
     with pytest.raises(ValueError, match="exactly one of"):
         build_classifier(3, "mrl")
 

@@ -118,12 +118,14 @@ def build_classifier(
     matryoshka_dims: list[int] | None = None,
     ff_dim: int | None = None,
     matryoshka_weights: list[float] | None = None,
+    use_projection: bool | None = None,
 ):
     """A Matryoshka classifier over `backbone_config` (random weights) or the pretrained encoder at
     `model_name_or_path` (exactly one of the two).
 
     `embedding_dim` defaults to the backbone's hidden size (no projection); for heads="ff" the model's
-    embedding is `ff_dim` wide (a projection when that differs from the hidden size).
+    embedding is `ff_dim` wide (a projection when that differs from the hidden size). `use_projection=True`
+    adds a projection at the hidden size too (see `MatryoshkaConfig`).
     """
     if (backbone_config is None) == (model_name_or_path is None):
         raise ValueError("Give exactly one of `backbone_config` (train from scratch) and `model_name_or_path`.")
@@ -131,6 +133,8 @@ def build_classifier(
     settings = head_settings(heads, embedding_dim or config.hidden_size, matryoshka_dims, ff_dim)
     if matryoshka_weights is not None:
         settings["matryoshka_weights"] = matryoshka_weights
+    if use_projection is not None:
+        settings["use_projection"] = use_projection
     model_class = classifier_class(config)
     if model_name_or_path is not None:
         return model_class.from_backbone(model_name_or_path, num_labels=num_labels, **settings)
