@@ -1,0 +1,270 @@
+"""`matryoshka_contrastive_loss`: CLIP / ALIGN / sentence-transformers style InfoNCE at every nesting dim, for
+about the cost of one full-dim similarity matrix. This file checks the arguments and arranges the batch (local,
+or all-gathered across processes); the fused kernel is in `fused_infonce.py`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from transformers.utils import ModelOutput
+
+from .distributed import _distributed_world, _gather_row_counts, _gather_rows
+from .fused_infonce import _make_plan, _MatryoshkaInfoNCE, _positive_pairs
+from .nesting import default_matryoshka_dims, validate_matryoshka_dims, validate_matryoshka_weights
+
+
+@dataclass
+class MatryoshkaContrastiveOutput(ModelOutput):
+    """
+    Output of `matryoshka_contrastive_loss`.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`):
+            Weighted sum over nesting dims of the contrastive loss at each dim; differentiable. With an
+            all-gather over several processes it is the loss of the global batch on every process.
+        per_dim_losses (`torch.FloatTensor` of shape `(num_dims,)`):
+            Unweighted loss at each nesting dim, in the order `dims` was given; detached, for logging.
+    """
+
+    loss: torch.FloatTensor | None = None
+    per_dim_losses: torch.FloatTensor | None = None
+
+
+def _check_embeddings(name: str, embeds) -> None:
+    if not isinstance(embeds, torch.Tensor) or embeds.ndim != 2 or not embeds.is_floating_point():
+        shape = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+        raise ValueError(f"`{name}` must be a 2-D floating-point tensor (batch, embedding_dim), got {shape}.")
+    if embeds.shape[0] == 0 or embeds.shape[1] == 0:
+        raise ValueError(f"`{name}` is empty (shape {tuple(embeds.shape)}); the loss needs at least one pair.")
+
+
+def _check_ids(name: str, ids, batch: int, device) -> torch.Tensor | None:
+    if ids is None:
+        return None
+    allowed = f"a 1-D integer tensor or list of {batch} ints (one per item; hash strings to ints with a stable hash)"
+    try:
+        tensor = torch.as_tensor(ids, device=device)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"`{name}` must be {allowed}, got {type(ids).__name__}.") from None
+    if tensor.ndim != 1 or tensor.shape[0] != batch or tensor.is_floating_point() or tensor.dtype == torch.bool:
+        raise ValueError(f"`{name}` must be {allowed}, got dtype {tensor.dtype} and shape {tuple(tensor.shape)}.")
+    return tensor.long()
+
+
+def _check_scale(temperature, logit_scale) -> torch.Tensor | float:
+    if (temperature is None) == (logit_scale is None):
+        raise ValueError(
+            "Give exactly one of `temperature` (logits = cosine / temperature) and `logit_scale` "
+            f"(logits = cosine * logit_scale), got temperature={temperature!r} and logit_scale={logit_scale!r}."
+        )
+    name, value = ("temperature", temperature) if temperature is not None else ("logit_scale", logit_scale)
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or not value.is_floating_point():
+            raise ValueError(
+                f"`{name}` must be a positive float or a one-element float tensor, got shape {tuple(value.shape)}."
+            )
+        number = float(value.detach())
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        raise ValueError(f"`{name}` must be a positive float or a one-element float tensor, got {value!r}.")
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"`{name}` must be a finite number > 0, got {number!r}.")
+    return value
+
+
+def matryoshka_contrastive_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    dims: Sequence[int] | None = None,
+    weights: Sequence[float] | None = None,
+    temperature: float | torch.Tensor | None = None,
+    *,
+    logit_scale: float | torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+    symmetric: bool = True,
+    image_ids: torch.Tensor | Sequence[int] | None = None,
+    text_ids: torch.Tensor | Sequence[int] | None = None,
+    gather: bool | Callable[[torch.Tensor], torch.Tensor] = False,
+) -> MatryoshkaContrastiveOutput:
+    """Matryoshka InfoNCE: the contrastive loss at every nesting dim, weighted and summed.
+
+    At each dim d the embeddings are truncated to their first d features, THEN L2-normalised; the logits
+    are their cosine similarities / temperature; the loss is the cross-entropy of each image against all
+    texts of the batch (row i's target: text i), and with `symmetric=True` also of each text against all
+    images, the two averaged (CLIP / ALIGN). The result is `sum_k weights[k] * loss_at(dims[k])`.
+
+    Cost: about one full-dim similarity matrix (one (B, B) matmul forward, two backward, whatever the
+    number of dims), since the dot products at each dim are a running sum over blocks of dims, plus a few
+    elementwise passes per dim. Memory: the gradient w.r.t. each dim's dot products is kept from forward to
+    backward, (num_dims + 2) x B x B floats at the peak (float32, or float64 for float64 inputs).
+
+    Args:
+        image_embeds: (batch, embedding_dim) un-normalised embeddings of the first tower (images, queries).
+        text_embeds: (batch, embedding_dim) un-normalised embeddings of the second tower (texts, documents);
+            for text-text pairs (word <-> definition, query <-> passage) both come from the same tower.
+        dims: nesting dims, each at most `embedding_dim`, any order. Defaults to the powers of two from 8
+            up to `embedding_dim`, with `embedding_dim` included.
+        weights: one non-negative weight per dim, in the order of `dims`; defaults to all 1.0.
+        temperature: logits = cosine / temperature; a float or a one-element tensor (learnable: gradients
+            flow to it). sentence-transformers' `scale=20` is `temperature=0.05`.
+        logit_scale: instead of `temperature`: logits = cosine * logit_scale, the already exponentiated
+            scale of CLIP models (`model.logit_scale.exp()`). Give exactly one of the two.
+        label_smoothing: in [0, 1); each direction's target mixes this much of the uniform distribution over
+            its candidates, as `F.cross_entropy` does (ALIGN uses 0.1).
+        symmetric: False keeps one direction only, image (first) -> text (second): with `temperature=0.05`
+            this equals sentence-transformers' `MatryoshkaLoss(model, MultipleNegativesRankingLoss(model))`.
+            True averages both directions, like `MultipleNegativesRankingLoss(..., directions=("query_to_doc",
+            "doc_to_query"), partition_mode="per_direction")` and CLIP.
+        image_ids, text_ids: optional (batch,) integer ids (e.g. class ids, or caption strings hashed to ints).
+            Image i and text k are positives when some pair of the batch has image i's image id and text k's
+            text id; so captions sharing a text id are all positives of each other's images, and are not
+            pushed apart. Each direction's target is then uniform over its positives. Duplicates are found
+            only through ids, never by comparing embeddings. Under `gather`, ids must mean the same thing on
+            every process.
+        gather: with True and an initialised process group of more than one process, the embeddings (and
+            ids) are all-gathered with gradients (`gather_with_grad`), so each process scores its own rows
+            against the global batch. A callable replaces `gather_with_grad`: it takes a (local_batch, ...)
+            tensor and returns every process's rows in rank order over the default group, with equal local
+            batch sizes (e.g. `torch.cat(torch.distributed.nn.functional.all_gather(t))`).
+
+    Returns:
+        `MatryoshkaContrastiveOutput` with `loss` (scalar) and `per_dim_losses` ((num_dims,), detached, in
+        the order of `dims`). Under a multi-process gather, both are the global-batch values on every
+        process (one small all-reduce), while the gradient is that of world_size x this process's share:
+        after DDP averages gradients over processes, parameters get the gradient of the global loss.
+    """
+    _check_embeddings("image_embeds", image_embeds)
+    _check_embeddings("text_embeds", text_embeds)
+    batch, embedding_dim = image_embeds.shape
+    if text_embeds.shape[0] != batch:
+        raise ValueError(
+            f"`image_embeds` has {batch} rows but `text_embeds` has {text_embeds.shape[0]}; "
+            "the loss needs one text per image (row i of each is pair i)."
+        )
+    if text_embeds.shape[1] != embedding_dim:
+        raise ValueError(
+            f"`image_embeds` has width {embedding_dim} but `text_embeds` has width {text_embeds.shape[1]}; "
+            "both towers must embed into the same space."
+        )
+    given_dims = list(default_matryoshka_dims(embedding_dim) if dims is None else dims)
+    validate_matryoshka_dims(given_dims, embedding_dim, name="dims")
+    given_weights = (
+        [1.0] * len(given_dims) if weights is None else validate_matryoshka_weights(weights, len(given_dims), "weights")
+    )
+    scale_arg = _check_scale(temperature, logit_scale)
+    if (
+        isinstance(label_smoothing, bool)
+        or not isinstance(label_smoothing, (int, float))
+        or not 0 <= label_smoothing < 1
+    ):
+        raise ValueError(f"`label_smoothing` must be a number in [0, 1), got {label_smoothing!r}.")
+    if not isinstance(symmetric, bool):
+        raise ValueError(f"`symmetric` must be True or False, got {symmetric!r}.")
+    if not isinstance(gather, bool) and not callable(gather):
+        raise ValueError(f"`gather` must be True, False or an all-gather callable, got {gather!r}.")
+    device = image_embeds.device
+    image_ids = _check_ids("image_ids", image_ids, batch, device)
+    text_ids = _check_ids("text_ids", text_ids, batch, device)
+    for name, embeds in (("image_embeds", image_embeds), ("text_embeds", text_embeds)):
+        # One reduction instead of an elementwise isfinite: any NaN / inf makes the float64 sum non-finite.
+        if not math.isfinite(float(embeds.detach().sum(dtype=torch.float64))):
+            raise ValueError(f"`{name}` holds NaN or infinite values; embeddings must be finite.")
+
+    order = sorted(range(len(given_dims)), key=given_dims.__getitem__)
+    sorted_dims = tuple(given_dims[i] for i in order)
+    sorted_weights = tuple(float(given_weights[i]) for i in order)
+    dtype = torch.float64 if torch.float64 in (image_embeds.dtype, text_embeds.dtype) else torch.float32
+    if isinstance(scale_arg, torch.Tensor):
+        scale_tensor = scale_arg.to(device=device, dtype=dtype).reshape(())
+    else:
+        scale_tensor = torch.tensor(float(scale_arg), dtype=dtype, device=device)
+    scale = 1.0 / scale_tensor if temperature is not None else scale_tensor
+
+    world = _distributed_world() if gather else 1
+    with torch.autocast(device.type, enabled=False):
+        images, texts = image_embeds.to(dtype), text_embeds.to(dtype)
+        if world == 1:
+            total, per_dim = _local_loss(
+                images, texts, scale, sorted_dims, sorted_weights, label_smoothing, symmetric, image_ids, text_ids
+            )
+        else:
+            total, per_dim = _gathered_loss(
+                images,
+                texts,
+                scale,
+                sorted_dims,
+                sorted_weights,
+                label_smoothing,
+                symmetric,
+                image_ids,
+                text_ids,
+                gather,
+                world,
+            )
+    inverse = torch.empty(len(order), dtype=torch.long, device=per_dim.device)
+    inverse[torch.tensor(order, device=per_dim.device)] = torch.arange(len(order), device=per_dim.device)
+    return MatryoshkaContrastiveOutput(loss=total, per_dim_losses=per_dim[inverse].detach())
+
+
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)
+
+
+def _local_loss(images, texts, scale, dims, weights, smoothing, symmetric, image_ids, text_ids):
+    batch = images.shape[0]
+    coef = 0.5 / batch if symmetric else 1.0 / batch
+    positives = _positive_pairs(image_ids, text_ids, batch, images.device)
+    plan = _make_plan(
+        dims, weights, coef, coef if symmetric else 0.0, 0, positives, smoothing, (batch, batch), images.dtype
+    )
+    return _MatryoshkaInfoNCE.apply(images, texts, scale, plan, _needs_grad(images, texts, scale))
+
+
+def _gathered_loss(images, texts, scale, dims, weights, smoothing, symmetric, image_ids, text_ids, gather, world):
+    """Each process scores its own images against all texts (and its own texts against all images): the
+    union over processes is the global batch's loss, each row computed once."""
+    batch, embedding_dim = images.shape
+    both = torch.cat([images, texts], dim=1)  # one collective for both towers
+    if callable(gather):
+        gathered, offset = gather(both), dist.get_rank() * batch
+        if gathered.shape[0] != world * batch:
+            raise ValueError(
+                f"`gather` returned {gathered.shape[0]} rows for a local batch of {batch} on {world} processes; "
+                f"a custom all-gather must return world_size x local_batch = {world * batch} rows."
+            )
+        gather_ids = gather
+    else:
+        counts = _gather_row_counts(batch, images.device)
+        gathered, offset = _gather_rows(both, counts=counts)
+
+        def gather_ids(ids):
+            return _gather_rows(ids, counts=counts)[0]
+
+    all_images, all_texts = gathered[:, :embedding_dim], gathered[:, embedding_dim:]
+    total_batch = gathered.shape[0]
+    all_image_ids = None if image_ids is None else gather_ids(image_ids)
+    all_text_ids = None if text_ids is None else gather_ids(text_ids)
+    positives = _positive_pairs(all_image_ids, all_text_ids, total_batch, images.device)
+    mine = slice(offset, offset + batch)
+    # world x this process's share (see gather_with_grad): DDP's average then gives the global gradient.
+    coef = world * (0.5 if symmetric else 1.0) / total_batch
+    directions = [(images, all_texts, None if positives is None else positives[mine])]
+    if symmetric:
+        directions.append((texts, all_images, None if positives is None else positives[:, mine].t()))
+    share = per_dim_share = None
+    for queries, keys, rows_positives in directions:
+        plan = _make_plan(
+            dims, weights, coef, 0.0, offset, rows_positives, smoothing, (batch, total_batch), images.dtype
+        )
+        total, per_dim = _MatryoshkaInfoNCE.apply(queries, keys, scale, plan, _needs_grad(queries, keys, scale))
+        share = total if share is None else share + total
+        per_dim_share = per_dim if per_dim_share is None else per_dim_share + per_dim
+    # Report the global-batch values on every process; the gradient stays that of this process's share.
+    values = torch.cat([share.detach().reshape(1), per_dim_share]) / world
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return share + (values[0] - share).detach(), values[1:]

@@ -1,0 +1,49 @@
+"""The naive Matryoshka contrastive loss, the reference the fused `matryoshka_contrastive_loss` is tested
+against."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .contrastive_loss import MatryoshkaContrastiveOutput
+
+
+def matryoshka_contrastive_loss_reference(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    dims: Sequence[int],
+    weights: Sequence[float],
+    temperature: float | torch.Tensor,
+    label_smoothing: float = 0.0,
+    symmetric: bool = True,
+    image_ids: torch.Tensor | None = None,
+    text_ids: torch.Tensor | None = None,
+) -> MatryoshkaContrastiveOutput:
+    """The naive per-dim loop (truncate, `F.normalize`, full matmul, cross-entropy at every dim) that the
+    fused `matryoshka_contrastive_loss` is tested against; same arguments, no checks, no gather."""
+    batch = image_embeds.shape[0]
+    if image_ids is None and text_ids is None:
+        row_targets = col_targets = torch.arange(batch, device=image_embeds.device)
+    else:
+        eye = torch.eye(batch, dtype=torch.bool, device=image_embeds.device)
+        same_image = eye if image_ids is None else image_ids[:, None] == image_ids[None, :]
+        same_text = eye if text_ids is None else text_ids[:, None] == text_ids[None, :]
+        # [image i, text k] positive when some pair p has image i's image and text k's text.
+        positives = (same_image.double() @ same_text.double() > 0).to(image_embeds.dtype)
+        row_targets = positives / positives.sum(1, keepdim=True)
+        col_targets = positives.t() / positives.t().sum(1, keepdim=True)
+    per_dim = []
+    for dim in dims:
+        images = F.normalize(image_embeds[:, :dim], dim=-1)
+        texts = F.normalize(text_embeds[:, :dim], dim=-1)
+        logits = images @ texts.t() / temperature
+        loss = F.cross_entropy(logits, row_targets, label_smoothing=label_smoothing)
+        if symmetric:
+            loss = (loss + F.cross_entropy(logits.t(), col_targets, label_smoothing=label_smoothing)) / 2
+        per_dim.append(loss)
+    per_dim = torch.stack(per_dim)
+    total = (per_dim * torch.as_tensor(weights, dtype=per_dim.dtype, device=per_dim.device)).sum()
+    return MatryoshkaContrastiveOutput(loss=total, per_dim_losses=per_dim.detach())

@@ -1,0 +1,253 @@
+"""The fused kernel of `matryoshka_contrastive_loss`: InfoNCE at every nesting dim from one running sum of
+block matmuls, as an autograd Function, and the `_Plan` (targets, direction weights) it computes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .nesting import block_bounds
+
+# F.normalize's eps: a truncated embedding whose norm is below it is divided by it instead.
+_NORM_EPS = 1e-12
+# Up to this logit scale, one shared shift (the scale itself, the largest possible logit) keeps every
+# exp(logit - shift) within float32's normal range (exp(-2 * 40) > 1e-38): one exp serves both softmax
+# directions. Above it, each direction shifts by its own max (two exps).
+_SHARED_SHIFT_MAX_SCALE = 40.0
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one call of the fused kernel computes.
+
+    Loss at dim k = row_coef * sum_i lse_row_i + col_coef * sum_j lse_col_j - sum_ij T_ij logits_ij, where
+    T = row_coef * (row targets) + col_coef * (column targets), each direction's targets a distribution
+    (`smoothing` of it uniform). T is either dense (`targets`, (rows, cols)) or `diag_value` on the
+    diagonal `offset` plus `uniform` everywhere.
+    """
+
+    dims: tuple[int, ...]
+    weights: tuple[float, ...]
+    row_coef: float
+    col_coef: float
+    offset: int = 0
+    smoothing: float = 0.0
+    diag_value: float = 0.0
+    uniform: float = 0.0
+    targets: torch.Tensor | None = None
+
+
+def _one_positive_loss(log_sum, shift, positive, mean, smoothing: float) -> torch.Tensor:
+    """sum over items of lse - (1 - smoothing) * positive - smoothing * mean, with lse = shift + log_sum.
+    As in log_softmax, (shift - positive) is taken first: exact when both are large and close."""
+    per_item = log_sum + (1 - smoothing) * (shift - positive)
+    if smoothing:
+        per_item = per_item + smoothing * (shift - mean)
+    return per_item.sum()
+
+
+class _MatryoshkaInfoNCE(torch.autograd.Function):
+    """Contrastive loss of `queries` (R, D) against `keys` (C, D) at every nesting dim.
+
+    The raw dot products at dim d_k are a running sum over blocks of dims (one (R, C) matmul per block,
+    one full-dim matmul in all); the truncated norms come from cumulative sums of squares. Each dim's
+    logits, softmax statistics and gradient w.r.t. its dot products are computed straight after its block
+    is added, so at most a few (R, C) buffers are live besides the (num_dims, R, C) gradient store.
+    Backward turns the stored gradients into a reverse running sum and multiplies each block once.
+    """
+
+    @staticmethod
+    def forward(ctx, queries, keys, scale, plan: _Plan, compute_grad: bool):
+        rows, cols = queries.shape[0], keys.shape[0]
+        num_dims = len(plan.dims)
+        bounds = block_bounds(plan.dims)
+        scale_value = float(scale)
+        two_way = plan.col_coef > 0
+        query_sq = torch.stack([queries[:, lo:hi].square().sum(1) for lo, hi in bounds]).cumsum(0)  # (K, R)
+        key_sq = torch.stack([keys[:, lo:hi].square().sum(1) for lo, hi in bounds]).cumsum(0)  # (K, C)
+        query_scale = scale_value / query_sq.sqrt().clamp_min(_NORM_EPS)  # logits = dots * a_i * b_j
+        key_scale = 1.0 / key_sq.sqrt().clamp_min(_NORM_EPS)
+
+        dots = queries.new_empty(rows, cols)
+        work = queries.new_empty(rows, cols)
+        # The column-shifted exp of the high-scale path lives in the dim's gradient slot when there is one.
+        col_buffer = queries.new_empty(rows, cols) if two_way and not compute_grad else None
+        ones = queries.new_ones(rows)
+        per_dim = queries.new_empty(num_dims)
+        if compute_grad:
+            grad_dots = queries.new_empty(num_dims, rows, cols)
+            grad_query_sq = queries.new_zeros(num_dims, rows)
+            grad_key_sq = queries.new_zeros(num_dims, cols)
+            grad_scale = queries.new_zeros(())
+
+        shared_shift = scale_value <= _SHARED_SHIFT_MAX_SCALE
+        neg_scale = queries.new_tensor(-scale_value)
+        zero = queries.new_zeros(())
+        for index, (lo, hi) in enumerate(bounds):
+            if index == 0:
+                torch.mm(queries[:, lo:hi], keys[:, lo:hi].t(), out=dots)
+            else:
+                dots.addmm_(queries[:, lo:hi], keys[:, lo:hi].t())
+            a, b, weight = query_scale[index], key_scale[index], plan.weights[index]
+            torch.mul(dots, a[:, None], out=work)
+            if shared_shift:
+                # logits - scale in one pass (every logit is <= scale, so exp stays <= 1); the constant
+                # shift cancels between log-partitions and targets, so `work` stands in for the logits.
+                torch.addcmul(neg_scale, work, b[None, :], out=work)
+            else:
+                work.mul_(b)
+            # What the targets need, read before exp overwrites `work`.
+            if plan.targets is not None:
+                target_dot = torch.dot(plan.targets.view(-1), work.view(-1))
+            else:
+                positive = work.diagonal(plan.offset).clone()
+                row_mean = work.sum(1) / cols if plan.smoothing else None
+                col_mean = torch.mv(work.t(), ones) / rows if plan.smoothing and two_way else None
+
+            # `exp` = exp(logits - shift); its row (and column) sums give each direction's log-partition.
+            if shared_shift:
+                row_shift = col_shift = zero
+                exp = work.exp_()
+                row_sum = exp.sum(1)
+                if two_way:
+                    col_sum = torch.mv(exp.t(), ones)
+            else:
+                row_shift = work.amax(1)
+                if two_way:
+                    col_shift = work.amax(0)
+                    col_target = grad_dots[index] if compute_grad else col_buffer
+                    col_exp = torch.sub(work, col_shift[None, :], out=col_target).exp_()
+                    col_sum = torch.mv(col_exp.t(), ones)
+                exp = work.sub_(row_shift[:, None]).exp_()
+                row_sum = exp.sum(1)
+            if plan.targets is not None:
+                loss = plan.row_coef * (row_shift + row_sum.log()).sum() - target_dot
+                if two_way:
+                    loss = loss + plan.col_coef * (col_shift + col_sum.log()).sum()
+            else:
+                loss = plan.row_coef * _one_positive_loss(row_sum.log(), row_shift, positive, row_mean, plan.smoothing)
+                if two_way:
+                    loss = loss + plan.col_coef * _one_positive_loss(
+                        col_sum.log(), col_shift, positive, col_mean, plan.smoothing
+                    )
+            per_dim[index] = loss
+            if not compute_grad:
+                continue
+
+            # d(weighted loss)/d(dots_k) = w_k * (row_coef * P_row + col_coef * P_col - T) * a_i * b_j, where
+            # P_row = exp / row_sum and P_col = exp / col_sum: `exp` times a rank-2 matrix (outer + addr).
+            row_factor = (weight * plan.row_coef) * a / row_sum
+            slot = grad_dots[index]
+            if two_way and shared_shift:
+                torch.outer(row_factor, b, out=slot).addr_(weight * a, plan.col_coef * b / col_sum).mul_(exp)
+            elif two_way:  # slot holds col_exp
+                slot.mul_((weight * a)[:, None]).mul_((plan.col_coef * b / col_sum)[None, :])
+                slot.addcmul_(exp.mul_(row_factor[:, None]), b[None, :])
+            else:
+                torch.mul(exp, row_factor[:, None], out=slot).mul_(b)
+            if plan.targets is not None:
+                slot.addcmul_(torch.mul(plan.targets, (weight * a)[:, None], out=work), b[None, :], value=-1)
+            else:
+                slot.diagonal(plan.offset).sub_((weight * plan.diag_value) * a * b[plan.offset : plan.offset + rows])
+                if plan.uniform:
+                    slot.addr_(a, b, alpha=-weight * plan.uniform)
+            # Through the norms: with G = dLoss/dlogits, sum_j G_ij logits_ij = sum_j slot_ij dots_ij.
+            weighted = torch.mul(slot, dots, out=work)
+            row_total, col_total = weighted.sum(1), torch.mv(weighted.t(), ones)
+            grad_scale += row_total.sum() / scale_value
+            # logits scale as 1 / sqrt(cumulative sum of squares), unless clamped at eps (then no gradient).
+            grad_query_sq[index] = torch.where(
+                query_sq[index].sqrt() > _NORM_EPS, -row_total / (2 * query_sq[index]), 0
+            )
+            grad_key_sq[index] = torch.where(key_sq[index].sqrt() > _NORM_EPS, -col_total / (2 * key_sq[index]), 0)
+
+        weights = torch.tensor(plan.weights, dtype=per_dim.dtype, device=per_dim.device)
+        total = (per_dim * weights).sum()
+        ctx.mark_non_differentiable(per_dim)
+        ctx.dims = plan.dims
+        if compute_grad:
+            ctx.save_for_backward(queries, keys)
+            ctx.grad_dots, ctx.grad_query_sq, ctx.grad_key_sq, ctx.grad_scale = (
+                grad_dots,
+                grad_query_sq,
+                grad_key_sq,
+                grad_scale,
+            )
+        return total, per_dim
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_total, _grad_per_dim):
+        if getattr(ctx, "grad_dots", None) is None:
+            raise RuntimeError("Trying to backward through the Matryoshka contrastive loss a second time.")
+        queries, keys = ctx.saved_tensors
+        grad_dots = ctx.grad_dots
+        ctx.grad_dots = None
+        # Block k's dot products feed every dim j >= k: reverse running sum, in place.
+        for index in range(len(ctx.dims) - 2, -1, -1):
+            grad_dots[index].add_(grad_dots[index + 1])
+        # Gradients are built transposed, (D, rows): each block's product lands in contiguous rows.
+        grad_queries_t = queries.new_zeros(queries.shape[1], queries.shape[0])
+        grad_keys_t = keys.new_zeros(keys.shape[1], keys.shape[0])
+        bounds = block_bounds(ctx.dims)
+        for index, (lo, hi) in enumerate(bounds):
+            # block^T @ G^T and block^T @ G: with the narrow strided block on the left, BLAS runs these at
+            # full-matmul speed (G @ block is up to 2x slower on CPU).
+            torch.mm(keys[:, lo:hi].t(), grad_dots[index].t(), out=grad_queries_t[lo:hi])
+            torch.mm(queries[:, lo:hi].t(), grad_dots[index], out=grad_keys_t[lo:hi])
+        # Through the norms: block k's squares feed the norms of every dim j >= k (reverse running sum);
+        # d(sum of squares)/dx = 2x, one factor per block, spread over its features.
+        widths = torch.tensor([hi - lo for lo, hi in bounds], device=queries.device)
+        max_dim = ctx.dims[-1]
+        for grad_t, inputs, grad_sq in (
+            (grad_queries_t, queries, ctx.grad_query_sq),
+            (grad_keys_t, keys, ctx.grad_key_sq),
+        ):
+            per_feature = grad_sq.flip(0).cumsum(0).flip(0).repeat_interleave(widths, dim=0)  # (max_dim, rows)
+            grad_t[:max_dim].addcmul_(inputs[:, :max_dim].t(), per_feature, value=2).mul_(grad_total)
+        return grad_queries_t.t(), grad_keys_t.t(), ctx.grad_scale * grad_total, None, None
+
+
+def _make_plan(
+    dims: tuple[int, ...],
+    weights: tuple[float, ...],
+    row_coef: float,
+    col_coef: float,
+    offset: int,
+    positives: torch.Tensor | None,
+    smoothing: float,
+    shape: tuple[int, int],
+    dtype: torch.dtype,
+) -> _Plan:
+    """Targets of each direction: uniform over the positives, mixed with `smoothing` of uniform over all
+    candidates (as `F.cross_entropy(..., label_smoothing=...)` does). `positives` (rows, cols) bool always
+    holds the diagonal `offset`; when it holds nothing else, the targets stay implicit (no dense matrix)."""
+    rows, cols = shape
+    uniform = smoothing * (row_coef / cols + col_coef / rows)
+    if positives is None or int(positives.sum()) == rows:
+        diag_value = (1 - smoothing) * (row_coef + col_coef)
+        return _Plan(dims, weights, row_coef, col_coef, offset, smoothing, diag_value=diag_value, uniform=uniform)
+    mask = positives.to(dtype).contiguous()
+    targets = mask * ((1 - smoothing) * row_coef / mask.sum(1, keepdim=True))
+    if col_coef:
+        targets += mask * ((1 - smoothing) * col_coef / mask.sum(0, keepdim=True))
+    if uniform:
+        targets += uniform
+    return _Plan(dims, weights, row_coef, col_coef, offset, smoothing, targets=targets.contiguous())
+
+
+def _positive_pairs(
+    image_ids: torch.Tensor | None, text_ids: torch.Tensor | None, batch: int, device
+) -> torch.Tensor | None:
+    """(batch, batch) bool: image i and text k are positives when some pair p of the batch has image i's
+    image id and text k's text id (a missing id list means every item is distinct). None: no ids."""
+    if image_ids is None and text_ids is None:
+        return None
+    distinct = torch.arange(batch, device=device)
+    _, image_index = torch.unique(distinct if image_ids is None else image_ids, return_inverse=True)
+    _, text_index = torch.unique(distinct if text_ids is None else text_ids, return_inverse=True)
+    seen = torch.zeros(int(image_index.max()) + 1, int(text_index.max()) + 1, dtype=torch.bool, device=device)
+    seen[image_index, text_index] = True
+    return seen[image_index][:, text_index]
