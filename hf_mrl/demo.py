@@ -2,8 +2,8 @@
 nested heads at 8, 16, 32, 64 and 128 dims, and the same ViT trained the usual way (one head at the full
 dim) with the same budget; then compare both at every size of the embedding.
 
-The default budget, 800 steps of 128 images per model (1.7 epochs), takes about 5 minutes of CPU time on a
-2-core machine (training measured at 0.18 CPU-seconds per step with one thread); a busy machine takes longer.
+The default budget, 800 steps of 128 images per model (1.7 epochs), took 166 s end to end on an idle 2-core
+machine (78 s + 70 s of training); on cores shared with other jobs it took up to 10 minutes.
 
 At each dim k the demo prints
 - top-1 of the head at k: MRL's nested head, vs the plain model's full head cut to its first k inputs;
