@@ -220,3 +220,23 @@ def test_two_processes_with_accelerate_launch(tmp_path):
     assert json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())["batches_in_epoch"] == 2
     assert (output_dir / "checkpoint-2" / "random_states_1.pkl").is_file()  # one RNG state per process
     assert (output_dir / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_accelerate_launch_cpu_flag(tmp_path):
+    """The issue's literal `accelerate launch --num_processes 2 --cpu`: with accelerate 1.15 it starts one CPU
+    process (several need --multi_gpu, tested above, or mpirun); the script must train and save under it."""
+    output_dir = tmp_path / "cpu"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(SCRIPT), "--dataset", "fashion-mnist", *TINY_VIT, "--limit_train", "32", "--limit_eval", "16",
+        "--batch_size", "8", "--max_steps", "2", "--output_dir", str(output_dir), "--matryoshka_dims", "8", "32",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = json.loads((output_dir / "results.json").read_text())
+    assert summary["steps"] == 2
+    assert set(summary["final"]) == {f"fashion-mnist_dim{dim}_{metric}" for dim in (8, 32) for metric in ("top1", "1nn")}
+    assert (output_dir / "model" / "model.safetensors").is_file()
