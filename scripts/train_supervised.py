@@ -327,20 +327,17 @@ def get_dataloaders(accelerator, args) -> SupervisedData:
 
 
 def build_model(args, num_labels: int, vocab_size: int | None):
-    if args.model_name_or_path is not None:
-        return build_classifier(
-            num_labels, args.heads, model_name_or_path=args.model_name_or_path, embedding_dim=args.embedding_dim,
-            matryoshka_dims=args.matryoshka_dims, ff_dim=args.ff_dim, matryoshka_weights=args.matryoshka_weights,
-            use_projection=args.use_projection,
+    """The pretrained encoder at --model_name_or_path, or one built from the size arguments (random weights)."""
+    backbone_config = None
+    if args.model_name_or_path is None:
+        backbone_config = scratch_backbone_config(
+            args.backbone, args.hidden_size, args.num_layers, args.num_attention_heads, args.intermediate_size,
+            args.dropout, args.image_size, args.patch_size, args.num_channels, vocab_size=vocab_size,
         )
-    backbone_config = scratch_backbone_config(
-        args.backbone, args.hidden_size, args.num_layers, args.num_attention_heads, args.intermediate_size,
-        args.dropout, args.image_size, args.patch_size, args.num_channels, vocab_size=vocab_size,
-    )
     return build_classifier(
-        num_labels, args.heads, backbone_config=backbone_config, embedding_dim=args.embedding_dim,
-        matryoshka_dims=args.matryoshka_dims, ff_dim=args.ff_dim, matryoshka_weights=args.matryoshka_weights,
-        use_projection=args.use_projection,
+        num_labels, args.heads, backbone_config=backbone_config, model_name_or_path=args.model_name_or_path,
+        embedding_dim=args.embedding_dim, matryoshka_dims=args.matryoshka_dims, ff_dim=args.ff_dim,
+        matryoshka_weights=args.matryoshka_weights, use_projection=args.use_projection,
     )
 
 
