@@ -13,6 +13,9 @@ from transformers import (
 
 from .configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
 from .data import (
+    BUILTIN_DATASETS,
+    DataArguments,
+    DatasetSplits,
     ImageCollator,
     ImageTextCollator,
     PairCollator,
@@ -22,8 +25,12 @@ from .data import (
     load_fashion_mnist,
     load_fashion_mnist_captions,
     load_image_text_dataset,
+    load_split,
+    load_splits,
     load_wordnet_nouns,
     load_wordnet_pairs,
+    slice_split,
+    validate_data_arguments,
 )
 from .evaluation import (
     MatryoshkaCascade,
@@ -50,6 +57,7 @@ from .modeling_matryoshka import (
     MatryoshkaPreTrainedModel,
 )
 from .nesting import NestedLinear, default_matryoshka_dims, truncate_embeddings
+from .training import MatryoshkaTrainer, MatryoshkaTrainingArguments
 
 __version__ = "0.1.0"
 
@@ -72,6 +80,8 @@ __all__ = [
     "MatryoshkaDualEncoderModel",
     "MatryoshkaDualEncoderOutput",
     "NestedLinear",
+    "MatryoshkaTrainer",
+    "MatryoshkaTrainingArguments",
     "MatryoshkaIndex",
     "MatryoshkaContrastiveOutput",
     "gather_with_grad",
@@ -91,6 +101,13 @@ __all__ = [
     "load_image_text_dataset",
     "load_wordnet_nouns",
     "load_wordnet_pairs",
+    "BUILTIN_DATASETS",
+    "DataArguments",
+    "DatasetSplits",
+    "load_split",
+    "load_splits",
+    "slice_split",
+    "validate_data_arguments",
     "card_from_results",
     "export_sentence_transformer",
     "load_matryoshka_model",

@@ -1,14 +1,16 @@
 """`hf-mrl`: the command line of hf_mrl.
 
     hf-mrl demo ...                         the demo (its options: hf-mrl demo --help)
-    hf-mrl eval MODEL --dataset wordnet     per-dim results table, JSON and plot
+    hf-mrl eval MODEL --dataset_name X      per-dim results table, JSON and plot
     hf-mrl index build MODEL OUT ...        encode a dataset into a MatryoshkaIndex folder
     hf-mrl index search INDEX --model ...   adaptive search (shortlist at few dims, re-rank at many)
     hf-mrl export-st MODEL OUT              plain sentence-transformers folder
     hf-mrl card RESULTS.json --model MODEL  README.md model card from evaluation results
 
-Each handler parses, checks and calls library functions; library `ValueError`s are printed as
-`hf-mrl: error: ...` with exit status 1 (argparse's own errors exit with 2).
+Each handler parses, checks and calls library functions (data through `hf_mrl.data.load_split`);
+library `ValueError`s and `OSError`s are printed as one line `hf-mrl: error: ...` with exit status 1
+(argparse's own errors exit with 2). Options are spelled with underscores, like the training scripts'
+(`--output_dir`); the dashed spelling (`--output-dir`) works too.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from pathlib import Path
 __all__ = ["main", "build_parser"]
 
 DATASETS_HELP = (
-    "'wordnet' (WordNet noun definitions, 26 classes), 'fashion-mnist' (images, 10 classes), or any other "
-    "classification source: a Hub id, a local dataset folder or a data file with text/image and label columns"
+    "a built-in dataset ('wordnet-nouns': WordNet noun definitions, 26 classes; 'fashion-mnist': images, 10 classes), "
+    "a Hub id, a local dataset folder or a data file with text/image and label columns"
 )
 
 
@@ -47,20 +49,41 @@ def _epilog(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
-def _add_data_arguments(parser: argparse.ArgumentParser, split: str, dataset: str | None = "wordnet") -> None:
+def _option(group, name: str, *aliases: str, **kwargs) -> argparse.Action:
+    """Adds `--name_with_underscores` (and `aliases`), plus its dashed spelling `--name-with-dashes` as a hidden
+    alias with the same dest, so commands written either way work."""
+    action = group.add_argument(name, *aliases, **kwargs)
+    dashed = name.replace("_", "-")
+    if dashed != name:
+        same = {key: value for key, value in kwargs.items() if key in ("type", "action", "choices", "nargs")}
+        group.add_argument(dashed, dest=action.dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **same)
+    return action
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser, split: str | None, dataset_default: bool = True) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default=dataset, help=f"{DATASETS_HELP} (default: {dataset or 'none'})")
-    group.add_argument("--split", default=split, help=f"split to use (default: {split})")
-    group.add_argument("--limit", type=_positive_int, help="keep a sample of this many rows (quick runs)")
-    group.add_argument("--text-column", help="text column of a custom --dataset")
-    group.add_argument("--image-column", help="image column of a custom --dataset")
-    group.add_argument("--label-column", default="label", help="label column of a custom --dataset (default: label)")
+    default = " (default: wordnet-nouns when no data file is given)" if dataset_default else ""
+    _option(group, "--dataset_name", "--dataset", help=f"{DATASETS_HELP}{default}")
+    _option(group, "--dataset_config_name", help="configuration of a Hub dataset")
+    _option(group, "--train_file", help="train data file (.csv, .tsv, .json, .jsonl, .parquet)")
+    _option(group, "--validation_file", help="validation data file, as --train_file")
+    _option(group, "--test_file", help="test data file, as --train_file")
+    split_help = f"split to use, slicing allowed: train[:90%%], test[100:200] (default: {split})" if split else (
+        "split to evaluate, slicing allowed: train[:90%%], test[100:200] (default: test; for data files without "
+        "--test_file: validation, else train)"
+    )
+    _option(group, "--split", default=split, help=split_help)
+    _option(group, "--max_eval_samples", "--limit", type=_positive_int,
+            help="keep the first N rows of the split (WordNet: a seeded sample of N; quick runs)")
+    _option(group, "--text_column", help="text column of a Hub / local dataset")
+    _option(group, "--image_column", help="image column of a Hub / local dataset")
+    _option(group, "--label_column", help="label column of a Hub / local dataset (default: label)")
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser, batch_size: bool = True) -> None:
-    parser.add_argument("--processor", help="tokenizer / image processor folder or Hub id (default: the model's)")
+    _option(parser, "--processor", help="tokenizer / image processor folder or Hub id (default: the model's)")
     if batch_size:
-        parser.add_argument("--batch-size", type=_positive_int, default=64, help="encoding batch size (default: 64)")
+        _option(parser, "--batch_size", type=_positive_int, default=64, help="encoding batch size (default: 64)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Matryoshka Representation Learning for Hugging Face models: evaluate every embedding size, "
         "build adaptive indexes, export and document models.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=_epilog("hf-mrl eval my-model --dataset wordnet --task retrieval --limit 2000", "hf-mrl <command> --help"),
+        epilog=_epilog(
+            "hf-mrl eval my-model --dataset_name wordnet-nouns --task retrieval --max_eval_samples 2000",
+            "hf-mrl <command> --help",
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     formatter = argparse.RawDescriptionHelpFormatter
@@ -81,25 +107,32 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         help="per-dim results of a model on a dataset",
         description="Encodes the data once and scores every nesting dim: a markdown table on stdout, and "
-        "results.json, results.md and a metric-vs-dim PNG in --output-dir.",
+        "results.json, eval_info.json (split, reference, dataset, classes), results.md and a metric-vs-dim PNG "
+        "in --output_dir. k-NN / retrieval search the --reference_split; when it is the evaluated split itself "
+        "(or 'none', or there is no train data), each row is left out of its own search (leave-one-out).",
         formatter_class=formatter,
         epilog=_epilog(
-            "hf-mrl eval runs/wordnet-mrl --dataset wordnet --task classification --limit 1000 --output-dir eval/",
-            "hf-mrl eval runs/fmnist-vit --dataset fashion-mnist --dims 8,16,32,64 --output-dir eval/",
+            "hf-mrl eval runs/wordnet-mrl --dataset_name wordnet-nouns --task classification --max_eval_samples 1000 "
+            "--output_dir eval/",
+            "hf-mrl eval runs/fmnist-vit --dataset_name fashion-mnist --dims 8,16,32,64 --output_dir eval/",
+            "hf-mrl eval runs/reviews --train_file train.csv --test_file test.csv --text_column review "
+            "--label_column stars",
         ),
     )
     evaluate.add_argument("model", help="hf_mrl model folder or Hub id")
-    evaluate.add_argument("--task", choices=("classification", "retrieval"), default="classification",
-                          help="classification: nested-head top-k and k-NN accuracy; retrieval: same-label retrieval "
-                          "(mAP, recall, nDCG, MRR) (default: classification)")
-    evaluate.add_argument("--reference-split", default="train",
-                          help="k-NN database / retrieval corpus split; 'none' searches the evaluated split itself "
-                          "(default: train)")
-    evaluate.add_argument("--dims", type=_dims, help="comma-separated dims to score (default: the model's nesting dims)")
-    evaluate.add_argument("--name", help="results key prefix (default: the dataset name)")
-    evaluate.add_argument("--output-dir", type=Path, help="write results.json, results.md and the plot here")
+    _option(evaluate, "--task", choices=("classification", "retrieval"), default="classification",
+            help="classification: nested-head top-k and k-NN accuracy; retrieval: same-label retrieval "
+            "(mAP, recall, nDCG, MRR) (default: classification)")
+    _option(evaluate, "--reference_split",
+            help="k-NN database / retrieval corpus split; 'none' searches the evaluated split itself, leave-one-out "
+            "(default: train when the data has a train split, else leave-one-out)")
+    _option(evaluate, "--max_train_samples", type=_positive_int,
+            help="keep the first N rows of the reference split (default: --max_eval_samples)")
+    _option(evaluate, "--dims", type=_dims, help="comma-separated dims to score (default: the model's nesting dims)")
+    _option(evaluate, "--name", help="results key prefix (default: the dataset name)")
+    _option(evaluate, "--output_dir", type=Path, help="write results.json, eval_info.json, results.md and the plot here")
     _add_model_arguments(evaluate)
-    _add_data_arguments(evaluate, split="test")
+    _add_data_arguments(evaluate, split=None)
     evaluate.set_defaults(handler=_run_eval)
 
     index = commands.add_parser("index", help="build or search a MatryoshkaIndex")
@@ -108,14 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
         "build",
         help="encode a dataset into an index folder",
         formatter_class=formatter,
-        epilog=_epilog("hf-mrl index build runs/wordnet-mrl wordnet-index --dataset wordnet --split train --shortlist-dim 16"),
+        epilog=_epilog(
+            "hf-mrl index build runs/wordnet-mrl wordnet-index --dataset_name wordnet-nouns --split train "
+            "--shortlist_dim 16"
+        ),
     )
     build.add_argument("model", help="hf_mrl model folder or Hub id")
     build.add_argument("output", type=Path, help="index folder to write")
-    build.add_argument("--storage", default="float32", help="stored re-rank vectors: float32, float16, bfloat16, int8, binary")
-    build.add_argument("--shortlist-index", default="flat", help="flat, hnsw or ivf (default: flat)")
-    build.add_argument("--shortlist-dim", type=_dims, help="dim(s) of the shortlist indexes, comma-separated")
-    build.add_argument("--shortlist-storage", default="float32", help="what the shortlist stores (default: float32)")
+    _option(build, "--storage", default="float32", help="stored re-rank vectors: float32, float16, bfloat16, int8, binary")
+    _option(build, "--shortlist_index", default="flat", help="flat, hnsw or ivf (default: flat)")
+    _option(build, "--shortlist_dim", type=_dims, help="dim(s) of the shortlist indexes, comma-separated")
+    _option(build, "--shortlist_storage", default="float32", help="what the shortlist stores (default: float32)")
     _add_model_arguments(build)
     _add_data_arguments(build, split="train")
     build.set_defaults(handler=_run_index_build)
@@ -123,23 +159,25 @@ def build_parser() -> argparse.ArgumentParser:
     search = index_commands.add_parser(
         "search",
         help="adaptive search of text or image queries",
-        description="Encodes the queries at full dim, shortlists at --shortlist-dim, re-ranks at --rerank-dim; "
-        "prints one JSON line per query. Pass the --dataset options used at build time to show the rows found.",
+        description="Encodes the queries at full dim, shortlists at --shortlist_dim, re-ranks at --rerank_dim; "
+        "prints one JSON line per query. Pass the data options used at build time to show the rows found "
+        "(labels as class names).",
         formatter_class=formatter,
         epilog=_epilog(
-            'hf-mrl index search wordnet-index --model runs/wordnet-mrl --query "a large cat" -k 5 --dataset wordnet --split train'
+            'hf-mrl index search wordnet-index --model runs/wordnet-mrl --query "a large cat" -k 5 '
+            "--dataset_name wordnet-nouns --split train"
         ),
     )
     search.add_argument("index", type=Path, help="index folder written by `hf-mrl index build`")
-    search.add_argument("--model", required=True, help="the model that built the index")
-    search.add_argument("--query", action="append", default=[], help="a text query (repeatable)")
-    search.add_argument("--query-image", action="append", default=[], type=Path, help="an image query file (repeatable)")
-    search.add_argument("-k", type=_positive_int, default=10, help="results per query (default: 10)")
-    search.add_argument("--shortlist-dim", type=_positive_int, help="shortlist dim (default: the smallest built)")
-    search.add_argument("--shortlist-size", type=_positive_int, help="shortlist length (default: max(k, 200))")
-    search.add_argument("--rerank-dim", type=_positive_int, help="re-rank dim (default: the stored dim)")
+    _option(search, "--model", required=True, help="the model that built the index")
+    _option(search, "--query", action="append", default=[], help="a text query (repeatable)")
+    _option(search, "--query_image", action="append", default=[], type=Path, help="an image query file (repeatable)")
+    _option(search, "-k", type=_positive_int, default=10, help="results per query (default: 10)")
+    _option(search, "--shortlist_dim", type=_positive_int, help="shortlist dim (default: the smallest built)")
+    _option(search, "--shortlist_size", type=_positive_int, help="shortlist length (default: max(k, 200))")
+    _option(search, "--rerank_dim", type=_positive_int, help="re-rank dim (default: the stored dim)")
     _add_model_arguments(search, batch_size=False)
-    _add_data_arguments(search, split="train", dataset=None)
+    _add_data_arguments(search, split="train", dataset_default=False)
     search.set_defaults(handler=_run_index_search)
 
     export = commands.add_parser(
@@ -148,14 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes Transformer + Pooling (+ Dense) + Normalize modules: the folder loads with "
         "SentenceTransformer(folder, truncate_dim=k) without hf_mrl.",
         formatter_class=formatter,
-        epilog=_epilog("hf-mrl export-st runs/wordnet-mrl exported/ --truncate-dim 64"),
+        epilog=_epilog("hf-mrl export-st runs/wordnet-mrl exported/ --truncate_dim 64"),
     )
     export.add_argument("model", help="hf_mrl text model folder or Hub id")
     export.add_argument("output", type=Path, help="folder to write")
-    export.add_argument("--tokenizer", help="tokenizer folder or Hub id (default: the model's)")
-    export.add_argument("--truncate-dim", type=_positive_int, help="default truncate_dim of the exported model")
-    export.add_argument("--max-seq-length", type=_positive_int, help="longest input in tokens")
-    export.add_argument("--results", type=Path, help="results JSON for the model card")
+    _option(export, "--tokenizer", help="tokenizer folder or Hub id (default: the model's)")
+    _option(export, "--truncate_dim", type=_positive_int, help="default truncate_dim of the exported model")
+    _option(export, "--max_seq_length", type=_positive_int, help="longest input in tokens")
+    _option(export, "--results", type=Path, help="results JSON for the model card")
     export.set_defaults(handler=_run_export)
 
     card = commands.add_parser(
@@ -165,18 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
         "usage, citation) from the flat '{name}_dim{k}_{metric}' results that `hf-mrl eval` writes.",
         formatter_class=formatter,
         epilog=_epilog("hf-mrl card eval/results.json --model runs/wordnet-mrl --output runs/wordnet-mrl/README.md "
-                       "--repo-id my-org/wordnet-mrl --base-model sentence-transformers/all-MiniLM-L6-v2"),
+                       "--repo_id my-org/wordnet-mrl --base_model sentence-transformers/all-MiniLM-L6-v2"),
     )
     card.add_argument("results", type=Path, help="results JSON ({name}_dim{k}_{metric} keys)")
-    card.add_argument("--model", required=True, help="the hf_mrl model the card describes")
-    card.add_argument("--output", type=Path, required=True, help="card file to write (the plot goes beside it)")
-    card.add_argument("--repo-id", help="Hub id used in the card")
-    card.add_argument("--base-model", help="Hub id of the pretrained encoder")
-    card.add_argument("--dataset", dest="datasets", action="append", help="Hub id of training data (repeatable)")
-    card.add_argument("--license", default="apache-2.0", help="licence id (default: apache-2.0)")
-    card.add_argument("--tag", dest="tags", action="append", help="extra tag (repeatable)")
-    card.add_argument("--no-plot", action="store_true", help="do not write the results plot")
-    card.add_argument("--template", type=Path, help="another Jinja template")
+    _option(card, "--model", required=True, help="the hf_mrl model the card describes")
+    _option(card, "--output", type=Path, required=True, help="card file to write (the plot goes beside it)")
+    _option(card, "--repo_id", help="Hub id used in the card")
+    _option(card, "--base_model", help="Hub id of the pretrained encoder")
+    _option(card, "--dataset", dest="datasets", action="append", help="Hub id of training data (repeatable)")
+    _option(card, "--license", default="apache-2.0", help="licence id (default: apache-2.0)")
+    _option(card, "--tag", dest="tags", action="append", help="extra tag (repeatable)")
+    _option(card, "--no_plot", action="store_true", help="do not write the results plot")
+    _option(card, "--template", type=Path, help="another Jinja template")
     card.set_defaults(handler=_run_card)
     return parser
 
@@ -240,22 +278,85 @@ def _collator(model, processor: str | None, name_or_path: str, label_column: str
     return ImageCollator(image_size=backbone.image_size, num_channels=backbone.num_channels, label_column=label_column)
 
 
-def _load_split(args, split: str | None):
-    from . import data
+def _data_arguments(args, default_dataset: str | None = "wordnet-nouns"):
+    """The resolver's `DataArguments` from the data flags; without a dataset or file, `default_dataset`."""
+    from .data import DataArguments
 
-    if split is None:
-        return None
-    if args.dataset == "wordnet":
-        return data.load_wordnet_nouns(split=split, limit=args.limit)
-    if args.dataset == "fashion-mnist":
-        return data.load_fashion_mnist(split=split, limit=args.limit)
-    return data.load_classification_dataset(
-        args.dataset, text_column=args.text_column, image_column=args.image_column, label_column=args.label_column,
-        split=split, limit=args.limit,
+    files = {name: getattr(args, name) for name in ("train_file", "validation_file", "test_file")}
+    dataset_name = args.dataset_name
+    if dataset_name is None and not any(files.values()):
+        dataset_name = default_dataset
+    return DataArguments(
+        dataset_name=dataset_name,
+        dataset_config_name=args.dataset_config_name,
+        **files,
+        text_column=args.text_column,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        max_eval_samples=args.max_eval_samples,
     )
 
 
+def _describe_data(data_args) -> str:
+    if data_args.dataset_name is not None:
+        return data_args.dataset_name
+    return ", ".join(
+        f"{name}={getattr(data_args, name)}" for name in ("train_file", "validation_file", "test_file")
+        if getattr(data_args, name) is not None
+    )
+
+
+def _default_name(data_args) -> str:
+    """The results key prefix: the dataset's name, or the first data file's name without extension."""
+    source = data_args.dataset_name or data_args.train_file or data_args.validation_file or data_args.test_file
+    path = Path(source.rstrip("/"))
+    return (path.stem if path.suffix else path.name).replace("-", "_")
+
+
+def _check_modality(model, dataset, data_args) -> None:
+    column = "text" if _is_text(model) else "image"
+    if column not in dataset.column_names:
+        raise ValueError(
+            f"the model takes {column}s but {_describe_data(data_args)!r} has columns {dataset.column_names}; "
+            f"pass --{column}_column or a {column} dataset."
+        )
+
+
+def _class_names(dataset, model) -> list[str] | None:
+    """Class names from the dataset's `ClassLabel`, else from the model's `config.id2label`."""
+    import datasets
+
+    from .hub import model_class_names
+
+    feature = dataset.features.get("label") if dataset is not None else None
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    return model_class_names(model) if hasattr(model, "heads") else None
+
+
+def _default_eval_split(data_args) -> str:
+    """"test", except for data files without a test file: "validation" when given, else "train"."""
+    if data_args.dataset_name is not None or data_args.test_file is not None:
+        return "test"
+    return "validation" if data_args.validation_file is not None else "train"
+
+
+def _reference_split(args, data_args, split: str) -> str | None:
+    """The reference split to search, or None for leave-one-out within the evaluated split."""
+    from .data import split_names
+
+    reference = args.reference_split
+    if reference is None:
+        reference = "train" if "train" in split_names(data_args) else "none"
+    if reference.strip().lower() == "none" or reference.replace(" ", "") == split.replace(" ", ""):
+        return None
+    return reference
+
+
 def _run_eval(args, extra) -> int:
+    from dataclasses import replace
+
+    from .data import load_split
     from .evaluation import (
         MatryoshkaClassificationEvaluator,
         MatryoshkaRetrievalEvaluator,
@@ -264,34 +365,63 @@ def _run_eval(args, extra) -> int:
         save_results,
     )
 
+    data_args = _data_arguments(args)
+    split = args.split or _default_eval_split(data_args)
+    reference_split = _reference_split(args, data_args, split)
     model = _load_model(args.model)
     collate_fn = _collator(model, args.processor, args.model)
-    dataset = _load_split(args, args.split)
-    reference = _load_split(args, None if args.reference_split.lower() == "none" else args.reference_split)
-    name = args.name or args.dataset.replace("-", "_").split("/")[-1]
+    dataset = load_split(data_args, split, argument="split")
+    _check_modality(model, dataset, data_args)
+    reference = None
+    if reference_split is not None:
+        reference_args = replace(data_args, max_eval_samples=args.max_train_samples or args.max_eval_samples)
+        reference = load_split(reference_args, reference_split, argument="reference_split")
+    source = _describe_data(data_args)
+    name = args.name or _default_name(data_args)
     common = dict(collate_fn=collate_fn, dims=args.dims, name=name, batch_size=args.batch_size)
     if args.task == "classification":
         evaluator = MatryoshkaClassificationEvaluator(dataset, reference, use_heads=hasattr(model, "heads"), **common)
     else:
         evaluator = MatryoshkaRetrievalEvaluator(dataset, reference, **common)
     results = evaluator(model)
-    table = markdown_table({name: results})
+    class_names = _class_names(dataset, model)
+    searched = "k-NN database" if args.task == "classification" else "retrieval corpus"
+    info = {
+        "dataset": source,
+        "split": split,
+        "reference_split": reference_split if reference_split is not None else "leave-one-out",
+        "task": args.task,
+        "num_rows": len(dataset),
+        "class_names": class_names,
+    }
+    header = (
+        f"{name}: {args.task} on {source}, split {split!r} ({len(dataset)} rows); {searched}: "
+        + (f"split {reference_split!r} ({len(reference)} rows)" if reference is not None else "leave-one-out within the split")
+        + "\n"
+    )
+    if class_names:
+        header += f"classes ({len(class_names)}): {', '.join(class_names)}\n"
+    table = header + "\n" + markdown_table({name: results})
     print(table, end="")
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
         save_results(results, args.output_dir / "results.json")
+        save_results(info, args.output_dir / "eval_info.json")
         (args.output_dir / "results.md").write_text(table)
         metric = evaluator.primary_metric_name
         plot_metric_vs_dim({name: results}, metric, args.output_dir / f"{name}_{metric}.png")
-        print(f"wrote {args.output_dir}/results.json, results.md, {name}_{metric}.png", file=sys.stderr)
+        print(f"wrote {args.output_dir}/results.json, eval_info.json, results.md, {name}_{metric}.png", file=sys.stderr)
     return 0
 
 
 def _run_index_build(args, extra) -> int:
+    from .data import load_split
     from .index import MatryoshkaIndex
 
     model = _load_model(args.model)
-    dataset = _load_split(args, args.split)
+    data_args = _data_arguments(args)
+    dataset = load_split(data_args, args.split, argument="split")
+    _check_modality(model, dataset, data_args)
     index = MatryoshkaIndex.from_dataset(
         model,
         dataset,
@@ -311,15 +441,25 @@ def _run_index_search(args, extra) -> int:
     import torch
     from PIL import Image
 
+    from .data import load_split
     from .index import MatryoshkaIndex
 
     if bool(args.query) == bool(args.query_image):
-        raise ValueError("give text queries (--query) or image queries (--query-image), one kind and at least one.")
+        raise ValueError("give text queries (--query) or image queries (--query_image), one kind and at least one.")
     index = MatryoshkaIndex.load(args.index)
     model = _load_model(args.model)
     if _is_text(model) != bool(args.query):
         kind = "text" if _is_text(model) else "image"
         raise ValueError(f"`--model` {args.model!r} is a {kind} model; give {kind} queries.")
+    data_args = _data_arguments(args, default_dataset=None)
+    corpus = None
+    if data_args.dataset_name is not None or data_args.train_file or data_args.validation_file or data_args.test_file:
+        corpus = load_split(data_args, args.split, argument="split")
+        if len(corpus) != len(index):
+            raise ValueError(
+                f"the index holds {len(index)} rows but split {args.split!r} of {_describe_data(data_args)!r} has "
+                f"{len(corpus)}; pass the data options used at build time."
+            )
     collate_fn = _collator(model, args.processor, args.model, label_column=None)
     rows = [{"text": text} for text in args.query] or [{"image": Image.open(path)} for path in args.query_image]
     with torch.no_grad():
@@ -327,15 +467,19 @@ def _run_index_search(args, extra) -> int:
     scores, ids = index.search(
         queries, args.k, shortlist_dim=args.shortlist_dim, shortlist_size=args.shortlist_size, rerank_dim=args.rerank_dim
     )
-    corpus = _load_split(args, args.split) if args.dataset is not None else None
+    class_names = _class_names(corpus, model)
     shown = "text" if corpus is not None and "text" in corpus.column_names else None
     for query, row_scores, row_ids in zip(args.query or map(str, args.query_image), scores, ids):
         hits = [{"id": int(i), "score": round(float(s), 6)} for s, i in zip(row_scores, row_ids) if i >= 0]
         if corpus is not None:
             for hit in hits:
-                hit["label"] = corpus[hit["id"]].get("label")
+                row = corpus[hit["id"]]
+                label = row.get("label")
+                if class_names is not None and isinstance(label, int) and 0 <= label < len(class_names):
+                    label = class_names[label]
+                hit["label"] = label
                 if shown:
-                    hit["text"] = corpus[hit["id"]][shown]
+                    hit["text"] = row[shown]
         print(json.dumps({"query": query, "results": hits}))
     return 0
 

@@ -51,16 +51,15 @@ from hf_mrl.data.collators import TextCollator
 from hf_mrl.data.fashion_mnist import FASHION_MNIST_DIR, read_idx
 from hf_mrl.data.wordnet import load_wordnet_pairs
 from hf_mrl.evaluation.sweep import (
+    evaluate_faiss_index,
     evaluate_funnel,
     id_relevance,
     label_relevance,
     mark_pareto_front,
     save_sweep,
-    score_results,
     sweep_index,
-    timed_search,
 )
-from hf_mrl.index import MatryoshkaIndex, encode_embeddings, faiss_index_nbytes
+from hf_mrl.index import MatryoshkaIndex, encode_embeddings
 from hf_mrl.modeling_matryoshka import MatryoshkaModel
 
 K = 10
@@ -341,24 +340,6 @@ def build_full_hnsw(unit: np.ndarray, hnsw_m: int, ef_construction: int):
     return index
 
 
-def baseline_row(method: str, index, queries: np.ndarray, relevance, exact_ids, repeats: int, params=None) -> dict:
-    unit_queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-
-    def search(batch):
-        return index.search(batch, K, params=params)
-
-    _, ids, qps, distances = timed_search(search, unit_queries, repeats)
-    count = index.ntotal
-    row = {"method": method, "dim": index.d}
-    if params is not None:
-        row["ef_search"] = params.efSearch
-    row.update(score_results(ids, relevance, K, exact_ids))
-    row["qps"] = qps
-    row["mflops_per_query"] = (distances if distances else count) * index.d / 1e6
-    row["bytes_per_vector"] = faiss_index_nbytes(index) / count
-    return row, ids
-
-
 def describe(row: dict) -> str:
     breadth = f" ef {row['ef_search']}" if "ef_search" in row else f" nprobe {row['nprobe']}" if "nprobe" in row else ""
     if row["method"] == "funnel":
@@ -411,7 +392,7 @@ def baseline_rows(args, database: np.ndarray, queries: np.ndarray, relevance, ca
     unit = database / np.linalg.norm(database, axis=1, keepdims=True)
     exact = faiss.IndexFlatIP(unit.shape[1])
     exact.add(unit)
-    exact_row, exact_ids = baseline_row("exact (flat)", exact, queries, relevance, None, 1)
+    exact_row, exact_ids = evaluate_faiss_index(exact, queries, relevance, method="exact (flat)", k=K)
     exact_row["nn_recall@10"] = 1.0
     print(f"exact full-dim: mAP@10 {100 * exact_row['map@10']:.2f}, {exact_row['qps']:.0f} QPS", flush=True)
     rows = [exact_row]
@@ -419,7 +400,8 @@ def baseline_rows(args, database: np.ndarray, queries: np.ndarray, relevance, ca
                               lambda: build_full_hnsw(unit, args.hnsw_m, args.ef_construction))
     for ef in int_list(args.hnsw_ef):
         params = faiss.SearchParametersHNSW(efSearch=ef)
-        rows.append(baseline_row("hnsw (full dim)", hnsw, queries, relevance, exact_ids, args.repeats, params)[0])
+        rows.append(evaluate_faiss_index(hnsw, queries, relevance, method="hnsw (full dim)", k=K, params=params,
+                                         exact_ids=exact_ids, repeats=args.repeats)[0])
     return rows, exact_ids
 
 

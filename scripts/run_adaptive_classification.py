@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoImageProcessor
 
-from hf_mrl import ImageCollator, MatryoshkaCascade, MatryoshkaForImageClassification, load_fashion_mnist
-from hf_mrl.evaluation import encode_dataset, save_results
+from hf_mrl import ImageCollator, MatryoshkaForImageClassification, load_fashion_mnist
+from hf_mrl.evaluation import adaptive_classification_report, encode_dataset, save_results, top_k_accuracy
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,13 +44,10 @@ def main(argv=None) -> dict:
 
     order = np.random.default_rng(args.seed).permutation(len(labels))
     val, held_out = order[: len(order) // 2], order[len(order) // 2 :]
-    full_val_accuracy = float((logits[-1, val].argmax(-1) == labels[val]).mean())
-    cascade = MatryoshkaCascade(dims).fit(logits[:, val], labels[val], target_accuracy=full_val_accuracy - args.tolerance / 100)
-    report = cascade.report(logits[:, held_out], labels[held_out])
-    report["per_head_accuracy"] = {
-        dim: float((logits[index, held_out].argmax(-1) == labels[held_out]).mean()) for index, dim in enumerate(dims)
-    }
-    report["validation_target_accuracy"] = full_val_accuracy - args.tolerance / 100
+    target = max(0.0, top_k_accuracy(logits[-1, val], labels[val]) - args.tolerance / 100)
+    report = adaptive_classification_report(
+        logits[:, val], labels[val], logits[:, held_out], labels[held_out], dims, target_accuracy=target
+    )
 
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
@@ -60,10 +57,10 @@ def main(argv=None) -> dict:
         "",
         "| | accuracy | expected dims |",
         "|---|---|---|",
-        f"| full-dim head ({dims[-1]}) | {100 * report['full_dim_accuracy']:.2f} | {dims[-1]} |",
-        f"| cascade | {100 * report['accuracy']:.2f} | {report['expected_dim']:.1f} |",
+        f"| full-dim head ({dims[-1]}) | {100 * report['full_accuracy']:.2f} | {dims[-1]} |",
+        f"| cascade | {100 * report['cascade_accuracy']:.2f} | {report['cascade_expected_dim']:.1f} |",
         "",
-        f"Full dim / expected dims: {report['speedup']:.1f}x.",
+        f"Full dim / expected dims: {dims[-1] / report['cascade_expected_dim']:.1f}x.",
         "",
         "| dim | head accuracy | share stopping here | threshold |",
         "|---|---|---|---|",
@@ -71,7 +68,7 @@ def main(argv=None) -> dict:
     for dim in dims:
         threshold = report["thresholds"].get(dim)
         lines.append(
-            f"| {dim} | {100 * report['per_head_accuracy'][dim]:.2f} | {100 * report['stop_share'][dim]:.1f}% | "
+            f"| {dim} | {100 * report['accuracy_at_dim'][dim]:.2f} | {100 * report['stop_fraction'][dim]:.1f}% | "
             f"{'-' if threshold is None else f'{threshold:.3f}'} |"
         )
     (output / "adaptive_classification.md").write_text("\n".join(lines) + "\n")
@@ -87,12 +84,12 @@ def _plot(report: dict, dims: list[int], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6, 3.5))
-    axis.bar([str(dim) for dim in dims], [100 * report["stop_share"][dim] for dim in dims])
+    axis.bar([str(dim) for dim in dims], [100 * report["stop_fraction"][dim] for dim in dims])
     axis.set_xlabel("dim where the cascade stops")
     axis.set_ylabel("share of inputs (%)")
     axis.set_title(
-        f"cascade {100 * report['accuracy']:.2f}% at {report['expected_dim']:.1f} dims "
-        f"(full {dims[-1]}: {100 * report['full_dim_accuracy']:.2f}%)"
+        f"cascade {100 * report['cascade_accuracy']:.2f}% at {report['cascade_expected_dim']:.1f} dims "
+        f"(full {dims[-1]}: {100 * report['full_accuracy']:.2f}%)"
     )
     figure.tight_layout()
     figure.savefig(path, dpi=120)

@@ -51,7 +51,7 @@ def test_sweep_rows_match_direct_search_and_metrics(labelled):
     # shortlist size 5 < k is skipped; binary drops dim 12 (not a multiple of 8).
     assert len(rows) == 3 * 2 * 2 + 2 * 2 * 2
     expected_keys = {"method", "shortlist_index", "shortlist_storage", "storage", "shortlist_dim", "shortlist_size",
-                     "rerank_dim", "map@10", "recall@10", "nn_recall@10", "qps", "mflops_per_query",
+                     "rerank_dim", "map@10", "recall@10", "precision@10", "nn_recall@10", "qps", "mflops_per_query",
                      "bytes_per_vector", "pareto"}
     for row in rows:
         assert set(row) == expected_keys

@@ -11,12 +11,18 @@ import sys
 import time
 from pathlib import Path
 
+import datasets
+import numpy as np
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 from transformers import AutoModelForImageClassification
 
 import hf_mrl  # noqa: F401
+from hf_mrl.training import PAUSE_AFTER_CHECKPOINT_ENV, MatryoshkaTrainer, MatryoshkaTrainingArguments, build_classifier
+
+from .tiny import tiny_vit_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "train_supervised.py"
@@ -25,45 +31,52 @@ train_supervised = importlib.util.module_from_spec(_spec)
 sys.modules["train_supervised"] = train_supervised  # dataclasses look their module up there
 _spec.loader.exec_module(train_supervised)
 
-TINY_VIT = ["--backbone", "vit", "--hidden_size", "32", "--num_layers", "2", "--num_attention_heads", "2"]
-QUICK = ["--limit_train", "64", "--limit_eval", "32", "--batch_size", "16", "--eval_batch_size", "64"]
+TINY_VIT = ["--backbone", "vit", "--hidden_size", "32", "--num_layers", "2", "--num_attention_heads", "2",
+            "--learning_rate", "1e-3"]
+QUICK = ["--max_train_samples", "64", "--max_eval_samples", "32", "--per_device_train_batch_size", "16",
+         "--per_device_eval_batch_size", "64"]
 
 
 def run(tmp_path, *arguments, name="run") -> tuple[dict, Path]:
     output_dir = tmp_path / name
-    summary = train_supervised.main([*arguments, "--output_dir", str(output_dir)])
+    try:
+        summary = train_supervised.main([*arguments, "--output_dir", str(output_dir)])
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
     return summary, output_dir
 
 
 def test_vit_mrl_writes_model_card_and_per_dim_results(tmp_path):
     summary, output_dir = run(
-        tmp_path, "--dataset", "fashion-mnist", *TINY_VIT, *QUICK, "--matryoshka_dims", "8", "16", "32",
+        tmp_path, "--dataset_name", "fashion-mnist", *TINY_VIT, *QUICK, "--matryoshka_dims", "8", "16", "32",
         "--max_steps", "3", "--report_to", "tensorboard",
     )
-    assert summary["steps"] == 3
+    assert summary["steps"] == 3 and summary["final_split"] == "test"
     for dim in (8, 16, 32):
         for metric in ("top1", "1nn"):
             assert 0.0 <= summary["final"][f"fashion-mnist_dim{dim}_{metric}"] <= 1.0
-    assert summary["knn_database"] == "train split"
+    assert summary["knn_database"] == "train"
     model_dir = output_dir / "model"
     for name in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md", "matryoshka_results.png"):
         assert (model_dir / name).is_file(), name
     assert not list(model_dir.glob("*.bin"))
     assert "| 16 |" in (model_dir / "README.md").read_text()
     assert json.loads((output_dir / "results.json").read_text())["final"] == summary["final"]
-    assert list((output_dir / "train_supervised").rglob("events.out.tfevents.*"))
+    assert list(output_dir.rglob("events.out.tfevents.*"))
+    assert (output_dir / "accuracy_vs_dim.png").stat().st_size > 0
 
     model = AutoModelForImageClassification.from_pretrained(model_dir)
     assert model.config.matryoshka_dims == [8, 16, 32]
+    assert model.config.id2label[7] == "Sneaker"  # class names flow into the saved config
     assert model.encode(pixel_values=torch.zeros(2, 1, 28, 28), dim=8).shape == (2, 8)
 
 
 def test_ff_baseline_is_one_low_dim_model_scored_at_its_truncations(tmp_path):
     summary, output_dir = run(
-        tmp_path, "--dataset", "fashion-mnist", *TINY_VIT, *QUICK, "--heads", "ff", "--ff_dim", "16", "--max_steps", "2"
+        tmp_path, "--dataset_name", "fashion-mnist", *TINY_VIT, *QUICK, "--heads", "ff", "--ff_dim", "16", "--max_steps", "2"
     )
-    assert summary["model"] == {
-        "heads": "ff", "embedding_dim": 16, "matryoshka_dims": [16], "num_parameters": summary["model"]["num_parameters"]
+    assert {key: summary["model"][key] for key in ("heads", "embedding_dim", "matryoshka_dims")} == {
+        "heads": "ff", "embedding_dim": 16, "matryoshka_dims": [16]
     }
     final = summary["final"]
     assert "fashion-mnist_dim16_top1" in final and "fashion-mnist_dim8_1nn" in final
@@ -75,15 +88,18 @@ def test_ff_baseline_is_one_low_dim_model_scored_at_its_truncations(tmp_path):
 @pytest.mark.slow
 def test_bert_from_scratch_mrl_e_on_wordnet(tmp_path, minilm_path):
     summary, output_dir = run(
-        tmp_path, "--dataset", "wordnet-nouns", "--backbone", "bert", "--tokenizer_name", str(minilm_path),
+        tmp_path, "--dataset_name", "wordnet-nouns", "--backbone", "bert", "--tokenizer_name", str(minilm_path),
         "--hidden_size", "32", "--num_layers", "1", "--num_attention_heads", "2", "--heads", "mrl-e",
-        "--matryoshka_dims", "8", "32", *QUICK, "--num_epochs", "2", "--dropout", "0.1", "--max_length", "32",
-        "--use_projection",
+        "--matryoshka_dims", "8", "32", *QUICK, "--num_train_epochs", "2", "--dropout", "0.1", "--max_seq_length", "32",
+        "--use_projection", "--eval_strategy", "epoch", "--learning_rate", "1e-3",
     )
     assert summary["steps"] == 8  # 64 rows / 16 per batch, 2 epochs
     assert [entry["epoch"] for entry in summary["history"]] == [1]  # the last epoch is the final evaluation
+    assert summary["final_split"] == "test" and summary["history"][0]["wordnet-nouns_dim8_top1"] >= 0
     assert set(summary["final"]) == {f"wordnet-nouns_dim{dim}_{metric}" for dim in (8, 32) for metric in ("top1", "1nn")}
     assert (output_dir / "model" / "tokenizer.json").is_file()
+    tokenizer_config = json.loads((output_dir / "model" / "tokenizer_config.json").read_text())
+    assert tokenizer_config["model_max_length"] == 32  # the training length travels with the model
     saved_config = json.loads((output_dir / "model" / "config.json").read_text())
     assert saved_config["efficient"] is True and saved_config["use_projection"] is True
     assert "matryoshka.projection.weight" in load_file(output_dir / "model" / "model.safetensors")
@@ -95,23 +111,21 @@ def test_local_csv_with_column_overrides_streamed(tmp_path, minilm_path):
     with open(path, "w", newline="") as handle:
         csv.writer(handle).writerows([("sentence", "category"), *rows])
     summary, _ = run(
-        tmp_path, "--dataset", str(path), "--text_column", "sentence", "--label_column", "category",
+        tmp_path, "--train_file", str(path), "--text_column", "sentence", "--label_column", "category",
         "--eval_split", "train", "--backbone", "bert", "--tokenizer_name", str(minilm_path), "--hidden_size", "32",
-        "--num_layers", "1", "--num_attention_heads", "2", "--streaming", "--max_steps", "3", "--batch_size", "8",
-        "--matryoshka_dims", "8", "32",
+        "--num_layers", "1", "--num_attention_heads", "2", "--streaming", "--max_steps", "3",
+        "--per_device_train_batch_size", "8", "--matryoshka_dims", "8", "32",
     )
     assert summary["steps"] == 3
-    assert summary["knn_database"] == "train split, leave-one-out"  # a stream is no 1-NN database
+    assert summary["knn_database"] == "train, leave-one-out"  # a stream is no 1-NN database
     assert summary["final"]["data_dim8_top1"] >= 0.0
 
 
 def test_new_layers_learn_at_the_head_learning_rate():
-    args = train_supervised.parse_args([
-        "--dataset", "fashion-mnist", *TINY_VIT, "--heads", "ff", "--ff_dim", "16", "--learning_rate", "1e-4",
-        "--head_learning_rate", "1e-2", "--weight_decay", "0.1", "--output_dir", "unused",
-    ])
-    model = train_supervised.build_model(args, num_labels=10, vocab_size=None)
-    optimizer = train_supervised.build_optimizer(model, args)
+    model = build_classifier(10, "ff", backbone_config=tiny_vit_config(hidden_size=32), ff_dim=16)
+    args = MatryoshkaTrainingArguments(output_dir="unused", learning_rate=1e-4, head_learning_rate=1e-2, weight_decay=0.1)
+    rows = datasets.Dataset.from_dict({"image": [np.zeros((28, 28), dtype=np.uint8)], "label": [0]})
+    optimizer = MatryoshkaTrainer(model=model, args=args, train_dataset=rows).create_optimizer()
     rate_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
     decay_of = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
     for name, parameter in model.named_parameters():
@@ -125,49 +139,52 @@ def test_new_layers_learn_at_the_head_learning_rate():
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--dataset", "fashion-mnist", *TINY_VIT, "--batch_size", "0"], "--batch_size"),
-        (["--dataset", "fashion-mnist", *TINY_VIT, "--matryoshka_dims", "8", "64"], "above the embedding dim 32"),
-        (["--dataset", "fashion-mnist", *TINY_VIT, "--heads", "ff", "--ff_dim", "48"], "ff_dim"),
-        (["--dataset", "fashion-mnist", *TINY_VIT, "--heads", "ff", "--matryoshka_dims", "8"], "ff_dim"),
-        (["--dataset", "./no/such/folder", *TINY_VIT], "neither one of"),
-        (["--dataset", "fashion-mnist", *TINY_VIT, "--text_column", "text"], "--text_column"),
-        (["--dataset", "fashion-mnist"], "exactly one of"),
-        (["--dataset", "wordnet-nouns", *TINY_VIT], "holds texts but the model is a vision encoder"),
-        (["--dataset", "wordnet-nouns", "--backbone", "bert"], "--tokenizer_name"),
-        (["--dataset", "fashion-mnist", *TINY_VIT, "--streaming"], "--max_steps"),
-        (["--dataset", "fashion-mnist", *TINY_VIT, "--checkpointing_steps", "often"], "checkpointing_steps"),
-        (["--dataset", "fashion-mnist", *TINY_VIT, "--num_attention_heads", "3"], "multiple of `num_attention_heads`"),
+        (["--dataset_name", "fashion-mnist", *TINY_VIT, "--per_device_train_batch_size", "0"], "per_device_train_batch_size"),
+        (["--dataset_name", "fashion-mnist", *TINY_VIT, "--matryoshka_dims", "8", "64"], "above the embedding dim 32"),
+        (["--dataset_name", "fashion-mnist", *TINY_VIT, "--heads", "ff", "--ff_dim", "48"], "ff_dim"),
+        (["--dataset_name", "fashion-mnist", *TINY_VIT, "--heads", "ff", "--matryoshka_dims", "8"], "ff_dim"),
+        (["--dataset_name", "./no/such/folder", *TINY_VIT], "does not exist"),
+        (["--dataset_name", "fashion-mnist", *TINY_VIT, "--text_column", "text"], "text_column"),
+        (["--dataset_name", "fashion-mnist"], "exactly one of"),
+        (["--dataset_name", "fashion-mnist", *TINY_VIT, "--learning_rate", "nan"], "learning_rate"),
+        (["--dataset_name", "wordnet-nouns", "--backbone", "bert"], "--tokenizer_name"),
+        (["--dataset_name", "fashion-mnist", *TINY_VIT, "--num_attention_heads", "3"], "multiple of `num_attention_heads`"),
+        (["--dataset_name", "wordnet", *TINY_VIT], "wordnet-nouns"),
     ],
 )
 def test_bad_arguments_fail_before_any_work(tmp_path, arguments, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+    with pytest.raises((ValueError, FileNotFoundError), match=message.replace("(", r"\(")):
         train_supervised.main([*arguments, "--output_dir", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_text_data_for_a_vision_model_is_named_before_training(tmp_path):
+    with pytest.raises(ValueError, match="no `image` column"):
+        run(tmp_path, "--dataset_name", "wordnet-nouns", *TINY_VIT, *QUICK, "--max_steps", "1")
+    assert not (tmp_path / "run" / "model").exists()
 
 
 def test_unknown_column_is_named(tmp_path, minilm_path):
     path = tmp_path / "data.csv"
     path.write_text("sentence,category\na cat,animal\na car,vehicle\n")
-    with pytest.raises(ValueError, match="'text'.*text_column.*available columns"):
-        train_supervised.main([
-            "--dataset", str(path), "--text_column", "text", "--label_column", "category", "--backbone", "bert",
-            "--tokenizer_name", str(minilm_path), "--hidden_size", "32", "--num_attention_heads", "2",
-            "--output_dir", str(tmp_path / "out"),
-        ])
-    assert not (tmp_path / "out" / "model").exists()
+    with pytest.raises(ValueError, match="'text'.*text_column.*columns"):
+        run(tmp_path, "--train_file", str(path), "--text_column", "text", "--label_column", "category", "--backbone",
+            "bert", "--tokenizer_name", str(minilm_path), "--hidden_size", "32", "--num_attention_heads", "2")
+    assert not (tmp_path / "run" / "model").exists()
 
 
 RESUMABLE = [
-    "--dataset", "fashion-mnist", *TINY_VIT, "--limit_train", "64", "--limit_eval", "16", "--batch_size", "8",
-    "--gradient_accumulation_steps", "2", "--num_epochs", "2", "--dropout", "0.1", "--checkpointing_steps", "3",
-    "--keep_last", "1", "--limit_knn_reference", "16", "--seed", "3",
+    "--dataset_name", "fashion-mnist", *TINY_VIT, "--max_train_samples", "64", "--max_eval_samples", "16",
+    "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "2", "--num_train_epochs", "2",
+    "--dropout", "0.1", "--save_steps", "3", "--save_total_limit", "1", "--max_knn_reference_samples", "16",
+    "--seed", "3", "--eval_strategy", "epoch",
 ]
 
 
 @pytest.mark.slow
 def test_sigkill_right_after_a_checkpoint_then_resume_gives_the_same_weights(tmp_path):
     killed_dir = tmp_path / "killed"
-    env = dict(os.environ, **{train_supervised.PAUSE_AFTER_CHECKPOINT_ENV: "120", "OMP_NUM_THREADS": "1"})
+    env = dict(os.environ, **{PAUSE_AFTER_CHECKPOINT_ENV: "120", "OMP_NUM_THREADS": "1"})
     process = subprocess.Popen(
         [sys.executable, str(SCRIPT), *RESUMABLE, "--output_dir", str(killed_dir)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -207,8 +224,8 @@ def test_two_processes_with_accelerate_launch(tmp_path):
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-        str(SCRIPT), "--dataset", "fashion-mnist", *TINY_VIT, "--limit_train", "64", "--limit_eval", "16",
-        "--batch_size", "8", "--max_steps", "3", "--mixed_precision", "bf16", "--checkpointing_steps", "2",
+        str(SCRIPT), "--dataset_name", "fashion-mnist", *TINY_VIT, "--max_train_samples", "64", "--max_eval_samples", "16",
+        "--per_device_train_batch_size", "8", "--max_steps", "3", "--bf16", "--save_steps", "2",
         "--output_dir", str(output_dir), "--matryoshka_dims", "8", "32",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -230,8 +247,8 @@ def test_accelerate_launch_cpu_flag(tmp_path):
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no",
-        str(SCRIPT), "--dataset", "fashion-mnist", *TINY_VIT, "--limit_train", "32", "--limit_eval", "16",
-        "--batch_size", "8", "--max_steps", "2", "--output_dir", str(output_dir), "--matryoshka_dims", "8", "32",
+        str(SCRIPT), "--dataset_name", "fashion-mnist", *TINY_VIT, "--max_train_samples", "32", "--max_eval_samples", "16",
+        "--per_device_train_batch_size", "8", "--max_steps", "2", "--output_dir", str(output_dir), "--matryoshka_dims", "8", "32",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

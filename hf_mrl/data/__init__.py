@@ -1,7 +1,9 @@
 """Datasets and collators.
 
 Loaders return `datasets.Dataset` (one split) or `DatasetDict` with standard column names
-(`image`, `text`, `label`; `anchor` / `positive` for text pairs). Each has an offline default
+(`image`, `text`, `label`; `anchor` / `positive` for text pairs). `load_splits` / `load_split`
+(with `DataArguments`) pick the right loader for a built-in name, a Hub id, a folder or data files,
+and are what the scripts and the CLI call. Each loader has an offline default
 read from a Debian package and also takes Hub ids or local folders. Collators turn lists of
 rows into the tensors the models take.
 """
@@ -15,10 +17,28 @@ from .fashion_mnist import (
     load_fashion_mnist,
     load_fashion_mnist_captions,
 )
-from .generic import load_classification_dataset, load_image_text_dataset
+from .generic import (
+    load_classification_dataset,
+    load_image_text_dataset,
+    standardize_classification_columns,
+    standardize_image_text_columns,
+)
+from .resolve import (
+    BUILTIN_DATASETS,
+    DataArguments,
+    DatasetSplits,
+    load_split,
+    load_splits,
+    slice_split,
+    split_names,
+    validate_data_arguments,
+)
 from .wordnet import WORDNET_NOUN_CATEGORIES, load_wordnet_nouns, load_wordnet_pairs
 
 __all__ = [
+    "BUILTIN_DATASETS",
+    "DataArguments",
+    "DatasetSplits",
     "FASHION_MNIST_CAPTION_TEMPLATES",
     "FASHION_MNIST_CLASS_NAMES",
     "WORDNET_NOUN_CATEGORIES",
@@ -35,5 +55,12 @@ __all__ = [
     "load_fashion_mnist_captions",
     "load_image_text_dataset",
     "load_wordnet_nouns",
+    "load_split",
+    "load_splits",
     "load_wordnet_pairs",
+    "slice_split",
+    "split_names",
+    "standardize_classification_columns",
+    "standardize_image_text_columns",
+    "validate_data_arguments",
 ]

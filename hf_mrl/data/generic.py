@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import datasets
 
-from ._common import AnyDataset, apply_limit, check_limit, column_names, load_source, rename_to_standard
+from ._common import AnyDataset, _describe, apply_limit, check_limit, column_names, load_source, rename_to_standard
 
-__all__ = ["load_image_text_dataset", "load_classification_dataset"]
+__all__ = [
+    "load_image_text_dataset",
+    "load_classification_dataset",
+    "standardize_classification_columns",
+    "standardize_image_text_columns",
+]
 
 
 def load_image_text_dataset(
@@ -36,13 +41,19 @@ def load_image_text_dataset(
     _check_column_argument(text_column, "text_column")
     check_limit(limit)
     dataset = load_source(source, split, streaming=streaming, **load_kwargs)
-    dataset = rename_to_standard(
-        dataset,
-        {image_column: "image", text_column: "text"},
-        {image_column: "image_column", text_column: "text_column"},
-        source,
-    )
-    return apply_limit(dataset, limit)
+    return apply_limit(standardize_image_text_columns(dataset, image_column, text_column, source=source), limit)
+
+
+def standardize_image_text_columns(
+    dataset: AnyDataset, image_column: str = "image", text_column: str = "text", label_column: str | None = None, source=None
+) -> AnyDataset:
+    """Renames the image, text (and, when given, label) columns of a loaded dataset to `image`, `text`
+    and `label`; a missing column raises a `ValueError` naming the argument and the available columns."""
+    mapping = {image_column: "image", text_column: "text"}
+    arguments = {image_column: "image_column", text_column: "text_column"}
+    if label_column is not None:
+        mapping[label_column], arguments[label_column] = "label", "label_column"
+    return rename_to_standard(dataset, mapping, arguments, source if source is not None else dataset)
 
 
 def load_classification_dataset(
@@ -73,6 +84,21 @@ def load_classification_dataset(
     _check_column_argument(label_column, "label_column")
     check_limit(limit)
     dataset = load_source(source, split, streaming=streaming, **load_kwargs)
+    return apply_limit(standardize_classification_columns(dataset, text_column, image_column, label_column, source), limit)
+
+
+def standardize_classification_columns(
+    dataset: AnyDataset,
+    text_column: str | None = None,
+    image_column: str | None = None,
+    label_column: str = "label",
+    source=None,
+) -> AnyDataset:
+    """Renames the input column of a loaded dataset (or every split of a `DatasetDict`) to `text` or
+    `image` and its label column to `label`; string labels become one `ClassLabel` (sorted names)
+    shared by all splits. With neither input column given, `image` is used if present, else `text`.
+    Float labels raise a `ValueError`: classification needs integer ids or strings."""
+    source = source if source is not None else dataset
     if text_column is None and image_column is None:
         available = column_names(dataset) or []
         if "image" in available:
@@ -81,7 +107,7 @@ def load_classification_dataset(
             text_column = "text"
         else:
             raise ValueError(
-                f"{source!r} has no `image` or `text` column; pass `image_column=` or `text_column=` "
+                f"{_describe(source)} has no `image` or `text` column; pass `image_column` or `text_column` "
                 f"(available columns: {available})."
             )
     input_column, standard, argument = (
@@ -93,12 +119,26 @@ def load_classification_dataset(
         {input_column: argument, label_column: "label_column"},
         source,
     )
-    return apply_limit(_encode_string_labels(dataset), limit)
+    _check_label_dtype(dataset, label_column)
+    return _encode_string_labels(dataset)
 
 
 def _check_column_argument(value, name: str) -> None:
     if not isinstance(value, str) or not value:
         raise ValueError(f"`{name}` must be a non-empty column name, got {value!r}.")
+
+
+def _check_label_dtype(dataset: AnyDataset, label_column: str) -> None:
+    parts = dict(dataset) if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)) else {"": dataset}
+    for part in parts.values():
+        feature = (part.features or {}).get("label")
+        if isinstance(feature, datasets.Value) and feature.dtype.startswith("float"):
+            values = [value for value in part["label"][:1000] if value is not None] if isinstance(part, datasets.Dataset) else []
+            example = next((value for value in values if not float(value).is_integer()), values[0] if values else None)
+            raise ValueError(
+                f"`label_column` {label_column!r} holds floats (e.g. {example}); classification needs integer ids "
+                "or strings."
+            )
 
 
 def _encode_string_labels(dataset: AnyDataset) -> AnyDataset:

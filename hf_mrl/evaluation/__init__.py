@@ -1,4 +1,5 @@
-"""Evaluation at every Matryoshka granularity: metrics, evaluators, baselines, reports, cascades.
+"""Evaluation at every Matryoshka granularity: metrics, evaluators, baselines, reports, cascades, and a
+deployment report (cascade and adaptive retrieval against the full dim).
 
 Evaluators encode their data once at the full dim and score every dim from slices of it.
 """
@@ -7,6 +8,12 @@ from .adaptive import MatryoshkaCascade, cascade_predict, evaluate_cascade, fit_
 from .base import EncodedDataset, MatryoshkaEvaluator, build_search_index, encode_dataset, per_dim_embeddings
 from .baselines import BASELINE_METHODS, Baseline, baseline_embeddings, fit_baseline, sentence_transformer_embeddings
 from .classification import MatryoshkaClassificationEvaluator, classification_metrics
+from .deployment import (
+    adaptive_classification_report,
+    adaptive_retrieval_report,
+    deployment_report,
+    format_deployment_report,
+)
 from .metrics import (
     ir_map_at_k,
     knn_accuracy,
@@ -42,14 +49,18 @@ __all__ = [
     "MatryoshkaEvaluator",
     "MatryoshkaRetrievalEvaluator",
     "RETRIEVAL_METRICS",
+    "adaptive_classification_report",
+    "adaptive_retrieval_report",
     "baseline_embeddings",
     "build_search_index",
     "cascade_predict",
     "classification_metrics",
+    "deployment_report",
     "encode_dataset",
     "evaluate_cascade",
     "fit_baseline",
     "fit_cascade_thresholds",
+    "format_deployment_report",
     "group_by_dim",
     "ir_map_at_k",
     "knn_accuracy",

@@ -19,8 +19,11 @@ __all__ = [
     "parse_metric_key",
     "group_by_dim",
     "markdown_table",
+    "draw_metric_vs_dim",
+    "draw_qps_vs_metric",
     "plot_metric_vs_dim",
     "plot_qps_vs_metric",
+    "save_figure",
 ]
 
 _KEY = re.compile(r"^(?P<name>.+?)_dim(?P<dim>\d+)_(?P<metric>.+)$")
@@ -114,22 +117,34 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
-def _save_figure(figure, path) -> None:
-    import matplotlib.pyplot as plt
-
+def save_figure(figure, path) -> None:
+    """Writes a matplotlib `figure` as PNG at `path`, atomically (temp file + rename), then closes it."""
     _atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120, bbox_inches="tight"))
-    plt.close(figure)
+    _pyplot().close(figure)
 
 
-def plot_metric_vs_dim(
-    results_by_label: Mapping[str, Mapping[str, float]], metric: str, path, title: str | None = None
-) -> None:
-    """One line per label (model or baseline): `metric` against dim (log2 axis), saved as PNG at `path`."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _plot_one(path, draw) -> None:
+    """`draw(axis)` on a new one-panel figure, saved as PNG at `path` (the figure is closed on errors too)."""
+    figure, axis = _pyplot().subplots(figsize=(6, 4))
+    try:
+        draw(axis)
+    except BaseException:
+        _pyplot().close(figure)
+        raise
+    save_figure(figure, path)
+
+
+def draw_metric_vs_dim(axis, results_by_label: Mapping[str, Mapping[str, float]], metric: str, title: str | None = None):
+    """Draws one line per label: `metric` against dim (log2 axis), on the matplotlib `axis`."""
     grouped = _check_results_by_label(results_by_label)
     series = {
         label: sorted((dim, row[metric]) for dim, row in by_dim.items() if metric in row)
@@ -137,7 +152,6 @@ def plot_metric_vs_dim(
     }
     if not any(series.values()):
         raise ValueError(f"no results hold the metric {metric!r}.")
-    figure, axis = plt.subplots(figsize=(6, 4))
     for label, points in series.items():
         if points:
             axis.plot([dim for dim, _ in points], [value for _, value in points], marker="o", label=label)
@@ -147,26 +161,26 @@ def plot_metric_vs_dim(
     axis.set_title(title or f"{metric} vs dim")
     axis.grid(True, alpha=0.3)
     axis.legend()
-    _save_figure(figure, path)
 
 
-def plot_qps_vs_metric(
-    series: Mapping[str, Sequence[tuple[float, float]]], path, metric: str = "recall@10", title: str | None = None
+def plot_metric_vs_dim(
+    results_by_label: Mapping[str, Mapping[str, float]], metric: str, path, title: str | None = None
 ) -> None:
-    """Speed against quality: `series` maps a label (e.g. an index setting) to (metric value, queries per
-    second) points; QPS on a log axis. Saved as PNG at `path`."""
-    import matplotlib
+    """One line per label (model or baseline): `metric` against dim (log2 axis), saved as PNG at `path`."""
+    _plot_one(path, lambda axis: draw_metric_vs_dim(axis, results_by_label, metric, title))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def draw_qps_vs_metric(
+    axis, series: Mapping[str, Sequence[tuple[float, float]]], metric: str = "recall@10", title: str | None = None
+):
+    """Draws speed against quality on the matplotlib `axis`: `series` maps a label (e.g. an index setting)
+    to (metric value, queries per second) points; QPS on a log axis."""
     if not isinstance(series, Mapping) or not series or not all(len(points) for points in series.values()):
         raise ValueError("`series` must be a non-empty dict {label: [(metric value, qps), ...]} with points.")
     for label, points in series.items():
         for point in points:
             if len(point) != 2 or not all(math.isfinite(value) for value in point) or point[1] <= 0:
                 raise ValueError(f"`series[{label!r}]` holds {point!r}; points must be (metric, qps > 0).")
-    figure, axis = plt.subplots(figsize=(6, 4))
     for label, points in series.items():
         points = sorted(points)
         axis.plot([value for value, _ in points], [qps for _, qps in points], marker="o", label=label)
@@ -176,4 +190,11 @@ def plot_qps_vs_metric(
     axis.set_title(title or f"QPS vs {metric}")
     axis.grid(True, alpha=0.3)
     axis.legend()
-    _save_figure(figure, path)
+
+
+def plot_qps_vs_metric(
+    series: Mapping[str, Sequence[tuple[float, float]]], path, metric: str = "recall@10", title: str | None = None
+) -> None:
+    """Speed against quality: `series` maps a label (e.g. an index setting) to (metric value, queries per
+    second) points; QPS on a log axis. Saved as PNG at `path`."""
+    _plot_one(path, lambda axis: draw_qps_vs_metric(axis, series, metric, title))

@@ -1,9 +1,10 @@
 """Configuration sweep for adaptive retrieval with `MatryoshkaIndex`.
 
 For each (shortlist_dim, shortlist_size, rerank_dim, storage) setting, one row (a flat dict) with:
-`map@k` (the MRL paper's mAP@k), `recall@k` (over the task's relevant items), `nn_recall@k` (overlap with
-the exact full-dim top k, when given), measured `qps` (queries per second over the whole query batch, best
-of `repeats` runs), `mflops_per_query` (the estimate below), `bytes_per_vector`, and `pareto` (True on the
+`map@k` (the MRL paper's mAP@k), `recall@k` (over the task's relevant items), `precision@k` (share of the k
+results that are relevant), `nn_recall@k` (overlap with the exact full-dim top k, when given), measured `qps`
+(queries per second over the whole query batch, best of `repeats` runs, or their median with
+`timing="median"`), `mflops_per_query` (the estimate below), `bytes_per_vector`, and `pareto` (True on the
 front of QPS vs mAP@k: no other row is at least as fast and at least as good, and strictly better in one).
 
 MFLOPs per query, counting one multiply-add per float feature compared:
@@ -30,15 +31,18 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..index import STORAGES, MatryoshkaIndex
-from .metrics import mrl_map_at_k, recall_at_k, relevance_from_ids, relevance_from_labels
+from ..index import STORAGES, MatryoshkaIndex, faiss_index_nbytes
+from ..index.validation import _check_funnel_sizes
+from .metrics import mrl_map_at_k, precision_at_k, recall_at_k, relevance_from_ids, relevance_from_labels
 
 __all__ = [
     "label_relevance",
     "id_relevance",
+    "TIMINGS",
     "timed_search",
     "search_mflops",
     "score_results",
+    "evaluate_faiss_index",
     "evaluate_search",
     "evaluate_funnel",
     "sweep_index",
@@ -49,6 +53,7 @@ __all__ = [
 ]
 
 Relevance = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+TIMINGS = ("best", "median")  # how `timed_search` reduces its timed runs to one QPS
 
 
 def label_relevance(query_labels, database_labels) -> Relevance:
@@ -82,21 +87,27 @@ def _faiss_distance_count() -> int:
     return int(faiss.cvar.hnsw_stats.ndis) + int(faiss.cvar.indexIVF_stats.ndis)
 
 
-def timed_search(search: Callable, queries: np.ndarray, repeats: int = 1) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Runs `search(queries) -> (scores, ids)` `repeats` times after a warm-up on the first 16 queries;
-    returns scores, ids, the best queries per second, and faiss's graph / inverted-list distance
-    computations per query (0 for flat indexes) over the timed runs."""
-    if not isinstance(repeats, int) or repeats <= 0:
+def timed_search(
+    search: Callable, queries: np.ndarray, repeats: int = 1, timing: str = "best"
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Runs `search(queries) -> (scores, ids)` on the whole batch `repeats` times after a warm-up on the
+    first 16 queries; returns scores, ids, queries per second (wall clock) of the fastest run (`timing="best"`)
+    or of the median run (`timing="median"`), and faiss's graph / inverted-list distance computations per
+    query (0 for flat indexes) over the timed runs."""
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats <= 0:
         raise ValueError(f"`repeats` must be a positive integer, got {repeats!r}.")
+    if timing not in TIMINGS:
+        raise ValueError(f"`timing` must be one of {list(TIMINGS)}, got {timing!r}.")
     search(queries[:16])
-    best = math.inf
+    seconds = []
     _reset_faiss_stats()
     for _ in range(repeats):
         start = time.perf_counter()
         scores, ids = search(queries)
-        best = min(best, time.perf_counter() - start)
+        seconds.append(time.perf_counter() - start)
+    elapsed = min(seconds) if timing == "best" else float(np.median(seconds))
     distances = _faiss_distance_count() / (repeats * len(queries))
-    return scores, ids, len(queries) / max(best, 1e-9), distances
+    return scores, ids, len(queries) / max(elapsed, 1e-9), distances
 
 
 def search_mflops(
@@ -116,12 +127,49 @@ def search_mflops(
 
 
 def score_results(ids: np.ndarray, relevance: Relevance, k: int, exact_ids: np.ndarray | None = None) -> dict:
-    """mAP@k (MRL variant), recall@k and, with `exact_ids` (nq, >=k), nn_recall@k of `ids` (nq, k)."""
+    """mAP@k (MRL variant), recall@k, precision@k and, with `exact_ids` (nq, >=k), nn_recall@k of `ids` (nq, k)."""
     hits, num_relevant = relevance(ids)
-    scores = {f"map@{k}": mrl_map_at_k(hits, num_relevant, k), f"recall@{k}": recall_at_k(hits, num_relevant, k)}
+    scores = {
+        f"map@{k}": mrl_map_at_k(hits, num_relevant, k),
+        f"recall@{k}": recall_at_k(hits, num_relevant, k),
+        f"precision@{k}": precision_at_k(hits, num_relevant, k),
+    }
     if exact_ids is not None:
         scores[f"nn_recall@{k}"] = recall_at_k(ids, np.asarray(exact_ids)[:, :k], k)
     return scores
+
+
+def evaluate_faiss_index(
+    index: faiss.Index,
+    queries: np.ndarray,
+    relevance: Relevance,
+    *,
+    method: str,
+    k: int = 10,
+    params: faiss.SearchParameters | None = None,
+    exact_ids: np.ndarray | None = None,
+    repeats: int = 1,
+    timing: str = "best",
+) -> tuple[dict, np.ndarray]:
+    """A plain faiss index over L2-normalised vectors (a baseline such as exact full-dim search or full-dim
+    HNSW), measured on `queries` (normalised here): the row (`method`, `dim`, `ef_search` for HNSW
+    `params`, the scores of `score_results`, `qps`, `mflops_per_query`, `bytes_per_vector`) and the
+    ids (nq, k) it returned."""
+    unit_queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+    def search(batch):
+        return index.search(batch, k, params=params)
+
+    _, ids, qps, distances = timed_search(search, unit_queries, repeats, timing)
+    count = index.ntotal
+    row = {"method": method, "dim": index.d}
+    if params is not None:
+        row["ef_search"] = params.efSearch
+    row.update(score_results(ids, relevance, k, exact_ids))
+    row["qps"] = qps
+    row["mflops_per_query"] = (distances if distances else count) * index.d / 1e6
+    row["bytes_per_vector"] = faiss_index_nbytes(index) / count
+    return row, ids
 
 
 def _search_breadth(index: MatryoshkaIndex, shortlist_size: int, ef_search, nprobe) -> dict:
@@ -146,6 +194,7 @@ def evaluate_search(
     nprobe: int | None = None,
     exact_ids: np.ndarray | None = None,
     repeats: int = 1,
+    timing: str = "best",
 ) -> dict:
     """One `index.search` setting, measured: the row described in the module docstring."""
     shortlist_dim = index.shortlist_dims[0] if shortlist_dim is None else shortlist_dim
@@ -155,7 +204,7 @@ def evaluate_search(
     def search(batch):
         return index.search(batch, k, shortlist_dim, size, rerank_dim, ef_search=ef_search, nprobe=nprobe)
 
-    _, ids, qps, distances = timed_search(search, queries, repeats)
+    _, ids, qps, distances = timed_search(search, queries, repeats, timing)
     row = {
         "method": "adaptive",
         "shortlist_index": index.shortlist_index,
@@ -178,21 +227,24 @@ def evaluate_funnel(
     queries: np.ndarray,
     relevance: Relevance,
     dims: Sequence[int],
-    shortlist_sizes: Sequence[int],
+    shortlist_sizes: Sequence[int] | None = None,
     *,
     k: int = 10,
     ef_search: int | None = None,
     nprobe: int | None = None,
     exact_ids: np.ndarray | None = None,
     repeats: int = 1,
+    timing: str = "best",
 ) -> dict:
-    """One `index.funnel_search` setting, measured (same keys as `evaluate_search`, plus the funnel)."""
-    dims, sizes = list(dims), [min(size, index.count) for size in shortlist_sizes]
+    """One `index.funnel_search` setting, measured (same keys as `evaluate_search`, plus the funnel).
+    `shortlist_sizes` defaults to `funnel_search`'s (800 halved at each stage, the last max(k, 10))."""
+    sizes = _check_funnel_sizes(shortlist_sizes, len(dims), k)
+    dims, sizes = list(dims), [min(size, index.count) for size in sizes]
 
     def search(batch):
         return index.funnel_search(batch, k, dims, sizes, ef_search=ef_search, nprobe=nprobe)
 
-    _, ids, qps, distances = timed_search(search, queries, repeats)
+    _, ids, qps, distances = timed_search(search, queries, repeats, timing)
     row = {
         "method": "funnel",
         "shortlist_index": index.shortlist_index,
@@ -225,6 +277,7 @@ def sweep_index(
     nprobe: int | None = None,
     exact_ids: np.ndarray | None = None,
     repeats: int = 1,
+    timing: str = "best",
     show_progress: bool = True,
 ) -> list[dict]:
     """Every (shortlist_dim, shortlist_size, rerank_dim) of one built index; sizes below k are skipped.
@@ -240,7 +293,7 @@ def sweep_index(
     return [
         evaluate_search(
             index, queries, relevance, k=k, shortlist_dim=shortlist_dim, shortlist_size=size, rerank_dim=rerank_dim,
-            ef_search=ef_search, nprobe=nprobe, exact_ids=exact_ids, repeats=repeats,
+            ef_search=ef_search, nprobe=nprobe, exact_ids=exact_ids, repeats=repeats, timing=timing,
         )
         for shortlist_dim, size, rerank_dim in tqdm(grid, desc=f"sweep {index.storage}", disable=not show_progress)
     ]

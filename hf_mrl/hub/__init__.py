@@ -9,6 +9,7 @@ from .card import (
     card_from_results,
     describe_model,
     group_results,
+    model_class_names,
     save_results_plot,
 )
 from .saving import (
@@ -33,6 +34,7 @@ __all__ = [
     "group_results",
     "load_matryoshka_model",
     "make_trust_remote_code_ready",
+    "model_class_names",
     "push_to_hub_with_card",
     "remote_code_auto_map",
     "save_results_plot",

@@ -33,6 +33,7 @@ __all__ = [
     "ModelSummary",
     "describe_model",
     "group_results",
+    "model_class_names",
     "card_from_results",
     "save_results_plot",
 ]
@@ -74,6 +75,7 @@ class ModelSummary:
     num_labels: int | None
     efficient: bool
     base_model: str | None
+    class_names: list[str] | None = None
 
 
 def _hub_id_or_none(name) -> str | None:
@@ -89,6 +91,16 @@ def _hub_id_or_none(name) -> str | None:
 
 def _modality(backbone_config) -> str:
     return "image" if hasattr(backbone_config, "image_size") else "text"
+
+
+def model_class_names(model) -> list[str] | None:
+    """The class names in `model.config.id2label`, ordered by id; None when they are transformers' default
+    `LABEL_i` names (or missing)."""
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    names = [str(id2label[key]) for key in sorted(id2label, key=int)]
+    if not names or names == [f"LABEL_{index}" for index in range(len(names))]:
+        return None
+    return names
 
 
 def describe_model(model) -> ModelSummary:
@@ -123,6 +135,7 @@ def describe_model(model) -> ModelSummary:
             num_labels=config.num_labels if is_classifier else None,
             efficient=config.efficient,
             base_model=_hub_id_or_none(getattr(backbone, "_name_or_path", None)),
+            class_names=model_class_names(model) if is_classifier else None,
         )
     raise ValueError(
         f"`model` must be an hf_mrl model (its config a MatryoshkaConfig or MatryoshkaDualEncoderConfig), "

@@ -1,7 +1,9 @@
-"""Pieces shared by the Accelerate training scripts: resumable checkpoints (atomic save, rotation,
-resume), model building (MRL / MRL-E / fixed-feature heads), per-dim loss logging and progress.
+"""Training: `MatryoshkaTrainer` (the one loop behind the Python API, the scripts and the demo), its arguments,
+resumable checkpoints (atomic save, rotation, resume), model building (MRL / MRL-E / fixed-feature heads),
+per-dim loss logging and progress.
 """
 
+from .arguments import MatryoshkaTrainingArguments
 from .checkpointing import (
     CHECKPOINT_PREFIX,
     TEMP_PREFIX,
@@ -28,8 +30,12 @@ from .models import (
     scratch_backbone_config,
 )
 from .tracking import PerDimLossMeter, prefixed, progress_bar, results_table
+from .trainer import PAUSE_AFTER_CHECKPOINT_ENV, MatryoshkaTrainer
 
 __all__ = [
+    "MatryoshkaTrainer",
+    "MatryoshkaTrainingArguments",
+    "PAUSE_AFTER_CHECKPOINT_ENV",
     "BACKBONE_KINDS",
     "CHECKPOINT_PREFIX",
     "HEAD_KINDS",

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-__all__ = ["use_cpu"]
+__all__ = ["use_cpu", "parse_arguments", "run_script"]
 
 
 def use_cpu(cpu_flag: bool) -> bool:
@@ -15,3 +15,25 @@ def use_cpu(cpu_flag: bool) -> bool:
     process would silently train alone on its own copy of the data."""
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     return cpu_flag or (launched and not torch.cuda.is_available())
+
+
+def parse_arguments(dataclass_types, argv=None):
+    """The scripts' command line: one `HfArgumentParser` over the argument dataclasses (flags named as the fields,
+    e.g. `--per_device_train_batch_size`); every check in their `__post_init__` runs before any work."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(dataclass_types)
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def run_script(main, argv=None, prog: str = "hf_mrl") -> int:
+    """Runs a script's `main(argv)`; a bad argument or input is one line on stderr and exit status 1, not a
+    traceback."""
+    import sys
+
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
+    return 0

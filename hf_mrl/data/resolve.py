@@ -1,0 +1,524 @@
+"""One data layer for the training scripts and the CLI.
+
+`DataArguments` (a dataclass `HfArgumentParser` reads) name the data: a built-in dataset, a Hub id,
+a local folder (`save_to_disk` output, `imagefolder`), one data file, or separate train / validation /
+test files. `load_splits` returns its train / eval / test splits with this package's standard columns
+(`text` or `image`, `label`; pairs keep theirs), the split specs used and the class names.
+
+Split specs may slice as in `datasets`: "train[:90%]", "train[100:200]", "test[-10%:]" (percentages
+rounded to the closest row). `max_*_samples` keep the first rows after slicing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+
+from ._common import first_rows, load_source
+from .emoji import load_emoji_pairs
+from .fashion_mnist import load_fashion_mnist, load_fashion_mnist_captions
+from .generic import standardize_classification_columns, standardize_image_text_columns
+from .wordnet import load_wordnet_nouns, load_wordnet_pairs
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "DataArguments",
+    "DatasetSplits",
+    "load_split",
+    "load_splits",
+    "slice_split",
+    "split_names",
+    "validate_data_arguments",
+]
+
+BUILTIN_DATASETS: dict[str, str] = {
+    "fashion-mnist": "classification",
+    "wordnet-nouns": "classification",
+    "wordnet-pairs": "pairs",
+    "emoji": "image-text",
+    "fashion-mnist-captions": "image-text",
+}
+TASKS = ("classification", "pairs", "image-text")
+DATA_FILE_EXTENSIONS = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+DEFAULT_VALIDATION_PERCENTAGE = 10
+
+_BUILTIN_SPLITS = {
+    "fashion-mnist": ("train", "test"),
+    "wordnet-nouns": ("train", "validation", "test"),
+    "wordnet-pairs": ("train", "validation", "test"),
+    "emoji": ("train", "test"),
+    "fashion-mnist-captions": ("train", "test"),
+}
+_FILE_SPLITS = {"train_file": "train", "validation_file": "validation", "test_file": "test"}
+_SPLIT_SPEC = re.compile(r"^(?P<name>[^\[\]+]*)(?P<slice>\[[^\[\]]*\])?$")
+_SPEC_EXAMPLES = "'train', 'train[:90%]', 'train[100:200]' or 'test[-10%:]'"
+
+
+@dataclass
+class DataArguments:
+    """Which data to load and how to split it (every field is a command-line flag of the scripts)."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": f"A built-in dataset ({', '.join(BUILTIN_DATASETS)}), a Hub dataset id, a local folder "
+            "(save_to_disk output or imagefolder) or one data file (used as the train file)."
+        },
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration name."})
+    train_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training data: .csv, .tsv, .json, .jsonl or .parquet (an image column may hold file paths)."
+        },
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "Validation data, as `train_file`."})
+    test_file: str | None = field(default=None, metadata={"help": "Test data, as `train_file`."})
+    # argparse formats help strings with %: the examples' "%" is written "%%".
+    train_split: str = field(
+        default="train",
+        metadata={"help": "Training split, slicing allowed: " + _SPEC_EXAMPLES.replace("%", "%%") + "."},
+    )
+    eval_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluation split (default: 'validation' if the data has one, else 'test'; with only a train "
+            "split, `validation_split_percentage` percent of it is held out)."
+        },
+    )
+    test_split: str | None = field(
+        default=None,
+        metadata={"help": "Final test split (default: 'test' when the eval split is a validation split)."},
+    )
+    validation_split_percentage: int | None = field(
+        default=None,
+        metadata={
+            "help": "Hold this percentage of the train split out as the eval split when the data has no validation split "
+            f"(default when the data has only a train split: {DEFAULT_VALIDATION_PERCENTAGE})."
+        },
+    )
+    text_column: str | None = field(
+        default=None, metadata={"help": "Text column of a Hub / local dataset (renamed to `text`)."}
+    )
+    image_column: str | None = field(
+        default=None, metadata={"help": "Image column of a Hub / local dataset (renamed to `image`)."}
+    )
+    label_column: str | None = field(
+        default=None, metadata={"help": "Label column of a Hub / local dataset (default: label)."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep the first N rows of the train split (quick runs)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Keep the first N rows of the eval and test splits (quick runs)."}
+    )
+    streaming: bool = field(default=False, metadata={"help": "Return the train split as an IterableDataset."})
+
+
+@dataclass
+class DatasetSplits:
+    """The splits `load_splits` returns, the specs they came from (for reports) and the class names."""
+
+    train: datasets.Dataset | datasets.IterableDataset | None
+    eval: datasets.Dataset | None
+    test: datasets.Dataset | None
+    train_split: str | None
+    eval_split: str | None
+    test_split: str | None
+    class_names: list[str] | None
+
+
+@dataclass
+class _Source:
+    """Opened data: its split names and a loader `load(split name, row limit hint)`."""
+
+    description: str
+    splits: tuple[str, ...]
+    load: Callable[[str, int | None], datasets.Dataset]
+
+
+# -- checks -------------------------------------------------------------------------------------------------
+
+
+def _parse_split_spec(spec, argument: str, allow_empty_name: bool = False) -> tuple[str, str | None]:
+    """`"train[:90%]"` -> `("train", "[:90%]")`; a `ValueError` naming `argument` for anything else."""
+    match = _SPLIT_SPEC.match(spec.strip()) if isinstance(spec, str) else None
+    name = match["name"].strip() if match else ""
+    if match is None or not (name or allow_empty_name):
+        raise ValueError(f"`{argument}` {spec!r} is not a split spec; use a split name such as {_SPEC_EXAMPLES}.")
+    if match["slice"] is not None:
+        try:
+            datasets.ReadInstruction.from_spec(f"split{match['slice']}")
+        except (ValueError, AssertionError) as error:
+            raise ValueError(
+                f"`{argument}` {spec!r} has a bad slice ({_first_line(error).replace('split[', name + '[')}); "
+                f"use e.g. {_SPEC_EXAMPLES}."
+            ) from None
+    return name, match["slice"]
+
+
+def _check_positive(value, argument: str) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+        raise ValueError(f"`{argument}` must be None or a positive integer, got {value!r}.")
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or bool(Path(name).suffix)
+
+
+def _check_file(path: str, argument: str) -> None:
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"`{argument}` must be a file path, got {path!r}.")
+    if Path(path).suffix.lower() not in DATA_FILE_EXTENSIONS:
+        raise ValueError(
+            f"`{argument}` {path!r} has an unsupported extension; allowed: {', '.join(DATA_FILE_EXTENSIONS)}."
+        )
+    if not Path(path).expanduser().is_file():
+        raise FileNotFoundError(f"`{argument}` {path!r} does not exist.")
+
+
+def _builtin_list(task: str | None = None) -> list[str]:
+    return [name for name, kind in BUILTIN_DATASETS.items() if task is None or kind == task]
+
+
+def validate_data_arguments(data_args: DataArguments, task: str = "classification") -> None:
+    """Every check of `data_args` that needs no data loading; raises `ValueError` (`FileNotFoundError`
+    for missing paths) with one line naming the argument, the value and what is allowed."""
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {list(TASKS)}, got {task!r}.")
+    files = {argument: getattr(data_args, argument) for argument in _FILE_SPLITS}
+    given_files = {argument: value for argument, value in files.items() if value is not None}
+    name = data_args.dataset_name
+    if name is not None and given_files:
+        raise ValueError(
+            f"Give `dataset_name` or data files, not both (got dataset_name={name!r} and "
+            + ", ".join(f"{argument}={value!r}" for argument, value in given_files.items())
+            + ")."
+        )
+    if name is None and not given_files:
+        raise ValueError(
+            f"Give `dataset_name` (a built-in dataset {_builtin_list(task)}, a Hub id, a local folder or a data file) "
+            "or `train_file` / `validation_file` / `test_file`."
+        )
+    _check_positive(data_args.max_train_samples, "max_train_samples")
+    _check_positive(data_args.max_eval_samples, "max_eval_samples")
+    percentage = data_args.validation_split_percentage
+    if percentage is not None and (
+        not isinstance(percentage, int) or isinstance(percentage, bool) or not 1 <= percentage <= 99
+    ):
+        raise ValueError(f"`validation_split_percentage` must be an integer from 1 to 99, got {percentage!r}.")
+    if percentage is not None and data_args.eval_split is not None:
+        raise ValueError(
+            f"Give `eval_split` ({data_args.eval_split!r}) or `validation_split_percentage` ({percentage}), not both."
+        )
+    _parse_split_spec(data_args.train_split, "train_split")
+    for argument in ("eval_split", "test_split"):
+        if getattr(data_args, argument) is not None:
+            _parse_split_spec(getattr(data_args, argument), argument)
+    columns = {argument: getattr(data_args, argument) for argument in ("text_column", "image_column", "label_column")}
+    for argument, value in columns.items():
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError(f"`{argument}` must be a non-empty column name, got {value!r}.")
+    if task == "classification" and data_args.text_column is not None and data_args.image_column is not None:
+        raise ValueError(
+            f"Give `text_column` or `image_column`, not both (got {data_args.text_column!r} and "
+            f"{data_args.image_column!r})."
+        )
+    for argument, value in given_files.items():
+        _check_file(value, argument)
+    if name is None:
+        return
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"`dataset_name` must be a non-empty string, got {name!r}.")
+    if name in BUILTIN_DATASETS:
+        if BUILTIN_DATASETS[name] != task:
+            raise ValueError(
+                f"`dataset_name` {name!r} is a built-in {BUILTIN_DATASETS[name]} dataset; built-in {task} datasets: "
+                f"{_builtin_list(task)}."
+            )
+        given = [argument for argument, value in columns.items() if value is not None]
+        if given or data_args.dataset_config_name is not None:
+            given += ["dataset_config_name"] if data_args.dataset_config_name is not None else []
+            raise ValueError(f"{given} apply to Hub / local datasets; the built-in {name!r} has fixed columns.")
+        return
+    if name == "wordnet":
+        raise ValueError(
+            f"`dataset_name` 'wordnet' is not a built-in dataset any more: use 'wordnet-nouns' (classification) or "
+            f"'wordnet-pairs' (text pairs); built-in datasets: {list(BUILTIN_DATASETS)}."
+        )
+    path = Path(name).expanduser()
+    if path.is_file():
+        _check_file(name, "dataset_name")
+    elif not path.exists():
+        if _looks_like_path(name):
+            raise FileNotFoundError(f"`dataset_name` {name!r} looks like a local path but does not exist.")
+        close = difflib.get_close_matches(name.lower(), list(BUILTIN_DATASETS), n=1, cutoff=0.75)
+        if close:
+            raise ValueError(
+                f"`dataset_name` {name!r} is not a built-in dataset (did you mean {close[0]!r}?); built-in datasets: "
+                f"{list(BUILTIN_DATASETS)}."
+            )
+
+
+# -- opening a source ---------------------------------------------------------------------------------------
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _builtin_source(name: str, image_size: int | None) -> _Source:
+    loaders = {
+        "fashion-mnist": load_fashion_mnist,
+        "wordnet-nouns": load_wordnet_nouns,
+        "wordnet-pairs": lambda split, limit: load_wordnet_pairs(kind="word", split=split, limit=limit),
+        "emoji": lambda split, limit: load_emoji_pairs(
+            split=split, limit=limit, **({} if image_size is None else {"image_size": image_size})
+        ),
+        "fashion-mnist-captions": load_fashion_mnist_captions,
+    }
+    loader = loaders[name]
+    return _Source(repr(name), _BUILTIN_SPLITS[name], lambda split, limit: loader(split=split, limit=limit))
+
+
+def _is_blank(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    lines = [line for line in head.splitlines() if line.strip()]
+    return not lines or (path.suffix.lower() in (".csv", ".tsv") and len(lines) == 1 and len(head) < 1 << 16)
+
+
+def _read_file(path: str, argument: str) -> datasets.Dataset:
+    """One data file as a `Dataset`; empty or unreadable files give a one-line `ValueError`."""
+    resolved = Path(path).expanduser()
+    no_rows = ValueError(f"`{argument}` {path!r} has no rows.")
+    if resolved.suffix.lower() != ".parquet" and _is_blank(resolved):
+        raise no_rows
+    try:
+        dataset = load_source(str(resolved), split="train")
+    except Exception as error:  # noqa: BLE001 - any parser error becomes one line naming the file
+        raise ValueError(f"Could not read `{argument}` {path!r}: {_first_line(error)}") from None
+    if len(dataset) == 0:
+        raise no_rows
+    return dataset
+
+
+def _path_under(row: dict, folder: Path) -> dict:
+    return {"image": str(folder / os.path.expanduser(row["image"]))}
+
+
+def _decode_image_paths(parts: dict[str, datasets.Dataset], folders: dict[str, Path]) -> dict[str, datasets.Dataset]:
+    """An `image` column of file paths (absolute, or relative to the data file's folder) becomes `datasets.Image`."""
+    decoded = {}
+    for split, part in parts.items():
+        feature = part.features.get("image")
+        if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+            folder = folders.get(split)
+            if folder is not None:
+                part = part.map(_path_under, fn_kwargs={"folder": folder})
+            part = part.cast_column("image", datasets.Image())
+        decoded[split] = part
+    return decoded
+
+
+def _open_local(data_args: DataArguments) -> tuple[str, dict[str, datasets.Dataset], dict[str, Path]]:
+    """(description for messages, {split: Dataset}, {split: folder of its data file}) of a non-built-in source."""
+    name = data_args.dataset_name
+    if name is None or Path(name).expanduser().is_file():
+        files = (
+            {"train": ("dataset_name", name)}
+            if name is not None
+            else {
+                split: (argument, getattr(data_args, argument))
+                for argument, split in _FILE_SPLITS.items()
+                if getattr(data_args, argument) is not None
+            }
+        )
+        parts = {split: _read_file(path, argument) for split, (argument, path) in files.items()}
+        folders = {split: Path(path).expanduser().resolve().parent for split, (_, path) in files.items()}
+        description = " + ".join(repr(path) for _, path in files.values())
+        return description, parts, folders
+    path = Path(name).expanduser()
+    kwargs = {"name": data_args.dataset_config_name} if data_args.dataset_config_name is not None else {}
+    try:
+        loaded = load_source(name, **kwargs)
+    except Exception as error:  # noqa: BLE001 - `datasets` / Hub errors become one line
+        where = "local folder" if path.exists() else "Hub dataset"
+        raise ValueError(
+            f"`dataset_name` {name!r} could not be loaded as a {where}: {_first_line(error)} "
+            f"(built-in datasets: {list(BUILTIN_DATASETS)})."
+        ) from None
+    if isinstance(loaded, datasets.Dataset):  # a folder saved from one Dataset: its only split is "train"
+        loaded = datasets.DatasetDict({"train": loaded})
+    return repr(name), dict(loaded), {}
+
+
+def _standardize(parts: dict, data_args: DataArguments, task: str) -> dict[str, datasets.Dataset]:
+    """Standard column names (one `ClassLabel` over every split for string labels)."""
+    dataset = datasets.DatasetDict(parts)
+    source = data_args.dataset_name or next(
+        getattr(data_args, argument) for argument in _FILE_SPLITS if getattr(data_args, argument) is not None
+    )
+    if task == "classification":
+        dataset = standardize_classification_columns(
+            dataset, data_args.text_column, data_args.image_column, data_args.label_column or "label", source
+        )
+    elif task == "image-text":
+        dataset = standardize_image_text_columns(
+            dataset,
+            data_args.image_column or "image",
+            data_args.text_column or "text",
+            data_args.label_column,
+            source=source,
+        )
+    return dict(dataset)
+
+
+def _open(data_args: DataArguments, task: str, image_size: int | None) -> _Source:
+    if data_args.dataset_name in BUILTIN_DATASETS:
+        return _builtin_source(data_args.dataset_name, image_size)
+    description, parts, folders = _open_local(data_args)
+    if task in ("classification", "image-text"):
+        parts = _decode_image_paths(_standardize(parts, data_args, task), folders)
+    return _Source(description, tuple(parts), lambda split, limit: parts[split])
+
+
+# -- splits -------------------------------------------------------------------------------------------------
+
+
+def slice_split(dataset: datasets.Dataset, spec: str, argument: str = "split") -> datasets.Dataset:
+    """Applies the `[...]` part of a split spec ("train[:90%]", "test[-10%:]", "[100:200]") to `dataset`;
+    percentages round to the closest row, as `datasets.ReadInstruction` does."""
+    name, bracket = _parse_split_spec(spec, argument, allow_empty_name=True)
+    if bracket is None:
+        return dataset
+    (instruction,) = datasets.ReadInstruction.from_spec(f"split{bracket}").to_absolute({"split": len(dataset)})
+    return dataset.select(range(instruction.from_, instruction.to))
+
+
+def _take(source: _Source, spec: str, argument: str, limit: int | None) -> datasets.Dataset:
+    name, bracket = _parse_split_spec(spec, argument)
+    if name not in source.splits:
+        raise ValueError(
+            f"`{argument}` {spec!r} is not a split of {source.description}; available splits: {list(source.splits)}."
+        )
+    dataset = source.load(name, limit if bracket is None else None)
+    dataset = first_rows(slice_split(dataset, spec, argument), limit)
+    if len(dataset) == 0:
+        raise ValueError(f"`{argument}` {spec!r} selects no rows of {source.description}.")
+    return dataset
+
+
+def _class_names(*parts) -> list[str] | None:
+    for part in parts:
+        feature = (getattr(part, "features", None) or {}).get("label")
+        if isinstance(feature, datasets.ClassLabel):
+            return list(feature.names)
+    return None
+
+
+def split_names(data_args: DataArguments, task: str = "classification") -> list[str]:
+    """The split names the data named by `data_args` has (loads local / Hub data; built-ins are known)."""
+    validate_data_arguments(data_args, task)
+    if data_args.dataset_name in BUILTIN_DATASETS:
+        return list(_BUILTIN_SPLITS[data_args.dataset_name])
+    return list(_open(data_args, task, None).splits)
+
+
+def load_split(
+    data_args: DataArguments,
+    split: str,
+    task: str = "classification",
+    *,
+    image_size: int | None = None,
+    argument: str = "split",
+) -> datasets.Dataset:
+    """One split of the data named by `data_args` (slicing allowed), standardised as in `load_splits`, with
+    its first `max_eval_samples` rows. `argument` names the split in error messages."""
+    validate_data_arguments(data_args, task)
+    return _take(_open(data_args, task, image_size), split, argument, data_args.max_eval_samples)
+
+
+def load_splits(
+    data_args: DataArguments,
+    task: str = "classification",
+    *,
+    image_size: int | None = None,
+    need_train: bool = True,
+    seed: int = 42,
+) -> DatasetSplits:
+    """The train / eval / test splits of the data named by `data_args`.
+
+    task: "classification" (input column renamed to `text` or `image`, label to `label`; string labels
+        become one `ClassLabel` shared by every split), "pairs" (columns as they are) or "image-text"
+        (`image` and `text`, plus `label` when `label_column` is given).
+    image_size: side of rendered built-in images (emoji).
+    need_train: load the train split (False: `train` is None, e.g. for evaluation only).
+    seed: seeds the held-out validation part when the data has no validation split.
+
+    Eval split: `eval_split`, else "validation", else "test"; `validation_split_percentage` (or, with only a
+    train split, 10 %) holds a seeded share of the train split out instead. Test split: `test_split`, else
+    "test" when the eval split is a validation split. `max_train_samples` / `max_eval_samples` keep the first
+    rows after slicing (built-ins without a slice use their loader's `limit`; WordNet's is a seeded sample).
+    """
+    validate_data_arguments(data_args, task)
+    source = _open(data_args, task, image_size)
+    available = source.splits
+    percentage = data_args.validation_split_percentage
+    if percentage is not None and "validation" in available:
+        raise ValueError(
+            f"`validation_split_percentage` {percentage} holds part of the train split out, but "
+            f"{source.description} has a validation split; drop it or pick the split with `eval_split`."
+        )
+    eval_spec = data_args.eval_split
+    if eval_spec is None and percentage is None:
+        if "validation" in available:
+            eval_spec = "validation"
+        elif "test" in available:
+            eval_spec = "test"
+        elif _parse_split_spec(data_args.train_split, "train_split")[0] in available:
+            percentage = DEFAULT_VALIDATION_PERCENTAGE
+            print(
+                f"note: {source.description} has only a train split; holding {percentage}% of it out as the eval "
+                "split (set `validation_split_percentage` or `eval_split` to choose).",
+                file=sys.stderr,
+            )
+        else:
+            raise ValueError(
+                f"{source.description} has no validation or test split; give `eval_split` (available splits: "
+                f"{list(available)})."
+            )
+    train_spec = data_args.train_split
+    if percentage is not None:
+        whole = _take(source, train_spec, "train_split", None)
+        if len(whole) < 2:
+            raise ValueError(f"`train_split` {train_spec!r} has {len(whole)} row; too few to hold a part out.")
+        held = whole.train_test_split(test_size=percentage / 100, seed=seed)
+        train = first_rows(held["train"], data_args.max_train_samples) if need_train else None
+        evaluation = first_rows(held["test"], data_args.max_eval_samples)
+        eval_name = f"{percentage}% of {train_spec} held out (seed {seed})"
+        train_name = f"{train_spec} less the held-out {percentage}%" if need_train else None
+    else:
+        train = _take(source, train_spec, "train_split", data_args.max_train_samples) if need_train else None
+        evaluation = _take(source, eval_spec, "eval_split", data_args.max_eval_samples)
+        eval_name, train_name = eval_spec, (train_spec if need_train else None)
+    test_spec = data_args.test_split
+    if (
+        test_spec is None
+        and "test" in available
+        and (percentage is not None or _parse_split_spec(eval_spec, "eval_split")[0] == "validation")
+    ):
+        test_spec = "test"
+    test = _take(source, test_spec, "test_split", data_args.max_eval_samples) if test_spec is not None else None
+    class_names = _class_names(evaluation, train, test) if task != "pairs" else None
+    if data_args.streaming and train is not None:
+        train = train.to_iterable_dataset()
+    return DatasetSplits(train, evaluation, test, train_name, eval_name, test_spec, class_names)

