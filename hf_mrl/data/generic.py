@@ -119,8 +119,8 @@ def standardize_classification_columns(
         {input_column: argument, label_column: "label_column"},
         source,
     )
-    _check_label_dtype(dataset, label_column)
-    return _encode_string_labels(dataset)
+    check_label_dtype(dataset, label_column)
+    return encode_string_labels(dataset)
 
 
 def _check_column_argument(value, name: str) -> None:
@@ -128,7 +128,7 @@ def _check_column_argument(value, name: str) -> None:
         raise ValueError(f"`{name}` must be a non-empty column name, got {value!r}.")
 
 
-def _check_label_dtype(dataset: AnyDataset, label_column: str) -> None:
+def check_label_dtype(dataset: AnyDataset, label_column: str) -> None:
     parts = dict(dataset) if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)) else {"": dataset}
     for part in parts.values():
         feature = (part.features or {}).get("label")
@@ -141,7 +141,7 @@ def _check_label_dtype(dataset: AnyDataset, label_column: str) -> None:
             )
 
 
-def _encode_string_labels(dataset: AnyDataset) -> AnyDataset:
+def encode_string_labels(dataset: AnyDataset) -> AnyDataset:
     """Casts a string `label` column to one `ClassLabel` computed over every split (the
     per-split `class_encode_column` would number the classes differently in each split)."""
     parts = dict(dataset) if isinstance(dataset, datasets.DatasetDict) else {"": dataset}

@@ -117,7 +117,10 @@ class DataArguments:
         default=None, metadata={"help": "Keep the first N rows of the train split (quick runs)."}
     )
     max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Keep the first N rows of the eval and test splits (quick runs)."}
+        default=None, metadata={"help": "Keep the first N rows of the eval split (and of the test split, by default)."}
+    )
+    max_test_samples: int | None = field(
+        default=None, metadata={"help": "Keep the first N rows of the test split (default: max_eval_samples)."}
     )
     streaming: bool = field(default=False, metadata={"help": "Return the train split as an IterableDataset."})
 
@@ -209,6 +212,7 @@ def validate_data_arguments(data_args: DataArguments, task: str = "classificatio
         )
     _check_positive(data_args.max_train_samples, "max_train_samples")
     _check_positive(data_args.max_eval_samples, "max_eval_samples")
+    _check_positive(data_args.max_test_samples, "max_test_samples")
     percentage = data_args.validation_split_percentage
     if percentage is not None and (
         not isinstance(percentage, int) or isinstance(percentage, bool) or not 1 <= percentage <= 99
@@ -517,7 +521,8 @@ def load_splits(
         and (percentage is not None or _parse_split_spec(eval_spec, "eval_split")[0] == "validation")
     ):
         test_spec = "test"
-    test = _take(source, test_spec, "test_split", data_args.max_eval_samples) if test_spec is not None else None
+    test_limit = data_args.max_test_samples or data_args.max_eval_samples
+    test = _take(source, test_spec, "test_split", test_limit) if test_spec is not None else None
     class_names = _class_names(evaluation, train, test) if task != "pairs" else None
     if data_args.streaming and train is not None:
         train = train.to_iterable_dataset()

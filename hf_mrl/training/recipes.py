@@ -323,13 +323,13 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
     final_data = splits.test if splits.test is not None else splits.eval
     final_split = splits.test_split if splits.test is not None else splits.eval_split
     final = trainer.evaluate(final_data) if final_data is not None else {}
-    if final:
-        recall = sorted({key.rsplit("_", 1)[-1] for key in final if "recall" in key})
-        save_results_plot(final, Path(training_args.output_dir) / "recall_vs_dim.png", metrics=recall or None)
     trainer.save_model(
         results=final or None,
         description=f"Trained with `scripts/train_contrastive.py --task {model_args.task} --loss {model_args.loss}` on `{name}`.",
     )
+    if final:
+        recall = sorted({key.rsplit("_", 1)[-1] for key in final if "recall" in key})
+        save_results_plot(final, Path(training_args.output_dir) / "recall_vs_dim.png", metrics=recall or None)
     state = trainer.state
     return _write_summary(training_args, {
         "task": model_args.task, "loss": model_args.loss, "dataset": name,

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from transformers import TrainingArguments, get_scheduler
 from transformers.trainer_utils import TrainOutput
 
+from ..data.generic import check_label_dtype, encode_string_labels
 from ..evaluation import parse_metric_key
 from ..hub import save_with_card
 from .arguments import MatryoshkaTrainingArguments
@@ -99,8 +100,13 @@ class MatryoshkaTrainer:
         if train_dataset is None and eval_dataset is None and evaluator is None:
             raise ValueError("Give a `train_dataset` (to train) or an `eval_dataset` / `evaluator` (to evaluate).")
         self.model = model
-        self.train_dataset, self.eval_dataset, self.name = train_dataset, eval_dataset, name
         self.task = infer_task(model, train_dataset if train_dataset is not None else eval_dataset)
+        if self.task == "classification":
+            for part in (train_dataset, eval_dataset):
+                if part is not None:
+                    check_label_dtype(part, "label")
+            train_dataset, eval_dataset = _encode_string_labels(train_dataset, eval_dataset)
+        self.train_dataset, self.eval_dataset, self.name = train_dataset, eval_dataset, name
         probe = train_dataset if train_dataset is not None else eval_dataset
         self.columns = (
             pair_columns(probe, self.args.anchor_column, self.args.positive_column) if self.task == "pairs" else None
@@ -363,6 +369,18 @@ class MatryoshkaTrainer:
         path = Path(output_dir) if output_dir is not None else Path(self.args.output_dir) / "model"
         card = {key: value for key, value in (("description", description), ("metrics", metrics)) if value is not None}
         return save_with_card(self.model, path, results=results, processor=self.processing_class, **card)
+
+
+def _encode_string_labels(train_dataset, eval_dataset):
+    """String labels (e.g. a CSV read with `load_dataset("csv", ...)`) become one `ClassLabel` over both sets, so
+    the heads see class ids and the class names reach the config."""
+    parts = {key: part for key, part in (("train", train_dataset), ("eval", eval_dataset))
+             if isinstance(part, datasets.Dataset)}
+    feature = next(iter(parts.values())).features.get("label") if parts else None
+    if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+        return train_dataset, eval_dataset
+    encoded = encode_string_labels(datasets.DatasetDict(parts))
+    return encoded.get("train", train_dataset), encoded.get("eval", eval_dataset)
 
 
 def _every(value, total_steps: int) -> int:
