@@ -257,3 +257,24 @@ def test_accelerate_launch_cpu_flag(tmp_path):
     assert summary["steps"] == 2
     assert set(summary["final"]) == {f"fashion-mnist_dim{dim}_{metric}" for dim in (8, 32) for metric in ("top1", "1nn")}
     assert (output_dir / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_on_the_global_batch(tmp_path):
+    common = [
+        "--dataset_name", "fashion-mnist", *TINY_VIT, "--max_train_samples", "64", "--max_eval_samples", "16",
+        "--max_steps", "3", "--matryoshka_dims", "8", "32", "--seed", "5",
+    ]
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), str(SCRIPT),
+        *common, "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "two"),
+    ]
+    completed = subprocess.run(command, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    run(tmp_path, *common, "--per_device_train_batch_size", "16", name="one")
+    two = load_file(tmp_path / "two" / "model" / "model.safetensors")
+    one = load_file(tmp_path / "one" / "model" / "model.safetensors")
+    for name, tensor in one.items():
+        torch.testing.assert_close(two[name], tensor, rtol=0, atol=2e-5, msg=name)
+    assert json.loads((tmp_path / "two" / "results.json").read_text())["steps"] == 3
