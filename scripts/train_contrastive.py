@@ -33,10 +33,7 @@ from hf_mrl.training.recipes import ContrastiveModelArguments, run_contrastive
 
 
 def main(argv=None) -> dict:
-    model_args, data_args, training_args = parse_arguments(
-        (ContrastiveModelArguments, DataArguments, MatryoshkaTrainingArguments), argv
-    )
-    return run_contrastive(model_args, data_args, training_args)
+    return run_contrastive(*parse_arguments((ContrastiveModelArguments, DataArguments, MatryoshkaTrainingArguments), argv))
 
 
 if __name__ == "__main__":

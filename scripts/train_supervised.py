@@ -33,10 +33,7 @@ from hf_mrl.training.recipes import SupervisedModelArguments, run_supervised
 
 
 def main(argv=None) -> dict:
-    model_args, data_args, training_args = parse_arguments(
-        (SupervisedModelArguments, DataArguments, MatryoshkaTrainingArguments), argv
-    )
-    return run_supervised(model_args, data_args, training_args)
+    return run_supervised(*parse_arguments((SupervisedModelArguments, DataArguments, MatryoshkaTrainingArguments), argv))
 
 
 if __name__ == "__main__":
