@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
+from .encoding import default_image_processor, encode_inputs, inference, load_processor
 from .losses import matryoshka_contrastive_loss
 from .modeling_matryoshka import build_backbone, pool_hidden_states
 from .nesting import truncate_embeddings, validate_dim
@@ -101,13 +103,17 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
         hidden = self.text_model(**{k: v for k, v in inputs.items() if v is not None}, return_dict=True).last_hidden_state
         return self.text_projection(pool_hidden_states(hidden, attention_mask, self.config.text_pooling))
 
-    def get_image_features(self, pixel_values: torch.Tensor, dim: int | None = None, normalize: bool = True) -> torch.Tensor:
+    def get_image_features(
+        self, pixel_values: torch.Tensor, dim: int | None = None, normalize: bool = True, requires_grad: bool = False
+    ) -> torch.Tensor:
         """Projected image embeddings truncated to their first `dim` features (full `projection_dim` when
         None) and L2-renormalised after truncation. Returns a plain `torch.Tensor` of shape (batch, dim),
-        not a `ModelOutput`. Gradients flow (wrap in `torch.no_grad()` for inference)."""
+        not a `ModelOutput`. Runs in eval mode without autograd (the caller's mode is restored) unless
+        `requires_grad=True`."""
         dim = validate_dim(dim, self.config.projection_dim)
         _batch_size("pixel_values", pixel_values)
-        return truncate_embeddings(self._image_embeddings(pixel_values), dim, normalize=normalize)
+        with inference(self, requires_grad):
+            return truncate_embeddings(self._image_embeddings(pixel_values), dim, normalize=normalize)
 
     def get_text_features(
         self,
@@ -116,11 +122,65 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         dim: int | None = None,
         normalize: bool = True,
+        requires_grad: bool = False,
     ) -> torch.Tensor:
-        """Projected text embeddings truncated to `dim` and renormalised; a `torch.Tensor` (batch, dim)."""
+        """Projected text embeddings truncated to `dim` and renormalised; a `torch.Tensor` (batch, dim). Eval mode
+        without autograd unless `requires_grad=True`."""
         dim = validate_dim(dim, self.config.projection_dim)
         _batch_size("input_ids", input_ids)
-        return truncate_embeddings(self._text_embeddings(input_ids, attention_mask, token_type_ids), dim, normalize=normalize)
+        with inference(self, requires_grad):
+            return truncate_embeddings(self._text_embeddings(input_ids, attention_mask, token_type_ids), dim, normalize=normalize)
+
+    @property
+    def tokenizer(self):
+        """The text tower's tokenizer (saved with the model, or the pretrained text encoder's); settable."""
+        return load_processor(self, self.config.text_config, vision=False)
+
+    @tokenizer.setter
+    def tokenizer(self, value) -> None:
+        self._processor = value
+
+    @property
+    def image_processor(self):
+        """The image processor saved with the model, else the training collators' preprocessing; settable."""
+        processor = getattr(self, "_image_processor", None)
+        if processor is None:
+            folder = Path(str(self.name_or_path or "")).expanduser()
+            if (folder / "preprocessor_config.json").is_file():
+                processor = AutoImageProcessor.from_pretrained(folder)
+            else:
+                processor = default_image_processor(self.config.vision_config)
+            self._image_processor = processor
+        return processor
+
+    @image_processor.setter
+    def image_processor(self, value) -> None:
+        self._image_processor = value
+
+    def encode_text(self, inputs, *, dim=None, batch_size=32, normalize=True, show_progress_bar=None,
+                    convert_to_numpy=False, device=None):
+        """Raw texts -> text embeddings truncated to `dim` and renormalised, rows in input order (see
+        `MatryoshkaModel.encode`)."""
+        return self._encode(inputs, False, dim, batch_size, normalize, show_progress_bar, convert_to_numpy, device)
+
+    def encode_image(self, inputs, *, dim=None, batch_size=32, normalize=True, show_progress_bar=None,
+                     convert_to_numpy=False, device=None):
+        """Raw images (PIL images, arrays or paths) -> image embeddings truncated to `dim` and renormalised."""
+        return self._encode(inputs, True, dim, batch_size, normalize, show_progress_bar, convert_to_numpy, device)
+
+    def _encode(self, inputs, vision, dim, batch_size, normalize, show_progress_bar, convert_to_numpy, device):
+        if device is not None:
+            self.to(device)
+
+        def forward(batch: dict) -> torch.Tensor:
+            return self._image_embeddings(batch["pixel_values"]) if vision else self._text_embeddings(**batch)
+
+        with inference(self):
+            return encode_inputs(
+                forward, inputs, self.image_processor if vision else self.tokenizer, vision=vision,
+                full_dim=self.config.projection_dim, dim=dim, batch_size=batch_size, normalize=normalize,
+                show_progress_bar=show_progress_bar, convert_to_numpy=convert_to_numpy, device=self.device,
+            )
 
     def forward(
         self,
@@ -195,7 +255,9 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
             missing, _unexpected_pooler = tower.load_state_dict(pretrained.state_dict(), strict=False)
             if missing:
                 raise ValueError(f"`{name}` lacks encoder weights {missing[:5]}; is it an encoder checkpoint?")
-        return model
+        if not isinstance(text_name_or_path, PreTrainedConfig):
+            model.config.text_config._name_or_path = str(text_name_or_path)
+        return model.eval()  # like from_pretrained: dropout off until training asks for it
 
 
 def _load_tower(name_or_path) -> tuple[PreTrainedModel, str | None]:

@@ -16,6 +16,7 @@ from transformers.models.auto.modeling_auto import MODEL_MAPPING
 from transformers.utils import ModelOutput
 
 from .configuration_matryoshka import MatryoshkaConfig
+from .encoding import encode_inputs, inference, load_processor
 from .losses import matryoshka_cross_entropy
 from .nesting import NestedLinear, truncate_embeddings, validate_dim
 
@@ -118,7 +119,54 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
         if missing:
             raise ValueError(f"`{name_or_path}` lacks backbone weights {missing[:5]}... ; is it a {backbone_config.model_type} encoder?")
         model.config.backbone_config._name_or_path = str(name_or_path)
-        return model
+        return model.eval()  # like from_pretrained: dropout off until training asks for it
+
+    @property
+    def processor(self):
+        """The tokenizer or image processor `encode` uses on raw inputs (see `hf_mrl.encoding.load_processor`)."""
+        return load_processor(self, self.config.backbone_config, self.main_input_name == "pixel_values")
+
+    @processor.setter
+    def processor(self, value) -> None:
+        self._processor = value
+
+    def encode(
+        self,
+        inputs=None,
+        *,
+        dim: int | None = None,
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        show_progress_bar: bool | None = None,
+        convert_to_numpy: bool = False,
+        device=None,
+        requires_grad: bool = False,
+        **tensor_inputs,
+    ):
+        """Embeddings truncated to their first `dim` features (full dim when None), L2-renormalised after truncation
+        unless `normalize=False` (default: `config.normalize`).
+
+        `inputs` is a list of raw texts (text models) or images (PIL images, arrays or paths; vision models), embedded
+        in batches of `batch_size` with the model's tokenizer / image processor; rows come back in input order, as a
+        tensor or, with `convert_to_numpy=True`, a numpy array. The tensor form (`encode(input_ids=..., ...)`) embeds
+        one prepared batch. Runs in eval mode without autograd (the caller's mode is restored) unless
+        `requires_grad=True`.
+        """
+        normalize = self.config.normalize if normalize is None else normalize
+        if device is not None:
+            self.to(device)
+        with inference(self, requires_grad):
+            if inputs is None:
+                dim = validate_dim(dim, self.config.embedding_dim)
+                embeddings = truncate_embeddings(self._embed(tensor_inputs), dim, normalize=normalize)
+                return embeddings.cpu().numpy() if convert_to_numpy else embeddings
+            if tensor_inputs:
+                raise ValueError(f"Pass raw `inputs` or tensors ({sorted(tensor_inputs)}), not both.")
+            return encode_inputs(
+                self._embed, inputs, self.processor, vision=self.main_input_name == "pixel_values",
+                full_dim=self.config.embedding_dim, dim=dim, batch_size=batch_size, normalize=normalize,
+                show_progress_bar=show_progress_bar, convert_to_numpy=convert_to_numpy, device=self.device,
+            )
 
 
 class MatryoshkaModel(MatryoshkaPreTrainedModel):
@@ -166,13 +214,8 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
             attentions=outputs.get("attentions"),
         )
 
-    @torch.no_grad()
-    def encode(self, dim: int | None = None, normalize: bool | None = None, **inputs) -> torch.Tensor:
-        """Embeddings truncated to their first `dim` features (full dim when None), L2-renormalised after
-        truncation unless `normalize=False` (default: `config.normalize`). Returns a `(batch, dim)` tensor."""
-        dim = validate_dim(dim, self.config.embedding_dim)
-        normalize = self.config.normalize if normalize is None else normalize
-        return truncate_embeddings(self(**inputs).embeddings, dim, normalize=normalize)
+    def _embed(self, inputs: dict) -> torch.Tensor:
+        return self(**inputs).embeddings
 
 
 class _MatryoshkaForClassification(MatryoshkaPreTrainedModel):
@@ -223,19 +266,16 @@ class _MatryoshkaForClassification(MatryoshkaPreTrainedModel):
             attentions=outputs.attentions,
         )
 
-    @torch.no_grad()
     def predict(self, dim: int | None = None, return_logits: bool = False, **inputs) -> torch.Tensor:
         """Class ids (or logits with `return_logits=True`) from the head at `dim` alone (default: the largest
-        nesting dim). MRL-E models accept any dim; MRL models accept their nesting dims."""
+        nesting dim), in eval mode. MRL-E models accept any dim; MRL models accept their nesting dims."""
         dim = self.heads.check_dim(self.config.matryoshka_dims[-1] if dim is None else dim)
-        embeddings = self.matryoshka(**inputs).embeddings
-        logits = self.heads.logits_at(embeddings, dim)
+        with inference(self):
+            logits = self.heads.logits_at(self.matryoshka(**inputs).embeddings, dim)
         return logits if return_logits else logits.argmax(dim=-1)
 
-    @torch.no_grad()
-    def encode(self, dim: int | None = None, normalize: bool | None = None, **inputs) -> torch.Tensor:
-        """Same as `MatryoshkaModel.encode`: truncated, renormalised embeddings."""
-        return self.matryoshka.encode(dim=dim, normalize=normalize, **inputs)
+    def _embed(self, inputs: dict) -> torch.Tensor:
+        return self.matryoshka(**inputs).embeddings
 
 
 class MatryoshkaForImageClassification(_MatryoshkaForClassification):

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import datasets
 import torch
 from torch import nn
-from transformers import AutoTokenizer, ViTImageProcessorPil
 
 from ..configuration_matryoshka import MatryoshkaConfig
 from ..data import ImageCollator, ImageTextCollator, PairCollator, TextCollator
@@ -93,29 +92,10 @@ def pair_columns(dataset, anchor_column: str | None = None, positive_column: str
     return chosen
 
 
-def _backbone_source(model) -> str | None:
-    config = model.config
-    if isinstance(model, MatryoshkaDualEncoderModel):
-        return getattr(config.text_config, "_name_or_path", None) or None
-    return model.name_or_path or getattr(config.backbone_config, "_name_or_path", None) or None
-
-
 def default_processor(model):
-    """The tokenizer saved with (or beside) the model's encoder, or for a vision classifier the image processor
-    matching the training collator: resize to the encoder's size, scale to [0, 1], then (x - 0.5) / 0.5."""
-    if model.main_input_name == "pixel_values":
-        backbone = model.config.backbone_config
-        channels = backbone.num_channels
-        return ViTImageProcessorPil(
-            size={"height": backbone.image_size, "width": backbone.image_size},
-            image_mean=[0.5] * channels, image_std=[0.5] * channels,
-        )
-    source = _backbone_source(model)
-    if not source:
-        raise ValueError(
-            "The model does not say where its tokenizer is; pass `processing_class=AutoTokenizer.from_pretrained(...)`."
-        )
-    return AutoTokenizer.from_pretrained(source)
+    """The tokenizer (text models, the dual encoder's text tower) or image processor the model encodes with: saved
+    with it, or the pretrained encoder's; a vision classifier without one gets the training collators' preprocessing."""
+    return model.tokenizer if isinstance(model, MatryoshkaDualEncoderModel) else model.processor
 
 
 def _image_settings(config) -> dict:

@@ -1,0 +1,181 @@
+"""`encode` on raw inputs: a list of texts or images in, truncated and renormalised embeddings out, in input order.
+
+Texts are tokenised with the tokenizer saved with the model (its `model_max_length` is the length the model was
+trained with); images go through the saved image processor, or, when the model has none, the preprocessing the
+training collators use (resize to the encoder's size, [0, 1], then (x - 0.5) / 0.5). Inference runs in eval
+mode under `torch.inference_mode()`; the caller's mode is restored afterwards.
+
+A flat module (only single-dot imports): the trust_remote_code export copies it beside the modeling files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .nesting import truncate_embeddings, validate_dim
+
+__all__ = ["inference", "load_processor", "default_image_processor", "encode_inputs", "check_batch_size"]
+
+# Tokenizers without a configured length report a huge sentinel; texts are then cut at this many tokens.
+FALLBACK_MAX_LENGTH = 512
+
+
+@contextlib.contextmanager
+def inference(model, requires_grad: bool = False):
+    """Eval mode under `torch.inference_mode()` (or, with `requires_grad=True`, the caller's mode and autograd),
+    restoring the caller's mode on exit."""
+    if requires_grad:
+        yield
+        return
+    training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(training)
+
+
+def _saved_processor(folder: str, vision: bool):
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    path = Path(folder).expanduser()
+    if path.is_dir():
+        if vision and (path / "preprocessor_config.json").is_file():
+            return AutoImageProcessor.from_pretrained(path)
+        if not vision and any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+            return AutoTokenizer.from_pretrained(path)
+        return None
+    return AutoImageProcessor.from_pretrained(folder) if vision else AutoTokenizer.from_pretrained(folder)
+
+
+def default_image_processor(backbone_config):
+    """The image processor matching the training collators: resize to the encoder's size, scale to [0, 1], then
+    (x - 0.5) / 0.5 per channel."""
+    from transformers import ViTImageProcessorPil
+
+    channels, size = backbone_config.num_channels, backbone_config.image_size
+    return ViTImageProcessorPil(size={"height": size, "width": size}, image_mean=[0.5] * channels, image_std=[0.5] * channels)
+
+
+def load_processor(model, backbone_config, vision: bool):
+    """The model's tokenizer or image processor: the one set with `model.processor = ...`, else the one saved in
+    the model folder, else the one of the pretrained encoder it was built on; vision models fall back to
+    `default_image_processor`. Cached on the model."""
+    processor = getattr(model, "_processor", None)
+    if processor is not None:
+        return processor
+    sources = [model.name_or_path, getattr(backbone_config, "_name_or_path", None)]
+    for source in filter(None, sources):
+        processor = _saved_processor(str(source), vision)
+        if processor is not None:
+            break
+    if processor is None and vision:
+        processor = default_image_processor(backbone_config)
+    if processor is None:
+        raise ValueError(
+            "This model has no tokenizer saved with it; set one first: `model.processor = "
+            "AutoTokenizer.from_pretrained(...)`, or save the model with its tokenizer."
+        )
+    model._processor = processor
+    return processor
+
+
+def check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    return batch_size
+
+
+def _as_image(item, position: int) -> Image.Image:
+    if isinstance(item, Image.Image):
+        return item
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item).expanduser()
+        if not path.is_file():
+            raise ValueError(
+                f"`inputs[{position}]` {str(item)!r} is not an image file; an image model encodes PIL images, numpy "
+                "arrays or image paths (texts need a text model)."
+            )
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    if isinstance(item, (np.ndarray, torch.Tensor)):
+        array = np.asarray(item.cpu() if isinstance(item, torch.Tensor) else item)
+        if array.ndim not in (2, 3):
+            raise ValueError(f"`inputs[{position}]` is an array of shape {array.shape}; images are (H, W) or (H, W, C).")
+        return Image.fromarray(array.astype(np.uint8) if array.dtype != np.uint8 else array)
+    raise ValueError(
+        f"`inputs[{position}]` is a {type(item).__name__}; an image model encodes PIL images, numpy arrays or image paths."
+    )
+
+
+def _check_inputs(inputs, vision: bool) -> list:
+    if isinstance(inputs, (str, Image.Image)) or not isinstance(inputs, Sequence) and not isinstance(inputs, np.ndarray):
+        kind = "images" if vision else "strings"
+        raise ValueError(f"`inputs` must be a list of {kind}, got {type(inputs).__name__}.")
+    inputs = list(inputs)
+    if not inputs:
+        raise ValueError("`inputs` is empty; give at least one item.")
+    if vision:  # every item checked before any work
+        for position, item in enumerate(inputs):
+            if isinstance(item, (str, os.PathLike)) and not Path(item).expanduser().is_file():
+                _as_image(item, position)
+            elif not isinstance(item, (str, os.PathLike, Image.Image, np.ndarray, torch.Tensor)):
+                _as_image(item, position)
+    else:
+        bad = next(((i, x) for i, x in enumerate(inputs) if not isinstance(x, str)), None)
+        if bad is not None:
+            raise ValueError(
+                f"`inputs[{bad[0]}]` is a {type(bad[1]).__name__}; a text model encodes strings (images need an image model)."
+            )
+    return inputs
+
+
+def encode_inputs(
+    forward: Callable[[dict], torch.Tensor],
+    inputs,
+    processor,
+    *,
+    vision: bool,
+    full_dim: int,
+    dim: int | None = None,
+    batch_size: int = 32,
+    normalize: bool = True,
+    show_progress_bar: bool | None = None,
+    convert_to_numpy: bool = False,
+    device=None,
+    max_length: int | None = None,
+):
+    """Embeds `inputs` (texts, or images) in batches with `forward(model_inputs) -> (batch, full_dim)`, truncated to
+    `dim` and renormalised after truncation; rows in input order. Texts are batched longest first (less padding)."""
+    dim = validate_dim(dim, full_dim)
+    batch_size = check_batch_size(batch_size)
+    if not isinstance(normalize, bool):
+        raise ValueError(f"`normalize` must be True or False, got {normalize!r}.")
+    inputs = _check_inputs(inputs, vision)
+    order = np.arange(len(inputs)) if vision else np.argsort([-len(text) for text in inputs], kind="stable")
+    if not vision and max_length is None:
+        max_length = processor.model_max_length if processor.model_max_length < 100_000 else FALLBACK_MAX_LENGTH
+    show = len(inputs) > 10 * batch_size if show_progress_bar is None else show_progress_bar
+    chunks = []
+    for start in tqdm(range(0, len(inputs), batch_size), desc="Encoding", disable=not show):
+        rows = [inputs[index] for index in order[start : start + batch_size]]
+        if vision:
+            batch = {"pixel_values": processor(images=[_as_image(item, start + i) for i, item in enumerate(rows)],
+                                               return_tensors="pt")["pixel_values"]}
+        else:
+            batch = dict(processor(rows, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+        if device is not None:
+            batch = {key: value.to(device) for key, value in batch.items()}
+        chunks.append(truncate_embeddings(forward(batch).float(), dim, normalize=normalize))
+    embeddings = torch.cat(chunks)[torch.from_numpy(np.argsort(order, kind="stable"))]
+    return embeddings.cpu().numpy() if convert_to_numpy else embeddings

