@@ -121,6 +121,20 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
         model.config.backbone_config._name_or_path = str(name_or_path)
         return model.eval()  # like from_pretrained: dropout off until training asks for it
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the tokenizer / image processor `encode` uses, so the folder
+        embeds raw inputs on its own."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        processor = self._resolvable_processor()
+        if processor is not None and kwargs.get("is_main_process", True):
+            processor.save_pretrained(save_directory)
+
+    def _resolvable_processor(self):
+        try:
+            return self.processor
+        except (ValueError, OSError):  # nothing to save: a model built from a config with no tokenizer set
+            return None
+
     @property
     def processor(self):
         """The tokenizer or image processor `encode` uses on raw inputs (see `hf_mrl.encoding.load_processor`)."""
