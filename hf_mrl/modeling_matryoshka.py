@@ -17,6 +17,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_matryoshka import MatryoshkaConfig
 from .encoding import encode_inputs, inference, load_processor
+from .sentence_transformers_format import is_sentence_transformers_folder, read_sentence_transformers_folder
 from .losses import matryoshka_cross_entropy
 from .nesting import NestedLinear, truncate_embeddings, validate_dim
 
@@ -99,6 +100,42 @@ def pool_hidden_states(
     return (last_hidden_state * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
+def _is_sentence_transformer(value) -> bool:
+    return type(value).__name__ == "SentenceTransformer" and hasattr(value, "save")
+
+
+def _from_sentence_transformer_object(cls, st_model, config_kwargs):
+    """A `SentenceTransformer` object: written to a temporary folder and read like one; its tokenizer is kept."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="hf_mrl-st-") as folder:
+        st_model.save(folder, create_model_card=False)
+        model = cls.from_backbone(folder, **config_kwargs)
+    model.config.backbone_config._name_or_path = ""
+    model.processor = st_model.tokenizer
+    return model
+
+
+def _layout_settings(layout) -> dict:
+    settings = {"pooling": layout.pooling, "normalize": layout.normalize}
+    if layout.dense_weight is not None:
+        settings.update(embedding_dim=layout.dense_weight.shape[0], use_projection=True)
+    if layout.matryoshka_dims:
+        settings["matryoshka_dims"] = layout.matryoshka_dims
+    return settings
+
+
+def _load_dense(projection: nn.Linear, layout, source) -> None:
+    if projection is None or projection.weight.shape != layout.dense_weight.shape:
+        raise ValueError(
+            f"`{source}` has a Dense layer of shape {tuple(layout.dense_weight.shape)}; the projection must match it "
+            f"(leave `embedding_dim` unset), got {None if projection is None else tuple(projection.weight.shape)}."
+        )
+    with torch.no_grad():
+        projection.weight.copy_(layout.dense_weight)
+        projection.bias.copy_(layout.dense_bias if layout.dense_bias is not None else torch.zeros_like(projection.bias))
+
+
 class MatryoshkaPreTrainedModel(PreTrainedModel):
     config_class = MatryoshkaConfig
     base_model_prefix = "matryoshka"
@@ -106,19 +143,30 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
 
     @classmethod
-    def from_backbone(cls, name_or_path: str, **config_kwargs):
-        """Builds a Matryoshka model on a plain pretrained encoder checkpoint (a Hub id or a local folder,
-        e.g. a ViT or all-MiniLM-L6-v2), with the encoder's weights loaded; `config_kwargs` go to
-        `MatryoshkaConfig` (`embedding_dim`, `matryoshka_dims`, `num_labels`, ...). New layers (projection,
-        heads) are randomly initialised."""
-        backbone_config = AutoConfig.from_pretrained(name_or_path)
+    def from_backbone(cls, name_or_path, **config_kwargs):
+        """Builds a Matryoshka model on a plain pretrained encoder (a Hub id or a local folder, e.g. a ViT or BERT)
+        or on a sentence-transformers model (its folder, or a `SentenceTransformer` object), with the encoder's
+        weights loaded; `config_kwargs` go to `MatryoshkaConfig` (`embedding_dim`, `matryoshka_dims`, `num_labels`,
+        ...). A sentence-transformers model keeps its Pooling, Dense (as the projection) and Normalize, so the full
+        embedding equals `SentenceTransformer.encode`'s. New layers (projection, heads) are randomly initialised."""
+        if _is_sentence_transformer(name_or_path):
+            return _from_sentence_transformer_object(cls, name_or_path, config_kwargs)
+        layout = read_sentence_transformers_folder(name_or_path) if is_sentence_transformers_folder(name_or_path) else None
+        encoder_path = str(layout.transformer_path) if layout is not None else name_or_path
+        if layout is not None:
+            config_kwargs = {**_layout_settings(layout), **config_kwargs}
+        backbone_config = AutoConfig.from_pretrained(encoder_path)
         model = cls(MatryoshkaConfig(backbone_config=backbone_config, **config_kwargs))
-        pretrained = AutoModel.from_pretrained(name_or_path)
+        pretrained = AutoModel.from_pretrained(encoder_path)
         base = getattr(model, cls.base_model_prefix, model)
         missing, _unexpected_pooler = base.backbone.load_state_dict(pretrained.state_dict(), strict=False)
         if missing:
             raise ValueError(f"`{name_or_path}` lacks backbone weights {missing[:5]}... ; is it a {backbone_config.model_type} encoder?")
-        model.config.backbone_config._name_or_path = str(name_or_path)
+        if layout is not None and layout.dense_weight is not None:
+            _load_dense(base.projection, layout, name_or_path)
+        model.config.backbone_config._name_or_path = str(encoder_path)
+        if layout is not None and layout.max_seq_length:
+            model.processor.model_max_length = layout.max_seq_length  # texts cut where sentence-transformers cuts them
         return model.eval()  # like from_pretrained: dropout off until training asks for it
 
     def save_pretrained(self, save_directory, *args, **kwargs):
