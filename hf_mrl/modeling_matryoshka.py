@@ -17,9 +17,9 @@ from transformers.utils import ModelOutput
 
 from .configuration_matryoshka import MatryoshkaConfig
 from .encoding import encode_inputs, inference, load_processor
-from .sentence_transformers_format import is_sentence_transformers_folder, read_sentence_transformers_folder
 from .losses import matryoshka_cross_entropy
 from .nesting import NestedLinear, truncate_embeddings, validate_dim
+from .sentence_transformers_format import is_sentence_transformers_folder, read_sentence_transformers_folder
 
 __all__ = [
     "MatryoshkaModelOutput",
@@ -28,6 +28,7 @@ __all__ = [
     "MatryoshkaModel",
     "MatryoshkaForImageClassification",
     "MatryoshkaForSequenceClassification",
+    "as_matryoshka_model",
     "build_backbone",
     "pool_hidden_states",
 ]
@@ -100,8 +101,22 @@ def pool_hidden_states(
     return (last_hidden_state * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
-def _is_sentence_transformer(value) -> bool:
+def is_matryoshka_folder(path: str) -> bool:
+    import json
+    from pathlib import Path
+
+    config = Path(path).expanduser() / "config.json"
+    return config.is_file() and json.loads(config.read_text()).get("model_type") == MatryoshkaConfig.model_type
+
+
+def is_sentence_transformer(value) -> bool:
     return type(value).__name__ == "SentenceTransformer" and hasattr(value, "save")
+
+
+def as_matryoshka_model(model):
+    """`model` itself, or for a `SentenceTransformer` object the `MatryoshkaModel` computing the same embeddings
+    (scored at every power-of-two truncation, like any non-MRL baseline)."""
+    return MatryoshkaModel.from_backbone(model) if is_sentence_transformer(model) else model
 
 
 def _from_sentence_transformer_object(cls, st_model, config_kwargs):
@@ -149,7 +164,7 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
         weights loaded; `config_kwargs` go to `MatryoshkaConfig` (`embedding_dim`, `matryoshka_dims`, `num_labels`,
         ...). A sentence-transformers model keeps its Pooling, Dense (as the projection) and Normalize, so the full
         embedding equals `SentenceTransformer.encode`'s. New layers (projection, heads) are randomly initialised."""
-        if _is_sentence_transformer(name_or_path):
+        if is_sentence_transformer(name_or_path):
             return _from_sentence_transformer_object(cls, name_or_path, config_kwargs)
         layout = read_sentence_transformers_folder(name_or_path) if is_sentence_transformers_folder(name_or_path) else None
         encoder_path = str(layout.transformer_path) if layout is not None else name_or_path
@@ -174,8 +189,24 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
         embeds raw inputs on its own."""
         super().save_pretrained(save_directory, *args, **kwargs)
         processor = self._resolvable_processor()
-        if processor is not None and kwargs.get("is_main_process", True):
-            processor.save_pretrained(save_directory)
+        if processor is None or not kwargs.get("is_main_process", True):
+            return
+        processor.save_pretrained(save_directory)
+        if self.main_input_name == "input_ids":
+            try:  # absent where the folder's own code runs without hf_mrl (trust_remote_code)
+                from hf_mrl.hub.st_export import write_sentence_transformers_files
+            except ImportError:
+                return
+            write_sentence_transformers_files(self, save_directory, processor)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`; a folder that sentence-transformers saved (e.g. after
+        `SentenceTransformerTrainer` trained an hf_mrl model) is read like `from_backbone` reads it."""
+        path = str(pretrained_model_name_or_path)
+        if is_sentence_transformers_folder(path) and not is_matryoshka_folder(path):
+            return cls.from_backbone(path, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _resolvable_processor(self):
         try:

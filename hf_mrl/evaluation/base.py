@@ -12,13 +12,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import faiss
 import numpy as np
 import torch
+from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..modeling_matryoshka import as_matryoshka_model
 from ..nesting import truncate_embeddings, validate_dim
 from .report import group_by_dim, save_results
 
@@ -160,8 +163,10 @@ def run_search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndar
     return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
 
-class MatryoshkaEvaluator(ABC):
-    """Base of the evaluators: naming of keys, `primary_metric`, and `__call__(model)` -> flat dict.
+class MatryoshkaEvaluator(SentenceEvaluator, ABC):
+    """Base of the evaluators: naming of keys, `primary_metric`, and `__call__(model)` -> flat dict. They are
+    sentence-transformers `SentenceEvaluator`s: `SentenceTransformerTrainer(evaluator=...)` runs them on its model
+    (a `SentenceTransformer` is scored through the `MatryoshkaModel` computing the same embeddings).
 
     Subclasses set `name`, `dims` (None until known: then the model's nesting dims) and implement
     `encode(model)` -> the keyword arguments of `compute_metrics`, and `compute_metrics(...)`.
@@ -201,12 +206,19 @@ class MatryoshkaEvaluator(ABC):
             validate_eval_dims(self.dims, embedding_dim)
         return list(self.dims)
 
-    def __call__(self, model, output_path=None) -> dict[str, float]:
-        """Encodes the data once with `model`, scores every dim; writes the dict as JSON to `output_path` if given."""
+    @primary_metric.setter
+    def primary_metric(self, value) -> None:
+        """Set by `SentenceEvaluator.__init__` / `prefix_name_to_metrics`; the key is always derived from the dims."""
+
+    def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        """Encodes the data once with `model` (an hf_mrl model or a `SentenceTransformer`), scores every dim; writes
+        the dict as JSON to `output_path` if given (a folder gets `<name>_results.json`)."""
+        model = as_matryoshka_model(model)
         dims = self.resolve_dims(model)
         results = self.compute_metrics(dims=dims, **self.encode(model))
         if output_path is not None:
-            save_results(results, output_path)
+            path = Path(output_path)
+            save_results(results, path / f"{self.name}_results.json" if path.is_dir() else path)
         return results
 
     def remember(self, results: dict[str, float], primary_metric_name: str) -> dict[str, float]:

