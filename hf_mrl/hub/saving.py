@@ -25,9 +25,9 @@ from ..modeling_matryoshka import (
     MatryoshkaForImageClassification,
     MatryoshkaForSequenceClassification,
     MatryoshkaModel,
+    as_matryoshka_model,
     is_matryoshka_folder,
     is_sentence_transformer,
-    as_matryoshka_model,
 )
 from ..sentence_transformers_format import is_sentence_transformers_folder
 from .card import PLOT_FILE, card_from_results, describe_model, save_results_plot
