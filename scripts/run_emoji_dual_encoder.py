@@ -1,7 +1,7 @@
 """Emoji pictures <-> their CLDR names: a small ViT trained from scratch on 32x32 renders (patch 8, hidden
 128, 4 layers) + all-MiniLM-L6-v2 as a Matryoshka dual encoder, a few minutes of CPU.
 
-Runs `scripts/train_contrastive.py --task image-text --dataset emoji` (train split; held-out emoji split
+Runs `scripts/train_contrastive.py --task image-text --dataset_name emoji` (train split; held-out emoji split
 by base emoji, so skin-tone / gender variants never straddle the split) and prints text -> image R@1 and
 R@10 at every nesting dim on the held-out emoji, BEFORE and AFTER training; writes the table (markdown +
 JSON) and a plot to `--results_dir`. A finished run (its results.json exists) is not trained again.
@@ -51,19 +51,24 @@ def training_argv(args, train_rows: int) -> list[str]:
         "hidden_size": args.hidden_size, "num_hidden_layers": args.num_layers,
         "num_attention_heads": max(1, args.hidden_size // 32), "intermediate_size": 4 * args.hidden_size,
     }
+    # The old script's defaults kept explicit (temperature 0.07 to start, warm-up 10%, no gradient clipping,
+    # evaluation batches of 128), so reruns stay comparable with the table in `--results_dir`.
     argv = [
-        "--task", "image-text", "--dataset", "emoji", "--vision_config", json.dumps(vision),
-        "--embedding_dim", str(args.embedding_dim), "--num_train_epochs", str(args.epochs),
-        "--per_device_train_batch_size", str(args.batch_size), "--learning_rate", str(args.learning_rate),
-        "--weight_decay", "0.05", "--max_length", "32", "--ks", "1", "10",
-        "--eval_before_training", "--eval_steps", str(args.eval_every_epochs * steps_per_epoch), "--logging_steps", "20",
-        "--mixed_precision", args.mixed_precision,
-        "--checkpointing_steps", "epoch", "--keep_last", "1", "--resume_from_checkpoint", "latest",
+        "--task", "image-text", "--dataset_name", "emoji", "--vision_config", json.dumps(vision),
+        "--embedding_dim", str(args.embedding_dim), "--temperature", "0.07", "--num_train_epochs", str(args.epochs),
+        "--per_device_train_batch_size", str(args.batch_size), "--per_device_eval_batch_size", "128",
+        "--learning_rate", str(args.learning_rate), "--weight_decay", "0.05", "--warmup_steps", "0.1",
+        "--max_grad_norm", "0", "--max_seq_length", "32",
+        "--eval_on_start", "--eval_strategy", "steps", "--eval_steps", str(args.eval_every_epochs * steps_per_epoch),
+        "--logging_steps", "20", "--save_strategy", "epoch", "--save_total_limit", "1", "--resume_from_checkpoint", "latest",
         "--seed", str(args.seed), "--output_dir", args.output_dir,
     ]
-    argv += ["--train_limit", str(args.limit), "--eval_limit", str(args.limit)] if args.limit else ["--eval_limit", "100000"]
+    if args.mixed_precision == "bf16":
+        argv.append("--bf16")
+    if args.limit:
+        argv += ["--max_train_samples", str(args.limit), "--max_eval_samples", str(args.limit)]
     if args.text_model_name_or_path is not None:
-        argv += ["--text_model_name_or_path", args.text_model_name_or_path]
+        argv += ["--model_name_or_path", args.text_model_name_or_path]
     return argv if args.train_text_tower else [*argv, "--freeze_text_tower"]
 
 
@@ -76,7 +81,7 @@ def load_training_script():
 
 
 def report(args, summary: dict, argv: list[str]) -> str:
-    before, after = group_by_dim(summary["initial_metrics"]), group_by_dim(summary["metrics"])
+    before, after = group_by_dim(summary["initial_metrics"]), group_by_dim(summary["final"])
     header = ["dim", *(f"before {m}" for m in METRICS[:2]), *(f"after {m}" for m in METRICS[:2]), *(f"after {m}" for m in METRICS[2:])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for dim in sorted(after):
@@ -97,9 +102,9 @@ def report(args, summary: dict, argv: list[str]) -> str:
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "README.md").write_text(text)
-    save_results({"before": summary["initial_metrics"], "after": summary["metrics"], "steps": summary["steps"],
+    save_results({"before": summary["initial_metrics"], "after": summary["final"], "steps": summary["steps"],
                   "seconds_per_step": summary["seconds_per_step"]}, results_dir / "results.json")
-    plot_metric_vs_dim({"before training": summary["initial_metrics"], "after training": summary["metrics"]},
+    plot_metric_vs_dim({"before training": summary["initial_metrics"], "after training": summary["final"]},
                        "t2i_recall@10", results_dir / "recall_vs_dim.png", title="Emoji name -> picture R@10 (held-out emoji)")
     return text
 

@@ -22,24 +22,53 @@ def parse(*arguments) -> argparse.Namespace:
     return demo.add_arguments(argparse.ArgumentParser()).parse_args(list(arguments))
 
 
-def test_demo_through_the_cli_writes_model_results_and_plot(tmp_path, capsys):
+def test_demo_through_the_cli_writes_model_results_plots_and_deployment(tmp_path, capsys):
     output_dir = tmp_path / "demo"
     assert cli_main(["demo", "--output_dir", str(output_dir), *QUICK]) == 0
     printed = capsys.readouterr().out
+    assert "64 training images, 32 validation images (held out of training), 32 test images" in printed
     assert "| dim | MRL top-1 | plain top-1 (head cut to k) | MRL 1-NN | plain 1-NN (truncated) |" in printed
     assert "| 32 |" in printed
+    assert "MRL vs plain, accuracy points (MRL minus plain) at each dim:" in printed
+    assert "- top-1 of the head at k: MRL " in printed and "- 1-NN of the first k dims: MRL " in printed
+    assert "What the nesting buys at deployment" in printed
+    assert "Classification: cascade" in printed and "| cascade: first head confident enough |" in printed
+    assert "Retrieval: exact full-dim search vs adaptive search" in printed
+    assert "| exact search, full dim, every item |" in printed and "| funnel: 8d keep" in printed
 
     summary = json.loads((output_dir / "results.json").read_text())
     assert summary["dims"] == [8, 16, 32]
+    assert summary["splits"] == {"train": 64, "validation": 32, "test": 32, "database": 48, "retrieval_queries": 32}
     for label in ("MRL", "plain"):
         for dim in (8, 16, 32):
             for metric in ("top1", "1nn"):
                 assert 0.0 <= summary["results"][label][f"fashion-mnist_dim{dim}_{metric}"] <= 1.0
-    assert (output_dir / "accuracy_vs_dim.png").read_bytes()[:4] == b"\x89PNG"
+    assert set(summary["mrl_vs_plain"]) == {"top1", "1nn"}
+    assert summary["settings"]["per_device_train_batch_size"] == 16  # --batch_size is its alias
+    assert set(summary["timings"]) == {"train_seconds", "seconds_per_step", "deployment_seconds", "total_seconds"}
+    assert set(summary["timings"]["train_seconds"]) == {"MRL", "plain"}
+
+    deployment = json.loads((output_dir / "deployment.json").read_text())
+    assert deployment == summary["deployment"]
+    assert deployment["cascade"]["full_dim"] == 32
+    assert set(deployment["cascade"]["accuracy_at_dim"]) == {"8", "16", "32"}  # JSON keys
+    assert deployment["retrieval"][0]["method"] == "exact" and deployment["retrieval"][-1]["method"] == "funnel"
+    for name in ("accuracy_vs_dim.png", "deployment.png"):
+        assert (output_dir / name).read_bytes()[:4] == b"\x89PNG"
     model = AutoModelForImageClassification.from_pretrained(output_dir / "model")
     assert model.config.matryoshka_dims == [8, 16, 32]
     assert (output_dir / "model" / "preprocessor_config.json").is_file()
     assert "| 16 |" in (output_dir / "model" / "README.md").read_text()
+    assert not list(output_dir.glob("checkpoint-*"))
+
+
+def test_leads_and_trails_says_where_mrl_is_ahead_and_behind():
+    mrl = {"x_dim8_1nn": 0.70, "x_dim16_1nn": 0.80, "x_dim32_1nn": 0.85}
+    plain = {"x_dim8_1nn": 0.60, "x_dim16_1nn": 0.81, "x_dim32_1nn": 0.85}
+    assert demo.leads_and_trails(mrl, plain, "1nn") == "leads at 8 (+10.00); trails at 16 (-1.00); level at 32"
+    assert demo.leads_and_trails(mrl, {key: 0.5 for key in plain}, "1nn") == (
+        "leads at 8 (+20.00), 16 (+30.00), 32 (+35.00)"
+    )
 
 
 def test_truncated_head_logits_cut_the_full_head():
@@ -52,14 +81,24 @@ def test_truncated_head_logits_cut_the_full_head():
     np.testing.assert_allclose(demo.truncated_head_logits(head, embeddings, 2), first_two, rtol=1e-6)
 
 
+def test_training_flags_keep_their_transformers_names():
+    assert parse("--per_device_train_batch_size", "32").per_device_train_batch_size == 32
+    assert parse("--batch_size", "32").per_device_train_batch_size == 32
+    defaults = parse()
+    assert (defaults.max_steps, defaults.per_device_train_batch_size, defaults.learning_rate) == (800, 128, 1e-3)
+    assert (defaults.hidden_size, defaults.num_layers, defaults.patch_size) == (128, 4, 7)
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
         (["--max_steps", "0"], "--max_steps"),
+        (["--batch_size", "0"], "--per_device_train_batch_size"),
         (["--hidden_size", "30"], "--hidden_size"),
         (["--patch_size", "5"], "--patch_size"),
         (["--limit_train", "0"], "--limit_train"),
         (["--learning_rate", "0"], "--learning_rate"),
+        (["--validation_split_percentage", "0"], "--validation_split_percentage"),
     ],
 )
 def test_bad_arguments_fail_before_training(tmp_path, arguments, message):

@@ -1,6 +1,10 @@
+"""scripts/train_contrastive.py (and the experiment scripts built on it) run for a few steps on small slices of the
+real datasets, with a tiny random text tower."""
+
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -22,15 +26,15 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_contrastive.py
 TINY_VIT = '{"image_size": 28, "patch_size": 7, "num_channels": 1, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37}'
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_contrastive", SCRIPT)
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.with_name(f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
-train_contrastive = load_script()
+train_contrastive = load_script("train_contrastive")
 
 
 def run(argv: list[str]) -> dict:
@@ -54,70 +58,113 @@ def tiny_text_tower(tmp_path_factory) -> str:
     return str(folder)
 
 
-def text_args(tower: str, output_dir, *extra: str) -> list[str]:
+def pair_args(tower: str, output_dir, *extra: str) -> list[str]:
+    """WordNet definition -> word (query = the `positive` column), 96 training pairs, 48 eval and test pairs."""
     return [
-        "--task", "text-text", "--dataset", "wordnet", "--text_model_name_or_path", tower,
-        "--query_column", "positive", "--document_column", "anchor", "--train_limit", "96", "--eval_limit", "48",
-        "--test_limit", "48", "--per_device_train_batch_size", "16", "--matryoshka_dims", "8", "16", "32",
-        "--ks", "1", "10", "--logging_steps", "1", "--output_dir", str(output_dir), *extra,
+        "--task", "pairs", "--dataset_name", "wordnet-pairs", "--model_name_or_path", tower,
+        "--anchor_column", "positive", "--positive_column", "anchor", "--max_train_samples", "96",
+        "--max_eval_samples", "48", "--max_test_samples", "48", "--per_device_train_batch_size", "16",
+        "--matryoshka_dims", "8", "16", "32", "--logging_steps", "1", "--output_dir", str(output_dir), *extra,
+    ]
+
+
+def image_text_args(tower: str, output_dir, *extra: str) -> list[str]:
+    return [
+        "--task", "image-text", "--dataset_name", "fashion-mnist-captions", "--vision_config", TINY_VIT,
+        "--model_name_or_path", tower, "--embedding_dim", "24", "--max_train_samples", "64", "--max_eval_samples", "40",
+        "--per_device_train_batch_size", "16", "--output_dir", str(output_dir), *extra,
     ]
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--per_device_train_batch_size", "0"], r"`--per_device_train_batch_size` must be > 0, got 0"),
-        (["--matryoshka_dims", "8", "64"], r"--matryoshka_dims.*64.*32"),
-        (["--eval_dims", "8", "33"], r"`--eval_dims` must lie in \[1, 32\]"),
-        (["--dataset", "/no/such/dataset"], r"`--dataset` '/no/such/dataset' does not exist"),
-        (["--dataset", "emoji"], r"`--dataset emoji` is not a text-text dataset"),
-        (["--loss", "st-mrl", "--embedding_dim", "16"], r"`--embedding_dim` must be 32, got 16"),
-        (["--streaming"], r"`--streaming` needs `--max_train_steps`"),
-        (["--vision_config", TINY_VIT], r"`--task text-text` has no image tower"),
-        (["--eval_steps", "often"], r"`--eval_steps` must be a positive integer, 'epoch' or 'no'"),
+        (["--per_device_train_batch_size", "0"], r"`per_device_train_batch_size` must be a positive integer, got 0"),
+        (["--matryoshka_dims", "8", "64"], r"`--matryoshka_dims` holds 64, above the embedding dim 32"),
+        (["--eval_dims", "8", "33"], r"`--eval_dims` holds 33, above the embedding dim 32"),
+        (["--dataset_name", "/no/such/dataset"], r"`dataset_name` '/no/such/dataset' looks like a local path but does not exist"),
+        (["--dataset_name", "emoji"], r"`dataset_name` 'emoji' is a built-in image-text dataset; built-in pairs datasets: \['wordnet-pairs'\]"),
+        (["--dataset_name", "wordnet"], r"`dataset_name` 'wordnet' is not a built-in dataset any more: use .*'wordnet-pairs'"),
+        (["--task", "text-text"], r"`--task` must be 'pairs' or 'image-text', got 'text-text'"),
+        (["--loss", "st-mrl", "--embedding_dim", "16"], r"`--embedding_dim` must be 32"),
+        (["--streaming"], r"`--streaming` needs `--max_steps` > 0"),
+        (["--vision_config", TINY_VIT], r"`--task pairs` has no image tower"),
+        (["--max_train_samples", "0"], r"`max_train_samples` must be None or a positive integer, got 0"),
+        (["--warmup_steps", "-1"], r"warmup_steps = -1.0, Expected value warmup_steps >= 0"),
+        (["--resume_from_checkpoint", "/no/such/checkpoint"], r"`resume_from_checkpoint` '/no/such/checkpoint' is not a folder"),
+        (["--ks", "1", "10"], r"not used by the HfArgumentParser: \['--ks', '1', '10'\]"),  # a removed flag
     ],
 )
 def test_bad_arguments_are_rejected_before_any_work(tiny_text_tower, tmp_path, extra, message):
-    with pytest.raises(ValueError, match=message):
-        run(text_args(tiny_text_tower, tmp_path / "out", *extra))
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        run(pair_args(tiny_text_tower, tmp_path / "out", *extra))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--eval_strategy", "often"], r"argument --eval_strategy.*invalid choice: 'often'"),
+        (["--eval_steps", "often"], r"argument --eval_steps.*invalid float value: 'often'"),
+        (["--dataset", "wordnet-pairs"], r"ambiguous option: --dataset could match --dataset_name"),  # the old flag
+    ],
+)
+def test_malformed_flags_stop_the_parser(tiny_text_tower, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as stopped:
+        run(pair_args(tiny_text_tower, tmp_path / "out", *extra))
+    assert stopped.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_checkpoint_rotation_is_rejected_before_training(tiny_text_tower, tmp_path):
+    with pytest.raises(ValueError, match=r"`save_total_limit` must be None \(keep all\) or a positive integer, got 0"):
+        run(pair_args(tiny_text_tower, tmp_path / "out", "--max_steps", "2", "--save_total_limit", "0"))
     assert not (tmp_path / "out").exists()
 
 
 def test_bad_image_text_arguments(tiny_text_tower, tmp_path):
-    base = ["--task", "image-text", "--text_model_name_or_path", tiny_text_tower, "--output_dir", str(tmp_path / "out")]
+    base = ["--task", "image-text", "--dataset_name", "emoji", "--model_name_or_path", tiny_text_tower,
+            "--output_dir", str(tmp_path / "out")]
     with pytest.raises(ValueError, match=r"needs exactly one of `--vision_model_name_or_path` and `--vision_config`"):
         run(base)
-    with pytest.raises(ValueError, match=r"`--loss st-mrl` .* is for `--task text-text` only"):
+    with pytest.raises(ValueError, match=r"`--loss st-mrl` .* is for `--task pairs` only"):
         run([*base, "--vision_config", TINY_VIT, "--loss", "st-mrl"])
     with pytest.raises(ValueError, match=r"`--vision_config` must be a JSON dict"):
         run([*base, "--vision_config", "{not json"])
+    with pytest.raises(ValueError, match=r"`--freeze_text_tower` is for `--task image-text`"):
+        run(pair_args(tiny_text_tower, tmp_path / "out", "--freeze_text_tower"))
+    assert not (tmp_path / "out").exists()
 
 
-def test_unknown_column_of_a_local_dataset_is_rejected_before_training(tiny_text_tower, tmp_path):
+def test_unknown_column_of_a_local_jsonl_is_rejected_before_training(tiny_text_tower, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"question": f"q{i}", "answer": f"a{i}"}) + "\n" for i in range(8)))
-    argv = text_args(tiny_text_tower, tmp_path / "out", "--max_train_steps", "1")
-    argv[argv.index("wordnet")] = str(pairs)
-    argv[argv.index("--query_column") + 1] = "question"
-    with pytest.raises(ValueError, match=r"`--document_column anchor` is not a column of '.*pairs.jsonl'; columns: \['question', 'answer'\]"):
+    argv = pair_args(tiny_text_tower, tmp_path / "out", "--max_steps", "1")
+    argv[argv.index("--dataset_name"):argv.index("--dataset_name") + 2] = ["--train_file", str(pairs)]
+    argv[argv.index("--anchor_column") + 1] = "question"
+    with pytest.raises(ValueError, match=r"`positive_column` 'anchor' is not a column of the dataset; columns: \['question', 'answer'\]"):
         run(argv)
     assert not list_checkpoints(tmp_path / "out") and not (tmp_path / "out" / "model").exists()
 
 
 @pytest.mark.slow
-def test_text_text_run_streams_accumulates_and_saves_everything(tiny_text_tower, tmp_path):
+def test_pairs_run_streams_accumulates_and_saves_everything(tiny_text_tower, tmp_path):
     output = tmp_path / "run"
-    summary = run(text_args(
-        tiny_text_tower, output, "--streaming", "--max_train_steps", "4", "--gradient_accumulation_steps", "2",
-        "--eval_steps", "2", "--checkpointing_steps", "2", "--keep_last", "1", "--report_to", "tensorboard",
-        "--eval_before_training",
+    summary = run(pair_args(
+        tiny_text_tower, output, "--streaming", "--max_steps", "4", "--gradient_accumulation_steps", "2",
+        "--eval_strategy", "steps", "--eval_steps", "2", "--save_steps", "2", "--save_total_limit", "1",
+        "--report_to", "tensorboard", "--eval_on_start",
     ))
-    assert summary["steps"] == 4 and [entry["step"] for entry in summary["history"]] == [2, 4]
+    assert summary["steps"] == 4 and summary["steps_this_run"] == 4 and summary["final_split"] == "test"
+    # eval_on_start (step 0), then every 2 steps before the end; the last step is the final (test) evaluation.
+    assert [entry["step"] for entry in summary["history"]] == [0, 2]
     for dim in (8, 16, 32):
-        assert 0.0 <= summary["metrics"][f"wordnet_dim{dim}_recall@10"] <= 1.0
-    assert set(summary["initial_metrics"]) == set(summary["metrics"])
+        assert 0.0 <= summary["final"][f"wordnet-pairs_dim{dim}_recall@10"] <= 1.0
+    assert set(summary["initial_metrics"]) == set(summary["final"])
     assert [step for step, _ in list_checkpoints(output)] == [4]
-    assert json.loads((output / "results.json").read_text())["metrics"] == pytest.approx(summary["metrics"])
+    saved = json.loads((output / "results.json").read_text())
+    assert saved["final"] == pytest.approx(summary["final"]) and saved["seconds_per_step"] > 0
     assert (output / "recall_vs_dim.png").stat().st_size > 0
     assert list(output.rglob("events.out.tfevents.*")), "no tensorboard event file"
     model = AutoModel.from_pretrained(output / "model")
@@ -128,11 +175,11 @@ def test_text_text_run_streams_accumulates_and_saves_everything(tiny_text_tower,
 @pytest.mark.slow
 def test_resume_from_latest_gives_the_uninterrupted_weights(tiny_text_tower, tmp_path):
     output = tmp_path / "run"
-    argv = text_args(tiny_text_tower, output, "--max_train_steps", "6", "--checkpointing_steps", "2", "--keep_last", "3",
-                     "--eval_steps", "no", "--group_by_length", "--resume_from_checkpoint", "latest")
+    argv = pair_args(tiny_text_tower, output, "--max_steps", "6", "--save_steps", "2", "--save_total_limit", "3",
+                     "--train_sampling_strategy", "group_by_length", "--resume_from_checkpoint", "latest")
     run(argv)
     uninterrupted = load_file(output / "model" / "model.safetensors")
-    # A run killed after step 4: only checkpoint-4 is left.
+    # A run killed after step 4: only checkpoint-4 (and the older ones) are left.
     shutil.rmtree(output / "checkpoint-6")
     shutil.rmtree(output / "model")
     summary = run(argv)
@@ -146,40 +193,34 @@ def test_resume_from_latest_gives_the_uninterrupted_weights(tiny_text_tower, tmp
 @pytest.mark.parametrize("loss", ["plain", "st-mrl"])
 def test_plain_and_sentence_transformers_losses_train_the_same_tower(tiny_text_tower, tmp_path, loss):
     output = tmp_path / loss
-    summary = run(text_args(tiny_text_tower, output, "--loss", loss, "--max_train_steps", "3", "--eval_steps", "no", "--no-symmetric"))
+    summary = run(pair_args(tiny_text_tower, output, "--loss", loss, "--max_steps", "3", "--no_symmetric"))
     assert summary["matryoshka_dims"] == ([32] if loss == "plain" else [8, 16, 32])
-    assert set(summary["eval_dims"]) == {8, 16, 32}
+    assert summary["eval_dims"] == [8, 16, 32]  # a one-dim model is scored at its truncations too
+    assert {f"wordnet-pairs_dim{dim}_recall@10" for dim in (8, 16, 32)} <= set(summary["final"])
     before = load_file(Path(tiny_text_tower) / "model.safetensors")
     after = load_file(output / "model" / "model.safetensors")
     key = "encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(before[key], after[f"backbone.{key}"]), "training did not change the encoder"
 
 
-def test_image_text_run_with_duplicate_captions(tiny_text_tower, tmp_path):
+def test_image_text_run_with_duplicate_captions(tiny_text_tower, tmp_path, recwarn):
     output = tmp_path / "run"
-    summary = run(image_text_args(tiny_text_tower, output, "--max_train_steps", "3", "--eval_steps", "no"))
-    assert summary["matryoshka_dims"] == [8, 16, 24]
+    summary = run(image_text_args(tiny_text_tower, output, "--max_steps", "3"))
+    assert not [warning for warning in recwarn if "No artists" in str(warning.message)], "an empty recall plot"
+    assert summary["matryoshka_dims"] == [8, 16, 24] and summary["steps"] == 3
     for dim in (8, 16, 24):
         for key in ("t2i_recall@1", "i2t_recall@10", "zero_shot_top1"):
-            assert 0.0 <= summary["metrics"][f"fashion-mnist-captions_dim{dim}_{key}"] <= 1.0
+            assert 0.0 <= summary["final"][f"fashion-mnist-captions_dim{dim}_{key}"] <= 1.0
     model = MatryoshkaDualEncoderModel.from_pretrained(output / "model")
     assert model.config.projection_dim == 24 and model.config.vision_config.hidden_size == 32
 
 
-def image_text_args(tower: str, output_dir, *extra: str) -> list[str]:
-    return [
-        "--task", "image-text", "--dataset", "fashion-mnist-captions", "--vision_config", TINY_VIT,
-        "--text_model_name_or_path", tower, "--embedding_dim", "24", "--train_limit", "64", "--eval_limit", "40",
-        "--per_device_train_batch_size", "16", "--ks", "1", "10", "--output_dir", str(output_dir), *extra,
-    ]
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["text-text", "image-text"])
+@pytest.mark.parametrize("task", ["pairs", "image-text"])
 def test_accelerate_launch_two_processes(tiny_text_tower, tmp_path, task):
     output = tmp_path / "ddp"
-    arguments = (text_args if task == "text-text" else image_text_args)(
-        tiny_text_tower, output, "--max_train_steps", "2", "--eval_steps", "no", "--checkpointing_steps", "2"
+    arguments = (pair_args if task == "pairs" else image_text_args)(
+        tiny_text_tower, output, "--max_steps", "2", "--save_steps", "2"
     )
     # `--cpu` would start ONE process; `--multi_gpu` with no GPU starts two CPU (gloo) processes.
     command = [
@@ -190,8 +231,8 @@ def test_accelerate_launch_two_processes(tiny_text_tower, tmp_path, task):
     finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
     summary = json.loads((output / "results.json").read_text())
-    metric = "wordnet_dim32_recall@10" if task == "text-text" else "fashion-mnist-captions_dim24_t2i_recall@10"
-    assert summary["steps"] == 2 and metric in summary["metrics"]
+    metric = "wordnet-pairs_dim32_recall@10" if task == "pairs" else "fashion-mnist-captions_dim24_t2i_recall@10"
+    assert summary["steps"] == 2 and metric in summary["final"]
     assert [step for step, _ in list_checkpoints(output)] == [2]
     assert (output / "checkpoint-2" / "random_states_1.pkl").is_file()  # one RNG state per process: two ran
 
@@ -202,19 +243,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def load_experiment(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPT.with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_wordnet_experiment_script_trains_and_tabulates(tiny_text_tower, tmp_path):
     results_dir = tmp_path / "results"
     # Two of the four runs (each is a subprocess); the other losses are tested above.
-    load_experiment("run_wordnet_retrieval").main([
+    load_script("run_wordnet_retrieval").main([
         "--work_dir", str(tmp_path / "work"), "--results_dir", str(results_dir), "--text_model_name_or_path", tiny_text_tower,
         "--runs", "frozen", "plain", "--max_train_steps", "2", "--batch_size", "8", "--test_limit", "40", "--eval_limit", "20",
         "--eval_steps", "no", "--mixed_precision", "no",
@@ -235,9 +268,9 @@ def test_emoji_experiment_script_reports_before_and_after(tiny_text_tower, tmp_p
         "--limit", "48", "--epochs", "1", "--hidden_size", "32", "--num_layers", "1", "--embedding_dim", "16",
         "--batch_size", "16", "--mixed_precision", "no",
     ]
-    experiment = load_experiment("run_emoji_dual_encoder")
+    experiment = load_script("run_emoji_dual_encoder")
     summary = experiment.main(argv)
-    assert summary["steps"] == 3 and summary["initial_metrics"].keys() == summary["metrics"].keys()
+    assert summary["steps"] == 3 and summary["initial_metrics"].keys() == summary["final"].keys()
     table = (results_dir / "README.md").read_text()
     assert "before t2i_recall@1" in table and "| 16 |" in table and "Trained beats untrained at every dim" in table
     # Run again: the finished run is reported, not trained again.

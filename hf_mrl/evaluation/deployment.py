@@ -185,19 +185,22 @@ def _retrieval_row(row: dict, exact_qps: float, k: int) -> dict:
 
 def deployment_report(
     classifier_model, val_dataset, test_dataset, database_dataset, collate_fn, *, batch_size: int = 256,
-    output_dir=None,
+    output_dir=None, max_queries: int | None = None,
 ) -> dict:
     """Both reports for a Matryoshka classifier with nested heads, each dataset encoded once.
 
     The cascade is fit on `val_dataset` and scored on `test_dataset`; retrieval searches `database_dataset`
-    with the `test_dataset` embeddings as queries. Datasets need a `label` column; `collate_fn` turns rows
-    into model inputs (e.g. `ImageCollator`).
+    with the `test_dataset` embeddings as queries (the first `max_queries` of them when given: the timed
+    sweep runs every setting a few times over all queries, which dominates the cost on a CPU). Datasets need
+    a `label` column; `collate_fn` turns rows into model inputs (e.g. `ImageCollator`).
 
     Returns `{"cascade": adaptive_classification_report(...), "retrieval": adaptive_retrieval_report(...)}`
     (defaults of both). With `output_dir`, also writes there `deployment.json` and `deployment.png` (cascade
     accuracy vs mean dims next to every head's accuracy; retrieval QPS vs recall of the exact top k),
     each atomically.
     """
+    if max_queries is not None:
+        _check_positive_int(max_queries, "max_queries")
     dims = list(getattr(classifier_model.config, "matryoshka_dims", None) or [])
     if len(dims) < 2:
         raise ValueError(
@@ -218,7 +221,8 @@ def deployment_report(
             encoded["test"].matryoshka_logits, labels["test"], dims,
         ),
         "retrieval": adaptive_retrieval_report(
-            encoded["database"].embeddings, encoded["test"].embeddings, labels["database"], labels["test"], dims
+            encoded["database"].embeddings, encoded["test"].embeddings[:max_queries], labels["database"],
+            labels["test"][:max_queries], dims,
         ),
     }
     if output_dir is not None:

@@ -19,12 +19,14 @@ from transformers import AutoConfig, AutoTokenizer, ViTConfig, set_seed
 
 from ..configuration_matryoshka import MatryoshkaConfig
 from ..data import DataArguments, load_splits, validate_data_arguments
-from ..evaluation import save_results
+from ..evaluation import parse_metric_key, save_results
 from ..hub import save_results_plot
 from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
 from ..modeling_matryoshka import MatryoshkaModel
 from ..nesting import default_matryoshka_dims, validate_matryoshka_dims
 from .arguments import MatryoshkaTrainingArguments
+from .checkpointing import read_trainer_state, resolve_resume_checkpoint
+from .evaluators import evaluation_dims
 from .models import (
     BACKBONE_KINDS,
     HEAD_KINDS,
@@ -116,6 +118,21 @@ def _dataset_name(data_args: DataArguments) -> str:
     return (path.stem if path.suffix else path.name).replace("_dim", "-dim")
 
 
+def _check_run_arguments(data_args: DataArguments, training_args, embedding_dim: int) -> None:
+    """The checks that need the data and training arguments together, before any loading."""
+    if data_args.streaming and training_args.max_steps < 0:
+        raise ValueError("`--streaming` needs `--max_steps` > 0: a stream's length is unknown, so epochs cannot be counted.")
+    if training_args.eval_dims is not None:
+        validate_matryoshka_dims(training_args.eval_dims, embedding_dim, name="--eval_dims")
+
+
+def _resumed_step(training_args) -> int:
+    """The step the run continues from (`resume_from_checkpoint`), 0 for a fresh run."""
+    resume = training_args.resume_from_checkpoint
+    checkpoint = resolve_resume_checkpoint(training_args.output_dir, "latest" if resume is True else resume)
+    return int(read_trainer_state(checkpoint)["step"]) if checkpoint is not None else 0
+
+
 def _write_summary(training_args, summary: dict) -> dict:
     output_dir = Path(training_args.output_dir)
     save_results(summary, output_dir / "results.json")
@@ -127,6 +144,9 @@ def run_supervised(model_args: SupervisedModelArguments, data_args: DataArgument
     """Trains a classifier and writes `<output_dir>/model` (weights, processor, card), `results.json` (final per-dim
     top-1 and 1-NN against the training split, history, timings) and `accuracy_vs_dim.png`."""
     validate_data_arguments(data_args, "classification")
+    full_dim = head_settings(model_args.heads, model_args.embedding_dim or model_args.hidden_size_of_encoder(),
+                             model_args.matryoshka_dims, model_args.ff_dim)["embedding_dim"]
+    _check_run_arguments(data_args, training_args, full_dim)
     processor = None
     if model_args.modality == "text":
         processor = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
@@ -304,6 +324,8 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
     """Trains a contrastive model and writes `<output_dir>/model`, `results.json` (final per-dim metrics on the test
     split, else the eval split; validation history) and `recall_vs_dim.png`."""
     validate_data_arguments(data_args, model_args.task)
+    _check_run_arguments(data_args, training_args, model_args.embedding_dim)
+    start_step = _resumed_step(training_args) if training_args.max_steps != 0 else 0
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     set_seed(training_args.seed)  # the new layers' initial weights
     model = _build_contrastive_model(model_args, training_args)
@@ -328,14 +350,18 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
         description=f"Trained with `scripts/train_contrastive.py --task {model_args.task} --loss {model_args.loss}` on `{name}`.",
     )
     if final:
-        recall = sorted({key.rsplit("_", 1)[-1] for key in final if "recall" in key})
+        recall = sorted({metric for _, _, metric in map(parse_metric_key, final) if "recall" in metric})
         save_results_plot(final, Path(training_args.output_dir) / "recall_vs_dim.png", metrics=recall or None)
     state = trainer.state
+    initial = next((entry for entry in state["history"] if entry["step"] == 0), None)  # `eval_on_start`
     return _write_summary(training_args, {
         "task": model_args.task, "loss": model_args.loss, "dataset": name,
-        "matryoshka_dims": model_args.matryoshka_dims, "final_split": final_split, "steps": steps,
+        "matryoshka_dims": model_args.matryoshka_dims, "eval_dims": evaluation_dims(model, training_args.eval_dims),
+        "final_split": final_split, "steps": steps, "steps_this_run": steps - start_step,
         "train_seconds": round(state["train_seconds"], 2),
         "seconds_per_step": round(state["train_seconds"] / steps, 4) if steps else None,
-        "final": final, "history": state["history"],
+        "final": final,
+        "initial_metrics": {key: value for key, value in initial.items() if key not in ("epoch", "step")} if initial else None,
+        "history": state["history"],
         "args": _jsonable({**asdict(model_args), **asdict(data_args), **training_args.to_dict()}),
     })

@@ -14,6 +14,7 @@ from hf_mrl.evaluation import (
     deployment_report,
     format_deployment_report,
 )
+from hf_mrl.evaluation import deployment as deployment_module
 
 from ..tiny import tiny_vit_config
 
@@ -147,13 +148,22 @@ def test_cascade_rejects_bad_inputs():
         adaptive_classification_report(logits, labels, logits[..., :3], labels % 3, DIMS)
 
 
-def test_deployment_report_on_a_tiny_model_writes_its_files(tmp_path):
+def test_deployment_report_on_a_tiny_model_writes_its_files(tmp_path, monkeypatch):
     config = MatryoshkaConfig(backbone_config=tiny_vit_config(), matryoshka_dims=[8, 16, 32], num_labels=10)
     model = MatryoshkaForImageClassification(config)
     collator = ImageCollator(image_size=28, num_channels=1)
     val, test = load_fashion_mnist("test", limit=60).train_test_split(test_size=20, seed=0).values()
     database = load_fashion_mnist("train", limit=100)
-    report = deployment_report(model, val, test, database, collator, batch_size=32, output_dir=tmp_path)
+    retrieval_calls = []
+
+    def recording_retrieval_report(database, queries, database_labels, query_labels, dims, **kwargs):
+        retrieval_calls.append((queries.shape, query_labels.shape))
+        return adaptive_retrieval_report(database, queries, database_labels, query_labels, dims, **kwargs)
+
+    monkeypatch.setattr(deployment_module, "adaptive_retrieval_report", recording_retrieval_report)
+    report = deployment_report(model, val, test, database, collator, batch_size=32, output_dir=tmp_path, max_queries=15)
+    assert retrieval_calls == [((15, 32), (15,))]  # the first 15 test rows query; the cascade scores all 20
+    assert sum(report["cascade"]["stop_fraction"].values()) == pytest.approx(1.0)
     assert set(report) == {"cascade", "retrieval"}
     assert report["cascade"]["full_dim"] == 32 and set(report["cascade"]["accuracy_at_dim"]) == {8, 16, 32}
     # shortlist sizes 50, 200 and 800 clip to 50 and the 100 database rows, at dims 8 and 16.
@@ -173,3 +183,8 @@ def test_deployment_report_needs_nested_heads():
     rows = load_fashion_mnist("test", limit=4)
     with pytest.raises(ValueError, match="nested heads at two or more dims"):
         deployment_report(MatryoshkaForImageClassification(config), rows, rows, rows, ImageCollator(image_size=28))
+    config = MatryoshkaConfig(backbone_config=tiny_vit_config(), matryoshka_dims=[8, 32], num_labels=10)
+    with pytest.raises(ValueError, match="`max_queries` must be a positive integer, got 0"):
+        deployment_report(
+            MatryoshkaForImageClassification(config), rows, rows, rows, ImageCollator(image_size=28), max_queries=0
+        )
