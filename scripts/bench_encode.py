@@ -47,16 +47,16 @@ def main(argv=None) -> list[dict]:
         ours = hf_mrl.MatryoshkaModel.from_backbone(path).to(dtype)
         theirs = SentenceTransformer(path, device="cpu").to(dtype)
         encoders = {
-            "hf_mrl": lambda model=ours: model.encode(texts, batch_size=args.batch_size),
-            "sentence-transformers": lambda model=theirs: model.encode(texts, batch_size=args.batch_size,
-                                                                      convert_to_tensor=True),
+            "hf_mrl": lambda items, model=ours: model.encode(items, batch_size=args.batch_size),
+            "sentence-transformers": lambda items, model=theirs: model.encode(items, batch_size=args.batch_size,
+                                                                             convert_to_tensor=True),
         }
-        for encode in encoders.values():  # warm-up: first-call costs (allocations, tokenizer caches) out of the timing
-            encode()
+        for encode in encoders.values():  # warm-up: first-call costs (allocations, caches) out of the timing
+            encode(texts[:256])
         seconds = {name: [] for name in encoders}
         for _ in range(args.repeats):
             for name, encode in encoders.items():  # interleaved: both see the same machine load
-                seconds[name].append(timed(encode))
+                seconds[name].append(timed(lambda encode=encode: encode(texts)))
         difference = (ours.encode(texts[:256]) - theirs.encode(texts[:256], convert_to_tensor=True).float()).abs().max()
         speed = {name: len(texts) / statistics.median(values) for name, values in seconds.items()}
         rows.append({"dtype": str(dtype).removeprefix("torch."), **speed,

@@ -32,7 +32,8 @@ class MatryoshkaTrainingArguments(TrainingArguments):
             (`model_max_length`) so evaluation later cuts texts the same way.
         anchor_column / positive_column (`str`, *optional*): the two text columns of a pair dataset for a
             `MatryoshkaModel` (default: `anchor` / `positive`, else the dataset's two text columns).
-        temperature (`float`, defaults to 0.05): softmax temperature of the text-pair contrastive loss.
+        temperature (`float`, *optional*): softmax temperature of the text-pair contrastive loss (default 0.05), and
+            the initial (learnt) temperature of a dual encoder built by the contrastive recipe (default 0.07).
         symmetric (`bool`, defaults to True): pair loss in both directions (else anchor -> positive only).
         contrastive_label_smoothing (`float`, defaults to 0.0): label smoothing of the pair loss.
         eval_dims (`list[int]`, *optional*): dims scored by the default evaluators (default: the model's
@@ -46,11 +47,15 @@ class MatryoshkaTrainingArguments(TrainingArguments):
     max_seq_length: int = field(default=128, metadata={"help": "tokens per text (saved with the tokenizer)"})
     anchor_column: str | None = field(default=None, metadata={"help": "pairs: first text column (default: anchor)"})
     positive_column: str | None = field(default=None, metadata={"help": "pairs: second text column (default: positive)"})
-    temperature: float = field(default=0.05, metadata={"help": "pairs: softmax temperature of the contrastive loss"})
+    temperature: float | None = field(
+        default=None, metadata={"help": "contrastive temperature (default: 0.05 for pairs, 0.07 to start a dual encoder)"}
+    )
     symmetric: bool = field(default=True, metadata={"help": "pairs: loss in both directions"})
     contrastive_label_smoothing: float = field(default=0.0, metadata={"help": "pairs: label smoothing"})
     eval_dims: list[int] | None = field(default=None, metadata={"help": "dims the default evaluators score"})
     shuffle_buffer: int = field(default=10_000, metadata={"help": "shuffle buffer of a streamed training set"})
+    # Evaluation encodes whole splits: transformers' default of 8 rows a batch makes it needlessly slow.
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "rows per evaluation batch"})
 
     def __post_init__(self):
         _check_number(self.learning_rate, "learning_rate", positive=True)
@@ -58,7 +63,8 @@ class MatryoshkaTrainingArguments(TrainingArguments):
         _check_number(self.max_grad_norm, "max_grad_norm")
         if self.head_learning_rate is not None:
             _check_number(self.head_learning_rate, "head_learning_rate", positive=True)
-        _check_number(self.temperature, "temperature", positive=True)
+        if self.temperature is not None:
+            _check_number(self.temperature, "temperature", positive=True)
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                      "max_seq_length", "shuffle_buffer"):
             value = getattr(self, name)

@@ -23,10 +23,13 @@ __all__ = ["evaluation_dims", "sorted_by_length", "default_evaluator", "pair_ret
 def evaluation_dims(model, eval_dims=None) -> list[int]:
     """`eval_dims`, else the model's nesting dims; a one-dim (fixed-feature) model is scored at every power of two
     of its embedding, like any truncated baseline."""
-    if eval_dims:
-        return sorted(set(eval_dims))
     config = model.config
     full = config.projection_dim if isinstance(model, MatryoshkaDualEncoderModel) else config.embedding_dim
+    if eval_dims:
+        dims = sorted(set(eval_dims))
+        if dims[0] < 1 or dims[-1] > full:
+            raise ValueError(f"`eval_dims` must lie in [1, {full}] (the embedding dim), got {list(eval_dims)}.")
+        return dims
     dims = list(config.matryoshka_dims)
     return default_matryoshka_dims(full) if len(dims) == 1 else dims
 

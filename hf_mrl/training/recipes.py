@@ -310,7 +310,7 @@ def _build_contrastive_model(model_args: ContrastiveModelArguments, training_arg
         return MatryoshkaModel.from_backbone(model_args.model_name_or_path, embedding_dim=model_args.embedding_dim, **nesting)
     model = MatryoshkaDualEncoderModel.from_vision_text_pretrained(
         model_args.vision_model_name_or_path or model_args.vision_config, model_args.model_name_or_path,
-        projection_dim=model_args.embedding_dim, temperature_init=training_args.temperature,
+        projection_dim=model_args.embedding_dim, temperature_init=training_args.temperature or 0.07,
         learn_temperature=not model_args.fixed_temperature, label_smoothing=training_args.contrastive_label_smoothing,
         **nesting,
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .tasks import PAIR_TEMPERATURE
+
 __all__ = ["SentenceTransformersMatryoshkaLoss"]
 
 
@@ -26,7 +28,7 @@ class SentenceTransformersMatryoshkaLoss(nn.Module):
         st_model[0].model = model.backbone
         directions = ("query_to_doc", "doc_to_query") if args.symmetric else ("query_to_doc",)
         self.ranking = MultipleNegativesRankingLoss(
-            st_model, scale=1.0 / args.temperature, directions=directions,
+            st_model, scale=1.0 / (args.temperature or PAIR_TEMPERATURE), directions=directions,
             partition_mode="per_direction" if args.symmetric else "joint",
         )
         self.st_model = st_model

@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 TASKS = ("classification", "pairs", "image-text")
+PAIR_TEMPERATURE = 0.05  # the text-pair loss's default temperature (MultipleNegativesRankingLoss' scale 20)
 CLASSIFIERS = (MatryoshkaForImageClassification, MatryoshkaForSequenceClassification)
 
 

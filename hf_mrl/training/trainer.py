@@ -37,10 +37,11 @@ from ..evaluation import parse_metric_key
 from ..hub import save_with_card
 from .arguments import MatryoshkaTrainingArguments
 from .checkpointing import load_checkpoint, resolve_resume_checkpoint, save_checkpoint, validate_keep_last
-from .evaluators import default_evaluator
+from .evaluators import default_evaluator, evaluation_dims
 from .launch import use_cpu
 from .sampling import EpochShuffleSampler
 from .tasks import (
+    PAIR_TEMPERATURE,
     ClassificationLoss,
     ImageTextLoss,
     PairContrastiveLoss,
@@ -124,6 +125,10 @@ class MatryoshkaTrainer:
             self.task, model, self.processing_class, self.args.max_seq_length, self.columns
         )
         self._evaluator = evaluator
+        if self.args.eval_dims:
+            evaluation_dims(model, self.args.eval_dims)  # every dim within the embedding, checked before training
+        if isinstance(train_dataset, datasets.IterableDataset) and not (self.args.max_steps and self.args.max_steps > 0):
+            raise ValueError("A streamed `train_dataset` needs `max_steps` > 0 (a stream's length is unknown).")
         self.loss = loss if loss is not None else self._default_loss()
         self.state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "history": [], "train_seconds": 0.0}
         self.accelerator = None
@@ -152,7 +157,7 @@ class MatryoshkaTrainer:
             return ClassificationLoss(self.model)
         if self.task == "pairs":
             args = self.args
-            return PairContrastiveLoss(self.model, self.columns, args.temperature, args.symmetric,
+            return PairContrastiveLoss(self.model, self.columns, args.temperature or PAIR_TEMPERATURE, args.symmetric,
                                        args.contrastive_label_smoothing)
         return ImageTextLoss(self.model)
 
@@ -179,11 +184,18 @@ class MatryoshkaTrainer:
             stream = dataset.shuffle(seed=seed, buffer_size=args.shuffle_buffer)
             return DataLoader(stream, batch_size=batch_size, collate_fn=self.data_collator, generator=generator)
         lengths = None
-        if args.train_sampling_strategy == "group_by_length" and self.task == "pairs":
-            lengths = [len(a) + len(b) for a, b in zip(dataset[self.columns[0]], dataset[self.columns[1]], strict=True)]
+        if args.train_sampling_strategy == "group_by_length":
+            lengths = self._text_lengths(dataset)
         sampler = EpochShuffleSampler(len(dataset), seed, batch_size, lengths)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=self.data_collator,
                           generator=generator, drop_last=args.dataloader_drop_last)
+
+    def _text_lengths(self, dataset) -> list[int]:
+        """Characters per row (both texts of a pair), for `train_sampling_strategy="group_by_length"`."""
+        columns = self.columns or ("text",)
+        if not set(columns) <= set(dataset.column_names):
+            raise ValueError(f"`train_sampling_strategy` 'group_by_length' needs text columns; the dataset has {dataset.column_names}.")
+        return [sum(map(len, texts)) for texts in zip(*(dataset[column] for column in columns), strict=True)]
 
     def create_optimizer(self) -> torch.optim.Optimizer:
         """AdamW; no weight decay on biases, norms, position embeddings and the CLS token; the layers added on the
