@@ -80,7 +80,8 @@ def test_card_metadata_tables_snippets_and_citation():
     dims_by_dataset = sorted((result["dataset"]["name"], result["dataset"]["config"]) for result in index)
     assert dims_by_dataset == [("fashion_mnist", "dim32"), ("fashion_mnist", "dim8"), ("wordnet", "dim16"), ("wordnet", "dim32"), ("wordnet", "dim8")]
     wordnet_32 = next(r for r in index if r["dataset"]["name"] == "wordnet" and r["dataset"]["config"] == "dim32")
-    assert {m["type"]: m["value"] for m in wordnet_32["metrics"]} == {"mrr@10": 0.5, "recall@10": 0.6}
+    assert {m["type"]: m["value"] for m in wordnet_32["metrics"]} == {"mrr": 0.5, "recall": 0.6}  # the Hub's names
+    assert {m["config"] for m in wordnet_32["metrics"]} == {"mrr@10, dim=32", "recall@10, dim=32"}
     assert wordnet_32["task"]["type"] == "retrieval"
     assert next(r for r in index if r["dataset"]["name"] == "fashion_mnist")["task"]["type"] == "text-classification"
     # saving and re-loading through huggingface_hub keeps one result per dim
@@ -89,7 +90,7 @@ def test_card_metadata_tables_snippets_and_citation():
     assert "| 16 | - | 0.5200 |" in card_text  # wordnet table: mrr@10 missing at dim 16
     assert "![metrics against embedding dim](matryoshka_results.png)" in card_text
     assert 'AutoModel.from_pretrained("my-org/mrl-minilm")' in card_text
-    assert "model.encode(**inputs, dim=16)" in card_text
+    assert 'model.encode(["a small dog", "a large cat"], dim=16)' in card_text
     assert "truncate_dim=16" in card_text
     assert "MatryoshkaIndex(" in card_text and "rerank_dim=32" in card_text
     assert MRL_CITATION in card_text and "Kusupati" in card_text
@@ -115,7 +116,7 @@ def test_local_backbone_path_is_not_written_as_base_model(tmp_path):
 @pytest.mark.parametrize(
     "build, pipeline_tag, snippet",
     [
-        (lambda: MatryoshkaModel(MatryoshkaConfig(backbone_config=tiny_vit_config())), "image-feature-extraction", "encode(pixel_values=pixel_values"),
+        (lambda: MatryoshkaModel(MatryoshkaConfig(backbone_config=tiny_vit_config())), "image-feature-extraction", "model.encode(images, dim="),
         (
             lambda: MatryoshkaForImageClassification(MatryoshkaConfig(backbone_config=tiny_vit_config(), num_labels=10)),
             "image-classification",
@@ -131,7 +132,7 @@ def test_local_backbone_path_is_not_written_as_base_model(tmp_path):
                 MatryoshkaDualEncoderConfig(vision_config=tiny_vit_config(), text_config=tiny_bert_config(), projection_dim=16)
             ),
             "zero-shot-image-classification",
-            "get_text_features",
+            "encode_text([\"a photo of a dog\"",
         ),
     ],
 )

@@ -118,7 +118,7 @@ def describe_model(model) -> ModelSummary:
             projection=True,
             num_labels=None,
             efficient=False,
-            base_model=None,
+            base_model=_hub_id_or_none(getattr(config.text_config, "_name_or_path", None)),
         )
     if isinstance(config, MatryoshkaConfig):
         backbone = config.backbone_config
@@ -173,6 +173,20 @@ def _task_type(by_dim: dict[int, dict[str, float]], modality: str) -> str:
     return "retrieval"
 
 
+# Our metric names -> the names the Hub's model-index uses; the exact metric (k, direction) and the dim go in the
+# metric's config.
+_HUB_METRIC_TYPES = (
+    ("ndcg", "ndcg"), ("mrr", "mrr"), ("map", "map"), ("recall", "recall"), ("precision", "precision"),
+    ("top", "accuracy"), ("nn", "accuracy"),
+)
+
+
+def hub_metric_type(metric: str) -> str:
+    """`top1`, `1nn`, `zero_shot_top1` -> accuracy; `recall@10`, `t2i_recall@1` -> recall; `ndcg@10` -> ndcg;
+    `ir_map@10` -> map; `mrr@10` -> mrr; anything else as it is."""
+    return next((hub for part, hub in _HUB_METRIC_TYPES if part in metric), metric)
+
+
 def _eval_results(grouped, modality: str, dataset_ids: Mapping[str, str], task_types: Mapping[str, str]) -> list[EvalResult]:
     """One model-index result per (evaluator, dim). huggingface_hub groups metrics into results by task type,
     dataset type, config and split, so the dim is written as the dataset config (`dim32`): each size stays its
@@ -189,9 +203,10 @@ def _eval_results(grouped, modality: str, dataset_ids: Mapping[str, str], task_t
                         dataset_type=dataset_ids.get(name, name),
                         dataset_name=name,
                         dataset_config=f"dim{dim}",
-                        metric_type=metric,
+                        metric_type=hub_metric_type(metric),
                         metric_value=value,
                         metric_name=f"{metric} @ dim {dim}",
+                        metric_config=f"{metric}, dim={dim}",
                     )
                 )
     return eval_results
