@@ -53,6 +53,15 @@ def test_sentence_transformers_model_in_keeps_pooling_dense_and_normalize(st_den
     torch.testing.assert_close(model.encode(TEXTS, dim=8), truncated, atol=1e-5, rtol=0)
 
 
+def test_sentence_transformers_model_without_dense_needs_no_projection(st_dense_folder, tmp_path):
+    dense_model = SentenceTransformer(st_dense_folder, device="cpu")
+    plain = SentenceTransformer(modules=[dense_model[0], dense_model[1], models.Normalize()], device="cpu")
+    plain.save(str(tmp_path / "plain"))
+    model = hf_mrl.MatryoshkaModel.from_backbone(str(tmp_path / "plain"), matryoshka_dims=[8, 32])
+    assert model.projection is None and model.config.embedding_dim == 32
+    torch.testing.assert_close(model.encode(TEXTS), plain.encode(TEXTS, convert_to_tensor=True), atol=1e-5, rtol=0)
+
+
 def test_an_unsupported_module_is_refused(st_dense_folder, tmp_path):
     model = SentenceTransformer(st_dense_folder, device="cpu")
     tanh = SentenceTransformer(modules=[model[0], model[1], models.Dense(32, 16), models.Normalize()], device="cpu")
