@@ -372,7 +372,6 @@ class MatryoshkaTrainer:
         evaluator = self.get_evaluator(eval_dataset, reference_dataset)
         if evaluator is None:
             raise ValueError("`evaluate()` needs an `eval_dataset` (here or in the trainer) or an `evaluator`.")
-        self.accelerator = None
         return self._run(evaluator)
 
     def save_model(self, output_dir=None, results=None, description: str | None = None, metrics=None) -> Path:
