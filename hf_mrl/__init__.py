@@ -46,7 +46,13 @@ from .hub import (
     save_with_card,
 )
 from .index import MatryoshkaIndex
-from .losses import MatryoshkaContrastiveOutput, gather_with_grad, matryoshka_contrastive_loss, matryoshka_cross_entropy
+from .losses import (
+    MatryoshkaContrastiveOutput,
+    gather_with_grad,
+    matryoshka_contrastive_loss,
+    matryoshka_cross_entropy,
+    nested_linear_cross_entropy,
+)
 from .modeling_dual_encoder import MatryoshkaDualEncoderModel, MatryoshkaDualEncoderOutput
 from .modeling_matryoshka import (
     MatryoshkaClassifierOutput,
@@ -87,6 +93,7 @@ __all__ = [
     "gather_with_grad",
     "matryoshka_contrastive_loss",
     "matryoshka_cross_entropy",
+    "nested_linear_cross_entropy",
     "MatryoshkaClassificationEvaluator",
     "MatryoshkaRetrievalEvaluator",
     "MatryoshkaCascade",

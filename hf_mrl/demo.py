@@ -34,7 +34,7 @@ METRICS = {"top1": "top-1 of the head at k", "1nn": "1-NN of the first k dims"}
 # flag -> (type, default, help), training flags named as in `TrainingArguments`; ints are positive or default None
 FLAGS = {
     "output_dir": (str, "./hf_mrl_demo", "where the model, results and plots go"),
-    "max_steps": (int, 800, "optimizer steps per model (each of the two)"),
+    "max_steps": (int, 600, "optimizer steps per model (each of the two)"),
     "per_device_train_batch_size": (int, 128, "training images per step"),
     "learning_rate": (float, 1e-3, "peak learning rate (AdamW, cosine schedule, 5%% warm-up)"),
     "hidden_size": (int, 128, "= the full embedding dim"),

@@ -1,6 +1,8 @@
 """Matryoshka losses. They take tensors, not models: the models return what the losses need.
 
-- `matryoshka_cross_entropy` (here): classification, one cross-entropy per nesting dim.
+- `matryoshka_cross_entropy` (here): classification, one cross-entropy per nesting dim, from every dim's logits.
+- `nested_linear_cross_entropy` (`fused_cross_entropy.py`): the same loss fused with the nested heads, chunked over
+  the labels, never materialising every dim's logits (what the classifiers' forward uses).
 - `matryoshka_contrastive_loss` (`contrastive_loss.py`, kernel in `fused_infonce.py`): CLIP / ALIGN /
   sentence-transformers style InfoNCE at every nesting dim, for about the cost of one full-dim similarity matrix.
 - `gather_with_grad` (`distributed.py`): all-gathers features across processes with gradients, so the
@@ -22,9 +24,11 @@ import torch.nn.functional as F
 from .contrastive_loss import MatryoshkaContrastiveOutput, matryoshka_contrastive_loss
 from .contrastive_loss_reference import matryoshka_contrastive_loss_reference
 from .distributed import gather_with_grad
+from .fused_cross_entropy import nested_linear_cross_entropy
 
 __all__ = [
     "matryoshka_cross_entropy",
+    "nested_linear_cross_entropy",
     "MatryoshkaContrastiveOutput",
     "matryoshka_contrastive_loss",
     "matryoshka_contrastive_loss_reference",

@@ -17,7 +17,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_matryoshka import MatryoshkaConfig
 from .encoding import encode_inputs, inference, load_processor
-from .losses import matryoshka_cross_entropy
+from .fused_cross_entropy import nested_heads_cross_entropy
 from .nesting import NestedLinear, truncate_embeddings, validate_dim
 from .sentence_transformers_format import is_sentence_transformers_folder, read_sentence_transformers_folder
 
@@ -60,9 +60,11 @@ class MatryoshkaClassifierOutput(ModelOutput):
             Sum over nesting dims of `matryoshka_weights[m] * cross_entropy(matryoshka_logits[m], labels)`.
         logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
             Logits of the head at the largest nesting dim (the full dim by default), so pipelines, `Trainer`
-            and `evaluate` work unchanged.
-        matryoshka_logits (`torch.FloatTensor` of shape `(num_dims, batch_size, num_labels)`):
-            Logits of the head at every nesting dim, in `config.matryoshka_dims` order (ascending).
+            and `evaluate` work unchanged. Always returned.
+        matryoshka_logits (`torch.FloatTensor` of shape `(num_dims, batch_size, num_labels)`, *optional*):
+            Logits of the head at every nesting dim, in `config.matryoshka_dims` order (ascending). Returned when no
+            `labels` are given, or when `output_matryoshka_logits=True`: with labels, the loss is computed fused with
+            the heads (`hf_mrl.fused_cross_entropy`) without materialising them.
         matryoshka_losses (`torch.FloatTensor` of shape `(num_dims,)`, *optional*):
             Unweighted, detached cross-entropy at each nesting dim, for logging.
         embeddings (`torch.FloatTensor` of shape `(batch_size, embedding_dim)`):
@@ -330,10 +332,14 @@ class _MatryoshkaForClassification(MatryoshkaPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        output_matryoshka_logits: bool | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         **kwargs,
     ) -> MatryoshkaClassifierOutput:
+        """With `labels`, the loss at every nesting dim is computed fused with the heads, and `matryoshka_logits` is
+        None unless `output_matryoshka_logits=True` (which costs one more pass of every head); without labels it is
+        always returned. `logits` (the largest dim) is always returned."""
         outputs = self.matryoshka(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -343,15 +349,19 @@ class _MatryoshkaForClassification(MatryoshkaPreTrainedModel):
             output_attentions=output_attentions,
             **kwargs,
         )
-        matryoshka_logits = self.heads(outputs.embeddings)
-        loss = per_dim_losses = None
-        if labels is not None:
-            loss, per_dim_losses = matryoshka_cross_entropy(
-                matryoshka_logits, labels.to(matryoshka_logits.device), self.config.matryoshka_weights
+        embeddings = outputs.embeddings
+        loss = per_dim_losses = matryoshka_logits = None
+        if labels is None or output_matryoshka_logits:
+            matryoshka_logits = self.heads(embeddings)
+        if labels is None:
+            logits = matryoshka_logits[-1]
+        else:
+            loss, per_dim_losses, logits = nested_heads_cross_entropy(
+                self.heads, embeddings, labels.to(embeddings.device), self.config.matryoshka_weights
             )
         return MatryoshkaClassifierOutput(
             loss=loss,
-            logits=matryoshka_logits[-1],
+            logits=logits,
             matryoshka_logits=matryoshka_logits,
             matryoshka_losses=per_dim_losses,
             embeddings=outputs.embeddings,

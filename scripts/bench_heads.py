@@ -1,12 +1,18 @@
-"""Forward + backward time of the nested Matryoshka heads against one full-dim `nn.Linear` head.
+"""Forward + backward time and peak memory of the nested Matryoshka heads against one full-dim `nn.Linear` head.
 
     python scripts/bench_heads.py                 # (256, 2048, 1,000) and (256, 2048, 100,000)
     python scripts/bench_heads.py --labels 1000 --repeats 10
+    python scripts/bench_heads.py --with-loss --with-unfused --clock cpu --threads 1
 
 Each head gets the upstream gradient of its own output shape (one (batch, labels) slice per nesting
-dim for the nested heads), so the numbers are the heads' own cost; `--with-loss` adds the
-cross-entropy (Matryoshka CE summed over dims for the nested heads). Methods are timed interleaved,
-repeat by repeat, and the median is reported, so machine noise hits every method alike.
+dim for the nested heads), so the numbers are the heads' own cost. `--with-loss` adds the cross-entropy:
+the nested heads then run the fused heads + Matryoshka cross-entropy (`nested_heads_cross_entropy`, no
+(num_dims, batch, labels) tensor), and `--with-unfused` adds the path it replaces (every dim's logits, then
+`matryoshka_cross_entropy`) beside it. `--chunk-sizes` times the fused loss at several label-chunk sizes.
+Methods are timed interleaved, repeat by repeat, and the median is reported, so machine noise hits every
+method alike. Peak memory is measured in one extra, untimed step per method, from the memory events of
+torch's profiler (`profile_memory=True`: every CPU allocation and free of torch's allocator), as the peak
+of the bytes allocated during the step above those held before it (parameter gradients included).
 Targets: MRL-E <= 1.15x the single head; MRL (separate weights per dim, ~2x the FLOPs) <= 2.3x.
 On a machine shared with other jobs, `--clock cpu --threads 1` times CPU seconds of this process,
 which other processes disturb far less than wall time.
@@ -21,18 +27,25 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 
+from hf_mrl.fused_cross_entropy import DEFAULT_CHUNK_SIZE, nested_heads_cross_entropy
 from hf_mrl.losses import matryoshka_cross_entropy
 from hf_mrl.nesting import NestedLinear, default_matryoshka_dims
 
 
-def make_step(head: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, with_loss: bool, nested: bool):
+def make_step(head: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, with_loss: bool, nested: bool,
+              fused: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE):
     upstream = None
 
     def step():
         nonlocal upstream
         inputs.grad = None
         head.zero_grad(set_to_none=True)
+        if with_loss and fused:
+            loss = nested_heads_cross_entropy(head, inputs, labels, [1.0] * len(head.dims), chunk_size=chunk_size).loss
+            loss.backward()
+            return
         out = head(inputs)
         if with_loss:
             if nested:
@@ -48,16 +61,47 @@ def make_step(head: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, with_
     return step
 
 
-def bench(batch: int, dim: int, labels: int, repeats: int, with_loss: bool, clock) -> dict[str, float]:
+def peak_memory(step, reset) -> int:
+    """Peak bytes torch allocated during one call of `step`, above what was allocated before it (after `reset()`,
+    which frees the gradients the step would otherwise free inside the measurement)."""
+    reset()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted((event.start_ns(), event.nbytes()) for event in prof.profiler.kineto_results.events()
+                    if event.name() == "[memory]")
+    current = peak = 0
+    for _, nbytes in events:
+        current += nbytes
+        peak = max(peak, current)
+    return peak
+
+
+def bench(batch: int, dim: int, labels: int, repeats: int, with_loss: bool, with_unfused: bool,
+          chunk_sizes: list[int] | None, clock) -> dict[str, tuple[float, int]]:
+    """{method: (median seconds, peak bytes)}."""
     torch.manual_seed(0)
     dims = default_matryoshka_dims(dim)
     inputs = torch.randn(batch, dim, requires_grad=True)
     targets = torch.randint(0, labels, (batch,))
-    steps = {
-        "single full-dim nn.Linear": make_step(nn.Linear(dim, labels), inputs, targets, with_loss, nested=False),
-        f"MRL-E ({len(dims)} dims)": make_step(NestedLinear(dims, labels, efficient=True), inputs, targets, with_loss, True),
-        f"MRL ({len(dims)} dims)": make_step(NestedLinear(dims, labels, efficient=False), inputs, targets, with_loss, True),
-    }
+    single = nn.Linear(dim, labels)
+    efficient, separate = NestedLinear(dims, labels, efficient=True), NestedLinear(dims, labels, efficient=False)
+
+    def reset():
+        inputs.grad = None
+        for module in (single, efficient, separate):
+            module.zero_grad(set_to_none=True)
+
+    steps = {"single full-dim nn.Linear": make_step(single, inputs, targets, with_loss, nested=False)}
+    if not with_loss:
+        steps[f"MRL-E ({len(dims)} dims)"] = make_step(efficient, inputs, targets, False, True)
+        steps[f"MRL ({len(dims)} dims)"] = make_step(separate, inputs, targets, False, True)
+    for size in chunk_sizes or [DEFAULT_CHUNK_SIZE] * with_loss:
+        suffix = f", chunk {size}" if chunk_sizes else ""
+        steps[f"MRL-E fused{suffix}"] = make_step(efficient, inputs, targets, True, True, fused=True, chunk_size=size)
+        steps[f"MRL fused{suffix}"] = make_step(separate, inputs, targets, True, True, fused=True, chunk_size=size)
+    if with_loss and with_unfused:
+        steps["MRL-E unfused"] = make_step(efficient, inputs, targets, True, True)
+        steps["MRL unfused"] = make_step(separate, inputs, targets, True, True)
     times: dict[str, list[float]] = {name: [] for name in steps}
     for step in steps.values():  # warm-up
         step()
@@ -66,7 +110,7 @@ def bench(batch: int, dim: int, labels: int, repeats: int, with_loss: bool, cloc
             start = clock()
             step()
             times[name].append(clock() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return {name: (statistics.median(times[name]), peak_memory(step, reset)) for name, step in steps.items()}
 
 
 def main() -> None:
@@ -75,24 +119,32 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--labels", type=int, nargs="+", default=[1000, 100_000])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--with-loss", action="store_true", help="include the (Matryoshka) cross-entropy")
+    parser.add_argument("--with-loss", action="store_true", help="include the (Matryoshka) cross-entropy, fused")
+    parser.add_argument("--with-unfused", action="store_true",
+                        help="with --with-loss: also time every dim's logits + matryoshka_cross_entropy (the unfused path)")
+    parser.add_argument("--chunk-sizes", type=int, nargs="+", default=None,
+                        help=f"time the fused loss at these label-chunk sizes (default: {DEFAULT_CHUNK_SIZE} only)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall time or this process's CPU time")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.chunk_sizes:
+        args.with_loss = True
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, forward+backward, "
-        f"{args.clock} clock, median of {args.repeats}"
+        f"{args.clock} clock, median of {args.repeats}; peak memory from torch's profiler memory events"
     )
     for labels in args.labels:
-        results = bench(args.batch, args.dim, labels, args.repeats, args.with_loss, clock)
-        baseline = results["single full-dim nn.Linear"]
+        results = bench(args.batch, args.dim, labels, args.repeats, args.with_loss, args.with_unfused,
+                        args.chunk_sizes, clock)
+        base_time, base_memory = results["single full-dim nn.Linear"]
         print(f"\nbatch {args.batch}, dim {args.dim}, {labels:,} labels{' (with loss)' if args.with_loss else ''}")
-        print(f"{'head':<28}{'ms':>10}{'ratio':>9}")
-        for name, seconds in results.items():
-            print(f"{name:<28}{seconds * 1e3:>10.1f}{seconds / baseline:>8.2f}x")
+        print(f"{'head':<30}{'ms':>10}{'ratio':>9}{'peak MiB':>11}{'ratio':>9}")
+        for name, (seconds, peak) in results.items():
+            print(f"{name:<30}{seconds * 1e3:>10.1f}{seconds / base_time:>8.2f}x{peak / 2**20:>11.1f}"
+                  f"{peak / base_memory:>8.2f}x")
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def test_training_flags_keep_their_transformers_names():
     assert parse("--per_device_train_batch_size", "32").per_device_train_batch_size == 32
     assert parse("--batch_size", "32").per_device_train_batch_size == 32
     defaults = parse()
-    assert (defaults.max_steps, defaults.per_device_train_batch_size, defaults.learning_rate) == (800, 128, 1e-3)
+    assert (defaults.max_steps, defaults.per_device_train_batch_size, defaults.learning_rate) == (600, 128, 1e-3)
     assert (defaults.hidden_size, defaults.num_layers, defaults.patch_size) == (128, 4, 7)
 
 

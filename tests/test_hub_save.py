@@ -19,16 +19,9 @@ from hf_mrl.modeling_dual_encoder import MatryoshkaDualEncoderModel
 from .tiny import tiny_bert_config, tiny_inputs, tiny_vit_config
 
 RESULTS = {"fmnist_dim8_top1": 0.6, "fmnist_dim16_top1": 0.7, "fmnist_dim32_top1": 0.75}
-CODE_FILES = {
-    "configuration_matryoshka.py",
-    "modeling_matryoshka.py",
-    "nesting.py",
-    "losses.py",
-    "contrastive_loss.py",
-    "contrastive_loss_reference.py",
-    "fused_infonce.py",
-    "distributed.py",
-}
+CODE_FILES = {"configuration_matryoshka.py", "modeling_matryoshka.py", "nesting.py", "fused_cross_entropy.py"}
+# What the dual encoder's modeling file imports on top (the classifiers' needs only the fused cross-entropy).
+LOSS_FILES = {"losses.py", "contrastive_loss.py", "contrastive_loss_reference.py", "fused_infonce.py", "distributed.py"}
 
 
 def build(name: str):
@@ -68,7 +61,7 @@ def test_save_with_card_writes_a_complete_folder_for_every_model_class(tmp_path,
     files = {path.name for path in folder.iterdir()}
     assert {"model.safetensors", "config.json", "README.md", "matryoshka_results.png"} <= files
     assert not any(file.endswith((".bin", ".pt", ".pkl")) for file in files)
-    assert not files & CODE_FILES  # modeling code only when asked for
+    assert not files & (CODE_FILES | LOSS_FILES)  # modeling code only when asked for
     config = json.loads((folder / "config.json").read_text())
     assert config["is_matryoshka"] is True and "auto_map" not in config
     assert "| 16 | 0.7000 |" in (folder / "README.md").read_text()
@@ -161,7 +154,7 @@ def test_make_trust_remote_code_ready_on_a_plain_save(tmp_path):
     model.save_pretrained(tmp_path / "plain")
     make_trust_remote_code_ready(tmp_path / "plain")
     files = {path.name for path in (tmp_path / "plain").iterdir()}
-    assert CODE_FILES | {"modeling_dual_encoder.py", "model.safetensors"} <= files
+    assert CODE_FILES | LOSS_FILES | {"modeling_dual_encoder.py", "model.safetensors"} <= files
     assert not [name for name in files if name.startswith(".")]  # no temporary files left
     auto_map = json.loads((tmp_path / "plain" / "config.json").read_text())["auto_map"]
     assert auto_map == remote_code_auto_map(MatryoshkaDualEncoderConfig)

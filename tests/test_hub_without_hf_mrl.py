@@ -52,6 +52,8 @@ CHILD = textwrap.dedent(
     with torch.no_grad():
         tensors["remote_embeddings"] = embedder.encode(**inputs, dim=16)
         tensors["remote_logits"] = classifier(**inputs).logits
+        labels = torch.arange(inputs["input_ids"].shape[0]) % 3
+        tensors["remote_loss"] = classifier(**inputs, labels=labels).loss  # the fused cross-entropy, copied
     for name in ("st_projection", "st_cls"):
         for dim in args["truncate_dims"]:
             model = SentenceTransformer(args[name], truncate_dim=dim, device="cpu")
@@ -91,6 +93,7 @@ def child_run(tmp_path_factory):
         refs = {
             "remote_embeddings": embedder.encode(**inputs, dim=16),
             "remote_logits": classifier(**inputs).logits,
+            "remote_loss": classifier(**inputs, labels=torch.arange(len(TEXTS)) % 3).loss,
             "st_projection_full": embedder.encode(**inputs),
             "st_cls_full": cls_model.encode(**inputs),
         }
@@ -133,6 +136,7 @@ def test_trust_remote_code_folders_give_identical_outputs(child_run):
     _, tensors, refs = child_run
     torch.testing.assert_close(tensors["remote_embeddings"], refs["remote_embeddings"])
     torch.testing.assert_close(tensors["remote_logits"], refs["remote_logits"])
+    torch.testing.assert_close(tensors["remote_loss"], refs["remote_loss"])
 
 
 @pytest.mark.parametrize("name", ["st_projection", "st_cls"])

@@ -61,7 +61,8 @@ def test_classifier_outputs_and_weighted_loss(backbone_kind, efficient):
     config = make_config(backbone_kind, num_labels=5, efficient=efficient, matryoshka_weights=[1.0, 0.5, 2.0])
     model = CLASSIFIERS[backbone_kind](config)
     labels = torch.tensor([0, 1, 2, 4])
-    output = model(**tiny_inputs(backbone_kind), labels=labels)
+    assert model(**tiny_inputs(backbone_kind), labels=labels).matryoshka_logits is None  # fused loss: not built
+    output = model(**tiny_inputs(backbone_kind), labels=labels, output_matryoshka_logits=True)
     assert output.logits.shape == (4, 5)
     assert output.matryoshka_logits.shape == (3, 4, 5)
     torch.testing.assert_close(output.logits, output.matryoshka_logits[-1])

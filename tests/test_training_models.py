@@ -47,7 +47,7 @@ def test_build_classifier_ff_projects_to_its_dim(backbone_kind):
     expected = MatryoshkaForImageClassification if backbone_kind == "vit" else MatryoshkaForSequenceClassification
     assert isinstance(model, expected)
     assert model.config.uses_projection and model.config.embedding_dim == 8
-    outputs = model(**tiny_inputs(backbone_kind), labels=torch.tensor([0, 1, 2, 3]))
+    outputs = model(**tiny_inputs(backbone_kind), labels=torch.tensor([0, 1, 2, 3]), output_matryoshka_logits=True)
     assert outputs.embeddings.shape == (4, 8) and outputs.matryoshka_logits.shape == (1, 4, 5)
 
 

@@ -1,0 +1,213 @@
+"""The fused nested-heads cross-entropy against the naive per-dim loop (every dim's logits, then one
+cross-entropy each), and the classifiers' outputs with and without `output_matryoshka_logits`."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from hf_mrl import MatryoshkaConfig, MatryoshkaForImageClassification, MatryoshkaForSequenceClassification
+from hf_mrl.fused_cross_entropy import nested_heads_cross_entropy, nested_linear_cross_entropy
+from hf_mrl.nesting import NestedLinear, nested_linear_reference
+
+from .tiny import BACKBONES, tiny_inputs
+
+DIMS = [4, 8, 16, 24]
+NUM_LABELS = 23
+TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-5}
+
+
+def make_heads(efficient: bool, dtype: torch.dtype, bias: bool = True) -> NestedLinear:
+    torch.manual_seed(0)
+    return NestedLinear(DIMS, NUM_LABELS, efficient=efficient, bias=bias).to(dtype)
+
+
+def make_batch(dtype: torch.dtype, batch: int = 6, ignored: tuple[int, ...] = ()):
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(batch, DIMS[-1], dtype=dtype, generator=generator).requires_grad_()
+    labels = torch.randint(0, NUM_LABELS, (batch,), generator=generator)
+    labels[0] = NUM_LABELS - 1  # the last chunk's last label
+    labels[list(ignored)] = -100
+    return inputs, labels
+
+
+def reference(heads, inputs, labels, weights, label_smoothing=0.0, ignore_index=-100):
+    """(loss, per_dim, full-dim logits) from every dim's logits and one F.cross_entropy each."""
+    logits = nested_linear_reference(heads, inputs)
+    per_dim = torch.stack([
+        F.cross_entropy(dim_logits.float() if dim_logits.dtype == torch.bfloat16 else dim_logits, labels,
+                        label_smoothing=label_smoothing, ignore_index=ignore_index)
+        for dim_logits in logits
+    ])
+    return (per_dim * torch.tensor(weights, dtype=per_dim.dtype)).sum(), per_dim, logits[-1]
+
+
+def values_and_grads(run, heads, inputs, upstream):
+    """Runs `run()` -> (loss, per_dim, logits), backpropagates loss + <logits, upstream>, returns values and grads."""
+    inputs.grad = None
+    heads.zero_grad(set_to_none=True)
+    loss, per_dim, logits = run()
+    (loss + (logits.float() * upstream).sum()).backward()
+    grads = [inputs.grad] + [param.grad for param in heads.parameters()]
+    return [loss.detach(), per_dim.detach(), logits.detach()], grads
+
+
+@pytest.mark.parametrize("efficient", [True, False], ids=["mrl-e", "mrl"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("chunk_size", [1, 5, 7, 16, 64])  # 64: all labels in one chunk
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_fused_equals_the_per_dim_reference(efficient, dtype, chunk_size, label_smoothing):
+    heads = make_heads(efficient, dtype)
+    inputs, labels = make_batch(dtype, ignored=(2, 4))
+    weights = [0.5, 1.0, 0.0, 2.0]
+    upstream = torch.randn(inputs.shape[0], NUM_LABELS, dtype=dtype)
+    fused = values_and_grads(
+        lambda: nested_heads_cross_entropy(heads, inputs, labels, weights, label_smoothing=label_smoothing,
+                                           chunk_size=chunk_size),
+        heads, inputs, upstream,
+    )
+    naive = values_and_grads(lambda: reference(heads, inputs, labels, weights, label_smoothing), heads, inputs, upstream)
+    tolerance = TOLERANCE[dtype]
+    for got, want in zip([*fused[0], *fused[1]], [*naive[0], *naive[1]]):
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("efficient", [True, False], ids=["mrl-e", "mrl"])
+def test_fused_without_bias_and_with_another_ignore_index(efficient):
+    heads = make_heads(efficient, torch.float64, bias=False)
+    inputs, labels = make_batch(torch.float64)
+    labels[1] = 3
+    weights = [1.0] * len(DIMS)
+    fused = nested_heads_cross_entropy(heads, inputs, labels, weights, ignore_index=3, chunk_size=5)
+    fused.loss.backward()
+    got = [inputs.grad.clone()] + [param.grad.clone() for param in heads.parameters()]
+    inputs.grad = None
+    heads.zero_grad(set_to_none=True)
+    loss, per_dim, _ = reference(heads, inputs, labels, weights, ignore_index=3)
+    loss.backward()
+    torch.testing.assert_close(fused.per_dim_losses, per_dim.detach(), atol=1e-9, rtol=1e-9)
+    for value, want in zip(got, [inputs.grad] + [param.grad for param in heads.parameters()]):
+        torch.testing.assert_close(value, want, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("efficient", [True, False], ids=["mrl-e", "mrl"])
+@pytest.mark.parametrize("chunk_size", [7, 64])
+def test_fused_under_bf16_autocast_matches_the_float32_reference(efficient, chunk_size):
+    heads = make_heads(efficient, torch.float32)
+    inputs, labels = make_batch(torch.float32, batch=16, ignored=(3,))
+    weights = [1.0, 0.5, 1.0, 2.0]
+    upstream = torch.zeros(inputs.shape[0], NUM_LABELS)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = values_and_grads(lambda: nested_heads_cross_entropy(heads, inputs, labels, weights, chunk_size=chunk_size),
+                                 heads, inputs, upstream)
+        autocast_reference = values_and_grads(lambda: reference(heads, inputs, labels, weights), heads, inputs, upstream)
+    naive = values_and_grads(lambda: reference(heads, inputs, labels, weights), heads, inputs, upstream)
+    loss, per_dim, logits = fused[0]
+    assert loss.dtype == per_dim.dtype == torch.float32 and logits.dtype == torch.bfloat16
+    assert all(grad.dtype == torch.float32 for grad in fused[1])
+    for got, want in zip([*fused[0], *fused[1]], [*naive[0], *naive[1]]):
+        torch.testing.assert_close(got.float(), want, atol=3e-2, rtol=3e-2)
+    # The statistics are float32, so the fused loss is at least as close as autocast's own unfused path.
+    assert (loss - naive[0][0]).abs() <= (autocast_reference[0][0] - naive[0][0]).abs() + 1e-2
+
+
+@pytest.mark.parametrize("chunk_size", [5, 64])
+def test_a_second_backward_is_refused_or_exact(chunk_size):
+    heads = make_heads(True, torch.float64)
+    inputs, labels = make_batch(torch.float64)
+    loss = nested_heads_cross_entropy(heads, inputs, labels, [1.0] * len(DIMS), chunk_size=chunk_size).loss
+    loss.backward(retain_graph=True)
+    first = inputs.grad.clone()
+    if chunk_size < NUM_LABELS:  # recomputed chunks: backward can run again
+        loss.backward()
+        torch.testing.assert_close(inputs.grad, 2 * first)
+    else:  # one chunk: its softmax was computed in place
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()
+
+
+def test_all_rows_ignored_gives_nan_like_cross_entropy():
+    heads = make_heads(True, torch.float64)
+    inputs, labels = make_batch(torch.float64, batch=2, ignored=(0, 1))
+    output = nested_heads_cross_entropy(heads, inputs, labels, [1.0] * len(DIMS))
+    assert torch.isnan(output.loss) and torch.isnan(F.cross_entropy(inputs[:, :NUM_LABELS], labels))
+
+
+def test_fused_takes_plain_tensors_and_any_leading_shape():
+    heads = make_heads(True, torch.float64)
+    inputs, labels = make_batch(torch.float64, batch=6)
+    weights = [1.0] * len(DIMS)
+    plain = nested_linear_cross_entropy(inputs, heads.classifier.weight, heads.classifier.bias, DIMS, labels, weights)
+    shaped = nested_heads_cross_entropy(heads, inputs.view(2, 3, -1), labels.view(2, 3), weights)
+    torch.testing.assert_close(plain.loss, shaped.loss, atol=1e-12, rtol=0)
+    assert shaped.logits.shape == (2, 3, NUM_LABELS)
+
+
+def test_fused_never_allocates_every_dims_logits():
+    heads = make_heads(False, torch.float32)
+    inputs, labels = make_batch(torch.float32, batch=64)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        nested_heads_cross_entropy(heads, inputs, labels, [1.0] * len(DIMS), chunk_size=4).loss.backward()
+    sizes = [event.nbytes() for event in prof.profiler.kineto_results.events() if event.name() == "[memory]"]
+    every_dim = len(DIMS) * inputs.shape[0] * NUM_LABELS * 4
+    assert sizes and max(sizes) < every_dim / 2
+
+
+def test_fused_rejects_bad_arguments():
+    heads = make_heads(True, torch.float32)
+    inputs, labels = make_batch(torch.float32)
+    with pytest.raises(ValueError, match="`loss_weights` has 2 entries but there are 4 nesting dims"):
+        nested_heads_cross_entropy(heads, inputs, labels, [1.0, 1.0])
+    with pytest.raises(ValueError, match=r"class ids from 0 to 22.*got values from 0 to 23"):
+        nested_heads_cross_entropy(heads, inputs, torch.tensor([0, 23, 1, 1, 1, 1]), [1.0] * 4)
+    with pytest.raises(ValueError, match="`chunk_size` must be a positive integer, got 0"):
+        nested_heads_cross_entropy(heads, inputs, labels, [1.0] * 4, chunk_size=0)
+
+
+CLASSIFIERS = {"vit": MatryoshkaForImageClassification, "bert": MatryoshkaForSequenceClassification}
+
+
+@pytest.mark.parametrize("efficient", [False, True], ids=["mrl", "mrl-e"])
+def test_classifier_outputs_agree_with_and_without_matryoshka_logits(backbone_kind, efficient):
+    torch.manual_seed(0)
+    config = MatryoshkaConfig(backbone_config=BACKBONES[backbone_kind](), num_labels=5, efficient=efficient,
+                              matryoshka_weights=[1.0, 0.5, 2.0])
+    model = CLASSIFIERS[backbone_kind](config).eval()  # no dropout: both calls see the same network
+    inputs, labels = tiny_inputs(backbone_kind), torch.tensor([0, 1, -100, 4])
+    runs = []
+    for output_matryoshka_logits in (False, True):
+        model.zero_grad(set_to_none=True)
+        output = model(**inputs, labels=labels, output_matryoshka_logits=output_matryoshka_logits)
+        (output.loss + output.logits.square().sum()).backward()
+        runs.append((output, {name: param.grad.clone() for name, param in model.named_parameters()}))
+    (fused, fused_grads), (full, full_grads) = runs
+    assert fused.matryoshka_logits is None and full.matryoshka_logits.shape == (3, 4, 5)
+    torch.testing.assert_close(fused.loss, full.loss)
+    torch.testing.assert_close(fused.logits, full.logits)
+    torch.testing.assert_close(fused.matryoshka_losses, full.matryoshka_losses)
+    kept = labels != -100
+    per_dim = torch.stack([F.cross_entropy(logits[kept], labels[kept]) for logits in full.matryoshka_logits])
+    torch.testing.assert_close(full.matryoshka_losses, per_dim.detach())
+    assert fused_grads.keys() == full_grads.keys()
+    for name, grad in fused_grads.items():
+        torch.testing.assert_close(grad, full_grads[name], msg=name)
+    unlabelled = model(**inputs)
+    assert unlabelled.loss is None and unlabelled.matryoshka_logits.shape == (3, 4, 5)
+    torch.testing.assert_close(unlabelled.logits, fused.logits)
+
+
+def test_bench_heads_with_loss_runs_on_a_tiny_problem():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_heads.py"
+    completed = subprocess.run(
+        [sys.executable, str(script), "--batch", "4", "--dim", "32", "--labels", "50", "--with-loss", "--with-unfused",
+         "--chunk-sizes", "16", "64", "--repeats", "1", "--threads", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    for name in ("single full-dim nn.Linear", "MRL-E fused, chunk 16", "MRL fused, chunk 64", "MRL-E unfused", "peak MiB"):
+        assert name in completed.stdout
