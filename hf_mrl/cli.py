@@ -361,6 +361,7 @@ def _run_eval(args, extra) -> int:
     from dataclasses import replace
 
     from .data import load_split
+    from .data.generic import align_class_labels
     from .evaluation import (
         MatryoshkaClassificationEvaluator,
         MatryoshkaRetrievalEvaluator,
@@ -384,7 +385,15 @@ def _run_eval(args, extra) -> int:
     name = args.name or _default_name(data_args)
     common = dict(collate_fn=collate_fn, dims=args.dims, name=name, batch_size=args.batch_size)
     if args.task == "classification":
-        evaluator = MatryoshkaClassificationEvaluator(dataset, reference, use_heads=hasattr(model, "heads"), **common)
+        if hasattr(model, "heads"):  # the heads' class ids, by class name
+            dataset = align_class_labels(dataset, model.config.id2label)
+            reference = align_class_labels(reference, model.config.id2label) if reference is not None else None
+        # k-NN votes up to 20, fewer on a small reference set (leave-one-out leaves one row fewer).
+        database_size = len(reference) if reference is not None else len(dataset) - 1
+        knn_k = [k for k in (1, 20) if k <= database_size] or [1]
+        evaluator = MatryoshkaClassificationEvaluator(
+            dataset, reference, use_heads=hasattr(model, "heads"), knn_k=knn_k, **common
+        )
     else:
         evaluator = MatryoshkaRetrievalEvaluator(dataset, reference, **common)
     results = evaluator(model)

@@ -179,3 +179,16 @@ def test_bad_inputs_get_one_clear_line(tmp_path, tiny_text_tower, capsys, make_f
     assert error[-1].startswith("train_supervised.py: error: ") and message in error[-1]
     assert "Traceback" not in "\n".join(error)
     assert not (tmp_path / "out" / "model").exists()
+
+
+def test_the_trainer_uses_the_models_class_ids(tmp_path, tiny_text_tower):
+    """A model that already has class names (e.g. trained before) keeps its ids: the data is renumbered by name."""
+    rows = datasets.Dataset.from_dict({"text": ["good", "bad", "fine"], "label": ["positive", "negative", "neutral"]})
+    model = hf_mrl.MatryoshkaForSequenceClassification.from_backbone(
+        tiny_text_tower, num_labels=3, matryoshka_dims=[8, 32],
+        id2label={0: "neutral", 1: "positive", 2: "negative"}, label2id={"neutral": 0, "positive": 1, "negative": 2},
+    )
+    trainer = hf_mrl.MatryoshkaTrainer(model=model, args=hf_mrl.MatryoshkaTrainingArguments(output_dir=str(tmp_path)),
+                                       train_dataset=rows)
+    assert trainer.train_dataset["label"] == [1, 2, 0]
+    assert model.config.id2label == {0: "neutral", 1: "positive", 2: "negative"}

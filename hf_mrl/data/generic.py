@@ -5,6 +5,8 @@ data file or an `imagefolder`, with its columns renamed to this package's standa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import datasets
 
 from ._common import AnyDataset, _describe, apply_limit, check_limit, column_names, load_source, rename_to_standard
@@ -153,3 +155,24 @@ def encode_string_labels(dataset: AnyDataset) -> AnyDataset:
     names = sorted({label for part in parts.values() for label in part.unique("label")})
     encoded = {name: part.cast_column("label", datasets.ClassLabel(names=names)) for name, part in parts.items()}
     return datasets.DatasetDict(encoded) if isinstance(dataset, datasets.DatasetDict) else encoded[""]
+
+
+def align_class_labels(dataset, id2label: Mapping) -> AnyDataset:
+    """Renumbers a `ClassLabel` `label` column to a model's classes, by name: the data's "positive" becomes the
+    id the model's heads use for "positive", whatever order the data's own numbering has. Data without class
+    names, or a model with the default `LABEL_i` names, is returned as it is; a class the model does not know is
+    an error."""
+    feature = (getattr(dataset, "features", None) or {}).get("label")
+    names = [str(id2label[key]) for key in sorted(id2label, key=int)]
+    if not isinstance(feature, datasets.ClassLabel) or names == [f"LABEL_{index}" for index in range(len(names))]:
+        return dataset
+    if feature.names == names:
+        return dataset
+    unknown = [name for name in feature.names if name not in names]
+    if unknown:
+        raise ValueError(f"The data has classes {unknown} that the model does not know; the model's classes: {names}.")
+    new_ids = [names.index(name) for name in feature.names]
+    renumbered = dataset.cast_column("label", datasets.Value("int64")).map(
+        lambda batch: {"label": [new_ids[label] for label in batch["label"]]}, batched=True
+    )
+    return renumbered.cast_column("label", datasets.ClassLabel(names=names))

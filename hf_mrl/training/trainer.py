@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from transformers import TrainingArguments, get_scheduler
 from transformers.trainer_utils import TrainOutput
 
-from ..data.generic import check_label_dtype, encode_string_labels
+from ..data.generic import align_class_labels, check_label_dtype, encode_string_labels
 from ..evaluation import parse_metric_key
 from ..hub import save_with_card
 from .arguments import MatryoshkaTrainingArguments
@@ -114,6 +114,7 @@ class MatryoshkaTrainer:
         )
         if self.task == "classification":
             self._set_class_names(probe)
+            self.train_dataset, self.eval_dataset = map(self._align_labels, (self.train_dataset, self.eval_dataset))
         self.processing_class = processing_class
         if processing_class is None and (data_collator is None or self.task != "classification"):
             self.processing_class = default_processor(model)
@@ -168,10 +169,16 @@ class MatryoshkaTrainer:
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if dataset is None:
             return None
+        if self.task == "classification":
+            dataset, reference_dataset = self._align_labels(dataset), self._align_labels(reference_dataset)
         return default_evaluator(
             self.task, self.model, dataset, collate_fn=self.data_collator, processor=self.processing_class,
             args=self.args, name=self.name, reference_dataset=reference_dataset, columns=self.columns,
         )
+
+    def _align_labels(self, dataset):
+        """The data's class ids renumbered to the model's classes by name (None stays None)."""
+        return None if dataset is None else align_class_labels(dataset, self.model.config.id2label)
 
     def _train_dataloader(self) -> DataLoader:
         args, dataset = self.args, self.train_dataset

@@ -110,3 +110,14 @@ def test_argument_errors(tmp_path):
         load_classification_dataset(load_wordnet_nouns(split="test", limit=3), label_column="category")
     with pytest.raises(ValueError, match="no `image` or `text` column"):
         load_classification_dataset(datasets.Dataset.from_dict({"a": [1], "label": [0]}))
+
+
+def test_align_class_labels_renumbers_by_name():
+    from hf_mrl.data.generic import align_class_labels
+
+    data = datasets.Dataset.from_dict({"label": [0, 1, 1]}, features=datasets.Features({"label": datasets.ClassLabel(names=["b", "a"])}))
+    aligned = align_class_labels(data, {0: "a", 1: "b", 2: "c"})
+    assert aligned["label"] == [1, 0, 0] and aligned.features["label"].names == ["a", "b", "c"]
+    assert align_class_labels(data, {0: "LABEL_0", 1: "LABEL_1"}) is data  # a model without class names
+    with pytest.raises(ValueError, match=r"classes \['b'\] that the model does not know"):
+        align_class_labels(data, {0: "a", 1: "c"})
