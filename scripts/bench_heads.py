@@ -3,6 +3,7 @@
     python scripts/bench_heads.py                 # (256, 2048, 1,000) and (256, 2048, 100,000)
     python scripts/bench_heads.py --labels 1000 --repeats 10
     python scripts/bench_heads.py --with-loss --with-unfused --clock cpu --threads 1
+    python scripts/bench_heads.py --with-loss --device cuda
 
 Each head gets the upstream gradient of its own output shape (one (batch, labels) slice per nesting
 dim for the nested heads), so the numbers are the heads' own cost. `--with-loss` adds the cross-entropy:
@@ -15,7 +16,8 @@ torch's profiler (`profile_memory=True`: every CPU allocation and free of torch'
 of the bytes allocated during the step above those held before it (parameter gradients included).
 Targets: MRL-E <= 1.15x the single head; MRL (separate weights per dim, ~2x the FLOPs) <= 2.3x.
 On a machine shared with other jobs, `--clock cpu --threads 1` times CPU seconds of this process,
-which other processes disturb far less than wall time.
+which other processes disturb far less than wall time. With `--device cuda` the clock is read after
+`torch.cuda.synchronize()`, and peak memory is the allocator's (`torch.cuda.max_memory_allocated`).
 """
 
 from __future__ import annotations
@@ -61,10 +63,17 @@ def make_step(head: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, with_
     return step
 
 
-def peak_memory(step, reset) -> int:
+def peak_memory(step, reset, device: torch.device) -> int:
     """Peak bytes torch allocated during one call of `step`, above what was allocated before it (after `reset()`,
     which frees the gradients the step would otherwise free inside the measurement)."""
     reset()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     events = sorted((event.start_ns(), event.nbytes()) for event in prof.profiler.kineto_results.events()
@@ -76,15 +85,29 @@ def peak_memory(step, reset) -> int:
     return peak
 
 
+def make_clock(kind: str, device: torch.device):
+    """Wall or this process's CPU seconds; on CUDA, read after the queued kernels have finished."""
+    read = time.perf_counter if kind == "wall" else time.process_time
+    if device.type != "cuda":
+        return read
+
+    def clock() -> float:
+        torch.cuda.synchronize(device)
+        return read()
+
+    return clock
+
+
 def bench(batch: int, dim: int, labels: int, repeats: int, with_loss: bool, with_unfused: bool,
-          chunk_sizes: list[int] | None, clock) -> dict[str, tuple[float, int]]:
+          chunk_sizes: list[int] | None, clock, device: torch.device) -> dict[str, tuple[float, int]]:
     """{method: (median seconds, peak bytes)}."""
     torch.manual_seed(0)
     dims = default_matryoshka_dims(dim)
-    inputs = torch.randn(batch, dim, requires_grad=True)
-    targets = torch.randint(0, labels, (batch,))
-    single = nn.Linear(dim, labels)
-    efficient, separate = NestedLinear(dims, labels, efficient=True), NestedLinear(dims, labels, efficient=False)
+    inputs = torch.randn(batch, dim, device=device, requires_grad=True)
+    targets = torch.randint(0, labels, (batch,), device=device)
+    single = nn.Linear(dim, labels).to(device)
+    efficient = NestedLinear(dims, labels, efficient=True).to(device)
+    separate = NestedLinear(dims, labels, efficient=False).to(device)
 
     def reset():
         inputs.grad = None
@@ -110,7 +133,7 @@ def bench(batch: int, dim: int, labels: int, repeats: int, with_loss: bool, with
             start = clock()
             step()
             times[name].append(clock() - start)
-    return {name: (statistics.median(times[name]), peak_memory(step, reset)) for name, step in steps.items()}
+    return {name: (statistics.median(times[name]), peak_memory(step, reset, device)) for name, step in steps.items()}
 
 
 def main() -> None:
@@ -126,19 +149,23 @@ def main() -> None:
                         help=f"time the fused loss at these label-chunk sizes (default: {DEFAULT_CHUNK_SIZE} only)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall time or this process's CPU time")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", type=torch.device, default=torch.device("cpu"), help="cpu (default) or cuda")
     args = parser.parse_args()
     if args.chunk_sizes:
         args.with_loss = True
+    if args.device.type == "cuda" and args.clock == "cpu":
+        parser.error("--clock cpu times this process's CPU work, not the GPU's: use --clock wall with --device cuda")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    clock = make_clock(args.clock, args.device)
+    memory_source = "torch.cuda.max_memory_allocated" if args.device.type == "cuda" else "torch's profiler memory events"
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, forward+backward, "
-        f"{args.clock} clock, median of {args.repeats}; peak memory from torch's profiler memory events"
+        f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, float32, forward+backward, "
+        f"{args.clock} clock, median of {args.repeats}; peak memory from {memory_source}"
     )
     for labels in args.labels:
         results = bench(args.batch, args.dim, labels, args.repeats, args.with_loss, args.with_unfused,
-                        args.chunk_sizes, clock)
+                        args.chunk_sizes, clock, args.device)
         base_time, base_memory = results["single full-dim nn.Linear"]
         print(f"\nbatch {args.batch}, dim {args.dim}, {labels:,} labels{' (with loss)' if args.with_loss else ''}")
         print(f"{'head':<30}{'ms':>10}{'ratio':>9}{'peak MiB':>11}{'ratio':>9}")

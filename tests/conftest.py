@@ -12,6 +12,46 @@ from .tiny import BACKBONES  # noqa: E402
 # Tiny models: one thread avoids thread start-up and oversubscription next to subprocess tests.
 torch.set_num_threads(1)
 
+DEVICE_KEY = pytest.StashKey[torch.device]()
+
+
+def _test_device() -> torch.device:
+    """The device named by `HF_MRL_TEST_DEVICE` (default "cpu"), checked once before any test runs."""
+    name = os.environ.get("HF_MRL_TEST_DEVICE", "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise pytest.UsageError(f"HF_MRL_TEST_DEVICE must be 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError(
+            f"HF_MRL_TEST_DEVICE={name!r} asks for CUDA, but torch.cuda.is_available() is False "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); unset it to test on the CPU"
+        )
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise pytest.UsageError(
+            f"HF_MRL_TEST_DEVICE={name!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+    return device
+
+
+def pytest_configure(config):
+    config.stash[DEVICE_KEY] = _test_device()
+
+
+def pytest_collection_modifyitems(items):
+    """A test that takes the `device` fixture is a kernel test: `pytest -m kernels` runs exactly those."""
+    for item in items:
+        if "device" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kernels)
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig) -> torch.device:
+    """Where the kernel tests put their tensors and modules: `HF_MRL_TEST_DEVICE=cuda pytest -m kernels tests`."""
+    return pytestconfig.stash[DEVICE_KEY]
+
 
 @pytest.fixture(params=sorted(BACKBONES))
 def backbone_kind(request) -> str:

@@ -36,12 +36,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def make_pairs(batch: int = 10, width: int = 40, dtype=torch.float64, seed: int = 0):
-    """Un-normalised embeddings with uneven norms and a shared component, so pairs are easy to tell apart."""
+def make_pairs(batch: int = 10, width: int = 40, dtype=torch.float64, seed: int = 0, device="cpu"):
+    """Un-normalised embeddings with uneven norms and a shared component, so pairs are easy to tell apart
+    (drawn on the CPU, then moved: the same values on every device)."""
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(batch, width, generator=generator, dtype=dtype) * 3
     texts = images + torch.randn(batch, width, generator=generator, dtype=dtype)
-    return images.requires_grad_(), texts.requires_grad_()
+    return images.to(device).requires_grad_(), texts.to(device).requires_grad_()
 
 
 def loss_and_grads(loss_fn, images, texts, temperature, **kwargs):
@@ -55,15 +56,17 @@ def loss_and_grads(loss_fn, images, texts, temperature, **kwargs):
 @pytest.mark.parametrize("ids", ["none", "text", "image and text"])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("temperature", [0.05, "learnable", 0.01])  # 0.01: scale 100, the per-direction-max path
-def test_matches_naive_per_dim_reference_values_and_gradients(dtype, symmetric, ids, label_smoothing, temperature):
-    images, texts = make_pairs(dtype=dtype)
+def test_matches_naive_per_dim_reference_values_and_gradients(
+    dtype, symmetric, ids, label_smoothing, temperature, device
+):
+    images, texts = make_pairs(dtype=dtype, device=device)
     if temperature == "learnable":
-        temperature = torch.tensor(0.07, dtype=dtype, requires_grad=True)
+        temperature = torch.tensor(0.07, dtype=dtype, device=device, requires_grad=True)
     kwargs = dict(
         label_smoothing=label_smoothing,
         symmetric=symmetric,
-        text_ids=None if ids == "none" else TEXT_IDS,
-        image_ids=IMAGE_IDS if ids == "image and text" else None,
+        text_ids=None if ids == "none" else TEXT_IDS.to(device),
+        image_ids=IMAGE_IDS.to(device) if ids == "image and text" else None,
     )
     fused, fused_grads = loss_and_grads(matryoshka_contrastive_loss, images, texts, temperature, **kwargs)
     naive, naive_grads = loss_and_grads(matryoshka_contrastive_loss_reference, images, texts, temperature, **kwargs)
@@ -74,8 +77,8 @@ def test_matches_naive_per_dim_reference_values_and_gradients(dtype, symmetric, 
     assert fused_grads[0][:, max(DIMS) :].abs().max() == 0  # features past the largest dim get no gradient
 
 
-def test_output_fields_order_and_logit_scale():
-    images, texts = make_pairs()
+def test_output_fields_order_and_logit_scale(device):
+    images, texts = make_pairs(device=device)
     output = matryoshka_contrastive_loss(images, texts, DIMS, WEIGHTS, 0.05)
     assert isinstance(output, MatryoshkaContrastiveOutput) and output["loss"] is output.loss
     assert output.loss.shape == () and output.per_dim_losses.shape == (len(DIMS),)
@@ -84,9 +87,10 @@ def test_output_fields_order_and_logit_scale():
     for dim, value in zip(DIMS, output.per_dim_losses, strict=True):
         single = matryoshka_contrastive_loss(images, texts, [dim], [1.0], 0.05).loss
         torch.testing.assert_close(value, single.detach())
-    torch.testing.assert_close(output.loss.detach(), (output.per_dim_losses * torch.tensor(WEIGHTS).double()).sum())
+    weights = torch.tensor(WEIGHTS, device=device).double()
+    torch.testing.assert_close(output.loss.detach(), (output.per_dim_losses * weights).sum())
     # logit_scale is the multiplicative scale: logit_scale=20 is temperature=0.05, gradients included.
-    logit_scale = torch.tensor(20.0, dtype=torch.float64, requires_grad=True)
+    logit_scale = torch.tensor(20.0, dtype=torch.float64, device=device, requires_grad=True)
     scaled = matryoshka_contrastive_loss(images, texts, DIMS, WEIGHTS, logit_scale=logit_scale)
     torch.testing.assert_close(scaled.loss, output.loss)
     (grad,) = torch.autograd.grad(scaled.loss, logit_scale)
@@ -99,14 +103,15 @@ def test_output_fields_order_and_logit_scale():
     torch.testing.assert_close(default.loss, expected.loss)
 
 
-def test_repeated_captions_with_ids_are_interchangeable_positives():
+def test_repeated_captions_with_ids_are_interchangeable_positives(device):
     """With text ids, which copy of a repeated caption sits next to which image does not matter (both copies
     are positives of both images); without ids it does, since each copy is a negative of the other's image."""
-    images, texts = make_pairs()
+    images, texts = make_pairs(device=device)
     swapped = texts.detach().clone()
     swapped[[0, 3]] = swapped[[3, 0]]  # captions 0 and 3 share text id 0
+    text_ids = TEXT_IDS.to(device)
     with_ids = [
-        matryoshka_contrastive_loss(images, t, DIMS, WEIGHTS, 0.05, text_ids=TEXT_IDS).loss for t in (texts, swapped)
+        matryoshka_contrastive_loss(images, t, DIMS, WEIGHTS, 0.05, text_ids=text_ids).loss for t in (texts, swapped)
     ]
     without_ids = [matryoshka_contrastive_loss(images, t, DIMS, WEIGHTS, 0.05).loss for t in (texts, swapped)]
     torch.testing.assert_close(with_ids[0], with_ids[1])
@@ -118,8 +123,8 @@ def test_repeated_captions_with_ids_are_interchangeable_positives():
     torch.testing.assert_close(distinct.loss, without_ids[0])
 
 
-def test_zero_prefix_no_grad_and_low_precision_inputs():
-    images, texts = make_pairs()
+def test_zero_prefix_no_grad_and_low_precision_inputs(device):
+    images, texts = make_pairs(device=device)
     with torch.no_grad():
         images[2, :8] = 0  # truncated to 4 or 8 dims, this embedding is all zeros (F.normalize's eps case)
     fused, fused_grads = loss_and_grads(matryoshka_contrastive_loss, images, texts, 0.05)
@@ -131,7 +136,7 @@ def test_zero_prefix_no_grad_and_low_precision_inputs():
         torch.testing.assert_close(matryoshka_contrastive_loss(images, texts, DIMS, WEIGHTS, 0.05).loss, naive.loss)
     # bfloat16 embeddings (autocast towers) are scored in float32; gradients come back in bfloat16.
     low = [tensor.detach().bfloat16().requires_grad_() for tensor in (images, texts)]
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         output = matryoshka_contrastive_loss(*low, DIMS, WEIGHTS, 0.05)
     output.loss.backward()
     assert output.loss.dtype == torch.float32 and low[0].grad.dtype == torch.bfloat16
@@ -410,8 +415,8 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_gather_is_identity_in_one_process():
-    images, texts = make_pairs()
+def test_gather_is_identity_in_one_process(device):
+    images, texts = make_pairs(device=device)
     assert gather_with_grad(images) is images
     plain = matryoshka_contrastive_loss(images, texts, DIMS, WEIGHTS, 0.05)
     torch.testing.assert_close(

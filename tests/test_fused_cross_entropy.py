@@ -17,18 +17,19 @@ NUM_LABELS = 23
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-5}
 
 
-def make_heads(efficient: bool, dtype: torch.dtype, bias: bool = True) -> NestedLinear:
+def make_heads(efficient: bool, dtype: torch.dtype, device: torch.device, bias: bool = True) -> NestedLinear:
     torch.manual_seed(0)
-    return NestedLinear(DIMS, NUM_LABELS, efficient=efficient, bias=bias).to(dtype)
+    return NestedLinear(DIMS, NUM_LABELS, efficient=efficient, bias=bias).to(device, dtype)
 
 
-def make_batch(dtype: torch.dtype, batch: int = 6, ignored: tuple[int, ...] = ()):
+def make_batch(dtype: torch.dtype, device: torch.device, batch: int = 6, ignored: tuple[int, ...] = ()):
+    """Drawn on the CPU from a seeded generator, then moved: the same values on every device."""
     generator = torch.Generator().manual_seed(1)
-    inputs = torch.randn(batch, DIMS[-1], dtype=dtype, generator=generator).requires_grad_()
+    inputs = torch.randn(batch, DIMS[-1], dtype=dtype, generator=generator).to(device).requires_grad_()
     labels = torch.randint(0, NUM_LABELS, (batch,), generator=generator)
     labels[0] = NUM_LABELS - 1  # the last chunk's last label
     labels[list(ignored)] = -100
-    return inputs, labels
+    return inputs, labels.to(device)
 
 
 def reference(heads, inputs, labels, weights, label_smoothing=0.0, ignore_index=-100):
@@ -39,7 +40,7 @@ def reference(heads, inputs, labels, weights, label_smoothing=0.0, ignore_index=
                         label_smoothing=label_smoothing, ignore_index=ignore_index)
         for dim_logits in logits
     ])
-    return (per_dim * torch.tensor(weights, dtype=per_dim.dtype)).sum(), per_dim, logits[-1]
+    return (per_dim * torch.tensor(weights, dtype=per_dim.dtype, device=per_dim.device)).sum(), per_dim, logits[-1]
 
 
 def values_and_grads(run, heads, inputs, upstream):
@@ -56,11 +57,11 @@ def values_and_grads(run, heads, inputs, upstream):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("chunk_size", [1, 5, 7, 16, 64])  # 64: all labels in one chunk
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
-def test_fused_equals_the_per_dim_reference(efficient, dtype, chunk_size, label_smoothing):
-    heads = make_heads(efficient, dtype)
-    inputs, labels = make_batch(dtype, ignored=(2, 4))
+def test_fused_equals_the_per_dim_reference(efficient, dtype, chunk_size, label_smoothing, device):
+    heads = make_heads(efficient, dtype, device)
+    inputs, labels = make_batch(dtype, device, ignored=(2, 4))
     weights = [0.5, 1.0, 0.0, 2.0]
-    upstream = torch.randn(inputs.shape[0], NUM_LABELS, dtype=dtype)
+    upstream = torch.randn(inputs.shape[0], NUM_LABELS, dtype=dtype).to(device)
     fused = values_and_grads(
         lambda: nested_heads_cross_entropy(heads, inputs, labels, weights, label_smoothing=label_smoothing,
                                            chunk_size=chunk_size),
@@ -74,9 +75,9 @@ def test_fused_equals_the_per_dim_reference(efficient, dtype, chunk_size, label_
 
 
 @pytest.mark.parametrize("efficient", [True, False], ids=["mrl-e", "mrl"])
-def test_fused_without_bias_and_with_another_ignore_index(efficient):
-    heads = make_heads(efficient, torch.float64, bias=False)
-    inputs, labels = make_batch(torch.float64)
+def test_fused_without_bias_and_with_another_ignore_index(efficient, device):
+    heads = make_heads(efficient, torch.float64, device, bias=False)
+    inputs, labels = make_batch(torch.float64, device)
     labels[1] = 3
     weights = [1.0] * len(DIMS)
     fused = nested_heads_cross_entropy(heads, inputs, labels, weights, ignore_index=3, chunk_size=5)
@@ -93,12 +94,12 @@ def test_fused_without_bias_and_with_another_ignore_index(efficient):
 
 @pytest.mark.parametrize("efficient", [True, False], ids=["mrl-e", "mrl"])
 @pytest.mark.parametrize("chunk_size", [7, 64])
-def test_fused_under_bf16_autocast_matches_the_float32_reference(efficient, chunk_size):
-    heads = make_heads(efficient, torch.float32)
-    inputs, labels = make_batch(torch.float32, batch=16, ignored=(3,))
+def test_fused_under_bf16_autocast_matches_the_float32_reference(efficient, chunk_size, device):
+    heads = make_heads(efficient, torch.float32, device)
+    inputs, labels = make_batch(torch.float32, device, batch=16, ignored=(3,))
     weights = [1.0, 0.5, 1.0, 2.0]
-    upstream = torch.zeros(inputs.shape[0], NUM_LABELS)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    upstream = torch.zeros(inputs.shape[0], NUM_LABELS, device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         fused = values_and_grads(lambda: nested_heads_cross_entropy(heads, inputs, labels, weights, chunk_size=chunk_size),
                                  heads, inputs, upstream)
         autocast_reference = values_and_grads(lambda: reference(heads, inputs, labels, weights), heads, inputs, upstream)
@@ -113,9 +114,9 @@ def test_fused_under_bf16_autocast_matches_the_float32_reference(efficient, chun
 
 
 @pytest.mark.parametrize("chunk_size", [5, 64])
-def test_a_second_backward_is_refused_or_exact(chunk_size):
-    heads = make_heads(True, torch.float64)
-    inputs, labels = make_batch(torch.float64)
+def test_a_second_backward_is_refused_or_exact(chunk_size, device):
+    heads = make_heads(True, torch.float64, device)
+    inputs, labels = make_batch(torch.float64, device)
     loss = nested_heads_cross_entropy(heads, inputs, labels, [1.0] * len(DIMS), chunk_size=chunk_size).loss
     loss.backward(retain_graph=True)
     first = inputs.grad.clone()
@@ -127,16 +128,16 @@ def test_a_second_backward_is_refused_or_exact(chunk_size):
             loss.backward()
 
 
-def test_all_rows_ignored_gives_nan_like_cross_entropy():
-    heads = make_heads(True, torch.float64)
-    inputs, labels = make_batch(torch.float64, batch=2, ignored=(0, 1))
+def test_all_rows_ignored_gives_nan_like_cross_entropy(device):
+    heads = make_heads(True, torch.float64, device)
+    inputs, labels = make_batch(torch.float64, device, batch=2, ignored=(0, 1))
     output = nested_heads_cross_entropy(heads, inputs, labels, [1.0] * len(DIMS))
     assert torch.isnan(output.loss) and torch.isnan(F.cross_entropy(inputs[:, :NUM_LABELS], labels))
 
 
-def test_fused_takes_plain_tensors_and_any_leading_shape():
-    heads = make_heads(True, torch.float64)
-    inputs, labels = make_batch(torch.float64, batch=6)
+def test_fused_takes_plain_tensors_and_any_leading_shape(device):
+    heads = make_heads(True, torch.float64, device)
+    inputs, labels = make_batch(torch.float64, device, batch=6)
     weights = [1.0] * len(DIMS)
     plain = nested_linear_cross_entropy(inputs, heads.classifier.weight, heads.classifier.bias, DIMS, labels, weights)
     shaped = nested_heads_cross_entropy(heads, inputs.view(2, 3, -1), labels.view(2, 3), weights)
@@ -144,23 +145,25 @@ def test_fused_takes_plain_tensors_and_any_leading_shape():
     assert shaped.logits.shape == (2, 3, NUM_LABELS)
 
 
-def test_fused_never_allocates_every_dims_logits():
-    heads = make_heads(False, torch.float32)
-    inputs, labels = make_batch(torch.float32, batch=64)
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+def test_fused_never_allocates_every_dims_logits(device):
+    heads = make_heads(False, torch.float32, device)
+    inputs, labels = make_batch(torch.float32, device, batch=64)
+    activities = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * (device.type == "cuda")
+    with profile(activities=activities, profile_memory=True) as prof:
         nested_heads_cross_entropy(heads, inputs, labels, [1.0] * len(DIMS), chunk_size=4).loss.backward()
-    sizes = [event.nbytes() for event in prof.profiler.kineto_results.events() if event.name() == "[memory]"]
+    sizes = [event.nbytes() for event in prof.profiler.kineto_results.events()
+             if event.name() == "[memory]" and event.device_type().name == device.type.upper()]
     every_dim = len(DIMS) * inputs.shape[0] * NUM_LABELS * 4
     assert sizes and max(sizes) < every_dim / 2
 
 
-def test_fused_rejects_bad_arguments():
-    heads = make_heads(True, torch.float32)
-    inputs, labels = make_batch(torch.float32)
+def test_fused_rejects_bad_arguments(device):
+    heads = make_heads(True, torch.float32, device)
+    inputs, labels = make_batch(torch.float32, device)
     with pytest.raises(ValueError, match="`loss_weights` has 2 entries but there are 4 nesting dims"):
         nested_heads_cross_entropy(heads, inputs, labels, [1.0, 1.0])
     with pytest.raises(ValueError, match=r"class ids from 0 to 22.*got values from 0 to 23"):
-        nested_heads_cross_entropy(heads, inputs, torch.tensor([0, 23, 1, 1, 1, 1]), [1.0] * 4)
+        nested_heads_cross_entropy(heads, inputs, torch.tensor([0, 23, 1, 1, 1, 1], device=device), [1.0] * 4)
     with pytest.raises(ValueError, match="`chunk_size` must be a positive integer, got 0"):
         nested_heads_cross_entropy(heads, inputs, labels, [1.0] * 4, chunk_size=0)
 
@@ -169,12 +172,13 @@ CLASSIFIERS = {"vit": MatryoshkaForImageClassification, "bert": MatryoshkaForSeq
 
 
 @pytest.mark.parametrize("efficient", [False, True], ids=["mrl", "mrl-e"])
-def test_classifier_outputs_agree_with_and_without_matryoshka_logits(backbone_kind, efficient):
+def test_classifier_outputs_agree_with_and_without_matryoshka_logits(backbone_kind, efficient, device):
     torch.manual_seed(0)
     config = MatryoshkaConfig(backbone_config=BACKBONES[backbone_kind](), num_labels=5, efficient=efficient,
                               matryoshka_weights=[1.0, 0.5, 2.0])
-    model = CLASSIFIERS[backbone_kind](config).eval()  # no dropout: both calls see the same network
-    inputs, labels = tiny_inputs(backbone_kind), torch.tensor([0, 1, -100, 4])
+    model = CLASSIFIERS[backbone_kind](config).eval().to(device)  # no dropout: both calls see the same network
+    inputs = {name: tensor.to(device) for name, tensor in tiny_inputs(backbone_kind).items()}
+    labels = torch.tensor([0, 1, -100, 4], device=device)
     runs = []
     for output_matryoshka_logits in (False, True):
         model.zero_grad(set_to_none=True)

@@ -47,10 +47,10 @@ def test_validate_weights():
         validate_matryoshka_weights([0, 0.0], 2)
 
 
-def test_truncate_then_normalise():
-    embeddings = torch.tensor([[3.0, 4.0, 100.0], [0.0, 2.0, -7.0]])
+def test_truncate_then_normalise(device):
+    embeddings = torch.tensor([[3.0, 4.0, 100.0], [0.0, 2.0, -7.0]], device=device)
     truncated = truncate_embeddings(embeddings, 2)
-    assert torch.allclose(truncated, torch.tensor([[0.6, 0.8], [0.0, 1.0]]))
+    assert torch.allclose(truncated, torch.tensor([[0.6, 0.8], [0.0, 1.0]], device=device))
     assert torch.equal(truncate_embeddings(embeddings, 2, normalize=False), embeddings[:, :2])
     assert truncate_embeddings(embeddings).shape == (2, 3)
     for bad in (0, 4, -1, 2.5, "8"):
@@ -80,13 +80,13 @@ HEAD_VARIANTS = [
 @pytest.mark.parametrize(("efficient", "num_direct"), HEAD_VARIANTS)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("input_width", [20, 23])
-def test_nested_linear_matches_naive_reference_forward_and_backward(efficient, num_direct, bias, input_width):
+def test_nested_linear_matches_naive_reference_forward_and_backward(efficient, num_direct, bias, input_width, device):
     torch.manual_seed(0)
     dims = [3, 8, 16, 20]
-    head = NestedLinear(dims, out_features=7, efficient=efficient, bias=bias, num_direct=num_direct).double()
+    head = NestedLinear(dims, out_features=7, efficient=efficient, bias=bias, num_direct=num_direct).double().to(device)
     # A width above the largest nesting dim: the extra features feed no head and get zero gradient.
-    inputs = torch.randn(5, input_width, dtype=torch.float64, requires_grad=True)
-    upstream = torch.randn(len(dims), 5, 7, dtype=torch.float64)
+    inputs = torch.randn(5, input_width, dtype=torch.float64).to(device).requires_grad_()
+    upstream = torch.randn(len(dims), 5, 7, dtype=torch.float64).to(device)
 
     fast = head(inputs)
     (fast * upstream).sum().backward()
@@ -105,21 +105,21 @@ def test_nested_linear_matches_naive_reference_forward_and_backward(efficient, n
 
 
 @pytest.mark.parametrize("efficient", [False, True])
-def test_nested_linear_float32_and_extra_leading_dims(efficient):
+def test_nested_linear_float32_and_extra_leading_dims(efficient, device):
     torch.manual_seed(0)
-    head = NestedLinear([8, 16, 32], out_features=5, efficient=efficient)
-    inputs = torch.randn(2, 3, 32)
+    head = NestedLinear([8, 16, 32], out_features=5, efficient=efficient).to(device)
+    inputs = torch.randn(2, 3, 32).to(device)
     out = head(inputs)
     assert out.shape == (3, 2, 3, 5)
     torch.testing.assert_close(out, nested_linear_reference(head, inputs), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("efficient", [False, True])
-def test_nested_linear_under_bf16_autocast(efficient):
+def test_nested_linear_under_bf16_autocast(efficient, device):
     torch.manual_seed(0)
-    head = NestedLinear([8, 16, 32], out_features=5, efficient=efficient)
-    inputs = torch.randn(4, 32, requires_grad=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    head = NestedLinear([8, 16, 32], out_features=5, efficient=efficient).to(device)
+    inputs = torch.randn(4, 32).to(device).requires_grad_()
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         out = head(inputs)
     assert out.dtype == torch.bfloat16
     out.float().sum().backward()
@@ -127,14 +127,14 @@ def test_nested_linear_under_bf16_autocast(efficient):
     torch.testing.assert_close(out.float(), nested_linear_reference(head, inputs), atol=0.1, rtol=0.05)
 
 
-def test_logits_at_any_dim_for_mrl_e_only_nesting_dims_for_mrl():
+def test_logits_at_any_dim_for_mrl_e_only_nesting_dims_for_mrl(device):
     torch.manual_seed(0)
-    inputs = torch.randn(3, 16)
-    efficient = NestedLinear([4, 8, 16], out_features=5, efficient=True)
+    inputs = torch.randn(3, 16).to(device)
+    efficient = NestedLinear([4, 8, 16], out_features=5, efficient=True).to(device)
     expected = inputs[:, :6] @ efficient.classifier.weight[:, :6].T + efficient.classifier.bias
     torch.testing.assert_close(efficient.logits_at(inputs, 6), expected)
     torch.testing.assert_close(efficient.logits_at(inputs, 8), efficient(inputs)[1])
-    separate = NestedLinear([4, 8, 16], out_features=5)
+    separate = NestedLinear([4, 8, 16], out_features=5).to(device)
     torch.testing.assert_close(separate.logits_at(inputs, 8), separate(inputs)[1])
     with pytest.raises(ValueError, match=r"one of the nesting dims \[4, 8, 16\].*got 6"):
         separate.logits_at(inputs, 6)
