@@ -175,6 +175,3 @@ class ImageTextLoss(nn.Module):
         output = self.model(**inputs, return_loss=True, gather=self.gather)
         return output.loss, output.matryoshka_losses
 
-
-def is_map_style(dataset) -> bool:
-    return isinstance(dataset, datasets.Dataset)
