@@ -268,13 +268,12 @@ def _collator(model, processor: str | None, name_or_path: str, label_column: str
     from transformers import AutoImageProcessor, AutoTokenizer
 
     from .data import ImageCollator, TextCollator
+    from .encoding import tokenizer_max_length
 
     if _is_text(model):
         tokenizer = AutoTokenizer.from_pretrained(processor or name_or_path)
-        # The length the model was trained with travels as the tokenizer's model_max_length (a huge sentinel
-        # value means the tokenizer never set one).
-        max_length = tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else 128
-        return TextCollator(tokenizer, max_length=max_length, label_column=label_column)
+        # The length the model was trained with travels as the tokenizer's model_max_length.
+        return TextCollator(tokenizer, max_length=tokenizer_max_length(tokenizer) or 128, label_column=label_column)
     source = processor or name_or_path
     if processor is not None or (Path(source) / "preprocessor_config.json").is_file():
         return ImageCollator(AutoImageProcessor.from_pretrained(source), label_column=label_column)

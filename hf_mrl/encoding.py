@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .nesting import truncate_embeddings, validate_dim
 
-__all__ = ["inference", "load_processor", "default_image_processor", "encode_inputs", "check_batch_size"]
+__all__ = ["inference", "load_processor", "default_image_processor", "encode_inputs", "check_batch_size", "tokenizer_max_length"]
 
 # Tokenizers without a configured length report a huge sentinel; texts are then cut at this many tokens.
 FALLBACK_MAX_LENGTH = 512
@@ -87,6 +87,12 @@ def load_processor(model, backbone_config, vision: bool):
         )
     model._processor = processor
     return processor
+
+
+def tokenizer_max_length(tokenizer) -> int | None:
+    """The tokenizer's `model_max_length` when it is a real limit (tokenizers without one report a huge number)."""
+    length = getattr(tokenizer, "model_max_length", None)
+    return length if isinstance(length, int) and length < 100_000 else None
 
 
 def check_batch_size(batch_size) -> int:
@@ -164,7 +170,7 @@ def encode_inputs(
     inputs = _check_inputs(inputs, vision)
     order = np.arange(len(inputs)) if vision else np.argsort([-len(text) for text in inputs], kind="stable")
     if not vision and max_length is None:
-        max_length = processor.model_max_length if processor.model_max_length < 100_000 else FALLBACK_MAX_LENGTH
+        max_length = tokenizer_max_length(processor) or FALLBACK_MAX_LENGTH
     show = len(inputs) > 10 * batch_size if show_progress_bar is None else show_progress_bar
     chunks = []
     for start in tqdm(range(0, len(inputs), batch_size), desc="Encoding", disable=not show):

@@ -25,6 +25,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from ..configuration_matryoshka import MatryoshkaConfig
+from ..encoding import tokenizer_max_length
 from ..nesting import validate_dim
 from .card import card_from_results
 from .saving import README_FILE, _check_target, write_folder_atomically
@@ -130,12 +131,6 @@ def write_sentence_transformers_files(model, folder, tokenizer) -> None:
             shutil.copytree(source, target)
         (folder / "modules.json").write_text(json.dumps(modules, indent=2))
         shutil.copyfile(staging / "st" / "config_sentence_transformers.json", folder / "config_sentence_transformers.json")
-
-
-def tokenizer_max_length(tokenizer) -> int | None:
-    """The tokenizer's `model_max_length` when it is a real limit (tokenizers without one report a huge number)."""
-    length = getattr(tokenizer, "model_max_length", None)
-    return length if isinstance(length, int) and length < 100_000 else None
 
 
 def export_sentence_transformer(
