@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .nesting import truncate_embeddings, validate_dim
 
-__all__ = ["inference", "load_processor", "default_image_processor", "encode_inputs", "check_batch_size", "tokenizer_max_length"]
+__all__ = ["inference", "load_processor", "saved_processor", "default_image_processor", "encode_inputs", "check_batch_size", "tokenizer_max_length"]
 
 # Tokenizers without a configured length report a huge sentinel; texts are then cut at this many tokens.
 FALLBACK_MAX_LENGTH = 512
@@ -44,7 +44,8 @@ def inference(model, requires_grad: bool = False):
         model.train(training)
 
 
-def _saved_processor(folder: str, vision: bool):
+def saved_processor(folder: str, vision: bool):
+    """The image processor (`vision`) or tokenizer saved in `folder` (None when it has none), or loaded by Hub id."""
     from transformers import AutoImageProcessor, AutoTokenizer
 
     path = Path(folder).expanduser()
@@ -75,7 +76,7 @@ def load_processor(model, backbone_config, vision: bool):
         return processor
     sources = [model.name_or_path, getattr(backbone_config, "_name_or_path", None)]
     for source in filter(None, sources):
-        processor = _saved_processor(str(source), vision)
+        processor = saved_processor(str(source), vision)
         if processor is not None:
             break
     if processor is None and vision:

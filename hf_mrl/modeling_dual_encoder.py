@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
-from .encoding import default_image_processor, encode_inputs, inference, load_processor
+from .encoding import default_image_processor, encode_inputs, inference, load_processor, saved_processor
 from .losses import matryoshka_contrastive_loss
 from .modeling_matryoshka import build_backbone, pool_hidden_states
 from .nesting import truncate_embeddings, validate_dim
@@ -145,12 +145,9 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
         """The image processor saved with the model, else the training collators' preprocessing; settable."""
         processor = getattr(self, "_image_processor", None)
         if processor is None:
-            folder = Path(str(self.name_or_path or "")).expanduser()
-            if (folder / "preprocessor_config.json").is_file():
-                processor = AutoImageProcessor.from_pretrained(folder)
-            else:
-                processor = default_image_processor(self.config.vision_config)
-            self._image_processor = processor
+            folder = str(self.name_or_path or "")  # a model built from a config has none: never the working directory
+            saved = saved_processor(folder, vision=True) if folder and Path(folder).expanduser().is_dir() else None
+            processor = self._image_processor = saved or default_image_processor(self.config.vision_config)
         return processor
 
     @image_processor.setter
