@@ -100,6 +100,10 @@ class MatryoshkaTrainer:
             raise ValueError(f"`save_strategy` must be 'no', 'steps' or 'epoch', got {self.args.save_strategy!r}.")
         if train_dataset is None and eval_dataset is None and evaluator is None:
             raise ValueError("Give a `train_dataset` (to train) or an `eval_dataset` / `evaluator` (to evaluate).")
+        if self.args.eval_dims:
+            evaluation_dims(model, self.args.eval_dims)  # every dim within the embedding, checked before any work
+        if isinstance(train_dataset, datasets.IterableDataset) and not (self.args.max_steps and self.args.max_steps > 0):
+            raise ValueError("A streamed `train_dataset` needs `max_steps` > 0 (a stream's length is unknown).")
         self.model = model
         self.task = infer_task(model, train_dataset if train_dataset is not None else eval_dataset)
         if self.task == "classification":
@@ -115,10 +119,10 @@ class MatryoshkaTrainer:
         if self.task == "classification":
             self._set_class_names(probe)
             self.train_dataset, self.eval_dataset = map(self._align_labels, (self.train_dataset, self.eval_dataset))
+        # The collators need the tokenizer, and an image classifier saves its image processor.
+        needs_processor = data_collator is None or self.task != "classification" or model.main_input_name == "pixel_values"
         self.processing_class = processing_class
-        if processing_class is None and (data_collator is None or self.task != "classification"):
-            self.processing_class = default_processor(model)
-        if self.task == "classification" and processing_class is None and model.main_input_name == "pixel_values":
+        if processing_class is None and needs_processor:
             self.processing_class = default_processor(model)
         if self.processing_class is not None and hasattr(self.processing_class, "model_max_length"):
             self.processing_class.model_max_length = self.args.max_seq_length  # saved with it, so eval cuts alike
@@ -126,10 +130,6 @@ class MatryoshkaTrainer:
             self.task, model, self.processing_class, self.args.max_seq_length, self.columns
         )
         self._evaluator = evaluator
-        if self.args.eval_dims:
-            evaluation_dims(model, self.args.eval_dims)  # every dim within the embedding, checked before training
-        if isinstance(train_dataset, datasets.IterableDataset) and not (self.args.max_steps and self.args.max_steps > 0):
-            raise ValueError("A streamed `train_dataset` needs `max_steps` > 0 (a stream's length is unknown).")
         self.loss = loss if loss is not None else self._default_loss()
         self.state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "history": [], "train_seconds": 0.0}
         self.accelerator = None
