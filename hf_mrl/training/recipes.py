@@ -133,9 +133,10 @@ def _resumed_step(training_args) -> int:
     return int(read_trainer_state(checkpoint)["step"]) if checkpoint is not None else 0
 
 
-def _write_summary(training_args, summary: dict) -> dict:
-    output_dir = Path(training_args.output_dir)
-    save_results(summary, output_dir / "results.json")
+def _write_summary(summary: dict, model_args, data_args, training_args) -> dict:
+    """`<output_dir>/results.json`: the run's summary and every argument that is plain JSON."""
+    summary["args"] = _jsonable({**asdict(model_args), **asdict(data_args), **training_args.to_dict()})
+    save_results(summary, Path(training_args.output_dir) / "results.json")
     return summary
 
 
@@ -195,7 +196,7 @@ def run_supervised(model_args: SupervisedModelArguments, data_args: DataArgument
     if final:
         save_results_plot(final, Path(training_args.output_dir) / "accuracy_vs_dim.png")
     state = trainer.state
-    return _write_summary(training_args, {
+    return _write_summary({
         "task": "classification",
         "dataset": name,
         "model": {
@@ -212,8 +213,7 @@ def run_supervised(model_args: SupervisedModelArguments, data_args: DataArgument
         "knn_database": reference_split,
         "final": final,
         "history": state["history"],
-        "args": _jsonable({**asdict(model_args), **asdict(data_args), **training_args.to_dict()}),
-    })
+    }, model_args, data_args, training_args)
 
 
 def _num_classes(splits) -> int:
@@ -354,7 +354,7 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
         save_results_plot(final, Path(training_args.output_dir) / "recall_vs_dim.png", metrics=recall or None)
     state = trainer.state
     initial = next((entry for entry in state["history"] if entry["step"] == 0), None)  # `eval_on_start`
-    return _write_summary(training_args, {
+    return _write_summary({
         "task": model_args.task, "loss": model_args.loss, "dataset": name,
         "matryoshka_dims": model_args.matryoshka_dims, "eval_dims": evaluation_dims(model, training_args.eval_dims),
         "final_split": final_split, "steps": steps, "steps_this_run": steps - start_step,
@@ -363,5 +363,4 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
         "final": final,
         "initial_metrics": {key: value for key, value in initial.items() if key not in ("epoch", "step")} if initial else None,
         "history": state["history"],
-        "args": _jsonable({**asdict(model_args), **asdict(data_args), **training_args.to_dict()}),
-    })
+    }, model_args, data_args, training_args)
