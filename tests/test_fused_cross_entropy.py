@@ -6,7 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from hf_mrl import MatryoshkaConfig, MatryoshkaForImageClassification, MatryoshkaForSequenceClassification
+from hf_mrl import (
+    MatryoshkaConfig,
+    MatryoshkaForImageClassification,
+    MatryoshkaForSequenceClassification,
+    fused_cross_entropy,
+)
 from hf_mrl.fused_cross_entropy import nested_heads_cross_entropy, nested_linear_cross_entropy
 from hf_mrl.nesting import NestedLinear, nested_linear_reference
 
@@ -123,9 +128,44 @@ def test_a_second_backward_is_refused_or_exact(chunk_size, device):
     if chunk_size < NUM_LABELS:  # recomputed chunks: backward can run again
         loss.backward()
         torch.testing.assert_close(inputs.grad, 2 * first)
-    else:  # one chunk: its softmax was computed in place
-        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+    else:  # one chunk: the gradients were computed in the forward and handed over by the first backward
+        with pytest.raises(RuntimeError, match="a second time"):
             loss.backward()
+
+
+@pytest.mark.parametrize("efficient", [True, False], ids=["mrl-e", "mrl"])
+@pytest.mark.parametrize("row_chunk_elements", [1, 200])  # one row per chunk; 2 rows per chunk (4 dims x 23 labels)
+def test_one_pass_over_several_row_chunks_equals_the_reference(efficient, row_chunk_elements, device, monkeypatch):
+    monkeypatch.setattr(fused_cross_entropy, "ROW_CHUNK_ELEMENTS", row_chunk_elements)
+    heads = make_heads(efficient, torch.float64, device)
+    inputs, labels = make_batch(torch.float64, device, batch=7, ignored=(3,))
+    weights = [1.0, 0.5, 2.0, 1.0]
+    upstream = torch.randn(inputs.shape[0], NUM_LABELS, dtype=torch.float64).to(device)
+    fused = values_and_grads(lambda: nested_heads_cross_entropy(heads, inputs, labels, weights, label_smoothing=0.1),
+                             heads, inputs, upstream)
+    naive = values_and_grads(lambda: reference(heads, inputs, labels, weights, 0.1), heads, inputs, upstream)
+    for got, want in zip([*fused[0], *fused[1]], [*naive[0], *naive[1]]):
+        torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("chunk_size", [5, 64])
+@pytest.mark.parametrize("trainable", ["inputs", "heads"])
+def test_only_the_wanted_gradients_and_none_without_grad(chunk_size, trainable, device):
+    heads = make_heads(True, torch.float64, device)
+    inputs, labels = make_batch(torch.float64, device)
+    inputs.requires_grad_(trainable == "inputs")
+    heads.requires_grad_(trainable == "heads")
+    weights = [1.0] * len(DIMS)
+    output = nested_heads_cross_entropy(heads, inputs, labels, weights, chunk_size=chunk_size)
+    output.loss.backward()
+    want = reference(heads, inputs, labels, weights)[0]
+    torch.testing.assert_close(output.loss, want, atol=1e-9, rtol=0)
+    assert (inputs.grad is not None) == (trainable == "inputs")
+    assert (heads.classifier.weight.grad is not None) == (trainable == "heads")
+    with torch.no_grad():
+        quiet = nested_heads_cross_entropy(heads, inputs, labels, weights, chunk_size=chunk_size)
+    assert not quiet.loss.requires_grad
+    torch.testing.assert_close(quiet.loss, want, atol=1e-9, rtol=0)
 
 
 def test_all_rows_ignored_gives_nan_like_cross_entropy(device):
@@ -215,3 +255,16 @@ def test_bench_heads_with_loss_runs_on_a_tiny_problem():
     assert completed.returncode == 0, completed.stderr[-2000:]
     for name in ("single full-dim nn.Linear", "MRL-E fused, chunk 16", "MRL fused, chunk 64", "MRL-E unfused", "peak MiB"):
         assert name in completed.stdout
+
+
+@pytest.mark.parametrize("chunk_size", [5, 64])
+def test_a_negative_upstream_gradient(chunk_size, device):
+    heads = make_heads(True, torch.float64, device)
+    inputs, labels = make_batch(torch.float64, device, ignored=(1,))
+    weights = [1.0, 0.0, 2.0, 1.0]
+    (-2.0 * nested_heads_cross_entropy(heads, inputs, labels, weights, chunk_size=chunk_size).loss).backward()
+    fused = [inputs.grad.clone(), heads.classifier.weight.grad.clone()]
+    inputs.grad = None
+    heads.zero_grad(set_to_none=True)
+    (-2.0 * reference(heads, inputs, labels, weights)[0]).backward()
+    torch.testing.assert_close(fused, [inputs.grad, heads.classifier.weight.grad], atol=1e-9, rtol=1e-9)
