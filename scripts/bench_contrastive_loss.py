@@ -4,7 +4,8 @@ Measured side by side in one run, on synthetic random embeddings (only the shape
   (a) `hf_mrl.losses.matryoshka_contrastive_loss` over the nesting dims (symmetric, like CLIP);
   (b) one full-dim CLIP loss: normalise, one matmul, symmetric cross-entropy;
   (c) the naive per-dim loop: truncate, normalise, full matmul and symmetric cross-entropy at every dim.
-Prints the median time of each (after warm-up) and the ratios (a)/(b) (target <= 1.3) and (c)/(b).
+Prints the median time of each (after warm-up) and the ratios (a)/(b) (target <= 1.3) and (c)/(b), and the peak
+memory of one more, untimed step of each beside it (`hf_mrl.benchmarking.peak_memory`).
 
     python scripts/bench_contrastive_loss.py                  # batch 4096, dim 1024, 9 dims (4 ... 1024)
     python scripts/bench_contrastive_loss.py --batch 1024 --dim 512 --repeats 5 --device cuda
@@ -19,6 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from hf_mrl.benchmarking import PEAK_MEMORY_SOURCE, peak_memory
 from hf_mrl.losses import matryoshka_contrastive_loss, matryoshka_contrastive_loss_reference
 
 
@@ -87,7 +89,7 @@ def main() -> None:
     print(
         f"batch {args.batch}, dim {args.dim}, {len(dims)} nesting dims {dims}, {args.dtype} on {device} "
         f"({torch.get_num_threads()} CPU threads); forward + backward, median of {args.repeats} "
-        f"after {args.warmup} warm-up"
+        f"after {args.warmup} warm-up; peak memory from {PEAK_MEMORY_SOURCE[device.type]}"
     )
     for _ in range(args.warmup):
         for loss_fn in candidates.values():
@@ -98,9 +100,15 @@ def main() -> None:
         for name, loss_fn in candidates.items():
             times[name].append(time_forward_backward(loss_fn, image_embeds, text_embeds, device))
     medians = {name: statistics.median(values) for name, values in times.items()}
+    peaks = {}
+    for name, loss_fn in candidates.items():
+        image_embeds.grad = text_embeds.grad = None
+        peaks[name] = peak_memory(lambda loss_fn=loss_fn: loss_fn(image_embeds, text_embeds).backward(), device)
+    base_peak = peaks["(b) full-dim CLIP loss"]
     for name, median in medians.items():
         spread = ", ".join(f"{value:.3f}" for value in times[name])
-        print(f"  {name:34s} {median * 1e3:9.1f} ms   (runs: {spread} s)")
+        print(f"  {name:34s} {median * 1e3:9.1f} ms   peak {peaks[name] / 2**20:8.1f} MiB "
+              f"({peaks[name] / base_peak:.2f}x)   (runs: {spread} s)")
     baseline = medians["(b) full-dim CLIP loss"]
     print(f"  ratio (a)/(b) = {medians['(a) matryoshka_contrastive_loss'] / baseline:.2f}   (target <= 1.3)")
     if "(c) naive per-dim loop" in medians:

@@ -15,7 +15,8 @@ the texts 9 times, so it dominates the run time):
   nine dims    the same evaluator with 9 dims: encoding once + scoring 9 dims
   per-dim      encoding the texts again for each of the 9 dims (what a per-dim evaluator
                such as sentence-transformers' `truncate_dim` does), then scoring that dim
-Target: nine dims <= 1.2x one dim. With `--output-dir`, also writes the per-dim results (with PCA
+Target: nine dims <= 1.2x one dim. Peak memory of one more, untimed run of each is printed beside its time
+(`hf_mrl.benchmarking.peak_memory`). With `--output-dir`, also writes the per-dim results (with PCA
 and random-subset baselines on the same embeddings) as JSON, a markdown table and a PNG plot.
 """
 
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from hf_mrl import MatryoshkaModel
+from hf_mrl.benchmarking import PEAK_MEMORY_SOURCE, peak_memory
 from hf_mrl.evaluation import (
     MatryoshkaRetrievalEvaluator,
     baseline_embeddings,
@@ -136,13 +138,21 @@ def main():
         times["per-dim re-encoding"].append(seconds)
 
     best = {name: min(values) for name, values in times.items()}
-    print()
+    with torch.inference_mode():
+        peaks = {
+            "one dim": peak_memory(lambda: one_dim(model), args.device),
+            "nine dims": peak_memory(lambda: nine_dims(model), args.device),
+            "per-dim re-encoding": peak_memory(lambda: per_dim_reencoding(model, data, collate, args.batch_size),
+                                               args.device),
+        }
+    print(f"\npeak memory from {PEAK_MEMORY_SOURCE[args.device.type]}")
     for name, seconds in best.items():
         detail = ""
         if name in parts:
             encode_seconds, score_seconds = parts[name][times[name].index(seconds)]
             detail = f"  [encode {encode_seconds:.2f} s + score {score_seconds:.2f} s]"
-        print(f"{name:>20}: {seconds:7.2f} s  ({seconds / best['one dim']:.2f}x one dim){detail}")
+        print(f"{name:>20}: {seconds:7.2f} s  ({seconds / best['one dim']:.2f}x one dim)  peak "
+              f"{peaks[name] / 2**20:7.1f} MiB ({peaks[name] / peaks['one dim']:.2f}x){detail}")
     ratio = best["nine dims"] / best["one dim"]
     print(f"\nnine dims / one dim = {ratio:.3f} (target <= 1.2: {'met' if ratio <= 1.2 else 'MISSED'})")
     print(f"per-dim re-encoding / nine dims in one pass = {best['per-dim re-encoding'] / best['nine dims']:.2f}x")

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.profiler import ProfilerActivity, profile
 
+from hf_mrl.benchmarking import PEAK_MEMORY_SOURCE, make_clock, peak_memory
 from hf_mrl.fused_cross_entropy import DEFAULT_CHUNK_SIZE, nested_heads_cross_entropy
 from hf_mrl.losses import matryoshka_cross_entropy
 from hf_mrl.nesting import NestedLinear, default_matryoshka_dims
@@ -61,41 +60,6 @@ def make_step(head: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, with_
             out.backward(upstream)
 
     return step
-
-
-def peak_memory(step, reset, device: torch.device) -> int:
-    """Peak bytes torch allocated during one call of `step`, above what was allocated before it (after `reset()`,
-    which frees the gradients the step would otherwise free inside the measurement)."""
-    reset()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = sorted((event.start_ns(), event.nbytes()) for event in prof.profiler.kineto_results.events()
-                    if event.name() == "[memory]")
-    current = peak = 0
-    for _, nbytes in events:
-        current += nbytes
-        peak = max(peak, current)
-    return peak
-
-
-def make_clock(kind: str, device: torch.device):
-    """Wall or this process's CPU seconds; on CUDA, read after the queued kernels have finished."""
-    read = time.perf_counter if kind == "wall" else time.process_time
-    if device.type != "cuda":
-        return read
-
-    def clock() -> float:
-        torch.cuda.synchronize(device)
-        return read()
-
-    return clock
 
 
 def bench(batch: int, dim: int, labels: int, repeats: int, with_loss: bool, with_unfused: bool,
@@ -133,7 +97,11 @@ def bench(batch: int, dim: int, labels: int, repeats: int, with_loss: bool, with
             start = clock()
             step()
             times[name].append(clock() - start)
-    return {name: (statistics.median(times[name]), peak_memory(step, reset, device)) for name, step in steps.items()}
+    peaks = {}
+    for name, step in steps.items():
+        reset()  # frees the gradients the step would otherwise free inside the measurement
+        peaks[name] = peak_memory(step, device)
+    return {name: (statistics.median(times[name]), peaks[name]) for name in steps}
 
 
 def main() -> None:
@@ -158,7 +126,7 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     clock = make_clock(args.clock, args.device)
-    memory_source = "torch.cuda.max_memory_allocated" if args.device.type == "cuda" else "torch's profiler memory events"
+    memory_source = PEAK_MEMORY_SOURCE[args.device.type]
     print(
         f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, float32, forward+backward, "
         f"{args.clock} clock, median of {args.repeats}; peak memory from {memory_source}"

@@ -1,0 +1,67 @@
+"""Measuring helpers the benchmark scripts share: peak memory of one step, and a clock that waits for CUDA."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+__all__ = ["make_clock", "peak_memory", "PEAK_MEMORY_SOURCE"]
+
+PEAK_MEMORY_SOURCE = {
+    "cpu": "torch's profiler memory events + numpy's allocations (tracemalloc)",
+    "cuda": "torch.cuda.max_memory_allocated",
+}
+
+
+def peak_memory(step: Callable[[], object], device: torch.device | str = "cpu") -> int:
+    """Peak bytes allocated during one call of `step`, above what was allocated before it.
+
+    CUDA: the caching allocator's peak. CPU: torch has no allocator statistics, so every allocation and free of
+    torch's allocator is read from the profiler's memory events (`profile_memory=True`) and summed in time order;
+    numpy arrays (the evaluators' embeddings) are counted by tracemalloc, and the two peaks added (an upper bound
+    when they do not coincide). Run it on an untimed step: profiling slows the step down.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    start, _ = tracemalloc.get_traced_memory()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    _, python_peak = tracemalloc.get_traced_memory()
+    if not tracing:
+        tracemalloc.stop()
+    events = sorted((event.start_ns(), event.nbytes()) for event in prof.profiler.kineto_results.events()
+                    if event.name() == "[memory]" and event.device_type().name == "CPU")
+    current = torch_peak = 0
+    for _, nbytes in events:
+        current += nbytes
+        torch_peak = max(torch_peak, current)
+    return torch_peak + max(0, python_peak - start)
+
+
+def make_clock(kind: str = "wall", device: torch.device | str = "cpu") -> Callable[[], float]:
+    """Wall (`perf_counter`) or this process's CPU seconds (`process_time`); on CUDA, read after the queued kernels
+    have finished."""
+    read = time.perf_counter if kind == "wall" else time.process_time
+    device = torch.device(device)
+    if device.type != "cuda":
+        return read
+
+    def clock() -> float:
+        torch.cuda.synchronize(device)
+        return read()
+
+    return clock
