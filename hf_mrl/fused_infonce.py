@@ -48,6 +48,69 @@ def _one_positive_loss(log_sum, shift, positive, mean, smoothing: float) -> torc
     return per_item.sum()
 
 
+# Rows per block of the blocked path: one (rows, cols) float32 block of about 1 MiB, so the per-dim elementwise
+# work (logits, exp, sums, the gradient's rank-2 factor, its product with the dots) stays in cache and the big
+# (R, C) matrices are read and written a few times per dim instead of a dozen.
+_BLOCK_ELEMENTS = 1 << 18
+
+
+def _row_blocks(rows: int, cols: int, elements: int = _BLOCK_ELEMENTS):
+    size = max(1, elements // max(cols, 1))
+    for start in range(0, rows, size):
+        yield start, min(start + size, rows)
+
+
+def _blocked_dim(dots, slot, block, a, b, weight, plan: _Plan, scale_value: float, ones):
+    """One nesting dim of the common case (shared shift, targets on a diagonal), row block by row block.
+
+    Pass 1: logits - scale, the positives, exp (into the dim's gradient slot when there is one) and its row and
+    column sums. Pass 2 (needs the finished column sums): the slot becomes d loss / d dots, and its products with
+    the dots give the norms' gradients. Returns (loss, row_total, col_total); the totals are None without a slot.
+    """
+    rows, cols = dots.shape
+    two_way, offset = plan.col_coef > 0, plan.offset
+    row_sum, positive = dots.new_empty(rows), dots.new_empty(rows)
+    col_sum = dots.new_zeros(cols) if two_way else None
+    row_mean = dots.new_empty(rows) if plan.smoothing else None
+    col_mean = dots.new_zeros(cols) if plan.smoothing and two_way else None
+    row_index = torch.arange(rows, device=dots.device)
+    for start, end in _row_blocks(rows, cols):
+        work, count = block[: end - start], end - start
+        torch.mul(dots[start:end], a[start:end, None], out=work)
+        torch.addcmul(dots.new_tensor(-scale_value), work, b[None, :], out=work)
+        positive[start:end] = work[row_index[:count], row_index[start:end] + offset]
+        if row_mean is not None:
+            row_mean[start:end] = work.sum(1) / cols
+            if col_mean is not None:
+                col_mean += torch.mv(work.t(), ones[:count]) / rows
+        exp = work.exp_() if slot is None else torch.exp(work, out=slot[start:end])
+        row_sum[start:end] = exp.sum(1)
+        if two_way:
+            col_sum += torch.mv(exp.t(), ones[:count])
+    loss = plan.row_coef * _one_positive_loss(row_sum.log(), 0.0, positive, row_mean, plan.smoothing)
+    if two_way:
+        loss = loss + plan.col_coef * _one_positive_loss(col_sum.log(), 0.0, positive, col_mean, plan.smoothing)
+    if slot is None:
+        return loss, None, None
+    row_factor = (weight * plan.row_coef) * a / row_sum
+    col_factor = plan.col_coef * b / col_sum if two_way else None
+    diagonal = (weight * plan.diag_value) * a * b[offset : offset + rows]
+    row_total, col_total = dots.new_empty(rows), dots.new_zeros(cols)
+    for start, end in _row_blocks(rows, cols):
+        work, count, grad = block[: end - start], end - start, slot[start:end]
+        torch.outer(row_factor[start:end], b, out=work)
+        if two_way:
+            work.addr_(weight * a[start:end], col_factor)
+        grad.mul_(work)
+        grad[row_index[:count], row_index[start:end] + offset] -= diagonal[start:end]
+        if plan.uniform:
+            grad.addr_(a[start:end], b, alpha=-weight * plan.uniform)
+        weighted = torch.mul(grad, dots[start:end], out=work)
+        row_total[start:end] = weighted.sum(1)
+        col_total += torch.mv(weighted.t(), ones[:count])
+    return loss, row_total, col_total
+
+
 class _MatryoshkaInfoNCE(torch.autograd.Function):
     """Contrastive loss of `queries` (R, D) against `keys` (C, D) at every nesting dim.
 
@@ -70,10 +133,17 @@ class _MatryoshkaInfoNCE(torch.autograd.Function):
         query_scale = scale_value / query_sq.sqrt().clamp_min(_NORM_EPS)  # logits = dots * a_i * b_j
         key_scale = 1.0 / key_sq.sqrt().clamp_min(_NORM_EPS)
 
+        shared_shift = scale_value <= _SHARED_SHIFT_MAX_SCALE
+        # The common case (one shared shift, targets on a diagonal) runs row block by row block (`_blocked_dim`).
+        blocked = shared_shift and plan.targets is None
         dots = queries.new_empty(rows, cols)
-        work = queries.new_empty(rows, cols)
+        if blocked:
+            block_rows = min(rows, max(1, _BLOCK_ELEMENTS // max(cols, 1)))
+            work = queries.new_empty(block_rows, cols)
+        else:
+            work = queries.new_empty(rows, cols)
         # The column-shifted exp of the high-scale path lives in the dim's gradient slot when there is one.
-        col_buffer = queries.new_empty(rows, cols) if two_way and not compute_grad else None
+        col_buffer = queries.new_empty(rows, cols) if two_way and not compute_grad and not blocked else None
         ones = queries.new_ones(rows)
         per_dim = queries.new_empty(num_dims)
         if compute_grad:
@@ -82,7 +152,14 @@ class _MatryoshkaInfoNCE(torch.autograd.Function):
             grad_key_sq = queries.new_zeros(num_dims, cols)
             grad_scale = queries.new_zeros(())
 
-        shared_shift = scale_value <= _SHARED_SHIFT_MAX_SCALE
+        def norm_grads(index, row_total, col_total):
+            grad_scale.add_(row_total.sum() / scale_value)
+            # logits scale as 1 / sqrt(cumulative sum of squares), unless clamped at eps (then no gradient).
+            grad_query_sq[index] = torch.where(
+                query_sq[index].sqrt() > _NORM_EPS, -row_total / (2 * query_sq[index]), 0
+            )
+            grad_key_sq[index] = torch.where(key_sq[index].sqrt() > _NORM_EPS, -col_total / (2 * key_sq[index]), 0)
+
         neg_scale = queries.new_tensor(-scale_value)
         zero = queries.new_zeros(())
         for index, (lo, hi) in enumerate(bounds):
@@ -91,6 +168,13 @@ class _MatryoshkaInfoNCE(torch.autograd.Function):
             else:
                 dots.addmm_(queries[:, lo:hi], keys[:, lo:hi].t())
             a, b, weight = query_scale[index], key_scale[index], plan.weights[index]
+            if blocked:
+                slot = grad_dots[index] if compute_grad else None
+                per_dim[index], row_total, col_total = _blocked_dim(dots, slot, work, a, b, weight, plan, scale_value,
+                                                                    ones)
+                if compute_grad:
+                    norm_grads(index, row_total, col_total)
+                continue
             torch.mul(dots, a[:, None], out=work)
             if shared_shift:
                 # logits - scale in one pass (every logit is <= scale, so exp stays <= 1); the constant
@@ -155,13 +239,7 @@ class _MatryoshkaInfoNCE(torch.autograd.Function):
                     slot.addr_(a, b, alpha=-weight * plan.uniform)
             # Through the norms: with G = dLoss/dlogits, sum_j G_ij logits_ij = sum_j slot_ij dots_ij.
             weighted = torch.mul(slot, dots, out=work)
-            row_total, col_total = weighted.sum(1), torch.mv(weighted.t(), ones)
-            grad_scale += row_total.sum() / scale_value
-            # logits scale as 1 / sqrt(cumulative sum of squares), unless clamped at eps (then no gradient).
-            grad_query_sq[index] = torch.where(
-                query_sq[index].sqrt() > _NORM_EPS, -row_total / (2 * query_sq[index]), 0
-            )
-            grad_key_sq[index] = torch.where(key_sq[index].sqrt() > _NORM_EPS, -col_total / (2 * key_sq[index]), 0)
+            norm_grads(index, weighted.sum(1), torch.mv(weighted.t(), ones))
 
         weights = torch.tensor(plan.weights, dtype=per_dim.dtype, device=per_dim.device)
         total = (per_dim * weights).sum()
@@ -186,8 +264,11 @@ class _MatryoshkaInfoNCE(torch.autograd.Function):
         grad_dots = ctx.grad_dots
         ctx.grad_dots = None
         # Block k's dot products feed every dim j >= k: reverse running sum, in place.
-        for index in range(len(ctx.dims) - 2, -1, -1):
-            grad_dots[index].add_(grad_dots[index + 1])
+        # Row block by row block, so that each block's dims stay in cache.
+        num_dims, rows, cols = grad_dots.shape
+        for start, end in _row_blocks(rows, cols * num_dims):
+            for index in range(num_dims - 2, -1, -1):
+                grad_dots[index, start:end].add_(grad_dots[index + 1, start:end])
         # Gradients are built transposed, (D, rows): each block's product lands in contiguous rows.
         grad_queries_t = queries.new_zeros(queries.shape[1], queries.shape[0])
         grad_keys_t = keys.new_zeros(keys.shape[1], keys.shape[0])
