@@ -65,3 +65,12 @@ def encode_embeddings(
     finally:
         model.train(was_training)
     return np.concatenate(parts)
+
+
+def dataset_ids(dataset, id_column: str | None) -> np.ndarray | None:
+    """The int ids in `dataset[id_column]` (None without an `id_column`: the indexes use row numbers)."""
+    if id_column is None:
+        return None
+    if id_column not in dataset.column_names:
+        raise ValueError(f"`id_column` {id_column!r} is not a column of the dataset; columns: {dataset.column_names}.")
+    return np.asarray(dataset[id_column])
