@@ -184,11 +184,11 @@ def edge_filter(condition):
     """A `qdrant_client.models.Filter` (or condition) as the same Qdrant Edge object; Edge objects pass as is.
     Covers must / should / must_not / min_should, field match (value, any, except, text), range, values count,
     empty, null, id and nested conditions."""
+    if condition is None or type(condition).__module__.startswith("qdrant_edge"):
+        return condition
     import qdrant_edge as qe
     from qdrant_client import models
 
-    if condition is None or type(condition).__module__.startswith("qdrant_edge"):
-        return condition
     if isinstance(condition, models.Filter):
         convert = lambda items: None if items is None else [edge_filter(item) for item in (  # noqa: E731
             items if isinstance(items, list) else [items])]
