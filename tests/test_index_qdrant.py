@@ -13,8 +13,8 @@ from qdrant_client import QdrantClient, models
 
 from hf_mrl.configuration_matryoshka import MatryoshkaConfig
 from hf_mrl.index import MatryoshkaIndex, QdrantMatryoshkaIndex, encode_embeddings
+from hf_mrl.index.encoding import dataset_payloads
 from hf_mrl.index.qdrant_engines import _ClientCollection, _EdgeCollection
-from hf_mrl.index.qdrant_index import dataset_payloads
 from hf_mrl.modeling_matryoshka import MatryoshkaModel
 
 from .tiny import tiny_vit_config

@@ -7,8 +7,8 @@
 - `persistence.py`: the saved folder (manifest, sha256 of every file, atomic save, checked load).
 - `encoding.py`: `encode_embeddings`, a dataset through a model into the full embeddings.
 - `qdrant_index.py`: `QdrantMatryoshkaIndex`, the same search API on a Qdrant collection (scale-out);
-  `qdrant_engines.py`: its two engines (Qdrant Edge embedded, qdrant-client for servers). qdrant is imported
-  only when a collection is used.
+  `qdrant_engines.py`: its two engines (Qdrant Edge embedded, qdrant-client for servers); `qdrant_checks.py`:
+  its argument and collection-layout checks. qdrant is imported only when a collection is used.
 """
 
 # The `X as X` imports keep public settings importable from here, as before, without adding them to `__all__`.

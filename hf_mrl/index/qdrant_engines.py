@@ -267,7 +267,7 @@ class _ClientCollection:
     def describe(self) -> tuple[dict[str, tuple[int, str]], dict | None]:
         config = self.client.get_collection(self.collection_name).config
         stored = config.params.vectors
-        stored = stored if isinstance(stored, dict) else {"": stored}  # an unnamed vector
+        stored = stored if isinstance(stored, dict) else {} if stored is None else {"": stored}  # unnamed: ""
         vectors = {name: (int(params.size), str(getattr(params.distance, "value", params.distance)))
                    for name, params in stored.items()}
         return vectors, getattr(config, "metadata", None)

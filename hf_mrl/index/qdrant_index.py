@@ -8,7 +8,8 @@ funnel runs inside the engine.
 
 Where the collection lives (see `qdrant_engines.py`): Qdrant Edge, the embedded engine, for
 `location=":memory:"` (default) or `path=DIR`; a Qdrant server or cluster for `url=` / `api_key=`, or any
-`QdrantClient` passed as `client=`. Nothing else changes between them.
+`QdrantClient` passed as `client=`. Nothing else changes between them. Argument and layout checks live in
+`qdrant_checks.py`.
 """
 
 from __future__ import annotations
@@ -19,25 +20,31 @@ from itertools import pairwise
 import numpy as np
 from tqdm.auto import tqdm
 
-from .encoding import dataset_ids, encode_embeddings
+from .encoding import dataset_ids, dataset_payloads, encode_embeddings
 from .matryoshka_index import DEFAULT_SHORTLIST_SIZE
-from .qdrant_engines import DEFAULT_HNSW, HNSW_KEYS, QUANTIZATIONS, Stage, VectorSpec, connect, vector_name
+from .qdrant_checks import (
+    DEFAULT_COLLECTION,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    _check_hnsw_config,
+    _check_payloads,
+    _check_point_ids,
+    check_layout,
+    open_engine,
+    vector_specs,
+)
+from .qdrant_engines import QUANTIZATIONS, Stage, vector_name
 from .storage import _l2_normalize
 from .validation import (
     _check_choice,
     _check_dim_list,
     _check_funnel_sizes,
-    _check_ids,
     _check_positive_int,
     _check_queries,
     _check_shortlist_dims,
     _is_int,
     _to_float_matrix,
 )
-
-FORMAT_NAME = "hf_mrl.QdrantMatryoshkaIndex"
-FORMAT_VERSION = 1
-DEFAULT_COLLECTION = "hf_mrl"
 
 
 class QdrantMatryoshkaIndex:
@@ -112,13 +119,13 @@ class QdrantMatryoshkaIndex:
             "rerank_dims": rerank_dims, "shortlist_quantization": shortlist_quantization,
             "hnsw_config": _check_hnsw_config(hnsw_config),
         }
-        engine = _connect(collection_name, location, path, url, api_key, client)
+        engine = open_engine(collection_name, location, path, url, api_key, client)
         try:
             if engine.exists():  # resume (or add to) a collection built with the same settings
                 engine.open()
-                _check_layout(engine, expected=metadata)
+                check_layout(engine, expected=metadata)
             else:
-                engine.create(_vector_specs(metadata), metadata)
+                engine.create(vector_specs(metadata), metadata)
             stored = sorted(set(shortlist_dims) | set(rerank_dims))
             starts = range(0, count, batch_size)
             for start in tqdm(starts, desc=f"upserting to {collection_name}", disable=not show_progress):
@@ -173,7 +180,7 @@ class QdrantMatryoshkaIndex:
     ) -> QdrantMatryoshkaIndex:
         """Opens a collection built by `QdrantMatryoshkaIndex` (same connection arguments as `__init__`),
         checking that it stores a cosine vector of the right size at each dim its settings name."""
-        engine = _connect(collection_name, location, path, url, api_key, client)
+        engine = open_engine(collection_name, location, path, url, api_key, client)
         if not engine.exists():
             engine.close()
             raise ValueError(
@@ -182,7 +189,7 @@ class QdrantMatryoshkaIndex:
             )
         try:
             engine.open()
-            metadata = _check_layout(engine)
+            metadata = check_layout(engine)
         except BaseException:
             engine.close()
             raise
@@ -348,119 +355,3 @@ class QdrantMatryoshkaIndex:
             raise ValueError(f"`dims` must be strictly rising, got {list(dims)!r}.")
         self._check_shortlist_dim(dims[0], name="dims[0]")
         return [int(value) for value in dims]
-
-
-# -- checks ----------------------------------------------------------------------------------------------------
-
-
-def _connect(collection_name, location, path, url, api_key, client):
-    if not isinstance(collection_name, str) or not collection_name or collection_name.strip(".") == "" or any(
-        sep in collection_name for sep in "/\\"
-    ):
-        raise ValueError(f"`collection_name` must be a non-empty name without path separators, got {collection_name!r}.")
-    if isinstance(location, str) and location.startswith(("http://", "https://")):
-        if url is not None:
-            raise ValueError(f"Give the server once: `location` {location!r} and `url` {url!r} are both set.")
-        location, url = ":memory:", location
-    if location not in (":memory:", None):
-        raise ValueError(f"`location` must be ':memory:' or an http(s) URL, got {location!r}; a folder goes to `path`.")
-    given = [name for name, value in (("client", client), ("url", url), ("path", path)) if value is not None]
-    if len(given) > 1:
-        raise ValueError(f"Give one of `client`, `url` and `path`, got {given}.")
-    if api_key is not None and url is None:
-        raise ValueError("`api_key` goes with `url` (a Qdrant server); the embedded engine takes none.")
-    return connect(collection_name, location, path, url, api_key, client)
-
-
-def _check_point_ids(ids, count: int) -> np.ndarray:
-    if ids is None:
-        return np.arange(count, dtype=np.int64)
-    ids = _check_ids(ids, count)
-    if (ids < 0).any():
-        raise ValueError(f"`ids` must be non-negative (Qdrant point ids are unsigned), got {int(ids.min())}.")
-    unique, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        raise ValueError(f"`ids` must be unique (Qdrant keeps one point per id): {int(unique[counts > 1][0])} repeats.")
-    return ids
-
-
-def _check_payloads(payloads, count: int) -> list[dict] | None:
-    if payloads is None:
-        return None
-    payloads = list(payloads)
-    if len(payloads) != count or not all(isinstance(payload, dict) for payload in payloads):
-        raise ValueError(f"`payloads` must be {count} dicts (one per vector), got {len(payloads)} items.")
-    return payloads
-
-
-def _check_hnsw_config(hnsw_config) -> dict:
-    if hnsw_config is None:
-        return dict(DEFAULT_HNSW)
-    if not isinstance(hnsw_config, dict):
-        raise ValueError(f"`hnsw_config` must be a dict, got {type(hnsw_config).__name__}.")
-    unknown = sorted(set(hnsw_config) - set(HNSW_KEYS))
-    if unknown:
-        raise ValueError(f"`hnsw_config` has unknown keys {unknown}; allowed: {list(HNSW_KEYS)}.")
-    config = dict(DEFAULT_HNSW, **hnsw_config)
-    for key, value in config.items():
-        _check_positive_int(value, f"hnsw_config['{key}']")
-    return {key: int(value) for key, value in config.items()}
-
-
-def _vector_specs(metadata: dict) -> dict[str, VectorSpec]:
-    specs = {vector_name(d): VectorSpec(d) for d in metadata["rerank_dims"]}
-    for d in metadata["shortlist_dims"]:
-        specs[vector_name(d)] = VectorSpec(d, metadata["shortlist_quantization"], metadata["hnsw_config"])
-    return dict(sorted(specs.items(), key=lambda item: item[1].size))
-
-
-_SETTINGS = ("dim", "shortlist_dims", "rerank_dims", "shortlist_quantization", "hnsw_config")
-
-
-def _check_layout(engine, expected: dict | None = None) -> dict:
-    """The collection's hf_mrl settings, after checking it stores a cosine vector of the right size at every dim
-    they name (and, with `expected`, that they are these settings)."""
-    vectors, metadata = engine.describe()
-    name = f"collection {engine.collection_name!r} {engine.where}"
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
-        raise ValueError(f"{name} was not built by QdrantMatryoshkaIndex (no {FORMAT_NAME!r} metadata).")
-    if metadata.get("format_version") != FORMAT_VERSION or any(key not in metadata for key in _SETTINGS):
-        raise ValueError(f"{name} has metadata of another version ({metadata.get('format_version')!r}); this reads "
-                         f"{FORMAT_VERSION}.")
-    wanted = {spec_name: spec.size for spec_name, spec in _vector_specs(metadata).items()}
-    stored = {key: f"{size}-d {distance}" for key, (size, distance) in vectors.items()}
-    needed = {key: f"{size}-d Cosine" for key, size in wanted.items()}
-    if any(stored.get(key) != value for key, value in needed.items()):
-        raise ValueError(f"{name} stores vectors {stored}, but its settings need {needed}: the stored dims or "
-                         "distance do not match.")
-    if expected is not None:
-        different = {key: (metadata[key], expected[key]) for key in _SETTINGS if metadata[key] != expected[key]}
-        if different:
-            details = ", ".join(f"{key} {old!r} (asked: {new!r})" for key, (old, new) in different.items())
-            raise ValueError(f"{name} already exists with other settings: {details}. Open it with "
-                             "QdrantMatryoshkaIndex.open, or build into another `collection_name`.")
-    return metadata
-
-
-def dataset_payloads(dataset, payload_columns: Sequence[str] | None) -> list[dict] | None:
-    """One payload dict per row of `dataset`: the values of `payload_columns` (default: text, number and
-    class-label columns); class labels also give their name as `<column>_name`."""
-    import datasets
-
-    features = dataset.features
-    if payload_columns is None:
-        scalar = lambda feature: isinstance(feature, datasets.ClassLabel) or (  # noqa: E731
-            isinstance(feature, datasets.Value) and feature.dtype.startswith(("string", "large_string", "int", "float", "bool")))
-        payload_columns = [column for column, feature in features.items() if scalar(feature)]
-    else:
-        missing = [column for column in payload_columns if column not in dataset.column_names]
-        if isinstance(payload_columns, str) or missing:
-            raise ValueError(f"`payload_columns` must be a list of columns of the dataset ({dataset.column_names}), "
-                             f"got {payload_columns!r}.")
-    if not payload_columns:
-        return None
-    columns = {column: dataset[column] for column in payload_columns}
-    for column in payload_columns:
-        if isinstance(features[column], datasets.ClassLabel):
-            columns[f"{column}_name"] = [features[column].int2str(value) for value in columns[column]]
-    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
