@@ -489,7 +489,8 @@ def cached_qdrant_index(args, database: np.ndarray, cache: Path, name: str, **se
     where = {"url": args.qdrant_url} if args.qdrant_url else {"path": cache / "qdrant"}
     try:
         index = QdrantMatryoshkaIndex.open(name, **where)
-        if len(index) == len(database) and index.shortlist_dims == settings["shortlist_dim"]:
+        same_hnsw = dict(index.hnsw_config, **settings["hnsw_config"]) == index.hnsw_config
+        if len(index) == len(database) and index.shortlist_dims == settings["shortlist_dim"] and same_hnsw:
             return index
         index.close()
     except ValueError:
@@ -508,9 +509,11 @@ def qdrant_rows(args, database: np.ndarray, queries: np.ndarray, relevance, cach
     funnels = [tuple(int_list(part, dim) for part in funnel.split(":")) for funnel in filter(None, args.funnels.split(";"))]
     funnels = [(dims, sizes) for dims, sizes in funnels if dims[0] in shortlist_dims]
     stored = sorted((set(rerank_dims) | {d for dims, _ in funnels for d in dims}) - set(shortlist_dims))
-    hnsw = {"m": args.shortlist_m, "ef_construct": args.ef_construction}
+    # full_scan_threshold=1: always search the graph, as the faiss HNSW shortlists do (Qdrant's default scans
+    # vectors under 10 MB per segment in full).
+    hnsw = {"m": args.shortlist_m, "ef_construct": args.ef_construction, "full_scan_threshold": 1}
     name = "_".join(["hnsw", "-".join(map(str, shortlist_dims)), "rerank", "-".join(map(str, stored)),
-                     f"m{args.shortlist_m}", f"efc{args.ef_construction}"])
+                     f"m{args.shortlist_m}", f"efc{args.ef_construction}", "fs1"])
     index = cached_qdrant_index(args, database, cache, name, shortlist_dim=shortlist_dims, rerank_dim=stored or None,
                                 hnsw_config=hnsw)
     rows = []
@@ -524,7 +527,7 @@ def qdrant_rows(args, database: np.ndarray, queries: np.ndarray, relevance, cach
     index.close()
     binary_dims = [d for d in int_list(args.binary_dims) if d <= dim]
     if binary_dims:
-        name = f"binary_{'-'.join(map(str, binary_dims))}_m{args.shortlist_m}_efc{args.ef_construction}"
+        name = f"binary_{'-'.join(map(str, binary_dims))}_m{args.shortlist_m}_efc{args.ef_construction}_fs1"
         binary = cached_qdrant_index(args, database, cache, name, shortlist_dim=binary_dims,
                                      shortlist_quantization="binary", hnsw_config=hnsw)
         rows += [qdrant_row(binary, queries, relevance, exact_ids, args.repeats, setting=(d, size, dim),
