@@ -45,7 +45,7 @@ from .hub import (
     push_to_hub_with_card,
     save_with_card,
 )
-from .index import MatryoshkaIndex
+from .index import MatryoshkaIndex, QdrantMatryoshkaIndex
 from .losses import (
     MatryoshkaContrastiveOutput,
     gather_with_grad,
@@ -89,6 +89,7 @@ __all__ = [
     "MatryoshkaTrainer",
     "MatryoshkaTrainingArguments",
     "MatryoshkaIndex",
+    "QdrantMatryoshkaIndex",
     "MatryoshkaContrastiveOutput",
     "gather_with_grad",
     "matryoshka_contrastive_loss",

@@ -3,7 +3,9 @@
     hf-mrl demo ...                         the demo (its options: hf-mrl demo --help)
     hf-mrl eval MODEL --dataset_name X      per-dim results table, JSON and plot
     hf-mrl index build MODEL OUT ...        encode a dataset into a MatryoshkaIndex folder
-    hf-mrl index search INDEX --model ...   adaptive search (shortlist at few dims, re-rank at many)
+    hf-mrl index build MODEL --backend qdrant --path DIR (or --url URL)   ... into a Qdrant collection
+    hf-mrl index search INDEX --model ...   adaptive search (shortlist at few dims, re-rank at many);
+                                            INDEX: an index folder or a Qdrant folder (or --url URL)
     hf-mrl export-st MODEL OUT              plain sentence-transformers folder
     hf-mrl card RESULTS.json --model MODEL  README.md model card from evaluation results
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -86,6 +89,14 @@ def _add_model_arguments(parser: argparse.ArgumentParser, batch_size: bool = Tru
         _option(parser, "--batch_size", type=_positive_int, default=64, help="encoding batch size (default: 64)")
 
 
+def _add_qdrant_arguments(group, path: bool = True) -> None:
+    if path:
+        _option(group, "--path", type=Path, help="folder of the embedded Qdrant engine (Qdrant Edge)")
+    _option(group, "--url", help="a Qdrant server or cluster, e.g. http://localhost:6333")
+    _option(group, "--api_key", help="API key of --url (default: $QDRANT_API_KEY)")
+    _option(group, "--collection_name", default="hf_mrl", help="the collection (default: hf_mrl)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-mrl",
@@ -135,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(evaluate, split=None)
     evaluate.set_defaults(handler=_run_eval)
 
-    index = commands.add_parser("index", help="build or search a MatryoshkaIndex")
+    index = commands.add_parser("index", help="build or search a MatryoshkaIndex (faiss folder or Qdrant collection)")
     index_commands = index.add_subparsers(dest="index_command", required=True, metavar="action")
     build = index_commands.add_parser(
         "build",
@@ -143,15 +154,26 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
         epilog=_epilog(
             "hf-mrl index build runs/wordnet-mrl wordnet-index --dataset_name wordnet-nouns --split train "
-            "--shortlist_dim 16"
+            "--shortlist_dim 16",
+            "hf-mrl index build runs/wordnet-mrl --backend qdrant --path wordnet-qdrant --shortlist_dim 16 "
+            "--rerank_dim 64,384",
+            "hf-mrl index build runs/wordnet-mrl --backend qdrant --url http://localhost:6333 --collection_name wordnet",
         ),
     )
     build.add_argument("model", help="hf_mrl model folder or Hub id")
-    build.add_argument("output", type=Path, help="index folder to write")
-    _option(build, "--storage", default="float32", help="stored re-rank vectors: float32, float16, bfloat16, int8, binary")
-    _option(build, "--shortlist_index", default="flat", help="flat, hnsw or ivf (default: flat)")
+    build.add_argument("output", type=Path, nargs="?", help="index folder to write (faiss backend)")
+    _option(build, "--backend", choices=("faiss", "qdrant"), default="faiss",
+            help="faiss: a MatryoshkaIndex folder (OUTPUT); qdrant: a Qdrant collection (--path or --url)")
     _option(build, "--shortlist_dim", type=_dims, help="dim(s) of the shortlist indexes, comma-separated")
-    _option(build, "--shortlist_storage", default="float32", help="what the shortlist stores (default: float32)")
+    faiss_group = build.add_argument_group("faiss backend")
+    _option(faiss_group, "--storage", default="float32", help="stored re-rank vectors: float32, float16, bfloat16, int8, binary")
+    _option(faiss_group, "--shortlist_index", default="flat", help="flat, hnsw or ivf (default: flat)")
+    _option(faiss_group, "--shortlist_storage", default="float32", help="what the shortlist stores (default: float32)")
+    qdrant_group = build.add_argument_group("qdrant backend")
+    _add_qdrant_arguments(qdrant_group)
+    _option(qdrant_group, "--rerank_dim", type=_dims, help="dim(s) of the re-rank vectors (default: the full dim)")
+    _option(qdrant_group, "--shortlist_quantization", choices=("binary", "int8"),
+            help="Qdrant quantisation of the shortlist vectors (default: none)")
     _add_model_arguments(build)
     _add_data_arguments(build, split="train")
     build.set_defaults(handler=_run_index_build)
@@ -165,10 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
         epilog=_epilog(
             'hf-mrl index search wordnet-index --model runs/wordnet-mrl --query "a large cat" -k 5 '
-            "--dataset_name wordnet-nouns --split train"
+            "--dataset_name wordnet-nouns --split train",
+            'hf-mrl index search wordnet-qdrant --model runs/wordnet-mrl --query "a large cat" -k 5',
         ),
     )
-    search.add_argument("index", type=Path, help="index folder written by `hf-mrl index build`")
+    search.add_argument("index", type=Path, nargs="?",
+                        help="folder written by `hf-mrl index build` (a MatryoshkaIndex, or a Qdrant --path)")
+    qdrant_search = search.add_argument_group("qdrant collection")
+    _add_qdrant_arguments(qdrant_search, path=False)
+    _option(qdrant_search, "--exact", action="store_true", help="exact shortlist: full scan, no quantisation")
     _option(search, "--model", required=True, help="the model that built the index")
     _option(search, "--query", action="append", default=[], help="a text query (repeatable)")
     _option(search, "--query_image", action="append", default=[], type=Path, help="an image query file (repeatable)")
@@ -426,19 +453,44 @@ def _run_eval(args, extra) -> int:
     return 0
 
 
+def _check_backend_options(args) -> None:
+    """Each backend's options, checked before any loading: faiss writes OUTPUT, qdrant needs --path or --url."""
+    faiss_options = {"--storage": args.storage != "float32", "--shortlist_index": args.shortlist_index != "flat",
+                     "--shortlist_storage": args.shortlist_storage != "float32"}
+    qdrant_options = {"--path": args.path is not None, "--url": args.url is not None,
+                      "--api_key": args.api_key is not None, "--collection_name": args.collection_name != "hf_mrl",
+                      "--rerank_dim": args.rerank_dim is not None,
+                      "--shortlist_quantization": args.shortlist_quantization is not None}
+    other = qdrant_options if args.backend == "faiss" else faiss_options
+    misplaced = [name for name, given in other.items() if given]
+    if misplaced:
+        raise ValueError(f"{', '.join(misplaced)} do not apply to --backend {args.backend}.")
+    if args.backend == "faiss" and args.output is None:
+        raise ValueError("--backend faiss writes an index folder: give OUTPUT.")
+    if args.backend == "qdrant" and (args.output is not None or (args.path is None) == (args.url is None)):
+        raise ValueError("--backend qdrant takes one of --path DIR (the embedded engine) or --url URL (a server), "
+                         f"not OUTPUT; got OUTPUT={args.output}, --path={args.path}, --url={args.url}.")
+
+
 def _run_index_build(args, extra) -> int:
     from .data import load_split
-    from .index import MatryoshkaIndex
+    from .index import MatryoshkaIndex, QdrantMatryoshkaIndex
 
+    _check_backend_options(args)
     model = _load_model(args.model)
     data_args = _data_arguments(args)
     dataset = load_split(data_args, args.split, argument="split")
     _check_modality(model, dataset, data_args)
+    build = (model, dataset, _collator(model, args.processor, args.model), args.batch_size)
+    if args.backend == "qdrant":
+        with QdrantMatryoshkaIndex.from_dataset(
+            *build, shortlist_dim=args.shortlist_dim, rerank_dim=args.rerank_dim,
+            shortlist_quantization=args.shortlist_quantization, **_qdrant_connection(args, args.path),
+        ) as index:
+            print(f"wrote {index!r}", file=sys.stderr)
+        return 0
     index = MatryoshkaIndex.from_dataset(
-        model,
-        dataset,
-        _collator(model, args.processor, args.model),
-        args.batch_size,
+        *build,
         storage=args.storage,
         shortlist_index=args.shortlist_index,
         shortlist_dim=args.shortlist_dim,
@@ -449,16 +501,48 @@ def _run_index_build(args, extra) -> int:
     return 0
 
 
+def _qdrant_connection(args, path) -> dict:
+    api_key = args.api_key or (os.environ.get("QDRANT_API_KEY") if args.url else None)
+    return {"path": path, "url": args.url, "api_key": api_key, "collection_name": args.collection_name}
+
+
+def _is_qdrant_folder(folder: Path) -> bool:
+    """A folder of the embedded Qdrant engine: one sub-folder per collection, each with its `edge_config.json`."""
+    return folder.is_dir() and any((sub / "edge_config.json").is_file() for sub in folder.iterdir())
+
+
+def _open_index(args):
+    """The index to search: a Qdrant collection (--url, or a Qdrant folder) or a MatryoshkaIndex folder."""
+    from .index import MatryoshkaIndex, QdrantMatryoshkaIndex
+
+    if args.url is not None or (args.index is not None and _is_qdrant_folder(args.index)):
+        if args.url is not None and args.index is not None:
+            raise ValueError(f"give INDEX (a folder) or --url, not both; got {args.index} and {args.url}.")
+        return QdrantMatryoshkaIndex.open(**_qdrant_connection(args, args.index))
+    if args.index is None:
+        raise ValueError("give INDEX (an index folder) or --url URL (a Qdrant server).")
+    if args.exact or args.collection_name != "hf_mrl":
+        raise ValueError(f"--exact and --collection_name apply to Qdrant collections; {args.index} is not a Qdrant folder.")
+    return MatryoshkaIndex.load(args.index)
+
+
 def _run_index_search(args, extra) -> int:
+    if bool(args.query) == bool(args.query_image):
+        raise ValueError("give text queries (--query) or image queries (--query_image), one kind and at least one.")
+    index = _open_index(args)
+    try:
+        return _search_index(args, index)
+    finally:
+        if hasattr(index, "close"):  # a Qdrant collection: release the embedded engine's lock
+            index.close()
+
+
+def _search_index(args, index) -> int:
     import torch
     from PIL import Image
 
     from .data import load_split
-    from .index import MatryoshkaIndex
 
-    if bool(args.query) == bool(args.query_image):
-        raise ValueError("give text queries (--query) or image queries (--query_image), one kind and at least one.")
-    index = MatryoshkaIndex.load(args.index)
     model = _load_model(args.model)
     if _is_text(model) != bool(args.query):
         kind = "text" if _is_text(model) else "image"
@@ -476,13 +560,21 @@ def _run_index_search(args, extra) -> int:
     rows = [{"text": text} for text in args.query] or [{"image": Image.open(path)} for path in args.query_image]
     with torch.no_grad():
         queries = model(**{key: value for key, value in collate_fn(rows).items()}).embeddings
+    qdrant = {"exact": True} if args.exact else {}
     scores, ids = index.search(
-        queries, args.k, shortlist_dim=args.shortlist_dim, shortlist_size=args.shortlist_size, rerank_dim=args.rerank_dim
+        queries, args.k, shortlist_dim=args.shortlist_dim, shortlist_size=args.shortlist_size, rerank_dim=args.rerank_dim,
+        **qdrant,
     )
     class_names = _class_names(corpus, model)
     shown = "text" if corpus is not None and "text" in corpus.column_names else None
+    stored = hasattr(index, "payloads") and corpus is None  # a Qdrant collection keeps each row's text and label
     for query, row_scores, row_ids in zip(args.query or map(str, args.query_image), scores, ids):
         hits = [{"id": int(i), "score": round(float(s), 6)} for s, i in zip(row_scores, row_ids) if i >= 0]
+        if stored:
+            for hit, payload in zip(hits, index.payloads([hit["id"] for hit in hits])):
+                hit.update({key: payload[key] for key in ("label", "text") if key in payload})
+                if "label_name" in payload:
+                    hit["label"] = payload["label_name"]
         if corpus is not None:
             for hit in hits:
                 row = corpus[hit["id"]]

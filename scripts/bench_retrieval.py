@@ -23,6 +23,12 @@ Usage:
       --num_queries 100 --out /tmp/bench_retrieval        # plumbing only: an untrained random ViT
   python scripts/bench_retrieval.py --model minilm --data wordnet --num_items 20000 --copies 2
 
+`--backend qdrant` also runs the adaptive and funnel settings through `QdrantMatryoshkaIndex` on the embedded
+engine (Qdrant Edge, collections cached under `--out`/cache/; `--qdrant_url` for a server), each setting with
+its HNSW shortlist and with an exact one, as rows "adaptive (qdrant)" / "funnel (qdrant)" next to the faiss
+index's: the same multi-stage search, run by the engine in one request per query batch. Qdrant Edge searches
+with its own thread pool; pin the process (`taskset -c 0`) for one-core numbers.
+
 Prints one row per method and setting: mAP@10 (the MRL paper's variant), recall@10 (over all relevant
 items, tiny when a class has 100k members), nn_recall@10 (overlap with exact full-dim top 10), QPS,
 speed-up vs exact. Then, at equal quality (mAP@10 within 0.5 point of exact full-dim search), each
@@ -57,9 +63,11 @@ from hf_mrl.evaluation.sweep import (
     label_relevance,
     mark_pareto_front,
     save_sweep,
+    score_results,
     sweep_index,
+    timed_search,
 )
-from hf_mrl.index import MatryoshkaIndex, encode_embeddings
+from hf_mrl.index import MatryoshkaIndex, QdrantMatryoshkaIndex, encode_embeddings
 from hf_mrl.modeling_matryoshka import MatryoshkaModel
 
 K = 10
@@ -94,6 +102,9 @@ def parse_args() -> argparse.Namespace:
                         help="funnels 'dims:sizes' separated by ';' (dims start at a shortlist dim), run on each "
                              "shortlist index at its first ef_search / nprobe")
     parser.add_argument("--binary_dims", default="64", help="dims of extra flat binary (Hamming) shortlists; '' for none")
+    parser.add_argument("--backend", choices=["faiss", "qdrant"], default="faiss",
+                        help="qdrant: also run the adaptive / funnel settings on a Qdrant collection (embedded engine)")
+    parser.add_argument("--qdrant_url", help="a Qdrant server for --backend qdrant (default: the embedded engine)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting (best kept)")
     parser.add_argument("--threads", type=int, default=1,
                         help="threads of faiss, BLAS and torch for every method (1: steady timings on a shared machine)")
@@ -342,19 +353,19 @@ def build_full_hnsw(unit: np.ndarray, hnsw_m: int, ef_construction: int):
 
 def describe(row: dict) -> str:
     breadth = f" ef {row['ef_search']}" if "ef_search" in row else f" nprobe {row['nprobe']}" if "nprobe" in row else ""
-    if row["method"] == "funnel":
+    if row["method"].startswith("funnel"):
         return f"{row['shortlist_index']}{breadth} dims {row['funnel_dims']} sizes {row['funnel_sizes']}"
-    if row["method"] == "adaptive":
-        kind = "binary flat" if row["shortlist_storage"] == "binary" else row["shortlist_index"]
+    if row["method"].startswith("adaptive"):
+        kind = f"binary {row['shortlist_index']}" if row["shortlist_storage"] == "binary" else row["shortlist_index"]
         return f"{kind} @{row['shortlist_dim']} x{row['shortlist_size']}{breadth} -> @{row['rerank_dim']}"
     return f"@{row['dim']}" + (f" ef {row['ef_search']}" if "ef_search" in row else "")
 
 
 def print_table(rows: list[dict], exact_qps: float) -> None:
-    print(f"\n{'method':<16} {'setting':<56} {'mAP@10':>7} {'recall@10':>9} {'nn_rec@10':>9} {'QPS':>9} "
+    print(f"\n{'method':<18} {'setting':<56} {'mAP@10':>7} {'recall@10':>9} {'nn_rec@10':>9} {'QPS':>9} "
           f"{'speed-up':>8} {'MFLOP/q':>8} {'B/vec':>6}")
     for row in rows:
-        print(f"{row['method']:<16} {describe(row):<56} {100 * row['map@10']:7.2f} {100 * row['recall@10']:9.4f} "
+        print(f"{row['method']:<18} {describe(row):<56} {100 * row['map@10']:7.2f} {100 * row['recall@10']:9.4f} "
               f"{100 * row['nn_recall@10']:9.2f} {row['qps']:9.0f} {row['qps'] / exact_qps:7.1f}x "
               f"{row['mflops_per_query']:8.3f} {row['bytes_per_vector']:6.0f}{'  *' if row['pareto'] else ''}")
     print("(* = on the QPS vs mAP@10 Pareto front)")
@@ -369,7 +380,7 @@ def summarise(rows: list[dict]) -> dict:
             best[row["method"]] = row
     print(f"\nAt equal quality (mAP@10 >= {100 * floor:.2f}, exact full-dim minus 0.5 point), fastest setting per method:")
     for method, row in best.items():
-        print(f"  {method:<16} {describe(row):<56} mAP@10 {100 * row['map@10']:.2f}  {row['qps']:9.0f} QPS  "
+        print(f"  {method:<18} {describe(row):<56} mAP@10 {100 * row['map@10']:.2f}  {row['qps']:9.0f} QPS  "
               f"{row['qps'] / exact['qps']:6.1f}x exact")
     hnsw_qps = best.get("hnsw (full dim)", {"qps": float("nan")})["qps"]
     ours = max((best[m] for m in ("adaptive", "funnel") if m in best), key=lambda row: row["qps"], default=None)
@@ -440,6 +451,91 @@ def matryoshka_rows(args, database: np.ndarray, queries: np.ndarray, relevance, 
     return rows
 
 
+def qdrant_row(index: QdrantMatryoshkaIndex, queries, relevance, exact_ids, repeats: int, funnel=None,
+               setting=(None, None, None), ef_search: int | None = None) -> dict:
+    """One search setting on the Qdrant collection, measured like the faiss index's rows: an adaptive setting
+    (shortlist_dim, size, rerank_dim) or a funnel (dims, sizes); `ef_search=None` means an exact shortlist.
+    MFLOPs per query are counted for exact shortlists only (the engine reports no HNSW distance counts)."""
+    search_kwargs = {"exact": True} if ef_search is None else {"ef_search": ef_search}
+    if funnel is not None:
+        dims, sizes = funnel
+        search = lambda batch: index.funnel_search(batch, K, dims, sizes, **search_kwargs)  # noqa: E731
+        row = {"method": "funnel (qdrant)", "shortlist_dim": dims[0], "shortlist_size": sizes[0],
+               "rerank_dim": dims[-1], "funnel_dims": dims, "funnel_sizes": sizes}
+        stages = list(zip(sizes[:-1], dims[1:], strict=True))
+    else:
+        shortlist_dim, size, rerank_dim = setting
+        search = lambda batch: index.search(batch, K, shortlist_dim, size, rerank_dim, **search_kwargs)  # noqa: E731
+        row = {"method": "adaptive (qdrant)", "shortlist_dim": shortlist_dim, "shortlist_size": size,
+               "rerank_dim": rerank_dim}
+        stages = [(size, rerank_dim)]
+    _, ids, qps, _ = timed_search(search, queries, repeats)
+    count = len(index)
+    row.update(shortlist_index="exact" if ef_search is None else "hnsw",
+               shortlist_storage=index.shortlist_quantization or "float32", storage="float32")
+    if ef_search is not None:
+        row["ef_search"] = ef_search
+    row.update(score_results(ids, relevance, K, exact_ids))
+    row["qps"] = qps
+    row["mflops_per_query"] = (count * row["shortlist_dim"] + sum(s * d for s, d in stages)) / 1e6 if ef_search is None else float("nan")
+    quantized = {"binary": 1 / 8, "int8": 1}.get(index.shortlist_quantization, 0)
+    row["bytes_per_vector"] = 4 * sum(index.stored_dims) + quantized * sum(index.shortlist_dims)
+    return row
+
+
+def cached_qdrant_index(args, database: np.ndarray, cache: Path, name: str, **settings) -> QdrantMatryoshkaIndex:
+    """The collection `name` under `cache`/qdrant (or on --qdrant_url): opened when complete with these settings,
+    else built (an interrupted build resumes)."""
+    where = {"url": args.qdrant_url} if args.qdrant_url else {"path": cache / "qdrant"}
+    try:
+        index = QdrantMatryoshkaIndex.open(name, **where)
+        same_hnsw = dict(index.hnsw_config, **settings["hnsw_config"]) == index.hnsw_config
+        if len(index) == len(database) and index.shortlist_dims == settings["shortlist_dim"] and same_hnsw:
+            return index
+        index.close()
+    except ValueError:
+        pass
+    started = time.perf_counter()
+    index = QdrantMatryoshkaIndex(database, collection_name=name, **settings, **where)
+    print(f"built qdrant collection {name} in {time.perf_counter() - started:.0f} s", flush=True)
+    return index
+
+
+def qdrant_rows(args, database: np.ndarray, queries: np.ndarray, relevance, cache: Path, exact_ids) -> list[dict]:
+    """The adaptive and funnel settings of `matryoshka_rows` on Qdrant collections: HNSW and exact shortlists,
+    plus binary-quantised shortlists at --binary_dims."""
+    dim = database.shape[1]
+    shortlist_dims, rerank_dims = int_list(args.shortlist_dims), int_list(args.rerank_dims, dim)
+    funnels = [tuple(int_list(part, dim) for part in funnel.split(":")) for funnel in filter(None, args.funnels.split(";"))]
+    funnels = [(dims, sizes) for dims, sizes in funnels if dims[0] in shortlist_dims]
+    stored = sorted((set(rerank_dims) | {d for dims, _ in funnels for d in dims}) - set(shortlist_dims))
+    # full_scan_threshold=1: always search the graph, as the faiss HNSW shortlists do (Qdrant's default scans
+    # vectors under 10 MB per segment in full).
+    hnsw = {"m": args.shortlist_m, "ef_construct": args.ef_construction, "full_scan_threshold": 1}
+    name = "_".join(["hnsw", "-".join(map(str, shortlist_dims)), "rerank", "-".join(map(str, stored)),
+                     f"m{args.shortlist_m}", f"efc{args.ef_construction}", "fs1"])
+    index = cached_qdrant_index(args, database, cache, name, shortlist_dim=shortlist_dims, rerank_dim=stored or None,
+                                hnsw_config=hnsw)
+    rows = []
+    for ef_search in [*int_list(args.ef_search), None]:
+        grid = [(d, size, r) for d in shortlist_dims for size in int_list(args.shortlist_sizes) for r in rerank_dims
+                if size >= K]
+        rows += [qdrant_row(index, queries, relevance, exact_ids, args.repeats, setting=setting, ef_search=ef_search)
+                 for setting in grid]
+        rows += [qdrant_row(index, queries, relevance, exact_ids, args.repeats, funnel=funnel, ef_search=ef_search)
+                 for funnel in funnels]
+    index.close()
+    binary_dims = [d for d in int_list(args.binary_dims) if d <= dim]
+    if binary_dims:
+        name = f"binary_{'-'.join(map(str, binary_dims))}_m{args.shortlist_m}_efc{args.ef_construction}_fs1"
+        binary = cached_qdrant_index(args, database, cache, name, shortlist_dim=binary_dims,
+                                     shortlist_quantization="binary", hnsw_config=hnsw)
+        rows += [qdrant_row(binary, queries, relevance, exact_ids, args.repeats, setting=(d, size, dim),
+                            ef_search=int_list(args.ef_search)[0]) for d in binary_dims for size in (50, 200, 800)]
+        binary.close()
+    return rows
+
+
 def main() -> None:
     args = parse_args()
     threadpool_limits(args.threads)
@@ -461,11 +557,13 @@ def main() -> None:
 
     rows, exact_ids = baseline_rows(args, database, queries, relevance, database_file.parent)
     rows += matryoshka_rows(args, database, queries, relevance, database_file.parent, exact_ids)
+    if args.backend == "qdrant":
+        rows += qdrant_rows(args, database, queries, relevance, database_file.parent, exact_ids)
     mark_pareto_front(rows)
     print_table(rows, rows[0]["qps"])
     summary = summarise(rows)
     result = {
-        "model": model_name, "data": args.data, "database_size": count, "dim": dim, "num_queries": len(queries),
+        "model": model_name, "data": args.data, "backend": args.backend, "database_size": count, "dim": dim, "num_queries": len(queries),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "threads": args.threads,
         "command": " ".join(["python", *sys.argv]), "summary": summary, "rows": rows,
     }

@@ -46,3 +46,24 @@ def test_bench_retrieval_runs_every_method_and_caches(tmp_path, monkeypatch, cap
     run_bench(monkeypatch, "--embeddings", str(cache / "database.npy"), *small)
     rerun = json.loads((out / "retrieval.json").read_text())
     assert [row["map@10"] for row in rerun["rows"]] == [row["map@10"] for row in result["rows"]]
+
+
+@pytest.mark.slow
+def test_bench_retrieval_qdrant_backend_adds_engine_rows(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "bench"
+    run_bench(monkeypatch, "--model", "random-vit", "--data", "fashion-mnist", "--num_items", "200", "--copies", "1",
+              "--num_queries", "12", "--hnsw_ef", "16", "--shortlist_indexes", "hnsw", "--shortlist_dims", "16",
+              "--shortlist_sizes", "10,200", "--funnels", "16,32,full:40,20,10", "--binary_dims", "32", "--repeats", "1",
+              "--backend", "qdrant", "--out", str(out))
+    printed = capsys.readouterr().out
+    assert "exact @16 x200 -> @64" in printed and "built qdrant collection" in printed
+    result = json.loads((out / "retrieval.json").read_text())
+    assert result["backend"] == "qdrant"
+    rows = {(row["method"], row["shortlist_index"], row["shortlist_storage"], row["shortlist_size"]): row
+            for row in result["rows"] if "qdrant" in row["method"]}
+    # HNSW and exact shortlists at 2 sizes, a funnel each, and 3 binary shortlists.
+    assert len(rows) == 2 * 2 + 2 + 3
+    # A shortlist of the whole database makes the search exact at the re-rank dim, as exact full-dim search.
+    exact_full = next(row for row in result["rows"] if row["method"] == "exact (flat)")
+    assert rows[("adaptive (qdrant)", "exact", "float32", 200)]["nn_recall@10"] == 1.0
+    assert rows[("adaptive (qdrant)", "exact", "float32", 200)]["map@10"] == pytest.approx(exact_full["map@10"])

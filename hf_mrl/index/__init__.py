@@ -6,6 +6,9 @@
 - `validation.py`: argument checks, all run before any work.
 - `persistence.py`: the saved folder (manifest, sha256 of every file, atomic save, checked load).
 - `encoding.py`: `encode_embeddings`, a dataset through a model into the full embeddings.
+- `qdrant_index.py`: `QdrantMatryoshkaIndex`, the same search API on a Qdrant collection (scale-out);
+  `qdrant_engines.py`: its two engines (Qdrant Edge embedded, qdrant-client for servers); `qdrant_checks.py`:
+  its argument and collection-layout checks. qdrant is imported only when a collection is used.
 """
 
 # The `X as X` imports keep public settings importable from here, as before, without adding them to `__all__`.
@@ -16,8 +19,9 @@ from .matryoshka_index import MatryoshkaIndex
 from .persistence import FORMAT_NAME as FORMAT_NAME
 from .persistence import FORMAT_VERSION as FORMAT_VERSION
 from .persistence import MANIFEST as MANIFEST
+from .qdrant_index import QdrantMatryoshkaIndex
 from .shortlists import DEFAULT_INDEX_PARAMS as DEFAULT_INDEX_PARAMS
 from .shortlists import SHORTLIST_INDEXES, faiss_index_nbytes
 from .storage import INT8_SCALES, STORAGES
 
-__all__ = ["MatryoshkaIndex", "STORAGES", "SHORTLIST_INDEXES", "INT8_SCALES", "encode_embeddings", "faiss_index_nbytes"]
+__all__ = ["MatryoshkaIndex", "QdrantMatryoshkaIndex", "STORAGES", "SHORTLIST_INDEXES", "INT8_SCALES", "encode_embeddings", "faiss_index_nbytes"]

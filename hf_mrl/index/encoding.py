@@ -1,4 +1,4 @@
-"""Encoding a dataset into the full embeddings a `MatryoshkaIndex` is built from."""
+"""Encoding a dataset into the full embeddings an index is built from, and reading its ids and payloads."""
 
 from __future__ import annotations
 
@@ -65,3 +65,36 @@ def encode_embeddings(
     finally:
         model.train(was_training)
     return np.concatenate(parts)
+
+
+def dataset_ids(dataset, id_column: str | None) -> np.ndarray | None:
+    """The int ids in `dataset[id_column]` (None without an `id_column`: the indexes use row numbers)."""
+    if id_column is None:
+        return None
+    if id_column not in dataset.column_names:
+        raise ValueError(f"`id_column` {id_column!r} is not a column of the dataset; columns: {dataset.column_names}.")
+    return np.asarray(dataset[id_column])
+
+
+def dataset_payloads(dataset, payload_columns: Sequence[str] | None) -> list[dict] | None:
+    """One payload dict per row of `dataset`: the values of `payload_columns` (default: text, number and
+    class-label columns); class labels also give their name as `<column>_name`."""
+    import datasets
+
+    features = dataset.features
+    if payload_columns is None:
+        scalar = lambda feature: isinstance(feature, datasets.ClassLabel) or (  # noqa: E731
+            isinstance(feature, datasets.Value) and feature.dtype.startswith(("string", "large_string", "int", "float", "bool")))
+        payload_columns = [column for column, feature in features.items() if scalar(feature)]
+    else:
+        missing = [column for column in payload_columns if column not in dataset.column_names]
+        if isinstance(payload_columns, str) or missing:
+            raise ValueError(f"`payload_columns` must be a list of columns of the dataset ({dataset.column_names}), "
+                             f"got {payload_columns!r}.")
+    if not payload_columns:
+        return None
+    columns = {column: dataset[column] for column in payload_columns}
+    for column in payload_columns:
+        if isinstance(features[column], datasets.ClassLabel):
+            columns[f"{column}_name"] = [features[column].int2str(value) for value in columns[column]]
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]

@@ -23,9 +23,8 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .encoding import encode_embeddings
+from .encoding import dataset_ids, encode_embeddings
 from .persistence import load_index_folder, save_index_folder
 from .shortlists import SHORTLIST_INDEXES, _build_shortlist, _search_shortlist, faiss_index_nbytes
 from .storage import INT8_SCALES, STORAGES, _l2_normalize, _rerank, _StoredVectors
@@ -37,6 +36,7 @@ from .validation import (
     _check_index_params,
     _check_nesting_dims,
     _check_positive_int,
+    _check_queries,
     _check_shortlist_dims,
     _to_float_matrix,
 )
@@ -132,11 +132,7 @@ class MatryoshkaIndex:
     ) -> MatryoshkaIndex:
         """Encodes `dataset` with `model` (see `encode_embeddings`) and builds an index over the embeddings.
         `id_column` names an int column of `dataset` holding each row's id; `index_kwargs` go to `__init__`."""
-        ids = None
-        if id_column is not None:
-            if id_column not in dataset.column_names:
-                raise ValueError(f"`id_column` {id_column!r} is not a column of the dataset; columns: {dataset.column_names}.")
-            ids = np.asarray(dataset[id_column])
+        ids = dataset_ids(dataset, id_column)
         embeddings = encode_embeddings(
             model, dataset, collate_fn, batch_size, accelerator=accelerator, exclude_keys=exclude_keys,
             show_progress=show_progress,
@@ -182,14 +178,7 @@ class MatryoshkaIndex:
     # -- search ----------------------------------------------------------------------------------------------
 
     def _check_queries(self, queries) -> np.ndarray:
-        if isinstance(queries, torch.Tensor):
-            queries = queries.detach().to(device="cpu", dtype=torch.float32).numpy()
-        queries = np.asarray(queries)
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ValueError(
-                f"`queries` must have shape (num_queries, {self.dim}) (the index's embedding dim), got {queries.shape}."
-            )
-        return _to_float_matrix(queries, "queries")
+        return _check_queries(queries, self.dim)
 
     def _check_k(self, k) -> int:
         k = _check_positive_int(k, "k")

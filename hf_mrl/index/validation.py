@@ -51,6 +51,28 @@ def _to_float_matrix(array, name: str) -> np.ndarray:
     return array
 
 
+def _check_queries(queries, dim: int) -> np.ndarray:
+    """Query embeddings (nq, `dim`), numpy or torch -> float32 numpy; rejects other widths and NaN / inf."""
+    if isinstance(queries, torch.Tensor):
+        queries = queries.detach().to(device="cpu", dtype=torch.float32).numpy()
+    queries = np.asarray(queries)
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise ValueError(
+            f"`queries` must have shape (num_queries, {dim}) (the index's embedding dim), got {queries.shape}."
+        )
+    return _to_float_matrix(queries, "queries")
+
+
+def _check_dim_list(value, upper: int, name: str, upper_name: str) -> list[int]:
+    """An int or a non-empty list of ints, each 1..`upper` -> sorted unique list."""
+    dims = [value] if _is_int(value) else value
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or len(dims) == 0:
+        raise ValueError(f"`{name}` must be an integer or a non-empty list of integers, got {value!r}.")
+    for item in dims:
+        _check_dim(item, upper, name, upper_name)
+    return sorted({int(item) for item in dims})
+
+
 def _check_shortlist_dims(shortlist_dim, stored_dim: int, shortlist_storage: str) -> list[int]:
     binary = shortlist_storage == "binary"
     if shortlist_dim is None:
@@ -59,14 +81,11 @@ def _check_shortlist_dims(shortlist_dim, stored_dim: int, shortlist_storage: str
                 raise ValueError(f"A binary shortlist needs at least 8 dims, but `stored_dim` is {stored_dim}.")
             return [max(8, stored_dim // 2 // 8 * 8)]
         return [max(min(8, stored_dim), stored_dim // 8)]
-    dims = [shortlist_dim] if _is_int(shortlist_dim) else shortlist_dim
-    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or len(dims) == 0:
-        raise ValueError(f"`shortlist_dim` must be an integer or a non-empty list of integers, got {shortlist_dim!r}.")
+    dims = _check_dim_list(shortlist_dim, stored_dim, "shortlist_dim", "the stored dim")
     for value in dims:
-        _check_dim(value, stored_dim, "shortlist_dim", "the stored dim")
         if binary and value % 8:
             raise ValueError(f"`shortlist_dim` must be a multiple of 8 for a binary shortlist, got {value!r}.")
-    return sorted({int(value) for value in dims})
+    return dims
 
 
 def _check_index_params(index_params, count: int) -> dict:

@@ -1,0 +1,357 @@
+"""QdrantMatryoshkaIndex: `MatryoshkaIndex`'s adaptive retrieval on a Qdrant collection (scale-out).
+
+The collection holds one named cosine vector per stored dim (`dim_<d>`: the embedding truncated to d features,
+then renormalised): the shortlist dim(s), with an HNSW graph and optional binary / int8 quantisation, and the
+re-rank dim(s), kept only to re-score prefetched points. A search is one Query API request per batch of
+queries: the shortlist is the innermost `prefetch`, each re-rank stage the query around it, so the whole
+funnel runs inside the engine.
+
+Where the collection lives (see `qdrant_engines.py`): Qdrant Edge, the embedded engine, for
+`location=":memory:"` (default) or `path=DIR`; a Qdrant server or cluster for `url=` / `api_key=`, or any
+`QdrantClient` passed as `client=`. Nothing else changes between them. Argument and layout checks live in
+`qdrant_checks.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .encoding import dataset_ids, dataset_payloads, encode_embeddings
+from .matryoshka_index import DEFAULT_SHORTLIST_SIZE
+from .qdrant_checks import (
+    DEFAULT_COLLECTION,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    _check_hnsw_config,
+    _check_payloads,
+    _check_point_ids,
+    check_layout,
+    open_engine,
+    vector_specs,
+)
+from .qdrant_engines import QUANTIZATIONS, Stage, vector_name
+from .storage import _l2_normalize
+from .validation import (
+    _check_choice,
+    _check_dim_list,
+    _check_funnel_sizes,
+    _check_positive_int,
+    _check_queries,
+    _check_shortlist_dims,
+    _is_int,
+    _to_float_matrix,
+)
+
+
+class QdrantMatryoshkaIndex:
+    """Adaptive retrieval (low-dim shortlist, higher-dim re-rank) served by Qdrant: the same `search` /
+    `funnel_search` as `MatryoshkaIndex`, each one Query API request per batch of queries.
+
+    Building uploads the points in batches (upserts keyed by id): building again into the same collection
+    with the same settings resumes an interrupted build, ending with every point once. An existing collection
+    is opened with `QdrantMatryoshkaIndex.open`.
+
+    Args:
+        embeddings (`np.ndarray` or `torch.Tensor` of shape (N, D)): database embeddings, un-normalised is fine.
+        ids (array of N ints, *optional*): unique non-negative point ids (Qdrant keys points by id); searches
+            return them. Defaults to the row numbers 0..N-1.
+        payloads (list of N `dict`, *optional*): stored with each point (e.g. the text, the label name);
+            filters match on them and `payloads(ids)` reads them back.
+        shortlist_dim (`int` or list of `int`, *optional*): dim(s) of the shortlist vectors (HNSW, optional
+            quantisation). Defaults as `MatryoshkaIndex`: D // 8 (at least 8), D // 2 for a binary shortlist.
+        rerank_dim (`int` or list of `int`, *optional*, defaults to D): dim(s) of the re-rank vectors. A
+            search re-ranks at a stored dim; a funnel passes through stored dims.
+        shortlist_quantization (`str`, *optional*): "binary" or "int8": Qdrant quantisation of the shortlist
+            vectors (the re-rank stays float32).
+        hnsw_config (`dict`, *optional*): HNSW of the shortlist vectors, Qdrant's names: `m`, `ef_construct`,
+            `full_scan_threshold` (kilobytes below which a segment is scanned, not graph-searched).
+        location (`str`, defaults to ":memory:"): ":memory:" keeps the collection in a temporary folder
+            (Qdrant Edge, embedded); an http(s) URL works as `url`.
+        path (`str` or `os.PathLike`, *optional*): a folder for the embedded engine (Qdrant Edge); the
+            collection is its sub-folder `collection_name`.
+        url, api_key (`str`, *optional*): a Qdrant server or cluster (through qdrant-client).
+        client (`qdrant_client.QdrantClient`, *optional*): an existing client (any deployment, its local mode
+            included); it stays open when the index closes.
+        collection_name (`str`, defaults to "hf_mrl"): the collection.
+        batch_size (`int`, defaults to 256): points per upsert.
+        show_progress (`bool`, defaults to True): a tqdm bar over the upserts.
+    """
+
+    def __init__(
+        self,
+        embeddings,
+        ids=None,
+        *,
+        payloads: Sequence[dict] | None = None,
+        shortlist_dim: int | Sequence[int] | None = None,
+        rerank_dim: int | Sequence[int] | None = None,
+        shortlist_quantization: str | None = None,
+        hnsw_config: dict | None = None,
+        location: str | None = ":memory:",
+        path=None,
+        url: str | None = None,
+        api_key: str | None = None,
+        client=None,
+        collection_name: str = DEFAULT_COLLECTION,
+        batch_size: int = 256,
+        show_progress: bool = True,
+    ):
+        embeddings = _to_float_matrix(embeddings, "embeddings")
+        count, dim = embeddings.shape
+        if count == 0 or dim == 0:
+            raise ValueError(f"`embeddings` has shape {embeddings.shape}; an index needs at least one vector and one feature.")
+        if shortlist_quantization is not None:
+            _check_choice(shortlist_quantization, QUANTIZATIONS, "shortlist_quantization")
+        if shortlist_dim is None:
+            shortlist_dims = _check_shortlist_dims(None, dim, "binary" if shortlist_quantization == "binary" else "float32")
+        else:
+            shortlist_dims = _check_dim_list(shortlist_dim, dim, "shortlist_dim", "the embedding dim")
+        rerank_dims = [dim] if rerank_dim is None else _check_dim_list(rerank_dim, dim, "rerank_dim", "the embedding dim")
+        ids = _check_point_ids(ids, count)
+        payloads = _check_payloads(payloads, count)
+        batch_size = _check_positive_int(batch_size, "batch_size")
+        metadata = {
+            "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "dim": dim, "shortlist_dims": shortlist_dims,
+            "rerank_dims": rerank_dims, "shortlist_quantization": shortlist_quantization,
+            "hnsw_config": _check_hnsw_config(hnsw_config),
+        }
+        engine = open_engine(collection_name, location, path, url, api_key, client)
+        try:
+            if engine.exists():  # resume (or add to) a collection built with the same settings
+                engine.open()
+                check_layout(engine, expected=metadata)
+            else:
+                engine.create(vector_specs(metadata), metadata)
+            stored = sorted(set(shortlist_dims) | set(rerank_dims))
+            starts = range(0, count, batch_size)
+            for start in tqdm(starts, desc=f"upserting to {collection_name}", disable=not show_progress):
+                rows = slice(start, start + batch_size)
+                vectors = {vector_name(d): _l2_normalize(embeddings[rows, :d]) for d in stored}
+                engine.upsert(ids[rows].tolist(), vectors, None if payloads is None else payloads[rows])
+            engine.finish()
+        except BaseException:
+            engine.close()
+            raise
+        self._attach(engine, metadata)
+
+    # -- building from a dataset, opening a collection -------------------------------------------------------
+
+    @classmethod
+    def from_dataset(
+        cls,
+        model,
+        dataset,
+        collate_fn,
+        batch_size: int = 64,
+        *,
+        accelerator=None,
+        id_column: str | None = None,
+        payload_columns: Sequence[str] | None = None,
+        exclude_keys: Sequence[str] = ("labels",),
+        show_progress: bool = True,
+        **index_kwargs,
+    ) -> QdrantMatryoshkaIndex:
+        """Encodes `dataset` with `model` (see `encode_embeddings`) and builds an index over the embeddings, with
+        the values of `payload_columns` as payloads (default: every text, number or class-label column; a
+        class label also stores its name as `<column>_name`). `id_column` names an int column of ids;
+        `index_kwargs` go to `__init__`."""
+        ids = dataset_ids(dataset, id_column)
+        payloads = dataset_payloads(dataset, payload_columns)
+        embeddings = encode_embeddings(
+            model, dataset, collate_fn, batch_size, accelerator=accelerator, exclude_keys=exclude_keys,
+            show_progress=show_progress,
+        )
+        return cls(embeddings, ids, payloads=payloads, show_progress=show_progress, **index_kwargs)
+
+    @classmethod
+    def open(
+        cls,
+        collection_name: str = DEFAULT_COLLECTION,
+        *,
+        location: str | None = ":memory:",
+        path=None,
+        url: str | None = None,
+        api_key: str | None = None,
+        client=None,
+    ) -> QdrantMatryoshkaIndex:
+        """Opens a collection built by `QdrantMatryoshkaIndex` (same connection arguments as `__init__`),
+        checking that it stores a cosine vector of the right size at each dim its settings name."""
+        engine = open_engine(collection_name, location, path, url, api_key, client)
+        if not engine.exists():
+            engine.close()
+            raise ValueError(
+                f"`collection_name` {collection_name!r} is not a collection {engine.where}; collections there: "
+                f"{engine.collections()}."
+            )
+        try:
+            engine.open()
+            metadata = check_layout(engine)
+        except BaseException:
+            engine.close()
+            raise
+        self = cls.__new__(cls)
+        self._attach(engine, metadata)
+        return self
+
+    def _attach(self, engine, metadata: dict) -> None:
+        self._engine = engine
+        self.dim = int(metadata["dim"])
+        self.shortlist_dims = [int(d) for d in metadata["shortlist_dims"]]
+        self.rerank_dims = [int(d) for d in metadata["rerank_dims"]]
+        self.shortlist_quantization = metadata["shortlist_quantization"]
+        self.hnsw_config = dict(metadata["hnsw_config"])
+
+    # -- properties ------------------------------------------------------------------------------------------
+
+    @property
+    def collection_name(self) -> str:
+        return self._engine.collection_name
+
+    @property
+    def stored_dims(self) -> list[int]:
+        return sorted(set(self.shortlist_dims) | set(self.rerank_dims))
+
+    @property
+    def stored_dim(self) -> int:
+        """The largest stored dim (the default re-rank dim)."""
+        return self.stored_dims[-1]
+
+    def __len__(self) -> int:
+        return self._engine.count()
+
+    def __repr__(self) -> str:
+        return (
+            f"QdrantMatryoshkaIndex(collection={self.collection_name!r} {self._engine.where}, count={len(self)}, "
+            f"dim={self.dim}, shortlist_dims={self.shortlist_dims}, rerank_dims={self.rerank_dims}, "
+            f"shortlist_quantization={self.shortlist_quantization!r})"
+        )
+
+    def payloads(self, ids) -> list[dict]:
+        """The payloads of `ids` (e.g. the ids a search returned), in order; {} for -1 or unknown ids."""
+        wanted = [int(i) for i in np.asarray(ids).reshape(-1)]
+        found = self._engine.payloads(sorted({i for i in wanted if i >= 0}))
+        return [found.get(i, {}) for i in wanted]
+
+    def close(self) -> None:
+        """Releases the collection (the embedded engine's lock; an in-memory collection is deleted)."""
+        self._engine.close()
+
+    def __enter__(self) -> QdrantMatryoshkaIndex:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- search ----------------------------------------------------------------------------------------------
+
+    def search(
+        self,
+        queries,
+        k: int,
+        shortlist_dim: int | None = None,
+        shortlist_size: int | None = None,
+        rerank_dim: int | None = None,
+        *,
+        ef_search: int | None = None,
+        exact: bool = False,
+        filter=None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Adaptive retrieval in one request: the engine shortlists `shortlist_size` points at `shortlist_dim`
+        (a prefetch) and re-ranks them at `rerank_dim` (the query), like `MatryoshkaIndex.search`.
+
+        Args:
+            queries (`np.ndarray` or `torch.Tensor` (nq, D)): full-dim query embeddings (un-normalised is fine).
+            k (`int`): results per query.
+            shortlist_dim (`int`, *optional*): one of `shortlist_dims` (default: the smallest).
+            shortlist_size (`int`, *optional*): candidates kept by the shortlist, at least k (default: max(k, 200)).
+            rerank_dim (`int`, *optional*): one of `stored_dims` (default: `stored_dim`).
+            ef_search (`int`, *optional*): HNSW search breadth of the shortlist (Qdrant's `hnsw_ef`).
+            exact (`bool`, defaults to False): an exact shortlist (full scan, no quantisation): the same ids
+                as `MatryoshkaIndex`'s flat float32 shortlist.
+            filter (`qdrant_client.models.Filter`, *optional*): only points whose payload matches.
+
+        Returns:
+            `(scores, ids)`: float32 (nq, k) cosines at `rerank_dim`, best first, and int64 (nq, k) point ids;
+            -1 ids / -inf scores where fewer were found (a small collection, a narrow filter).
+        """
+        queries = _check_queries(queries, self.dim)
+        k = _check_positive_int(k, "k")
+        shortlist_dim = self._check_shortlist_dim(shortlist_dim)
+        size = max(k, DEFAULT_SHORTLIST_SIZE) if shortlist_size is None else _check_positive_int(shortlist_size, "shortlist_size")
+        if size < k:
+            raise ValueError(f"`shortlist_size` is {size}, fewer than `k`={k}; allowed: at least k.")
+        rerank_dim = self.stored_dim if rerank_dim is None else self._check_stored_dim(rerank_dim, "rerank_dim")
+        return self._query(queries, [Stage(shortlist_dim, size), Stage(rerank_dim, k)], k, ef_search, exact, filter)
+
+    def funnel_search(
+        self,
+        queries,
+        k: int,
+        dims: Sequence[int] | None = None,
+        shortlist_sizes: Sequence[int] | None = None,
+        *,
+        ef_search: int | None = None,
+        exact: bool = False,
+        filter=None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The MRL paper's funnel in one request of nested prefetches: shortlist `shortlist_sizes[0]` at `dims[0]`
+        (a shortlist dim), re-rank the survivors at each later (stored) dim keeping `shortlist_sizes[i]`, and
+        return the top k of the last stage, like `MatryoshkaIndex.funnel_search`.
+
+        Defaults: `dims` = the smallest shortlist dim, then every larger stored dim; `shortlist_sizes` = 800
+        halved at each stage, the last being max(k, 10). `ef_search`, `exact` and `filter` as in `search`.
+        """
+        queries = _check_queries(queries, self.dim)
+        k = _check_positive_int(k, "k")
+        dims = self._check_funnel_dims(dims)
+        sizes = _check_funnel_sizes(shortlist_sizes, len(dims), k)
+        stages = [Stage(dim, size) for dim, size in zip(dims[:-1], sizes[:-1], strict=True)] + [Stage(dims[-1], k)]
+        return self._query(queries, stages, k, ef_search, exact, filter)
+
+    def _query(self, queries: np.ndarray, stages: list[Stage], k: int, ef_search, exact, filter):
+        if ef_search is not None:
+            ef_search = _check_positive_int(ef_search, "ef_search")
+        if not isinstance(exact, bool):
+            raise ValueError(f"`exact` must be True or False, got {exact!r}.")
+        hits = self._engine.query(queries, stages, k, filter, exact, ef_search)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        for row, found in enumerate(hits):
+            for column, (point_id, score) in enumerate(found[:k]):
+                ids[row, column], scores[row, column] = int(point_id), score
+        return scores, ids
+
+    def _check_shortlist_dim(self, shortlist_dim, name: str = "shortlist_dim") -> int:
+        if shortlist_dim is None:
+            return self.shortlist_dims[0]
+        if shortlist_dim not in self.shortlist_dims:
+            raise ValueError(
+                f"`{name}` is {shortlist_dim!r}, but shortlist vectors are stored only at dims {self.shortlist_dims} "
+                "(chosen at build time with `shortlist_dim`)."
+            )
+        return int(shortlist_dim)
+
+    def _check_stored_dim(self, value, name: str) -> int:
+        if not _is_int(value) or value not in self.stored_dims:
+            raise ValueError(
+                f"`{name}` is {value!r}, but the collection stores vectors only at dims {self.stored_dims} "
+                "(chosen at build time with `shortlist_dim` and `rerank_dim`)."
+            )
+        return int(value)
+
+    def _check_funnel_dims(self, dims) -> list[int]:
+        if dims is None:
+            first = self.shortlist_dims[0]
+            return [first] + [d for d in self.stored_dims if d > first]
+        if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or len(dims) == 0:
+            raise ValueError(f"`dims` must be a non-empty list of rising integers, got {dims!r}.")
+        for value in dims:
+            self._check_stored_dim(value, "dims")
+        if any(later <= earlier for earlier, later in pairwise(dims)):
+            raise ValueError(f"`dims` must be strictly rising, got {list(dims)!r}.")
+        self._check_shortlist_dim(dims[0], name="dims[0]")
+        return [int(value) for value in dims]
