@@ -114,8 +114,8 @@ def classification_metrics(
     classes, codes = np.unique(np.concatenate([labels, reference_labels]), return_inverse=True)
     query_codes, reference_codes = codes[: len(labels)], codes[len(labels) :]
 
-    query_views = per_dim_embeddings(embeddings, dims)
-    reference_views = query_views if leave_one_out else per_dim_embeddings(reference_embeddings, dims)
+    query_views = per_dim_embeddings(embeddings, dims, "embeddings")
+    reference_views = query_views if leave_one_out else per_dim_embeddings(reference_embeddings, dims, "reference_embeddings")
     results: dict[str, float] = {}
     for dim in dims:
         head_logits = None

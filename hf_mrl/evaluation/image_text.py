@@ -131,8 +131,8 @@ def image_text_retrieval_metrics(
         raise ValueError(f"`text_to_image` has {len(text_to_image)} entries for {num_texts} texts.")
     image_group, text_group, table = image_text_relevance(num_images, text_to_image, image_ids, text_ids)
     dims = validate_eval_dims(list(dims or [image_embeds.shape[1]]), image_embeds.shape[1])
-    image_views = per_dim_embeddings(image_embeds, dims)
-    text_views = per_dim_embeddings(text_embeds, dims)
+    image_views = per_dim_embeddings(image_embeds, dims, "image_embeds")
+    text_views = per_dim_embeddings(text_embeds, dims, "text_embeds")
     depth = ks[-1]
     results: dict[str, float] = {}
     for dim in dims:

@@ -235,6 +235,9 @@ def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     if labels.shape != (scores.shape[0],):
         raise ValueError(f"`labels` must have shape ({scores.shape[0]},), got {labels.shape}.")
     k = _check_k(k)
+    if not np.isfinite(scores).all():
+        raise ValueError(f"`scores` holds NaN or inf values (first in row {int(np.argwhere(~np.isfinite(scores))[0, 0])}); "
+                         "scores must be finite.")
     if labels.size and (labels.min() < 0 or labels.max() >= scores.shape[1]):
         raise ValueError(f"`labels` must lie in [0, {scores.shape[1] - 1}], got values {labels.min()}..{labels.max()}.")
     if not len(labels):

@@ -125,8 +125,8 @@ def retrieval_metrics(
         if queries_are_corpus:
             relevant_lists = [ids[ids != row] for row, ids in enumerate(relevant_lists)]
 
-    query_views = per_dim_embeddings(query_embeddings, dims)
-    corpus_views = query_views if queries_are_corpus else per_dim_embeddings(corpus_embeddings, dims)
+    query_views = per_dim_embeddings(query_embeddings, dims, "query_embeddings")
+    corpus_views = query_views if queries_are_corpus else per_dim_embeddings(corpus_embeddings, dims, "corpus_embeddings")
     corpus_size = len(next(iter(corpus_views.values())))
     if corpus_labels is not None and len(corpus_labels) != corpus_size:
         raise ValueError(f"`corpus_labels` has {len(corpus_labels)} entries for a corpus of {corpus_size}.")
