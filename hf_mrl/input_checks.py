@@ -3,8 +3,9 @@ evaluators and the arguments of the scripts. One place for the rules and the wor
 `ValueError` naming the argument, the value (or its type, shape or dtype) and what is allowed, and the callers run
 them before any work.
 
-NaN / inf inputs raise. Finiteness costs one reduction per tensor (its float64 sum is NaN or inf when any element
-is); the element that is not finite is looked up only to word the error.
+NaN / inf inputs raise. Finiteness costs one reduction per tensor, with no copy: its sum is NaN or inf when any
+element is (the elements are looked at only when the sum is not finite, to tell an overflow from a bad value and to
+word the error).
 
 A flat module (only single-dot imports): the trust_remote_code export copies it beside the modeling files.
 """
@@ -106,11 +107,18 @@ def check_tensor(value, name: str, ndim: int, layout: str, dtype: str | None = N
 
 def check_finite(tensor: torch.Tensor, name: str) -> torch.Tensor:
     """Raises when `tensor` holds NaN or inf, naming the first item (row) that does."""
-    if not tensor.is_floating_point() or math.isfinite(float(tensor.detach().sum(dtype=torch.float64))):
+    if not tensor.is_floating_point():
         return tensor
-    finite = torch.isfinite(tensor.detach()).reshape(tensor.shape[0], -1).all(dim=1) if tensor.ndim else None
-    where = f" (first in item {int((~finite).nonzero()[0, 0])})" if finite is not None and not finite.all() else ""
-    raise ValueError(f"`{name}` holds NaN or inf values{where}; inputs must be finite.")
+    values = tensor.detach()
+    if math.isfinite(float(values.sum())):  # a finite sum proves every element finite, with no copy of the tensor
+        return tensor
+    finite = torch.isfinite(values)  # NaN / inf, or a sum that overflowed: look at the elements
+    if finite.all():
+        return tensor
+    rows = finite.reshape(finite.shape[0], -1).all(dim=1) if finite.ndim else finite.reshape(1)
+    raise ValueError(
+        f"`{name}` holds NaN or inf values (first in item {int((~rows).nonzero()[0, 0])}); inputs must be finite."
+    )
 
 
 def _side_pair(value) -> tuple[int, int]:
