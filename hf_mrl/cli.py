@@ -20,6 +20,8 @@ import json
 import sys
 from pathlib import Path
 
+from .index import SHORTLIST_INDEXES, STORAGES
+
 __all__ = ["main", "build_parser"]
 
 DATASETS_HELP = (
@@ -148,10 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("model", help="hf_mrl model folder or Hub id")
     build.add_argument("output", type=Path, help="index folder to write")
-    _option(build, "--storage", default="float32", help="stored re-rank vectors: float32, float16, bfloat16, int8, binary")
-    _option(build, "--shortlist_index", default="flat", help="flat, hnsw or ivf (default: flat)")
+    _option(build, "--storage", default="float32", choices=STORAGES, help="stored re-rank vectors (default: float32)")
+    _option(build, "--shortlist_index", default="flat", choices=SHORTLIST_INDEXES, help="default: flat")
     _option(build, "--shortlist_dim", type=_dims, help="dim(s) of the shortlist indexes, comma-separated")
-    _option(build, "--shortlist_storage", default="float32", help="what the shortlist stores (default: float32)")
+    _option(build, "--shortlist_storage", default="float32", choices=STORAGES,
+            help="what the shortlist stores (default: float32)")
     _add_model_arguments(build)
     _add_data_arguments(build, split="train")
     build.set_defaults(handler=_run_index_build)
@@ -429,8 +432,10 @@ def _run_eval(args, extra) -> int:
 def _run_index_build(args, extra) -> int:
     from .data import load_split
     from .index import MatryoshkaIndex
+    from .index.validation import _check_shortlist_dims
 
     model = _load_model(args.model)
+    _check_shortlist_dims(args.shortlist_dim, model.config.embedding_dim, args.shortlist_storage)  # before encoding
     data_args = _data_arguments(args)
     dataset = load_split(data_args, args.split, argument="split")
     _check_modality(model, dataset, data_args)
@@ -459,6 +464,7 @@ def _run_index_search(args, extra) -> int:
     if bool(args.query) == bool(args.query_image):
         raise ValueError("give text queries (--query) or image queries (--query_image), one kind and at least one.")
     index = MatryoshkaIndex.load(args.index)
+    _check_search_arguments(index, args)
     model = _load_model(args.model)
     if _is_text(model) != bool(args.query):
         kind = "text" if _is_text(model) else "image"
@@ -496,6 +502,19 @@ def _run_index_search(args, extra) -> int:
     return 0
 
 
+def _check_search_arguments(index, args) -> None:
+    """The search options against the index, before the model is loaded and the queries encoded."""
+    if args.shortlist_dim is not None and args.shortlist_dim not in index.shortlist_dims:
+        raise ValueError(
+            f"`--shortlist_dim` is {args.shortlist_dim}, but the index has shortlists only at dims {index.shortlist_dims} "
+            "(chosen at build time)."
+        )
+    if args.rerank_dim is not None and args.rerank_dim > index.stored_dim:
+        raise ValueError(f"`--rerank_dim` must be from 1 to {index.stored_dim} (the stored dim), got {args.rerank_dim}.")
+    if args.shortlist_size is not None and args.shortlist_size < args.k:
+        raise ValueError(f"`--shortlist_size` is {args.shortlist_size}, fewer than -k {args.k}; allowed: at least k.")
+
+
 def _run_export(args, extra) -> int:
     from .evaluation import load_results
     from .hub import export_sentence_transformer
@@ -529,3 +548,7 @@ def _run_card(args, extra) -> int:
     )
     print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

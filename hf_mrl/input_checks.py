@@ -27,6 +27,7 @@ __all__ = [
     "check_finite",
     "check_pixel_values",
     "check_token_inputs",
+    "max_input_tokens",
     "check_class_labels",
     "check_group_ids",
 ]
@@ -157,7 +158,8 @@ def _check_same_shape(value, name: str, input_ids: torch.Tensor) -> None:
         )
 
 
-def _max_tokens(backbone_config) -> int | None:
+def max_input_tokens(backbone_config) -> int | None:
+    """The most tokens a text encoder takes per input (None when its config does not say)."""
     positions = getattr(backbone_config, "max_position_embeddings", None)
     if positions and backbone_config.model_type in PADDING_OFFSET_MODELS:
         return positions - (getattr(backbone_config, "pad_token_id", None) or 0) - 1  # positions start after padding
@@ -169,7 +171,7 @@ def check_token_inputs(input_ids, attention_mask, token_type_ids, backbone_confi
     same shape; every mask row with at least one token (an all-zero row has nothing to pool). The value checks
     share one device-to-host copy."""
     check_tensor(input_ids, "input_ids", 2, "(batch, sequence_length)", "int")
-    max_tokens = _max_tokens(backbone_config)
+    max_tokens = max_input_tokens(backbone_config)
     if max_tokens and input_ids.shape[1] > max_tokens:
         raise ValueError(
             f"`input_ids` has {input_ids.shape[1]} tokens per row; this model takes at most {max_tokens} "
