@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 
 import torch
 
@@ -22,6 +23,7 @@ __all__ = [
     "check_bool",
     "check_optional_bool",
     "check_positive_int",
+    "check_positive_ints",
     "check_number",
     "check_tensor",
     "check_finite",
@@ -60,6 +62,16 @@ def check_positive_int(value, name: str) -> int:
     if not is_int(value) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
     return int(value)
+
+
+def check_positive_ints(values, name: str) -> list[int]:
+    """A positive integer or a non-empty list of them (e.g. the k of top-k metrics), sorted, without repeats."""
+    if is_int(values):
+        values = [values]
+    if (isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values
+            or not all(is_int(value) and value > 0 for value in values)):
+        raise ValueError(f"`{name}` must be a non-empty list of positive integers, got {values!r}.")
+    return sorted({int(value) for value in values})
 
 
 def _bounds_text(low, high, low_open: bool, high_open: bool) -> str:
