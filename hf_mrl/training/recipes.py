@@ -19,7 +19,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoTokenizer, ViTConfig, set_seed
 
 from ..configuration_matryoshka import MatryoshkaConfig
-from ..data import DataArguments, load_splits, validate_data_arguments
+from ..data import DataArguments, check_splits, load_splits, validate_data_arguments
 from ..evaluation import parse_metric_key, save_results
 from ..hub import save_results_plot
 from ..input_checks import check_positive_int
@@ -354,6 +354,7 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
     split, else the eval split; validation history) and `recall_vs_dim.png`."""
     validate_data_arguments(data_args, model_args.task)
     _check_run_arguments(data_args, training_args, model_args.embedding_dim)
+    check_splits(data_args, model_args.task, need_train=training_args.max_steps != 0)  # before the towers are loaded
     start_step = _resumed_step(training_args) if training_args.max_steps != 0 else 0
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     set_seed(training_args.seed)  # the new layers' initial weights
