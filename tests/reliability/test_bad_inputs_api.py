@@ -6,6 +6,7 @@ Every case is `(call, words)`: `call(models)` must raise `ValueError` whose mess
 
 import math
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -27,6 +28,7 @@ from hf_mrl import (
 from hf_mrl.evaluation import classification_metrics, retrieval_metrics
 from hf_mrl.evaluation.base import per_dim_embeddings
 from hf_mrl.evaluation.metrics import top_k_accuracy
+from hf_mrl.training import MatryoshkaTrainer, MatryoshkaTrainingArguments
 
 from ..tiny import tiny_bert_config, tiny_vit_config
 
@@ -263,7 +265,38 @@ CONFIGS = [
     pytest.param(lambda m: MatryoshkaForImageClassification(MatryoshkaConfig(backbone_config=tiny_vit_config(), num_labels=1)), ["num_labels", ">= 2"], id="classifier-one-label"),
 ]
 
-ALL = FORWARD + ENCODE + PREDICT + LOSSES + EVALUATION + CONFIGS
+def arguments(**values):
+    return MatryoshkaTrainingArguments(output_dir="never-written", report_to="none", **values)
+
+
+def images(labels, label_feature=None):
+    features = datasets.Features({"image": datasets.Image(), "label": label_feature or datasets.Value("int64")})
+    rows = {"image": [np.zeros((28, 28), dtype=np.uint8)] * len(labels), "label": list(labels)}
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+def trainer(model, dataset, **values):
+    return MatryoshkaTrainer(model=model, args=arguments(max_steps=1, **values), train_dataset=dataset)
+
+
+TRAINING = [
+    pytest.param(lambda m: arguments(learning_rate=NAN), ["learning_rate", "finite", "nan"], id="args-lr-nan"),
+    pytest.param(lambda m: arguments(warmup_steps=NAN), ["warmup_steps", "finite", "nan"], id="args-warmup-nan"),
+    pytest.param(lambda m: arguments(num_train_epochs=INF), ["num_train_epochs", "finite", "inf"], id="args-epochs-inf"),
+    pytest.param(lambda m: arguments(adam_beta2=1.0), ["adam_beta2", "[0, 1)", "1.0"], id="args-beta-1"),
+    pytest.param(lambda m: arguments(temperature=NAN), ["temperature", "finite", "nan"], id="args-temperature-nan"),
+    pytest.param(lambda m: arguments(seed=2**40), ["seed", "0 to 4294967295"], id="args-seed-too-big"),
+    pytest.param(lambda m: arguments(save_strategy="steps", save_steps=0), ["save_steps", "> 0", "0"], id="args-save-steps-0"),
+    pytest.param(lambda m: arguments(eval_dims=[8, 0]), ["eval_dims", "positive integers"], id="args-eval-dims-0"),
+    pytest.param(lambda m: trainer(m.vit_classifier, images([0, 1, 4, 2])), ["label 4", "num_labels=3", "0 to 2"], id="trainer-label-above-heads"),
+    pytest.param(lambda m: trainer(m.vit_classifier, images([0, 1, -1, 2])), ["label -1", "num_labels=3"], id="trainer-negative-label"),
+    pytest.param(lambda m: trainer(m.vit_classifier, images([0, 1, 2, 3], datasets.ClassLabel(names=list("abcd")))), ["4 classes", "num_labels=3"], id="trainer-more-classes-than-heads"),
+    pytest.param(lambda m: trainer(m.vit_classifier, images([0.5, 1.0, 0.0, 2.0], datasets.Value("float32"))), ["label", "floats", "0.5"], id="trainer-float-labels"),
+    pytest.param(lambda m: trainer(m.bert_classifier, images([0, 1, 2, 0])), ["text", "columns", "image"], id="trainer-image-data-for-text-model"),
+    pytest.param(lambda m: trainer(m.vit_classifier, images([0, 1, 2, 0]), eval_dims=[8, 64]), ["eval_dims", "64"], id="trainer-eval-dims-too-big"),
+]
+
+ALL = FORWARD + ENCODE + PREDICT + LOSSES + EVALUATION + CONFIGS + TRAINING
 
 
 @pytest.mark.parametrize(("call", "words"), ALL)
@@ -283,7 +316,7 @@ def test_the_checks_leave_good_inputs_alone(models):
     output = models.bert(input_ids=ids(), attention_mask=mask(length=12) * torch.tensor([1] * 6 + [0] * 6))
     assert torch.isfinite(output.embeddings).all()
     loss = models.vit_classifier(pixel_values=pixels(2, 1, 28, 28), labels=labels(2, -100)).loss
-    assert math.isfinite(float(loss))
+    assert math.isfinite(float(loss.detach()))
     dark = models.vit.encode([np.zeros((28, 28), dtype=np.float32)])
     bright = models.vit.encode([np.ones((28, 28), dtype=np.float32)])
     assert not torch.allclose(dark, bright)  # a float image in [0, 1] is scaled, not cast to a black image
