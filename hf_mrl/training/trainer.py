@@ -149,7 +149,7 @@ class MatryoshkaTrainer:
         if feature.num_classes > config.num_labels:
             raise ValueError(
                 f"The dataset has {feature.num_classes} classes but the model's heads have num_labels="
-                f"{config.num_labels}; build the model with num_labels={feature.num_classes}."
+                f"{config.num_labels} (`config.num_labels`); build the model with num_labels={feature.num_classes}."
             )
         if all(name == f"LABEL_{index}" for index, name in config.id2label.items()):
             names = feature.names + [f"LABEL_{index}" for index in range(feature.num_classes, config.num_labels)]
@@ -403,7 +403,7 @@ def _check_label_range(dataset, num_labels: int) -> None:
         bad = int(kept.max()) if kept.max() >= num_labels else int(kept.min())
         raise ValueError(
             f"The dataset's `label` column holds label {bad}, but the model's heads have num_labels={num_labels} "
-            f"(class ids 0 to {num_labels - 1}); build the model with num_labels={max(int(kept.max()) + 1, num_labels)} "
+            f"(`config.num_labels`: class ids 0 to {num_labels - 1}); build the model with num_labels={max(int(kept.max()) + 1, num_labels)} "
             "or fix the labels."
         )
 
