@@ -242,7 +242,8 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
         """Embeddings truncated to their first `dim` features (full dim when None), L2-renormalised after truncation
         unless `normalize=False` (default: `config.normalize`).
 
-        `inputs` is a list of raw texts (text models) or images (PIL images, arrays or paths; vision models), embedded
+        `inputs` is a list of raw texts (text models) or images (PIL images, paths, or (H, W[, C]) arrays: uint8, or
+        floats in [0, 1] or [0, 255]; vision models), embedded
         in batches of `batch_size` with the model's tokenizer / image processor; rows come back in input order, as a
         tensor or, with `convert_to_numpy=True`, a numpy array. The tensor form (`encode(input_ids=..., ...)`) embeds
         one prepared batch. Runs in eval mode without autograd (the caller's mode is restored) unless
