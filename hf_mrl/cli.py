@@ -23,6 +23,8 @@ import os
 import sys
 from pathlib import Path
 
+from .index import SHORTLIST_INDEXES, STORAGES
+
 __all__ = ["main", "build_parser"]
 
 DATASETS_HELP = (
@@ -166,9 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
             help="faiss: a MatryoshkaIndex folder (OUTPUT); qdrant: a Qdrant collection (--path or --url)")
     _option(build, "--shortlist_dim", type=_dims, help="dim(s) of the shortlist indexes, comma-separated")
     faiss_group = build.add_argument_group("faiss backend")
-    _option(faiss_group, "--storage", default="float32", help="stored re-rank vectors: float32, float16, bfloat16, int8, binary")
-    _option(faiss_group, "--shortlist_index", default="flat", help="flat, hnsw or ivf (default: flat)")
-    _option(faiss_group, "--shortlist_storage", default="float32", help="what the shortlist stores (default: float32)")
+    _option(faiss_group, "--storage", default="float32", choices=STORAGES, help="stored re-rank vectors (default: float32)")
+    _option(faiss_group, "--shortlist_index", default="flat", choices=SHORTLIST_INDEXES, help="default: flat")
+    _option(faiss_group, "--shortlist_storage", default="float32", choices=STORAGES,
+            help="what the shortlist stores (default: float32)")
     qdrant_group = build.add_argument_group("qdrant backend")
     _add_qdrant_arguments(qdrant_group)
     _option(qdrant_group, "--rerank_dim", type=_dims, help="dim(s) of the re-rank vectors (default: the full dim)")
@@ -475,9 +478,11 @@ def _check_backend_options(args) -> None:
 def _run_index_build(args, extra) -> int:
     from .data import load_split
     from .index import MatryoshkaIndex, QdrantMatryoshkaIndex
+    from .index.validation import _check_shortlist_dims
 
     _check_backend_options(args)
     model = _load_model(args.model)
+    _check_shortlist_dims(args.shortlist_dim, model.config.embedding_dim, args.shortlist_storage)  # before encoding
     data_args = _data_arguments(args)
     dataset = load_split(data_args, args.split, argument="split")
     _check_modality(model, dataset, data_args)
@@ -531,6 +536,7 @@ def _run_index_search(args, extra) -> int:
         raise ValueError("give text queries (--query) or image queries (--query_image), one kind and at least one.")
     index = _open_index(args)
     try:
+        _check_search_arguments(index, args)
         return _search_index(args, index)
     finally:
         if hasattr(index, "close"):  # a Qdrant collection: release the embedded engine's lock
@@ -588,6 +594,22 @@ def _search_index(args, index) -> int:
     return 0
 
 
+def _check_search_arguments(index, args) -> None:
+    """The search options against the index, before the model is loaded and the queries encoded."""
+    if args.shortlist_dim is not None and args.shortlist_dim not in index.shortlist_dims:
+        raise ValueError(
+            f"`--shortlist_dim` is {args.shortlist_dim}, but the index has shortlists only at dims {index.shortlist_dims} "
+            "(chosen at build time)."
+        )
+    stored_dims = getattr(index, "stored_dims", None)  # a Qdrant collection stores named vectors at some dims only
+    if args.rerank_dim is not None and stored_dims is not None and args.rerank_dim not in stored_dims:
+        raise ValueError(f"`--rerank_dim` must be one of the stored dims {stored_dims}, got {args.rerank_dim}.")
+    if args.rerank_dim is not None and args.rerank_dim > index.stored_dim:
+        raise ValueError(f"`--rerank_dim` must be from 1 to {index.stored_dim} (the stored dim), got {args.rerank_dim}.")
+    if args.shortlist_size is not None and args.shortlist_size < args.k:
+        raise ValueError(f"`--shortlist_size` is {args.shortlist_size}, fewer than -k {args.k}; allowed: at least k.")
+
+
 def _run_export(args, extra) -> int:
     from .evaluation import load_results
     from .hub import export_sentence_transformer
@@ -621,3 +643,7 @@ def _run_card(args, extra) -> int:
     )
     print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from transformers import AutoConfig, PreTrainedConfig
 
+from .input_checks import check_bool, check_number, check_positive_int
 from .nesting import default_matryoshka_dims, validate_matryoshka_dims, validate_matryoshka_weights
 
-__all__ = ["MatryoshkaConfig", "MatryoshkaDualEncoderConfig", "POOLING_MODES", "resolve_sub_config", "default_pooling"]
+__all__ = [
+    "MatryoshkaConfig",
+    "MatryoshkaDualEncoderConfig",
+    "POOLING_MODES",
+    "resolve_sub_config",
+    "check_encoder_config",
+    "default_pooling",
+]
 
 POOLING_MODES = ("cls", "mean")
 
@@ -23,6 +31,36 @@ def resolve_sub_config(value, name: str) -> PreTrainedConfig:
     raise ValueError(f"`{name}` must be a transformers config or its dict, got {type(value).__name__}.")
 
 
+def check_encoder_config(config: PreTrainedConfig, name: str, modality: str | None = None) -> PreTrainedConfig:
+    """An encoder-only config the Auto classes can build (BERT, ViT, a CLIP tower, ...): not an encoder-decoder
+    (T5) nor a two-tower config (CLIP); with `modality` ("image" / "text"), an encoder of that kind."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    kind = config.model_type
+    towers = sorted(set(getattr(config, "sub_configs", None) or {}) & {"text_config", "vision_config"})
+    if towers:
+        raise ValueError(
+            f"`{name}` is a {kind!r} config with two towers ({', '.join(towers)}); pass one tower's config, e.g. its "
+            "vision_config or text_config (hf_mrl wraps one encoder)."
+        )
+    if getattr(config, "is_encoder_decoder", False):
+        raise ValueError(
+            f"`{name}` is a {kind!r} encoder-decoder config; hf_mrl wraps encoder-only models (BERT, ViT, ...)."
+        )
+    try:
+        MODEL_MAPPING[type(config)]
+    except KeyError:
+        raise ValueError(f"`{name}` is a {kind!r} config that transformers' AutoModel cannot build.") from None
+    vision = hasattr(config, "image_size")
+    if modality == "image" and not vision:
+        raise ValueError(
+            f"`{name}` is a {kind!r} config, not an image encoder (it has no image_size); pass e.g. a ViTConfig."
+        )
+    if modality == "text" and vision:
+        raise ValueError(f"`{name}` is a {kind!r} config, an image encoder; pass a text config such as BertConfig.")
+    return config
+
+
 def default_pooling(backbone_config: PreTrainedConfig) -> str:
     """CLS pooling for vision encoders (they have an `image_size`), mean pooling for text."""
     return "cls" if hasattr(backbone_config, "image_size") else "mean"
@@ -32,12 +70,6 @@ def validate_pooling(pooling, name: str = "pooling") -> str:
     if pooling not in POOLING_MODES:
         raise ValueError(f"`{name}` must be one of {list(POOLING_MODES)}, got {pooling!r}.")
     return pooling
-
-
-def validate_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return value
 
 
 def resolve_use_projection(use_projection, embedding_dim: int, hidden_size: int) -> bool:
@@ -122,15 +154,15 @@ class MatryoshkaConfig(PreTrainedConfig):
         kwargs.pop("matryoshka_dimensions", None)
         if backbone_config is None:
             backbone_config = AutoConfig.for_model("bert")
-        self.backbone_config = resolve_sub_config(backbone_config, "backbone_config")
+        self.backbone_config = check_encoder_config(resolve_sub_config(backbone_config, "backbone_config"), "backbone_config")
         hidden_size = self.backbone_config.hidden_size
-        self.embedding_dim = hidden_size if embedding_dim is None else validate_positive_int(embedding_dim, "embedding_dim")
+        self.embedding_dim = hidden_size if embedding_dim is None else check_positive_int(embedding_dim, "embedding_dim")
         self.pooling = default_pooling(self.backbone_config) if pooling is None else validate_pooling(pooling)
         self.matryoshka_dims, self.matryoshka_weights = resolve_nesting(
             matryoshka_dims, matryoshka_weights, self.embedding_dim
         )
-        self.efficient = bool(efficient)
-        self.normalize = bool(normalize)
+        self.efficient = check_bool(efficient, "efficient")
+        self.normalize = check_bool(normalize, "normalize")
         self.use_projection = resolve_use_projection(use_projection, self.embedding_dim, hidden_size)
         self.is_matryoshka = True
         self.matryoshka_dimensions = sorted(self.matryoshka_dims, reverse=True)
@@ -188,23 +220,19 @@ class MatryoshkaDualEncoderConfig(PreTrainedConfig):
     ):
         kwargs.pop("is_matryoshka", None)
         kwargs.pop("matryoshka_dimensions", None)
-        self.vision_config = resolve_sub_config(
+        self.vision_config = check_encoder_config(resolve_sub_config(
             AutoConfig.for_model("vit") if vision_config is None else vision_config, "vision_config"
-        )
-        self.text_config = resolve_sub_config(
+        ), "vision_config", "image")
+        self.text_config = check_encoder_config(resolve_sub_config(
             AutoConfig.for_model("bert") if text_config is None else text_config, "text_config"
-        )
-        self.projection_dim = validate_positive_int(projection_dim, "projection_dim")
+        ), "text_config", "text")
+        self.projection_dim = check_positive_int(projection_dim, "projection_dim")
         self.matryoshka_dims, self.matryoshka_weights = resolve_nesting(
             matryoshka_dims, matryoshka_weights, self.projection_dim
         )
-        if isinstance(temperature_init, bool) or not isinstance(temperature_init, (int, float)) or not 0.01 <= temperature_init <= 100:
-            raise ValueError(f"`temperature_init` must be a number from 0.01 to 100, got {temperature_init!r}.")
-        self.temperature_init = float(temperature_init)
-        self.learn_temperature = bool(learn_temperature)
-        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 1:
-            raise ValueError(f"`label_smoothing` must be a number in [0, 1), got {label_smoothing!r}.")
-        self.label_smoothing = float(label_smoothing)
+        self.temperature_init = check_number(temperature_init, "temperature_init", 0.01, 100)
+        self.learn_temperature = check_bool(learn_temperature, "learn_temperature")
+        self.label_smoothing = check_number(label_smoothing, "label_smoothing", 0, 1, high_open=True)
         self.vision_pooling = (
             default_pooling(self.vision_config) if vision_pooling is None else validate_pooling(vision_pooling, "vision_pooling")
         )

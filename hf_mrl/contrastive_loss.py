@@ -14,6 +14,7 @@ from transformers.utils import ModelOutput
 
 from .distributed import _distributed_world, _gather_row_counts, _gather_rows
 from .fused_infonce import _make_plan, _MatryoshkaInfoNCE, _positive_pairs
+from .input_checks import check_finite, check_group_ids
 from .nesting import default_matryoshka_dims, validate_matryoshka_dims, validate_matryoshka_weights
 
 
@@ -40,19 +41,6 @@ def _check_embeddings(name: str, embeds) -> None:
         raise ValueError(f"`{name}` must be a 2-D floating-point tensor (batch, embedding_dim), got {shape}.")
     if embeds.shape[0] == 0 or embeds.shape[1] == 0:
         raise ValueError(f"`{name}` is empty (shape {tuple(embeds.shape)}); the loss needs at least one pair.")
-
-
-def _check_ids(name: str, ids, batch: int, device) -> torch.Tensor | None:
-    if ids is None:
-        return None
-    allowed = f"a 1-D integer tensor or list of {batch} ints (one per item; hash strings to ints with a stable hash)"
-    try:
-        tensor = torch.as_tensor(ids, device=device)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"`{name}` must be {allowed}, got {type(ids).__name__}.") from None
-    if tensor.ndim != 1 or tensor.shape[0] != batch or tensor.is_floating_point() or tensor.dtype == torch.bool:
-        raise ValueError(f"`{name}` must be {allowed}, got dtype {tensor.dtype} and shape {tuple(tensor.shape)}.")
-    return tensor.long()
 
 
 def _check_scale(temperature, logit_scale) -> torch.Tensor | float:
@@ -168,12 +156,10 @@ def matryoshka_contrastive_loss(
     if not isinstance(gather, bool) and not callable(gather):
         raise ValueError(f"`gather` must be True, False or an all-gather callable, got {gather!r}.")
     device = image_embeds.device
-    image_ids = _check_ids("image_ids", image_ids, batch, device)
-    text_ids = _check_ids("text_ids", text_ids, batch, device)
-    for name, embeds in (("image_embeds", image_embeds), ("text_embeds", text_embeds)):
-        # One reduction instead of an elementwise isfinite: any NaN / inf makes the float64 sum non-finite.
-        if not math.isfinite(float(embeds.detach().sum(dtype=torch.float64))):
-            raise ValueError(f"`{name}` holds NaN or infinite values; embeddings must be finite.")
+    image_ids = check_group_ids(image_ids, batch, "image_ids", device)
+    text_ids = check_group_ids(text_ids, batch, "text_ids", device)
+    check_finite(image_embeds, "image_embeds")
+    check_finite(text_embeds, "text_embeds")
 
     order = sorted(range(len(given_dims)), key=given_dims.__getitem__)
     sorted_dims = tuple(given_dims[i] for i in order)

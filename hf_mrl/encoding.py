@@ -20,9 +20,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .input_checks import check_bool, check_optional_bool, check_positive_int
 from .nesting import truncate_embeddings, validate_dim
 
-__all__ = ["inference", "load_processor", "saved_processor", "default_image_processor", "encode_inputs", "check_batch_size", "tokenizer_max_length"]
+__all__ = ["inference", "load_processor", "saved_processor", "default_image_processor", "encode_inputs", "tokenizer_max_length"]
 
 # Tokenizers without a configured length report a huge sentinel; texts are then cut at this many tokens.
 FALLBACK_MAX_LENGTH = 512
@@ -96,12 +97,6 @@ def tokenizer_max_length(tokenizer) -> int | None:
     return length if isinstance(length, int) and length < 100_000 else None
 
 
-def check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-    return batch_size
-
-
 def _as_image(item, position: int) -> Image.Image:
     if isinstance(item, Image.Image):
         return item
@@ -116,13 +111,38 @@ def _as_image(item, position: int) -> Image.Image:
             image.load()
             return image.copy()
     if isinstance(item, (np.ndarray, torch.Tensor)):
-        array = np.asarray(item.cpu() if isinstance(item, torch.Tensor) else item)
-        if array.ndim not in (2, 3):
-            raise ValueError(f"`inputs[{position}]` is an array of shape {array.shape}; images are (H, W) or (H, W, C).")
-        return Image.fromarray(array.astype(np.uint8) if array.dtype != np.uint8 else array)
+        return Image.fromarray(_image_array(item, position))
     raise ValueError(
         f"`inputs[{position}]` is a {type(item).__name__}; an image model encodes PIL images, numpy arrays or image paths."
     )
+
+
+def _image_array(item, position: int) -> np.ndarray:
+    """An image array as uint8 (H, W) or (H, W, C): uint8 as is, other integers in 0..255, floats in [0, 1] (scaled
+    by 255) or in [0, 255]; NaN / inf and values outside those ranges are refused, never wrapped or cut."""
+    array = np.asarray(item.detach().cpu() if isinstance(item, torch.Tensor) else item)
+    name = f"`inputs[{position}]`"
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise ValueError(
+            f"{name} is an array of shape {array.shape}; images are (H, W) or (H, W, C) with C = 1, 3 or 4 "
+            "(channels last)."
+        )
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.dtype == np.uint8:
+        return array
+    if array.size == 0 or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"{name} is an array of dtype {array.dtype} and shape {array.shape}; images hold numbers.")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} holds NaN or inf values; image pixels must be finite.")
+    low, high = array.min(), array.max()
+    if low < 0 or high > 255:
+        raise ValueError(
+            f"{name} holds values from {low:g} to {high:g}; image pixels must lie from 0 to 255 (or 0 to 1 for floats)."
+        )
+    if np.issubdtype(array.dtype, np.floating) and high <= 1:
+        array = array * 255.0
+    return np.rint(array).astype(np.uint8)
 
 
 def _check_inputs(inputs, vision: bool) -> list:
@@ -136,7 +156,9 @@ def _check_inputs(inputs, vision: bool) -> list:
         for position, item in enumerate(inputs):
             if isinstance(item, (str, os.PathLike)) and not Path(item).expanduser().is_file():
                 _as_image(item, position)
-            elif not isinstance(item, (str, os.PathLike, Image.Image, np.ndarray, torch.Tensor)):
+            elif isinstance(item, (np.ndarray, torch.Tensor)):
+                _image_array(item, position)
+            elif not isinstance(item, (str, os.PathLike, Image.Image)):
                 _as_image(item, position)
     else:
         bad = next(((i, x) for i, x in enumerate(inputs) if not isinstance(x, str)), None)
@@ -165,9 +187,10 @@ def encode_inputs(
     """Embeds `inputs` (texts, or images) in batches with `forward(model_inputs) -> (batch, full_dim)`, truncated to
     `dim` and renormalised after truncation; rows in input order. Texts are batched longest first (less padding)."""
     dim = validate_dim(dim, full_dim)
-    batch_size = check_batch_size(batch_size)
-    if not isinstance(normalize, bool):
-        raise ValueError(f"`normalize` must be True or False, got {normalize!r}.")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    check_bool(normalize, "normalize")
+    check_bool(convert_to_numpy, "convert_to_numpy")
+    check_optional_bool(show_progress_bar, "show_progress_bar")
     inputs = _check_inputs(inputs, vision)
     order = np.arange(len(inputs)) if vision else np.argsort([-len(text) for text in inputs], kind="stable")
     if not vision and max_length is None:

@@ -25,7 +25,8 @@ from typing import NamedTuple
 
 import torch
 
-from .nesting import NestedLinear, block_bounds
+from .input_checks import check_class_labels, check_finite, check_number, check_tensor, is_int
+from .nesting import NestedLinear, block_bounds, check_head_inputs, validate_matryoshka_weights
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "NestedCrossEntropyOutput", "nested_linear_cross_entropy", "nested_heads_cross_entropy"]
 
@@ -396,20 +397,14 @@ def nested_linear_cross_entropy(
     if not efficient and not len(weights) == len(biases) == len(dims):
         raise ValueError(f"MRL heads need one weight and one bias per dim: {len(dims)} dims, got {len(weights)} weights "
                          f"and {len(biases)} biases.")
-    if len(loss_weights) != len(dims):
-        raise ValueError(f"`loss_weights` has {len(loss_weights)} entries but there are {len(dims)} nesting dims.")
-    if inputs.dim() != 2 or labels.shape != (inputs.shape[0],):
-        raise ValueError(f"`inputs` must be (batch, features) and `labels` (batch,), got {tuple(inputs.shape)} and "
-                         f"{tuple(labels.shape)}.")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
+    loss_weights = validate_matryoshka_weights(loss_weights, len(dims), "loss_weights")
+    check_tensor(inputs, "inputs", 2, "(batch, features)", "float")
+    check_head_inputs(inputs, dims)
+    check_class_labels(labels, inputs.shape[0], weights[0].shape[0], ignore_index)
+    if not is_int(chunk_size) or chunk_size < 1:
         raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size!r}.")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"`label_smoothing` must be in [0, 1], got {label_smoothing!r}.")
-    num_labels = weights[0].shape[0]
-    kept = labels[labels != ignore_index]
-    if kept.numel() and (kept.min() < 0 or kept.max() >= num_labels):
-        raise ValueError(f"`labels` must be class ids from 0 to {num_labels - 1} (or ignore_index={ignore_index}), "
-                         f"got values from {int(kept.min())} to {int(kept.max())}.")
+    check_number(label_smoothing, "label_smoothing", 0, 1)
+    check_finite(inputs, "inputs")
     # Gradients are computed only when autograd will ask for them (the one-pass path computes them in the forward).
     grad_enabled = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (inputs, *weights, *biases))
     settings = (dims, efficient, tuple(float(w) for w in loss_weights), float(label_smoothing), ignore_index, chunk_size,

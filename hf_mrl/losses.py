@@ -25,6 +25,8 @@ from .contrastive_loss import MatryoshkaContrastiveOutput, matryoshka_contrastiv
 from .contrastive_loss_reference import matryoshka_contrastive_loss_reference
 from .distributed import gather_with_grad
 from .fused_cross_entropy import nested_linear_cross_entropy
+from .input_checks import check_class_labels, check_finite, check_number, check_tensor
+from .nesting import validate_matryoshka_weights
 
 __all__ = [
     "matryoshka_cross_entropy",
@@ -46,17 +48,18 @@ def matryoshka_cross_entropy(
 
     Args:
         matryoshka_logits: (num_dims, batch, num_labels) logits, one slice per nesting dim.
-        labels: (batch,) class ids.
-        weights: one relative weight per nesting dim.
+        labels: (batch,) class ids (-100 leaves a row out, as in `F.cross_entropy`).
+        weights: one relative weight per nesting dim (finite, >= 0, not all zero).
 
     Returns:
         (loss, per_dim_losses): the weighted scalar loss, and the (num_dims,) unweighted losses (detached).
     """
+    check_tensor(matryoshka_logits, "matryoshka_logits", 3, "(num_dims, batch, num_labels)", "float")
     num_dims, batch, num_labels = matryoshka_logits.shape
-    if len(weights) != num_dims:
-        raise ValueError(f"`weights` has {len(weights)} entries but `matryoshka_logits` has {num_dims} dims.")
-    if labels.shape != (batch,):
-        raise ValueError(f"`labels` must have shape ({batch},) to match the logits, got {tuple(labels.shape)}.")
+    weights = validate_matryoshka_weights(weights, num_dims, "weights")
+    check_class_labels(labels, batch, num_labels)
+    check_number(label_smoothing, "label_smoothing", 0, 1)
+    check_finite(matryoshka_logits, "matryoshka_logits")
     # One cross-entropy call over all dims at once: (num_dims * batch, num_labels).
     per_item = F.cross_entropy(
         matryoshka_logits.reshape(-1, num_labels).float(),

@@ -19,6 +19,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
 from .encoding import default_image_processor, encode_inputs, inference, load_processor, saved_processor
+from .input_checks import check_bool, check_group_ids, check_optional_bool, check_pixel_values, check_token_inputs
 from .losses import matryoshka_contrastive_loss
 from .modeling_matryoshka import build_backbone, pool_hidden_states
 from .nesting import truncate_embeddings, validate_dim
@@ -59,14 +60,6 @@ class MatryoshkaDualEncoderOutput(ModelOutput):
     logit_scale: torch.FloatTensor | None = None
 
 
-def _batch_size(name: str, tensor: torch.Tensor | None) -> int:
-    if tensor is None:
-        raise ValueError(f"`{name}` is required.")
-    if tensor.shape[0] == 0:
-        raise ValueError(f"`{name}` is an empty batch (shape {tuple(tensor.shape)}); give at least one item.")
-    return tensor.shape[0]
-
-
 class MatryoshkaDualEncoderModel(PreTrainedModel):
     """Image tower + text tower, each pooled and projected to `projection_dim`; the first k dims of both
     projections form a shared embedding space for any k."""
@@ -94,6 +87,18 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
             # transformers' init functions skip parameters already loaded from a checkpoint.
             init.constant_(self.logit_scale, math.log(1.0 / self.config.temperature_init))
 
+    def check_image_inputs(self, pixel_values) -> int:
+        """Checks the image tower's input before any work (see `hf_mrl.input_checks`); returns the batch size."""
+        if pixel_values is None:
+            raise ValueError("`pixel_values` (batch, channels, height, width) is required.")
+        return check_pixel_values(pixel_values, self.config.vision_config).shape[0]
+
+    def check_text_inputs(self, input_ids, attention_mask=None, token_type_ids=None) -> int:
+        """Checks the text tower's inputs before any work; returns the batch size."""
+        if input_ids is None:
+            raise ValueError("`input_ids` (batch, sequence_length) is required.")
+        return check_token_inputs(input_ids, attention_mask, token_type_ids, self.config.text_config).shape[0]
+
     def _image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
         hidden = self.vision_model(pixel_values=pixel_values, return_dict=True).last_hidden_state
         return self.visual_projection(pool_hidden_states(hidden, None, self.config.vision_pooling))
@@ -111,7 +116,8 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
         not a `ModelOutput`. Runs in eval mode without autograd (the caller's mode is restored) unless
         `requires_grad=True`."""
         dim = validate_dim(dim, self.config.projection_dim)
-        _batch_size("pixel_values", pixel_values)
+        check_bool(normalize, "normalize")
+        self.check_image_inputs(pixel_values)
         with inference(self, requires_grad):
             return truncate_embeddings(self._image_embeddings(pixel_values), dim, normalize=normalize)
 
@@ -127,7 +133,8 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
         """Projected text embeddings truncated to `dim` and renormalised; a `torch.Tensor` (batch, dim). Eval mode
         without autograd unless `requires_grad=True`."""
         dim = validate_dim(dim, self.config.projection_dim)
-        _batch_size("input_ids", input_ids)
+        check_bool(normalize, "normalize")
+        self.check_text_inputs(input_ids, attention_mask, token_type_ids)
         with inference(self, requires_grad):
             return truncate_embeddings(self._text_embeddings(input_ids, attention_mask, token_type_ids), dim, normalize=normalize)
 
@@ -170,7 +177,11 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
             self.to(device)
 
         def forward(batch: dict) -> torch.Tensor:
-            return self._image_embeddings(batch["pixel_values"]) if vision else self._text_embeddings(**batch)
+            if vision:
+                self.check_image_inputs(batch["pixel_values"])
+                return self._image_embeddings(batch["pixel_values"])
+            self.check_text_inputs(**batch)
+            return self._text_embeddings(**batch)
 
         with inference(self):
             return encode_inputs(
@@ -194,13 +205,17 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
         """`image_ids` / `text_ids` (optional, (batch,) ints): items sharing an id are all positives of each
         other (repeated captions or images in a batch). `gather=True` all-gathers the embeddings across
         processes (with gradients) before the loss, so each process scores the global batch."""
-        image_batch = _batch_size("pixel_values", pixel_values)
-        text_batch = _batch_size("input_ids", input_ids)
-        if return_loss and image_batch != text_batch:
-            raise ValueError(
-                f"`pixel_values` has {image_batch} items but `input_ids` has {text_batch}; the contrastive loss "
-                "needs one caption per image (pass `image_ids`/`text_ids` for repeated ones)."
-            )
+        check_optional_bool(return_loss, "return_loss")
+        image_batch = self.check_image_inputs(pixel_values)
+        text_batch = self.check_text_inputs(input_ids, attention_mask, token_type_ids)
+        if return_loss:
+            if image_batch != text_batch:
+                raise ValueError(
+                    f"`pixel_values` has {image_batch} items but `input_ids` has {text_batch}; the contrastive loss "
+                    "needs one caption per image (pass `image_ids`/`text_ids` for repeated ones)."
+                )
+            check_group_ids(image_ids, image_batch, "image_ids")
+            check_group_ids(text_ids, text_batch, "text_ids")
         image_raw = self._image_embeddings(pixel_values)
         text_raw = self._text_embeddings(input_ids, attention_mask, token_type_ids)
         logit_scale = self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()

@@ -18,6 +18,7 @@ from transformers.utils import ModelOutput
 from .configuration_matryoshka import MatryoshkaConfig
 from .encoding import encode_inputs, inference, load_processor
 from .fused_cross_entropy import nested_heads_cross_entropy
+from .input_checks import check_bool, check_class_labels, check_optional_bool, check_pixel_values, check_token_inputs
 from .nesting import NestedLinear, truncate_embeddings, validate_dim
 from .sentence_transformers_format import is_sentence_transformers_folder, read_sentence_transformers_folder
 
@@ -241,13 +242,17 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
         """Embeddings truncated to their first `dim` features (full dim when None), L2-renormalised after truncation
         unless `normalize=False` (default: `config.normalize`).
 
-        `inputs` is a list of raw texts (text models) or images (PIL images, arrays or paths; vision models), embedded
+        `inputs` is a list of raw texts (text models) or images (PIL images, paths, or (H, W[, C]) arrays: uint8, or
+        floats in [0, 1] or [0, 255]; vision models), embedded
         in batches of `batch_size` with the model's tokenizer / image processor; rows come back in input order, as a
         tensor or, with `convert_to_numpy=True`, a numpy array. The tensor form (`encode(input_ids=..., ...)`) embeds
         one prepared batch. Runs in eval mode without autograd (the caller's mode is restored) unless
         `requires_grad=True`.
         """
-        normalize = self.config.normalize if normalize is None else normalize
+        normalize = self.config.normalize if normalize is None else check_bool(normalize, "normalize")
+        check_optional_bool(show_progress_bar, "show_progress_bar")
+        check_bool(convert_to_numpy, "convert_to_numpy")
+        check_bool(requires_grad, "requires_grad")
         if device is not None:
             self.to(device)
         with inference(self, requires_grad):
@@ -288,6 +293,36 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
         output_attentions: bool | None = None,
         **kwargs,
     ) -> MatryoshkaModelOutput:
+        self.check_inputs(input_ids, attention_mask, token_type_ids, pixel_values, **kwargs)
+        return self.forward_checked(
+            input_ids, attention_mask, token_type_ids, pixel_values, output_hidden_states, output_attentions, **kwargs
+        )
+
+    def check_inputs(self, input_ids=None, attention_mask=None, token_type_ids=None, pixel_values=None, **kwargs) -> int:
+        """Checks `forward`'s inputs before any work (types, shapes, dtypes, vocabulary, image size, empty mask rows,
+        NaN / inf pixels; see `hf_mrl.input_checks`) and returns the batch size."""
+        backbone_config = self.config.backbone_config
+        if self.main_input_name == "pixel_values":
+            if pixel_values is None:
+                raise ValueError(
+                    "Pass `pixel_values` (batch, channels, height, width): this is a vision model, it takes no "
+                    f"`input_ids`{' (given)' if input_ids is not None else ''}."
+                )
+            check_pixel_values(pixel_values, backbone_config, check_size=not kwargs.get("interpolate_pos_encoding"))
+            return pixel_values.shape[0]
+        if pixel_values is not None:
+            raise ValueError("`pixel_values` given to a text model; pass `input_ids` (batch, sequence_length) from its tokenizer.")
+        if input_ids is None:
+            if "inputs_embeds" in kwargs:
+                return kwargs["inputs_embeds"].shape[0]
+            raise ValueError("Pass `input_ids` (text backbones) or `pixel_values` (vision backbones).")
+        if self.main_input_name == "input_ids":
+            check_token_inputs(input_ids, attention_mask, token_type_ids, backbone_config)
+        return input_ids.shape[0]
+
+    def forward_checked(self, input_ids=None, attention_mask=None, token_type_ids=None, pixel_values=None,
+                        output_hidden_states=None, output_attentions=None, **kwargs) -> MatryoshkaModelOutput:
+        """`forward` on inputs `check_inputs` has passed (the classifiers check them, and their labels, first)."""
         inputs = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
@@ -297,8 +332,6 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
             "output_attentions": output_attentions,
         }
         inputs = {name: value for name, value in inputs.items() if value is not None}
-        if input_ids is None and pixel_values is None and "inputs_embeds" not in kwargs:
-            raise ValueError("Pass `input_ids` (text backbones) or `pixel_values` (vision backbones).")
         outputs = self.backbone(**inputs, **kwargs, return_dict=True)
         pooled = pool_hidden_states(outputs.last_hidden_state, attention_mask, self.config.pooling)
         embeddings = self.projection(pooled) if self.projection is not None else pooled
@@ -339,8 +372,12 @@ class _MatryoshkaForClassification(MatryoshkaPreTrainedModel):
     ) -> MatryoshkaClassifierOutput:
         """With `labels`, the loss at every nesting dim is computed fused with the heads, and `matryoshka_logits` is
         None unless `output_matryoshka_logits=True` (which costs one more pass of every head); without labels it is
-        always returned. `logits` (the largest dim) is always returned."""
-        outputs = self.matryoshka(
+        always returned. `logits` (the largest dim) is always returned. The inputs and labels are checked before
+        any work."""
+        batch = self.matryoshka.check_inputs(input_ids, attention_mask, token_type_ids, pixel_values, **kwargs)
+        if labels is not None:
+            check_class_labels(labels, batch, self.config.num_labels)
+        outputs = self.matryoshka.forward_checked(
             input_ids=input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
@@ -372,6 +409,7 @@ class _MatryoshkaForClassification(MatryoshkaPreTrainedModel):
     def predict(self, dim: int | None = None, return_logits: bool = False, **inputs) -> torch.Tensor:
         """Class ids (or logits with `return_logits=True`) from the head at `dim` alone (default: the largest
         nesting dim), in eval mode. MRL-E models accept any dim; MRL models accept their nesting dims."""
+        check_bool(return_logits, "return_logits")
         dim = self.heads.check_dim(self.config.matryoshka_dims[-1] if dim is None else dim)
         with inference(self):
             logits = self.heads.logits_at(self.matryoshka(**inputs).embeddings, dim)

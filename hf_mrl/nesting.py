@@ -7,18 +7,20 @@ Everything that works "at every granularity" goes through these functions, so th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .input_checks import check_bool, check_number, is_int
+
 __all__ = [
     "default_matryoshka_dims",
     "validate_matryoshka_dims",
     "validate_matryoshka_weights",
     "validate_dim",
+    "check_head_inputs",
     "truncate_embeddings",
     "block_bounds",
     "default_direct_dims",
@@ -38,10 +40,6 @@ def default_matryoshka_dims(embedding_dim: int) -> list[int]:
     return dims
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def validate_matryoshka_dims(dims, embedding_dim: int, name: str = "matryoshka_dims") -> list[int]:
     """Checks nesting dims and returns them sorted ascending.
 
@@ -50,7 +48,7 @@ def validate_matryoshka_dims(dims, embedding_dim: int, name: str = "matryoshka_d
     if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or len(dims) == 0:
         raise ValueError(f"`{name}` must be a non-empty list of positive integers, got {dims!r}.")
     for dim in dims:
-        if not _is_int(dim) or dim <= 0:
+        if not is_int(dim) or dim <= 0:
             raise ValueError(
                 f"`{name}` must hold positive integers, got {dim!r} in {list(dims)!r}."
             )
@@ -75,8 +73,10 @@ def validate_matryoshka_weights(weights, num_dims: int, name: str = "matryoshka_
             "give one weight per dim."
         )
     for weight in weights:
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"`{name}` must hold finite numbers >= 0, got {weight!r} in {list(weights)!r}.")
+        try:
+            check_number(weight, name, 0)
+        except ValueError:
+            raise ValueError(f"`{name}` must hold finite numbers >= 0, got {weight!r} in {list(weights)!r}.") from None
     if all(weight == 0 for weight in weights):
         raise ValueError(f"`{name}` are all zero ({list(weights)!r}); at least one weight must be > 0.")
     return [float(weight) for weight in weights]
@@ -86,16 +86,28 @@ def validate_dim(dim, embedding_dim: int, name: str = "dim") -> int:
     """Checks a truncation dim: an integer from 1 to `embedding_dim` (None means the full dim)."""
     if dim is None:
         return embedding_dim
-    if not _is_int(dim) or not 1 <= dim <= embedding_dim:
+    if not is_int(dim) or not 1 <= dim <= embedding_dim:
         raise ValueError(f"`{name}` must be an integer from 1 to {embedding_dim} (the embedding dim), got {dim!r}.")
     return dim
 
 
 def truncate_embeddings(embeddings: torch.Tensor, dim: int | None = None, normalize: bool = True) -> torch.Tensor:
     """The first `dim` features of each embedding, L2-renormalised AFTER truncation when `normalize`."""
+    check_bool(normalize, "normalize")
     dim = validate_dim(dim, embeddings.shape[-1])
     truncated = embeddings[..., :dim]
     return F.normalize(truncated, p=2, dim=-1) if normalize else truncated
+
+
+def check_head_inputs(inputs, dims: Sequence[int], name: str = "inputs") -> None:
+    """Embeddings nested heads read: a tensor at least as wide as the largest nesting dim."""
+    if not isinstance(inputs, torch.Tensor) or inputs.ndim == 0:
+        raise ValueError(f"`{name}` must be a tensor (..., features), got {type(inputs).__name__}.")
+    if inputs.shape[-1] < dims[-1]:
+        raise ValueError(
+            f"`{name}` has {inputs.shape[-1]} features; the heads read the first {dims[-1]} (the largest nesting dim), "
+            f"so it needs at least {dims[-1]}."
+        )
 
 
 def block_bounds(dims: Sequence[int]) -> list[tuple[int, int]]:
@@ -242,6 +254,7 @@ class NestedLinear(nn.Module):
             self.heads = nn.ModuleList(nn.Linear(dim, out_features, bias=bias) for dim in self.dims)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        check_head_inputs(inputs, self.dims)
         leading = inputs.shape[:-1]
         flat = inputs.reshape(-1, inputs.shape[-1])
         device_type = flat.device.type

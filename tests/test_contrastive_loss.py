@@ -177,7 +177,7 @@ def _bad(**changes):
         ),
         (_bad(temperature=None), r"exactly one of `temperature`.*`logit_scale`"),
         (_bad(logit_scale=20.0), r"exactly one of `temperature`.*`logit_scale`"),
-        (_bad(text_embeds=torch.full((10, 40), float("nan"))), r"`text_embeds` holds NaN or infinite values"),
+        (_bad(text_embeds=torch.full((10, 40), float("nan"))), r"`text_embeds` holds NaN or inf values"),
         (_bad(text_ids=torch.arange(9)), r"`text_ids` must be a 1-D integer tensor or list of 10 ints.*shape \(9,\)"),
         (_bad(image_ids=["a"] * 10), r"`image_ids` must be a 1-D integer tensor or list of 10 ints.*hash strings"),
         (_bad(text_ids=torch.zeros(10)), r"`text_ids` must be .*dtype torch.float32"),

@@ -200,9 +200,9 @@ def test_fused_never_allocates_every_dims_logits(device):
 def test_fused_rejects_bad_arguments(device):
     heads = make_heads(True, torch.float32, device)
     inputs, labels = make_batch(torch.float32, device)
-    with pytest.raises(ValueError, match="`loss_weights` has 2 entries but there are 4 nesting dims"):
+    with pytest.raises(ValueError, match=r"`loss_weights` has 2 entries \(\[1.0, 1.0\]\) but there are 4 matryoshka dims"):
         nested_heads_cross_entropy(heads, inputs, labels, [1.0, 1.0])
-    with pytest.raises(ValueError, match=r"class ids from 0 to 22.*got values from 0 to 23"):
+    with pytest.raises(ValueError, match=r"class ids from 0 to 22.*got 23"):
         nested_heads_cross_entropy(heads, inputs, torch.tensor([0, 23, 1, 1, 1, 1], device=device), [1.0] * 4)
     with pytest.raises(ValueError, match="`chunk_size` must be a positive integer, got 0"):
         nested_heads_cross_entropy(heads, inputs, labels, [1.0] * 4, chunk_size=0)

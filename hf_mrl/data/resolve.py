@@ -33,6 +33,7 @@ __all__ = [
     "DatasetSplits",
     "load_split",
     "load_splits",
+    "check_splits",
     "slice_split",
     "split_names",
     "validate_data_arguments",
@@ -408,12 +409,32 @@ def slice_split(dataset: datasets.Dataset, spec: str, argument: str = "split") -
     return dataset.select(range(instruction.from_, instruction.to))
 
 
-def _take(source: _Source, spec: str, argument: str, limit: int | None) -> datasets.Dataset:
+def _check_split(source: _Source, spec: str, argument: str) -> tuple[str, str | None]:
     name, bracket = _parse_split_spec(spec, argument)
     if name not in source.splits:
         raise ValueError(
             f"`{argument}` {spec!r} is not a split of {source.description}; available splits: {list(source.splits)}."
         )
+    return name, bracket
+
+
+def _check_named_splits(source: _Source, data_args: DataArguments, need_train: bool) -> None:
+    """Every split the arguments name exists, checked before any split is loaded."""
+    arguments = ("train_split", "eval_split", "test_split") if need_train else ("eval_split", "test_split")
+    for argument in arguments:
+        if getattr(data_args, argument) is not None:
+            _check_split(source, getattr(data_args, argument), argument)
+
+
+def check_splits(data_args: DataArguments, task: str = "classification", need_train: bool = True) -> None:
+    """`validate_data_arguments`, plus: the splits named by `train_split` / `eval_split` / `test_split` exist
+    (unknown ones list the available splits). Loads nothing for built-in datasets; reads local / Hub data."""
+    validate_data_arguments(data_args, task)
+    _check_named_splits(_open(data_args, task, None), data_args, need_train)
+
+
+def _take(source: _Source, spec: str, argument: str, limit: int | None) -> datasets.Dataset:
+    name, bracket = _check_split(source, spec, argument)
     dataset = source.load(name, limit if bracket is None else None)
     dataset = first_rows(slice_split(dataset, spec, argument), limit)
     if len(dataset) == 0:
@@ -475,6 +496,7 @@ def load_splits(
     """
     validate_data_arguments(data_args, task)
     source = _open(data_args, task, image_size)
+    _check_named_splits(source, data_args, need_train)
     available = source.splits
     percentage = data_args.validation_split_percentage
     if percentage is not None and "validation" in available:

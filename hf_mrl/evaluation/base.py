@@ -21,6 +21,7 @@ from sentence_transformers.sentence_transformer.evaluation import SentenceEvalua
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..input_checks import check_finite, check_positive_int
 from ..modeling_matryoshka import as_matryoshka_model
 from ..nesting import truncate_embeddings, validate_dim
 from .report import group_by_dim, save_results
@@ -70,8 +71,7 @@ def encode_dataset(
     """Runs `model(**batch)` over `dataset` once, in batches, without gradients, and keeps
     `.embeddings` and, when the model has nested heads, `.matryoshka_logits`. `collate_fn` turns a list of rows into
     a dict of tensors (e.g. `ImageCollator`, `TextCollator`); None stacks the rows' model-input columns."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    check_positive_int(batch_size, "batch_size")
     if len(dataset) == 0:
         raise ValueError("`dataset` is empty; nothing to encode.")
     device = next(model.parameters()).device
@@ -109,23 +109,25 @@ def validate_eval_dims(dims, embedding_dim: int | None, name: str = "dims") -> l
     return sorted(checked)
 
 
-def per_dim_embeddings(embeddings, dims: Sequence[int]) -> dict[int, np.ndarray]:
+def per_dim_embeddings(embeddings, dims: Sequence[int], name: str = "embeddings") -> dict[int, np.ndarray]:
     """{dim: (n, dim) float32} L2-normalised, from either a full (n, d) array (first `dim` features,
-    truncated THEN normalised) or a mapping {dim: (n, dim) array} (e.g. a baseline's projections)."""
+    truncated THEN normalised) or a mapping {dim: (n, dim) array} (e.g. a baseline's projections). NaN / inf
+    values raise (`name` words the error)."""
     if isinstance(embeddings, Mapping):
         missing = [dim for dim in dims if dim not in embeddings]
         if missing:
-            raise ValueError(f"per-dim `embeddings` lack dims {missing}; they hold {sorted(embeddings)}.")
+            raise ValueError(f"per-dim `{name}` lack dims {missing}; they hold {sorted(embeddings)}.")
         views = {}
         for dim in dims:
             array = torch.as_tensor(np.asarray(embeddings[dim], dtype=np.float32))
             if array.ndim != 2 or array.shape[1] != dim:
-                raise ValueError(f"`embeddings[{dim}]` must have shape (n, {dim}), got {tuple(array.shape)}.")
-            views[dim] = truncate_embeddings(array, dim).numpy()
+                raise ValueError(f"`{name}[{dim}]` must have shape (n, {dim}), got {tuple(array.shape)}.")
+            views[dim] = truncate_embeddings(check_finite(array, f"{name}[{dim}]"), dim).numpy()
         return views
     full = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
     if full.ndim != 2:
-        raise ValueError(f"`embeddings` must be 2-D (n, d), got shape {tuple(full.shape)}.")
+        raise ValueError(f"`{name}` must be 2-D (n, d), got shape {tuple(full.shape)}.")
+    check_finite(full, name)
     validate_eval_dims(list(dims), full.shape[1])
     return {dim: np.ascontiguousarray(truncate_embeddings(full, dim).numpy()) for dim in dims}
 
@@ -178,8 +180,7 @@ class MatryoshkaEvaluator(SentenceEvaluator, ABC):
     def __init__(self, name: str, dims: Sequence[int] | None, batch_size: int):
         if not isinstance(name, str) or not name or "_dim" in name:
             raise ValueError(f"`name` must be a non-empty string without '_dim', got {name!r}.")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+        check_positive_int(batch_size, "batch_size")
         self.name = name
         self.dims = None if dims is None else validate_eval_dims(dims, None)
         self.batch_size = batch_size

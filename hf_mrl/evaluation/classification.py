@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..input_checks import check_positive_ints
 from ..nesting import default_matryoshka_dims
 from .base import (
     SEARCH_MODES,
@@ -29,16 +30,6 @@ from .metrics import knn_accuracy, remove_ids, top_k_accuracy
 from .report import group_by_dim
 
 __all__ = ["MatryoshkaClassificationEvaluator", "classification_metrics"]
-
-
-def _check_ks(values, name: str) -> list[int]:
-    if isinstance(values, int) and not isinstance(values, bool):
-        values = [values]
-    if not isinstance(values, Sequence) or not all(
-        isinstance(value, int) and not isinstance(value, bool) and value > 0 for value in values
-    ):
-        raise ValueError(f"`{name}` must be a list of positive integers, got {values!r}.")
-    return sorted(set(values))
 
 
 def _num_rows(embeddings) -> int:
@@ -84,7 +75,7 @@ def classification_metrics(
         raise ValueError(
             f"`labels` must have shape ({_num_rows(embeddings)},) like the embeddings, got {labels.shape}."
         )
-    top_k, knn_k = _check_ks(top_k, "top_k"), _check_ks(knn_k, "knn_k")
+    top_k, knn_k = check_positive_ints(top_k, "top_k"), check_positive_ints(knn_k, "knn_k")
     if search not in SEARCH_MODES:
         raise ValueError(f"`search` must be one of {list(SEARCH_MODES)}, got {search!r}.")
     if dims is None:
@@ -114,8 +105,8 @@ def classification_metrics(
     classes, codes = np.unique(np.concatenate([labels, reference_labels]), return_inverse=True)
     query_codes, reference_codes = codes[: len(labels)], codes[len(labels) :]
 
-    query_views = per_dim_embeddings(embeddings, dims)
-    reference_views = query_views if leave_one_out else per_dim_embeddings(reference_embeddings, dims)
+    query_views = per_dim_embeddings(embeddings, dims, "embeddings")
+    reference_views = query_views if leave_one_out else per_dim_embeddings(reference_embeddings, dims, "reference_embeddings")
     results: dict[str, float] = {}
     for dim in dims:
         head_logits = None
@@ -182,7 +173,7 @@ class MatryoshkaClassificationEvaluator(MatryoshkaEvaluator):
                 )
         if search not in SEARCH_MODES:
             raise ValueError(f"`search` must be one of {list(SEARCH_MODES)}, got {search!r}.")
-        self.top_k, self.knn_k = _check_ks(top_k, "top_k"), _check_ks(knn_k, "knn_k")
+        self.top_k, self.knn_k = check_positive_ints(top_k, "top_k"), check_positive_ints(knn_k, "knn_k")
         database_size = len(dataset) - 1 if reference_dataset is None else len(reference_dataset)
         if self.knn_k[-1] > database_size:
             raise ValueError(f"`knn_k` holds {self.knn_k[-1]}, more than the {database_size} reference items.")

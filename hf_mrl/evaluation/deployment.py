@@ -156,7 +156,7 @@ def adaptive_retrieval_report(
     )
     full_dim = dims[-1]
     measure = {"k": k, "repeats": repeats, "timing": TIMING}
-    exact = build_search_index(per_dim_embeddings(database, [full_dim])[full_dim], "exact")
+    exact = build_search_index(per_dim_embeddings(database, [full_dim], "database")[full_dim], "exact")
     exact_row, exact_ids = evaluate_faiss_index(exact, queries, relevance, method="exact", **measure)
     index = MatryoshkaIndex(database, shortlist_dim=sorted({*shortlist_dims, dims[0]}), show_progress=False)
     rows = sweep_index(

@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.collators import ImageCollator, ids_by_value
+from ..input_checks import check_positive_ints
 from .base import MatryoshkaEvaluator, build_search_index, per_dim_embeddings, run_search, validate_eval_dims
-from .retrieval import _check_ks
 
 __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
@@ -115,7 +115,7 @@ def image_text_retrieval_metrics(
         image_ids, text_ids: optional ids widening relevance (see `image_text_relevance`).
         name: the key prefix.
     """
-    ks = _check_ks(ks)
+    ks = check_positive_ints(ks, "ks")
     image_embeds = np.asarray(image_embeds, dtype=np.float32)
     text_embeds = np.asarray(text_embeds, dtype=np.float32)
     if image_embeds.ndim != 2 or text_embeds.ndim != 2 or image_embeds.shape[1] != text_embeds.shape[1]:
@@ -131,8 +131,8 @@ def image_text_retrieval_metrics(
         raise ValueError(f"`text_to_image` has {len(text_to_image)} entries for {num_texts} texts.")
     image_group, text_group, table = image_text_relevance(num_images, text_to_image, image_ids, text_ids)
     dims = validate_eval_dims(list(dims or [image_embeds.shape[1]]), image_embeds.shape[1])
-    image_views = per_dim_embeddings(image_embeds, dims)
-    text_views = per_dim_embeddings(text_embeds, dims)
+    image_views = per_dim_embeddings(image_embeds, dims, "image_embeds")
+    text_views = per_dim_embeddings(text_embeds, dims, "text_embeds")
     depth = ks[-1]
     results: dict[str, float] = {}
     for dim in dims:
@@ -174,7 +174,7 @@ def zero_shot_accuracy(
         dims: dims to score (default: d only).
         ks: top-K accuracies to report.
     """
-    ks = _check_ks(ks)
+    ks = check_positive_ints(ks, "ks")
     images = torch.as_tensor(np.asarray(image_embeds, dtype=np.float32))
     classes = torch.as_tensor(np.asarray(class_text_embeds, dtype=np.float32))
     labels = torch.as_tensor(np.asarray(labels)).long()
@@ -256,8 +256,8 @@ class MatryoshkaImageTextEvaluator(MatryoshkaEvaluator):
             raise ValueError("`dataset` is empty; nothing to evaluate.")
         if (class_prompts is None) != (label_column is None):
             raise ValueError("Zero-shot accuracy needs both `class_prompts` and `label_column` (or neither).")
-        self.ks = _check_ks(ks)
-        self.zero_shot_ks = _check_ks(zero_shot_ks)
+        self.ks = check_positive_ints(ks, "ks")
+        self.zero_shot_ks = check_positive_ints(zero_shot_ks, "zero_shot_ks")
         captions = dataset[text_column]
         bad = next((caption for caption in captions if not isinstance(caption, str)), None)
         if bad is not None:

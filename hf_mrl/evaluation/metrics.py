@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..input_checks import check_positive_int
+
 __all__ = [
     "top_k_ids",
     "relevance_from_ids",
@@ -41,12 +43,6 @@ __all__ = [
 MAP_VARIANTS = ("mrl", "ir")
 
 
-def _check_k(k, name: str = "k") -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, got {k!r}.")
-    return int(k)
-
-
 def _check_2d(array: np.ndarray, name: str) -> np.ndarray:
     if array.ndim != 2:
         raise ValueError(f"`{name}` must be 2-D (num_queries, K), got shape {array.shape}.")
@@ -57,7 +53,7 @@ def top_k_ids(scores: np.ndarray, k: int) -> np.ndarray:
     """Ids (num_queries, k) of the k highest scores per row of `scores` (num_queries, N), best first;
     ties go to the lower id (stable sort on descending score). `k` above N is clipped to N."""
     scores = _check_2d(np.asarray(scores), "scores")
-    k = min(_check_k(k), scores.shape[1])
+    k = min(check_positive_int(k, "k"), scores.shape[1])
     return np.argsort(-scores, axis=1, kind="stable")[:, :k]
 
 
@@ -146,7 +142,7 @@ def remove_ids(retrieved_ids: np.ndarray, ids_to_remove: np.ndarray) -> np.ndarr
 
 def _hits_at_k(retrieved, relevant, k) -> tuple[np.ndarray, np.ndarray, int]:
     """Both input forms -> hits (num_queries, k) (padded with False when fewer than k results), counts."""
-    k = _check_k(k)
+    k = check_positive_int(k, "k")
     retrieved = _check_2d(np.asarray(retrieved), "retrieved")
     if retrieved.dtype == bool:
         hits = retrieved
@@ -234,7 +230,10 @@ def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
         raise ValueError(f"`scores` must be 2-D (n, num_classes), got shape {scores.shape}.")
     if labels.shape != (scores.shape[0],):
         raise ValueError(f"`labels` must have shape ({scores.shape[0]},), got {labels.shape}.")
-    k = _check_k(k)
+    k = check_positive_int(k, "k")
+    if not np.isfinite(scores).all():
+        raise ValueError(f"`scores` holds NaN or inf values (first in row {int(np.argwhere(~np.isfinite(scores))[0, 0])}); "
+                         "scores must be finite.")
     if labels.size and (labels.min() < 0 or labels.max() >= scores.shape[1]):
         raise ValueError(f"`labels` must lie in [0, {scores.shape[1] - 1}], got values {labels.min()}..{labels.max()}.")
     if not len(labels):
@@ -253,7 +252,7 @@ def knn_accuracy(neighbor_labels: np.ndarray, labels: np.ndarray, k: int) -> flo
     neighbor_labels = _check_2d(neighbor_labels, "neighbor_labels")
     if labels.shape != (neighbor_labels.shape[0],):
         raise ValueError(f"`labels` must have shape ({neighbor_labels.shape[0]},), got {labels.shape}.")
-    k = _check_k(k)
+    k = check_positive_int(k, "k")
     if k > neighbor_labels.shape[1]:
         raise ValueError(f"`k`={k} is more than the {neighbor_labels.shape[1]} neighbours given.")
     if not len(labels):

@@ -66,9 +66,18 @@ def save_results(results: Mapping, path) -> None:
 
 
 def load_results(path) -> dict:
-    """Reads results written by `save_results`."""
+    """Reads results written by `save_results` (a JSON dict)."""
     with open(path) as file:
-        return json.load(file)
+        try:
+            results = json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"results file {str(path)!r} is not valid JSON: {error}") from None
+    if not isinstance(results, dict):
+        raise ValueError(
+            f"results file {str(path)!r} holds a JSON {type(results).__name__}, not a dict of "
+            "'{name}_dim{k}_{metric}' results."
+        )
+    return results
 
 
 def parse_metric_key(key: str) -> tuple[str, int, str]:

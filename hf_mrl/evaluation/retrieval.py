@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..input_checks import check_positive_ints
 from ..nesting import default_matryoshka_dims
 from .base import (
     SEARCH_MODES,
@@ -41,18 +42,6 @@ from .metrics import (
 __all__ = ["MatryoshkaRetrievalEvaluator", "retrieval_metrics", "RETRIEVAL_METRICS"]
 
 RETRIEVAL_METRICS = ("mrl_map", "ir_map", "precision", "recall", "ndcg", "mrr")
-
-
-def _check_ks(ks) -> list[int]:
-    if isinstance(ks, int) and not isinstance(ks, bool):
-        ks = [ks]
-    if (
-        not isinstance(ks, Sequence)
-        or not ks
-        or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in ks)
-    ):
-        raise ValueError(f"`ks` must be a non-empty list of positive integers, got {ks!r}.")
-    return sorted(set(ks))
 
 
 def _relevant_lists(relevant_ids, num_queries: int) -> list[np.ndarray]:
@@ -95,7 +84,7 @@ def retrieval_metrics(
     dims: defaults to the mapping's dims, or the powers of two up to the full dim and the full dim.
     Metrics for each K in `ks`: mrl_map, ir_map, precision, recall, ndcg; mrr at the largest K.
     """
-    ks = _check_ks(ks)
+    ks = check_positive_ints(ks, "ks")
     if search not in SEARCH_MODES:
         raise ValueError(f"`search` must be one of {list(SEARCH_MODES)}, got {search!r}.")
     queries_are_corpus = corpus_embeddings is None
@@ -125,8 +114,8 @@ def retrieval_metrics(
         if queries_are_corpus:
             relevant_lists = [ids[ids != row] for row, ids in enumerate(relevant_lists)]
 
-    query_views = per_dim_embeddings(query_embeddings, dims)
-    corpus_views = query_views if queries_are_corpus else per_dim_embeddings(corpus_embeddings, dims)
+    query_views = per_dim_embeddings(query_embeddings, dims, "query_embeddings")
+    corpus_views = query_views if queries_are_corpus else per_dim_embeddings(corpus_embeddings, dims, "corpus_embeddings")
     corpus_size = len(next(iter(corpus_views.values())))
     if corpus_labels is not None and len(corpus_labels) != corpus_size:
         raise ValueError(f"`corpus_labels` has {len(corpus_labels)} entries for a corpus of {corpus_size}.")
@@ -195,7 +184,7 @@ class MatryoshkaRetrievalEvaluator(MatryoshkaEvaluator):
         batch_size: int = 64,
     ):
         super().__init__(name=name, dims=dims, batch_size=batch_size)
-        self.ks = _check_ks(ks)
+        self.ks = check_positive_ints(ks, "ks")
         if search not in SEARCH_MODES:
             raise ValueError(f"`search` must be one of {list(SEARCH_MODES)}, got {search!r}.")
         if primary_metric_name not in RETRIEVAL_METRICS:

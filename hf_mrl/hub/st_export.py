@@ -26,6 +26,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from ..configuration_matryoshka import MatryoshkaConfig
 from ..encoding import tokenizer_max_length
+from ..input_checks import check_positive_int, max_input_tokens
 from ..nesting import validate_dim
 from .card import card_from_results
 from .saving import README_FILE, _check_target, write_folder_atomically
@@ -160,8 +161,11 @@ def export_sentence_transformer(
     config = base.config
     if truncate_dim is not None:
         truncate_dim = validate_dim(truncate_dim, config.embedding_dim, "truncate_dim")
-    if max_seq_length is not None and (isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length <= 0):
-        raise ValueError(f"`max_seq_length` must be a positive integer or None, got {max_seq_length!r}.")
+    if max_seq_length is not None:
+        check_positive_int(max_seq_length, "max_seq_length")
+        limit = max_input_tokens(config.backbone_config)
+        if limit and max_seq_length > limit:
+            raise ValueError(f"`max_seq_length` is {max_seq_length}, but the encoder takes at most {limit} tokens.")
     tokenizer = _load_tokenizer(tokenizer)
     path = _check_target(path)
     card = card_from_results(

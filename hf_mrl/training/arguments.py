@@ -7,11 +7,12 @@ Every flag a transformers user knows keeps its name and meaning (`--per_device_t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 from transformers import TrainingArguments
+
+from ..input_checks import check_number, check_positive_int, is_int
 
 __all__ = ["MatryoshkaTrainingArguments", "DEFAULT_HEAD_LEARNING_RATE"]
 
@@ -58,26 +59,34 @@ class MatryoshkaTrainingArguments(TrainingArguments):
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "rows per evaluation batch"})
 
     def __post_init__(self):
-        _check_number(self.learning_rate, "learning_rate", positive=True)
-        _check_number(self.weight_decay, "weight_decay")
-        _check_number(self.max_grad_norm, "max_grad_norm")
+        """Every number is checked before any work: NaN, inf and out-of-range values raise, naming the flag."""
+        check_number(self.learning_rate, "learning_rate", 0, low_open=True)
         if self.head_learning_rate is not None:
-            _check_number(self.head_learning_rate, "head_learning_rate", positive=True)
+            check_number(self.head_learning_rate, "head_learning_rate", 0, low_open=True)
+        for name in ("weight_decay", "max_grad_norm", "adam_epsilon", "warmup_steps"):
+            check_number(getattr(self, name), name, 0)
+        for name in ("adam_beta1", "adam_beta2"):
+            check_number(getattr(self, name), name, 0, 1, high_open=True)
+        if self.max_steps > 0:  # then max_steps, not num_train_epochs, says how long to train
+            check_number(self.num_train_epochs, "num_train_epochs")
+        else:
+            check_number(self.num_train_epochs, "num_train_epochs", 0, low_open=True)
         if self.temperature is not None:
-            _check_number(self.temperature, "temperature", positive=True)
+            check_number(self.temperature, "temperature", 0, low_open=True)
+        check_number(self.contrastive_label_smoothing, "contrastive_label_smoothing", 0, 1, high_open=True)
+        if not is_int(self.seed) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"`seed` must be an integer from 0 to {2**32 - 1}, got {self.seed!r}.")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                      "max_seq_length", "shuffle_buffer"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        if not 0.0 <= self.contrastive_label_smoothing < 1.0:
-            raise ValueError(f"`contrastive_label_smoothing` must be in [0, 1), got {self.contrastive_label_smoothing!r}.")
-        if self.eval_dims is not None and (not self.eval_dims or min(self.eval_dims) < 1):
+            check_positive_int(getattr(self, name), name)
+        if self.eval_dims is not None and (not self.eval_dims or not all(is_int(dim) and dim > 0 for dim in self.eval_dims)):
             raise ValueError(f"`eval_dims` must be positive integers, got {self.eval_dims!r}.")
         if not self.use_cpu and not torch.cuda.is_available():
             # No GPU: CPU training, also for bf16 and for several launched processes (gloo data parallel).
             self.use_cpu = True
         super().__post_init__()
+        if self.save_strategy == "steps" and not self.save_steps > 0:
+            raise ValueError(f"`save_steps` must be > 0 with save_strategy='steps', got {self.save_steps!r}.")
 
     @property
     def new_layers_learning_rate(self) -> float:
@@ -95,10 +104,3 @@ class MatryoshkaTrainingArguments(TrainingArguments):
         if isinstance(self.warmup_steps, float) and self.warmup_steps < 1:
             return int(self.warmup_steps * total_steps)
         return int(self.warmup_steps)
-
-
-def _check_number(value, name: str, positive: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        allowed = "a finite number > 0" if positive else "a finite number >= 0"
-        raise ValueError(f"`{name}` must be {allowed}, got {value!r}.")

@@ -19,10 +19,14 @@ def use_cpu(cpu_flag: bool) -> bool:
 
 def parse_arguments(dataclass_types, argv=None):
     """The scripts' command line: one `HfArgumentParser` over the argument dataclasses (flags named as the fields,
-    e.g. `--per_device_train_batch_size`); every check in their `__post_init__` runs before any work."""
+    e.g. `--per_device_train_batch_size`); every check in their `__post_init__` runs before any work. An unknown
+    flag is argparse's error (usage line, exit status 2)."""
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(dataclass_types)
+    _, unknown = parser.parse_known_args(argv)  # before the dataclasses' checks, which would name a default
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return parser.parse_args_into_dataclasses(args=argv)
 
 

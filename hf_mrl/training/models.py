@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from transformers import AutoConfig, BertConfig, PreTrainedConfig, ViTConfig
 
-from ..configuration_matryoshka import MatryoshkaConfig, validate_positive_int
+from ..configuration_matryoshka import MatryoshkaConfig
+from ..input_checks import check_number, check_positive_int
 from ..modeling_matryoshka import MatryoshkaForImageClassification, MatryoshkaForSequenceClassification
 from ..nesting import default_matryoshka_dims, validate_matryoshka_dims
 
@@ -43,7 +44,7 @@ def head_settings(
     """
     if heads not in HEAD_KINDS:
         raise ValueError(f"`heads` must be one of {list(HEAD_KINDS)}, got {heads!r}.")
-    validate_positive_int(embedding_dim, "embedding_dim")
+    check_positive_int(embedding_dim, "embedding_dim")
     if heads == "ff":
         if matryoshka_dims is not None:
             raise ValueError(
@@ -76,13 +77,12 @@ def scratch_backbone_config(
     if backbone not in BACKBONE_KINDS:
         raise ValueError(f"`backbone` must be one of {list(BACKBONE_KINDS)}, got {backbone!r}.")
     for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers), ("num_attention_heads", num_attention_heads)):
-        validate_positive_int(value, name)
+        check_positive_int(value, name)
     if hidden_size % num_attention_heads:
         raise ValueError(
             f"`hidden_size` ({hidden_size}) must be a multiple of `num_attention_heads` ({num_attention_heads})."
         )
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
+    check_number(dropout, "dropout", 0, 1, high_open=True)
     shared = dict(
         hidden_size=hidden_size,
         num_hidden_layers=num_layers,
@@ -92,6 +92,10 @@ def scratch_backbone_config(
         attention_probs_dropout_prob=dropout,
     )
     if backbone == "vit":
+        check_positive_int(image_size, "image_size")
+        check_positive_int(patch_size, "patch_size")
+        if num_channels not in (1, 3):
+            raise ValueError(f"`num_channels` must be 1 or 3 (grey or RGB images), got {num_channels!r}.")
         if image_size % patch_size:
             raise ValueError(f"`image_size` ({image_size}) must be a multiple of `patch_size` ({patch_size}).")
         return ViTConfig(image_size=image_size, patch_size=patch_size, num_channels=num_channels, **shared)

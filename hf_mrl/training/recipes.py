@@ -10,6 +10,7 @@ trains it with `MatryoshkaTrainer`, scores the final model and writes the model 
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,12 +19,13 @@ from pathlib import Path
 from transformers import AutoConfig, AutoTokenizer, ViTConfig, set_seed
 
 from ..configuration_matryoshka import MatryoshkaConfig
-from ..data import DataArguments, load_splits, validate_data_arguments
+from ..data import DataArguments, check_splits, load_splits, validate_data_arguments
 from ..evaluation import parse_metric_key, save_results
 from ..hub import save_results_plot
+from ..input_checks import check_positive_int
 from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
 from ..modeling_matryoshka import MatryoshkaModel
-from ..nesting import default_matryoshka_dims, validate_matryoshka_dims
+from ..nesting import default_matryoshka_dims, validate_matryoshka_dims, validate_matryoshka_weights
 from .arguments import MatryoshkaTrainingArguments
 from .checkpointing import read_trainer_state, resolve_resume_checkpoint
 from .evaluators import evaluation_dims
@@ -89,10 +91,11 @@ class SupervisedModelArguments:
                 raise ValueError("`--backbone bert` from scratch needs `--tokenizer_name` (its vocabulary).")
             self.scratch_config(vocab_size=1)  # checks the sizes up front
         for name in ("num_labels", "max_knn_reference_samples", "embedding_dim"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"`--{name}` must be a positive integer, got {value!r}.")
-        head_settings(self.heads, self.embedding_dim or self.hidden_size_of_encoder(), self.matryoshka_dims, self.ff_dim)
+            if getattr(self, name) is not None:
+                check_positive_int(getattr(self, name), f"--{name}")
+        settings = head_settings(self.heads, self.embedding_dim or self.hidden_size_of_encoder(), self.matryoshka_dims, self.ff_dim)
+        if self.matryoshka_weights is not None:
+            validate_matryoshka_weights(self.matryoshka_weights, len(settings["matryoshka_dims"]), "--matryoshka_weights")
 
     def scratch_config(self, vocab_size):
         return scratch_backbone_config(
@@ -160,6 +163,12 @@ def run_supervised(model_args: SupervisedModelArguments, data_args: DataArgument
             f"(columns: {columns}); pass `--{model_args.modality}_column`."
         )
     num_labels = model_args.num_labels or _num_classes(splits)
+    if splits.class_names and num_labels < len(splits.class_names):
+        raise ValueError(
+            f"`--num_labels` {num_labels} is below the dataset's {len(splits.class_names)} classes "
+            f"({', '.join(splits.class_names[:12])}{', ...' if len(splits.class_names) > 12 else ''}); drop it or pass "
+            f"--num_labels {len(splits.class_names)}."
+        )
     set_seed(training_args.seed)  # the new layers' initial weights
     backbone_config = None
     if model_args.backbone is not None:
@@ -271,6 +280,8 @@ class ContrastiveModelArguments:
         if self.vision_config is not None:
             self.vision_config = _read_vision_config(self.vision_config)
         hidden = _text_hidden_size(self.model_name_or_path)
+        if self.embedding_dim is not None:
+            check_positive_int(self.embedding_dim, "--embedding_dim")
         if self.loss == "st-mrl" and self.embedding_dim not in (None, hidden):
             raise ValueError(f"`--loss st-mrl` trains the encoder without a projection: `--embedding_dim` must be {hidden}.")
         self.embedding_dim = self.embedding_dim or hidden
@@ -281,8 +292,8 @@ class ContrastiveModelArguments:
         self.matryoshka_dims = validate_matryoshka_dims(
             self.matryoshka_dims or default_matryoshka_dims(self.embedding_dim), self.embedding_dim, name="--matryoshka_dims"
         )
-        if self.matryoshka_weights is not None and len(self.matryoshka_weights) != len(self.matryoshka_dims):
-            raise ValueError(f"`--matryoshka_weights` needs one weight per dim of {self.matryoshka_dims}, got {self.matryoshka_weights}.")
+        if self.matryoshka_weights is not None:
+            validate_matryoshka_weights(self.matryoshka_weights, len(self.matryoshka_dims), "--matryoshka_weights")
 
 
 def _read_vision_config(value) -> ViTConfig:
@@ -294,7 +305,25 @@ def _read_vision_config(value) -> ViTConfig:
         raise ValueError(f"`--vision_config` must be a JSON dict of ViTConfig fields or a JSON file, got {value!r}: {error}") from None
     if not isinstance(fields, dict):
         raise ValueError(f"`--vision_config` must be a JSON dict of ViTConfig fields, got {value!r}.")
-    return ViTConfig(**fields)
+    known = ViTConfig().to_dict()
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"`--vision_config` has fields ViTConfig does not know: {unknown}{hint}.")
+    config = ViTConfig(**fields)
+    for name in ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads"):
+        check_positive_int(getattr(config, name), f"--vision_config {name}")
+    if config.image_size % config.patch_size:
+        raise ValueError(
+            f"`--vision_config` `image_size` ({config.image_size}) must be a multiple of `patch_size` ({config.patch_size})."
+        )
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(
+            f"`--vision_config` `hidden_size` ({config.hidden_size}) must be a multiple of `num_attention_heads` "
+            f"({config.num_attention_heads})."
+        )
+    return config
 
 
 def _text_hidden_size(path: str) -> int:
@@ -325,6 +354,7 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
     split, else the eval split; validation history) and `recall_vs_dim.png`."""
     validate_data_arguments(data_args, model_args.task)
     _check_run_arguments(data_args, training_args, model_args.embedding_dim)
+    check_splits(data_args, model_args.task, need_train=training_args.max_steps != 0)  # before the towers are loaded
     start_step = _resumed_step(training_args) if training_args.max_steps != 0 else 0
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     set_seed(training_args.seed)  # the new layers' initial weights

@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 
 import datasets
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -119,6 +120,8 @@ class MatryoshkaTrainer:
         if self.task == "classification":
             self._set_class_names(probe)
             self.train_dataset, self.eval_dataset = map(self._align_labels, (self.train_dataset, self.eval_dataset))
+            for part in (self.train_dataset, self.eval_dataset):
+                _check_label_range(part, model.config.num_labels)
         # The collators need the tokenizer, and an image classifier saves its image processor.
         needs_processor = data_collator is None or self.task != "classification" or model.main_input_name == "pixel_values"
         self.processing_class = processing_class
@@ -146,7 +149,7 @@ class MatryoshkaTrainer:
         if feature.num_classes > config.num_labels:
             raise ValueError(
                 f"The dataset has {feature.num_classes} classes but the model's heads have num_labels="
-                f"{config.num_labels}; build the model with num_labels={feature.num_classes}."
+                f"{config.num_labels} (`config.num_labels`); build the model with num_labels={feature.num_classes}."
             )
         if all(name == f"LABEL_{index}" for index, name in config.id2label.items()):
             names = feature.names + [f"LABEL_{index}" for index in range(feature.num_classes, config.num_labels)]
@@ -387,6 +390,22 @@ class MatryoshkaTrainer:
         path = Path(output_dir) if output_dir is not None else Path(self.args.output_dir) / "model"
         card = {key: value for key, value in (("description", description), ("metrics", metrics)) if value is not None}
         return save_with_card(self.model, path, results=results, processor=self.processing_class, **card)
+
+
+def _check_label_range(dataset, num_labels: int) -> None:
+    """The class ids of a map-style dataset must fit the heads (or be -100, left out of the loss): checked before
+    training, rather than found by the loss at the batch that holds the first bad id."""
+    if not isinstance(dataset, datasets.Dataset) or "label" not in dataset.column_names or len(dataset) == 0:
+        return
+    labels = np.asarray(dataset["label"])
+    kept = labels[labels != -100]
+    if kept.size and (kept.min() < 0 or kept.max() >= num_labels):
+        bad = int(kept.max()) if kept.max() >= num_labels else int(kept.min())
+        raise ValueError(
+            f"The dataset's `label` column holds label {bad}, but the model's heads have num_labels={num_labels} "
+            f"(`config.num_labels`: class ids 0 to {num_labels - 1}); build the model with num_labels={max(int(kept.max()) + 1, num_labels)} "
+            "or fix the labels."
+        )
 
 
 def _encode_string_labels(train_dataset, eval_dataset):

@@ -133,7 +133,7 @@ def test_bad_arguments_fail_before_encoding():
         MatryoshkaClassificationEvaluator(data, dims=[8, 64], knn_k=(1,))(model)
     with pytest.raises(ValueError, match="`dims` must hold positive integers"):
         MatryoshkaClassificationEvaluator(data, dims=[0, 8], knn_k=(1,))
-    with pytest.raises(ValueError, match="`knn_k` must be a list of positive integers"):
+    with pytest.raises(ValueError, match="`knn_k` must be a non-empty list of positive integers"):
         MatryoshkaClassificationEvaluator(data, knn_k=(0,))
     with pytest.raises(ValueError, match="no label column 'target'"):
         MatryoshkaClassificationEvaluator(data, label_column="target", knn_k=(1,))
