@@ -243,6 +243,27 @@ def _run_demo(args, extra: list[str]) -> int:
     return demo.main(parser.parse_args(extra)) or 0
 
 
+def _check_paths(args, **outputs) -> None:
+    """Before any loading: local model / processor paths exist ("folder not found: PATH"), and each output
+    (`outputs`: argument name -> "folder", "file" or a `FolderKind` the command replaces) can be written."""
+    from .files import FolderKind, check_folder_target, check_local_path, check_output_folder
+
+    for name in ("model", "processor", "tokenizer"):
+        if getattr(args, name, None) is not None:
+            check_local_path(getattr(args, name), f"--{name}" if name != "model" else "model")
+    for name, kind in outputs.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        argument = f"--{name}" if name != "output" else name
+        if isinstance(kind, FolderKind):
+            check_folder_target(value, kind, argument)
+        elif kind == "folder":
+            check_output_folder(value, argument)
+        elif Path(value).is_dir():
+            raise ValueError(f"`{argument}` {str(value)!r} is a folder; give a file path, e.g. {str(Path(value) / 'README.md')!r}.")
+
+
 def _load_model(name_or_path: str):
     """A `MatryoshkaModel` or classifier (the commands encode with `model(**batch).embeddings`)."""
     from .configuration_matryoshka import MatryoshkaConfig
@@ -369,6 +390,7 @@ def _run_eval(args, extra) -> int:
         save_results,
     )
 
+    _check_paths(args, output_dir="folder")
     data_args = _data_arguments(args)
     split = args.split or _default_eval_split(data_args)
     reference_split = _reference_split(args, data_args, split)
@@ -429,7 +451,9 @@ def _run_eval(args, extra) -> int:
 def _run_index_build(args, extra) -> int:
     from .data import load_split
     from .index import MatryoshkaIndex
+    from .index.persistence import INDEX_FOLDER
 
+    _check_paths(args, output=INDEX_FOLDER)
     model = _load_model(args.model)
     data_args = _data_arguments(args)
     dataset = load_split(data_args, args.split, argument="split")
@@ -458,8 +482,10 @@ def _run_index_search(args, extra) -> int:
 
     if bool(args.query) == bool(args.query_image):
         raise ValueError("give text queries (--query) or image queries (--query_image), one kind and at least one.")
+    _check_paths(args)
     index = MatryoshkaIndex.load(args.index)
     model = _load_model(args.model)
+    index.check_model(model, args.model)  # another model's embeddings would match wrong rows, in silence
     if _is_text(model) != bool(args.query):
         kind = "text" if _is_text(model) else "image"
         raise ValueError(f"`--model` {args.model!r} is a {kind} model; give {kind} queries.")
@@ -498,8 +524,10 @@ def _run_index_search(args, extra) -> int:
 
 def _run_export(args, extra) -> int:
     from .evaluation import load_results
+    from .files import MODEL_FOLDER
     from .hub import export_sentence_transformer
 
+    _check_paths(args, output=MODEL_FOLDER)
     results = load_results(args.results) if args.results is not None else None
     model = _load_model(args.model)
     folder = export_sentence_transformer(
@@ -514,6 +542,7 @@ def _run_card(args, extra) -> int:
     from .evaluation import load_results
     from .hub import write_card
 
+    _check_paths(args, output="file")
     results = load_results(args.results)
     path = write_card(
         args.output,

@@ -26,9 +26,10 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from ..configuration_matryoshka import MatryoshkaConfig
 from ..encoding import tokenizer_max_length
+from ..files import MODEL_FOLDER, check_folder_target, write_folder_atomically
 from ..nesting import validate_dim
 from .card import card_from_results
-from .saving import README_FILE, _check_target, write_folder_atomically
+from .saving import README_FILE
 
 __all__ = ["export_sentence_transformer", "write_sentence_transformers_files"]
 
@@ -163,7 +164,7 @@ def export_sentence_transformer(
     if max_seq_length is not None and (isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length <= 0):
         raise ValueError(f"`max_seq_length` must be a positive integer or None, got {max_seq_length!r}.")
     tokenizer = _load_tokenizer(tokenizer)
-    path = _check_target(path)
+    path = check_folder_target(path, MODEL_FOLDER)
     card = card_from_results(
         results, base, library_name="sentence-transformers", default_truncate_dim=truncate_dim, **card_kwargs
     )

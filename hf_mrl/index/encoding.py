@@ -1,7 +1,10 @@
-"""Encoding a dataset into the full embeddings a `MatryoshkaIndex` is built from."""
+"""Encoding a dataset into the full embeddings a `MatryoshkaIndex` is built from, and the fingerprint that ties
+an index to the model that encoded it."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Sequence
 
@@ -65,3 +68,33 @@ def encode_embeddings(
     finally:
         model.train(was_training)
     return np.concatenate(parts)
+
+
+# Config keys that change with where and how a model was saved, not with what it computes.
+_VOLATILE_CONFIG_KEYS = {"transformers_version", "architectures", "auto_map", "dtype", "torch_dtype"}
+
+
+def _stable_config(value):
+    if isinstance(value, dict):
+        return {  # keys as strings: a saved config.json turns id2label's int keys into strings
+            str(key): _stable_config(item) for key, item in value.items()
+            if not str(key).startswith("_") and key not in _VOLATILE_CONFIG_KEYS
+        }
+    if isinstance(value, (list, tuple)):
+        return [_stable_config(item) for item in value]
+    return value
+
+
+def model_fingerprint(model) -> str:
+    """sha256 of a model's config (less its paths and library versions) and of every tensor of its state dict
+    (name, dtype, shape, bytes), in name order. Deterministic: the same weights and settings give the same
+    digest in any process, before and after `save_pretrained` / `from_pretrained`; one changed weight changes it.
+    Reads the weights once (about 0.1 s per 100 MB)."""
+    model = as_matryoshka_model(model)
+    digest = hashlib.sha256()
+    digest.update(json.dumps(_stable_config(model.config.to_dict()), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+from ..files import check_output_folder
+
 __all__ = ["MatryoshkaTrainingArguments", "DEFAULT_HEAD_LEARNING_RATE"]
 
 # New layers (projection, nested heads) start from random weights: at a pretrained encoder's fine-tuning
@@ -58,6 +60,8 @@ class MatryoshkaTrainingArguments(TrainingArguments):
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "rows per evaluation batch"})
 
     def __post_init__(self):
+        if self.output_dir is not None:
+            check_output_folder(self.output_dir, "output_dir")  # a file there is found now, not after training
         _check_number(self.learning_rate, "learning_rate", positive=True)
         _check_number(self.weight_decay, "weight_decay")
         _check_number(self.max_grad_norm, "max_grad_norm")
