@@ -76,14 +76,12 @@ def read_json_object(path: Path) -> dict | None:
 # -- the model folder kind ------------------------------------------------------------------------------------
 
 _MODEL_TYPES = ("matryoshka", "matryoshka_dual_encoder")
-# What `save_pretrained` / `save_with_card` / `export_sentence_transformer` write: older copies are dropped.
+# What a re-save drops when it does not write it again: weights and configs of the previous model (an older
+# shard would be read with the new index), and the sentence-transformers layout of a text model. Everything
+# else the folder holds (tokenizer files a user saved beside the model, README.md, notes) is carried over.
 _MODEL_FILE_PATTERNS = (
     "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
-    "README.md", "matryoshka_results.png", "tokenizer*.json", "tokenizer.model", "vocab.txt", "vocab.json",
-    "merges.txt", "special_tokens_map.json", "added_tokens.json", "spiece.model", "preprocessor_config.json",
-    "processor_config.json", "chat_template.*", "modules.json", "config_sentence_transformers.json",
-    "sentence_bert_config.json", "[0-9]_*", "*_matryoshka.py", "nesting.py", "losses.py", "contrastive_loss*.py",
-    "fused_*.py", "distributed.py", "encoding.py", "files.py", "sentence_transformers_format.py",
+    "modules.json", "config_sentence_transformers.json", "sentence_bert_config.json", "[0-9]_*",
 )
 
 
