@@ -397,7 +397,11 @@ def save_pretrained_atomically(model, save, save_directory, *args, **kwargs) -> 
         return
     push = kwargs.pop("push_to_hub", False)
     hub_kwargs = {key: kwargs.pop(key) for key in _HUB_KWARGS if key in kwargs}
-    write_folder_atomically(save_directory, lambda folder: save(folder, *args, **kwargs), MODEL_FOLDER, "save_directory")
+    folder = Path(os.fspath(save_directory))
+    if _TEMP_NAME.match(folder.name) and folder.is_dir() and not any(folder.iterdir()):
+        save(folder, *args, **kwargs)  # the staging folder of an outer atomic save (`save_with_card`): write in it
+    else:
+        write_folder_atomically(folder, lambda staging: save(staging, *args, **kwargs), MODEL_FOLDER, "save_directory")
     if push:
         repo_id = hub_kwargs.pop("repo_id", Path(os.fspath(save_directory)).name)
         model.push_to_hub(repo_id, **hub_kwargs)
