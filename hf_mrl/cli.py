@@ -243,25 +243,19 @@ def _run_demo(args, extra: list[str]) -> int:
     return demo.main(parser.parse_args(extra)) or 0
 
 
-def _check_paths(args, **outputs) -> None:
-    """Before any loading: local model / processor paths exist ("folder not found: PATH"), and each output
-    (`outputs`: argument name -> "folder", "file" or a `FolderKind` the command replaces) can be written."""
-    from .files import FolderKind, check_folder_target, check_local_path, check_output_folder
+def _check_paths(args, output_dir: bool = False, output_kind=None) -> None:
+    """Before any loading: local model / processor paths exist ("folder not found: PATH"), `--output_dir` is no
+    file, and the `output` folder is new, empty or of `output_kind` (the kind of folder the command replaces)."""
+    from .files import check_folder_target, check_local_path, check_output_folder
 
-    for name in ("model", "processor", "tokenizer"):
+    check_local_path(args.model, "model")
+    for name in ("processor", "tokenizer"):
         if getattr(args, name, None) is not None:
-            check_local_path(getattr(args, name), f"--{name}" if name != "model" else "model")
-    for name, kind in outputs.items():
-        value = getattr(args, name)
-        if value is None:
-            continue
-        argument = f"--{name}" if name != "output" else name
-        if isinstance(kind, FolderKind):
-            check_folder_target(value, kind, argument)
-        elif kind == "folder":
-            check_output_folder(value, argument)
-        elif Path(value).is_dir():
-            raise ValueError(f"`{argument}` {str(value)!r} is a folder; give a file path, e.g. {str(Path(value) / 'README.md')!r}.")
+            check_local_path(getattr(args, name), f"--{name}")
+    if output_dir and args.output_dir is not None:
+        check_output_folder(args.output_dir, "--output_dir")
+    if output_kind is not None:
+        check_folder_target(args.output, output_kind, "output")
 
 
 def _load_model(name_or_path: str):
@@ -390,7 +384,7 @@ def _run_eval(args, extra) -> int:
         save_results,
     )
 
-    _check_paths(args, output_dir="folder")
+    _check_paths(args, output_dir=True)
     data_args = _data_arguments(args)
     split = args.split or _default_eval_split(data_args)
     reference_split = _reference_split(args, data_args, split)
@@ -453,7 +447,7 @@ def _run_index_build(args, extra) -> int:
     from .index import MatryoshkaIndex
     from .index.persistence import INDEX_FOLDER
 
-    _check_paths(args, output=INDEX_FOLDER)
+    _check_paths(args, output_kind=INDEX_FOLDER)
     model = _load_model(args.model)
     data_args = _data_arguments(args)
     dataset = load_split(data_args, args.split, argument="split")
@@ -527,7 +521,7 @@ def _run_export(args, extra) -> int:
     from .files import MODEL_FOLDER
     from .hub import export_sentence_transformer
 
-    _check_paths(args, output=MODEL_FOLDER)
+    _check_paths(args, output_kind=MODEL_FOLDER)
     results = load_results(args.results) if args.results is not None else None
     model = _load_model(args.model)
     folder = export_sentence_transformer(
@@ -542,7 +536,10 @@ def _run_card(args, extra) -> int:
     from .evaluation import load_results
     from .hub import write_card
 
-    _check_paths(args, output="file")
+    _check_paths(args)
+    if args.output.is_dir():
+        raise ValueError(f"`--output` {str(args.output)!r} is a folder; give the card's file path, e.g. "
+                         f"{str(args.output / 'README.md')!r}.")
     results = load_results(args.results)
     path = write_card(
         args.output,

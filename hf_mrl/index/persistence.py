@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,9 +96,9 @@ def save_index_folder(matryoshka_index: MatryoshkaIndex, path) -> Path:
 def load_index_folder(path) -> tuple[dict, _StoredVectors, np.ndarray | None, dict]:
     """Reads and checks a folder written by `save_index_folder` (see `MatryoshkaIndex.load`): returns the
     manifest, the stored vectors, the ids (None: row numbers) and the shortlist indexes by dim."""
-    path = Path(path).expanduser()
+    given, path = os.fspath(path), Path(path).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"folder not found: {path} (no saved MatryoshkaIndex there)")
+        raise FileNotFoundError(f"folder not found: {given} (no saved MatryoshkaIndex there)")
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise ValueError(f"`path` {str(path)!r} is not a saved MatryoshkaIndex: it has no {MANIFEST}.")
