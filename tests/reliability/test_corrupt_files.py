@@ -196,3 +196,12 @@ def test_corrupted_index_files_are_named(tmp_path, case):
     corrupt(folder)
     with pytest.raises(ValueError, match=words.replace(".", r"\.")):
         MatryoshkaIndex.load(folder)
+
+
+def test_a_corrupted_results_file_is_named(tmp_path, saved_models, capsys):
+    (tmp_path / "results.json").write_text('{"fmnist_dim8_top1": 0.5,')  # cut short
+    argv = ["card", str(tmp_path / "results.json"), "--model", str(saved_models / "embedding"), "--output",
+            str(tmp_path / "README.md")]
+    assert cli_main(argv) == 1
+    assert f"{tmp_path / 'results.json'} is corrupted or not a results file" in capsys.readouterr().err
+    assert not (tmp_path / "README.md").exists()
