@@ -383,6 +383,7 @@ def _run_eval(args, extra) -> int:
         plot_metric_vs_dim,
         save_results,
     )
+    from .files import write_file_atomically
 
     _check_paths(args, output_dir=True)
     data_args = _data_arguments(args)
@@ -435,7 +436,7 @@ def _run_eval(args, extra) -> int:
         args.output_dir.mkdir(parents=True, exist_ok=True)
         save_results(results, args.output_dir / "results.json")
         save_results(info, args.output_dir / "eval_info.json")
-        (args.output_dir / "results.md").write_text(table)
+        write_file_atomically(args.output_dir / "results.md", lambda file: file.write_text(table))
         metric = evaluator.primary_metric_name
         plot_metric_vs_dim({name: results}, metric, args.output_dir / f"{name}_{metric}.png")
         print(f"wrote {args.output_dir}/results.json, eval_info.json, results.md, {name}_{metric}.png", file=sys.stderr)

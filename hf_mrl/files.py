@@ -376,6 +376,8 @@ def check_torch_state_file(path) -> None:
 
 def check_weights_folder(folder) -> None:
     """`check_safetensors_file` for every `*.safetensors` file of a local model folder (a Hub id passes)."""
+    if not isinstance(folder, (str, os.PathLike)):
+        return
     folder = Path(os.fspath(folder)).expanduser()
     if folder.is_dir():
         for path in sorted(folder.glob("*.safetensors")):
