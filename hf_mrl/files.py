@@ -196,13 +196,15 @@ def remove_stale_temp_folders(path, kind: FolderKind, name_pattern: str | None =
             if not target.exists() and kind.recognise(entry):
                 os.replace(entry, target)  # killed between the two renames: the previous folder comes back
                 continue
-            _carry_over(entry, target, kind, into_existing=True)
+            _carry_over(entry, target, kind)
+            if any(not kind.owned(entry, item.name) for item in entry.iterdir()):
+                continue  # never delete what hf_mrl did not write
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(entry)
     return removed
 
 
-def _carry_over(old: Path, new: Path, kind: FolderKind, into_existing: bool = False) -> None:
+def _carry_over(old: Path, new: Path, kind: FolderKind) -> None:
     """Moves the entries of `old` that `kind` does not own, and that `new` does not have, into `new`."""
     if not (old.is_dir() and new.is_dir()):
         return
