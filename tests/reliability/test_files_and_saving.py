@@ -158,12 +158,14 @@ def _dead_pid() -> int:
 def test_stale_temp_folders_are_removed_by_the_next_save(tmp_path, extra, saver):
     name = "checkpoint-1" if saver == "save_checkpoint" else "out"
     pid = _dead_pid()
-    leftovers = [f".{name}.tmp-{pid}-ab12cd34", f".{name}.old-{pid}-ef56ab78", f".{name}.tmp-k3j2h1g0"]
+    leftovers = [f".{name}.tmp-{pid}-ab12cd34", f".{name}.tmp-k3j2h1g0"]
     if saver == "save_checkpoint":
         leftovers += [".checkpoint-7.tmp-save", ".tmp-checkpoint-3"]  # another step's, and an older version's
     for leftover in leftovers:
         (tmp_path / leftover).mkdir()
         (tmp_path / leftover / "model.safetensors").write_bytes(b"x" * 1000)
+    SAVERS[saver](tmp_path / name, extra)
+    (tmp_path / name).rename(tmp_path / f".{name}.old-{pid}-ef56ab78")  # a replaced folder not yet removed
     SAVERS[saver](tmp_path / name, extra)
     assert debris(tmp_path) == []
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
