@@ -44,8 +44,9 @@ __all__ = [
     "write_folder_atomically",
 ]
 
-# `.<name>.tmp-<pid>-<hex>` (being written) and `.<name>.old-<pid>-<hex>` (a replaced folder on its way out).
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<stage>tmp|old)-(?P<token>[^/]+)$")
+# `.<name>.tmp-<pid>-<hex>` (being written), `.<name>.old-<pid>-<hex>` (a replaced folder, whose files that hf_mrl
+# did not write are still to be moved into the new one) and `.<name>.del-<pid>-<hex>` (only ours left: deleted).
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<stage>tmp|old|del)-(?P<token>[^/]+)$")
 _OWNER_TOKEN = re.compile(r"^(?P<pid>\d+)-[0-9a-f]+$")
 
 
@@ -199,9 +200,18 @@ def remove_stale_temp_folders(path, kind: FolderKind, name_pattern: str | None =
             _carry_over(entry, target, kind)
             if any(not kind.owned(entry, item.name) for item in entry.iterdir()):
                 continue  # never delete what hf_mrl did not write
-        shutil.rmtree(entry, ignore_errors=True)
+        _discard(entry, entry.parent / match["name"])
         removed.append(entry)
     return removed
+
+
+def _discard(folder: Path, path: Path) -> None:
+    """Deletes a temporary or retired folder of `path`, renamed to `.<name>.del-...` first: a kill during the
+    deletion leaves a folder that the next save deletes without looking inside."""
+    doomed = folder if _TEMP_NAME.match(folder.name)["stage"] == "del" else _temp_sibling(path, "del")
+    if doomed != folder:
+        os.replace(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _carry_over(old: Path, new: Path, kind: FolderKind) -> None:
@@ -227,7 +237,7 @@ def move_into_place(staging: Path, path: Path, kind: FolderKind) -> None:
     os.replace(path, retired)
     os.replace(staging, path)
     _carry_over(retired, path, kind)
-    shutil.rmtree(retired, ignore_errors=True)
+    _discard(retired, path)
 
 
 def remove_saved_folder(path, kind: FolderKind) -> list[str]:

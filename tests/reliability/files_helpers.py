@@ -38,8 +38,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def debris(parent: Path) -> list[str]:
-    """Temporary folders and files hf_mrl writes while saving (`.<name>.tmp-*`, `.<name>.old-*`)."""
-    return sorted(path.name for path in parent.iterdir() if path.name.startswith(".") and (".tmp" in path.name or ".old-" in path.name))
+    """Temporary folders and files hf_mrl writes while saving (`.<name>.tmp-*`, `.<name>.old-*`, `.<name>.del-*`)."""
+    marks = (".tmp", ".old-", ".del-")
+    return sorted(path.name for path in parent.iterdir() if path.name.startswith(".") and any(m in path.name for m in marks))
 
 
 FOREIGN_FOLDERS = {
