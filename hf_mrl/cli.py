@@ -273,6 +273,21 @@ def _run_demo(args, extra: list[str]) -> int:
     return demo.main(parser.parse_args(extra)) or 0
 
 
+def _check_paths(args, output_dir: bool = False, output_kind=None) -> None:
+    """Before any loading: local model / processor paths exist ("folder not found: PATH"), `--output_dir` is no
+    file, and the `output` folder is new, empty or of `output_kind` (the kind of folder the command replaces)."""
+    from .files import check_folder_target, check_local_path, check_output_folder
+
+    check_local_path(args.model, "model")
+    for name in ("processor", "tokenizer"):
+        if getattr(args, name, None) is not None:
+            check_local_path(getattr(args, name), f"--{name}")
+    if output_dir and args.output_dir is not None:
+        check_output_folder(args.output_dir, "--output_dir")
+    if output_kind is not None:
+        check_folder_target(args.output, output_kind, "output")
+
+
 def _load_model(name_or_path: str):
     """A `MatryoshkaModel` or classifier (the commands encode with `model(**batch).embeddings`)."""
     from .configuration_matryoshka import MatryoshkaConfig
@@ -398,7 +413,9 @@ def _run_eval(args, extra) -> int:
         plot_metric_vs_dim,
         save_results,
     )
+    from .files import write_file_atomically
 
+    _check_paths(args, output_dir=True)
     data_args = _data_arguments(args)
     split = args.split or _default_eval_split(data_args)
     reference_split = _reference_split(args, data_args, split)
@@ -449,7 +466,7 @@ def _run_eval(args, extra) -> int:
         args.output_dir.mkdir(parents=True, exist_ok=True)
         save_results(results, args.output_dir / "results.json")
         save_results(info, args.output_dir / "eval_info.json")
-        (args.output_dir / "results.md").write_text(table)
+        write_file_atomically(args.output_dir / "results.md", lambda file: file.write_text(table))
         metric = evaluator.primary_metric_name
         plot_metric_vs_dim({name: results}, metric, args.output_dir / f"{name}_{metric}.png")
         print(f"wrote {args.output_dir}/results.json, eval_info.json, results.md, {name}_{metric}.png", file=sys.stderr)
@@ -478,9 +495,11 @@ def _check_backend_options(args) -> None:
 def _run_index_build(args, extra) -> int:
     from .data import load_split
     from .index import MatryoshkaIndex, QdrantMatryoshkaIndex
+    from .index.persistence import INDEX_FOLDER
     from .index.validation import _check_shortlist_dims
 
     _check_backend_options(args)
+    _check_paths(args, output_kind=INDEX_FOLDER if args.backend == "faiss" else None)
     model = _load_model(args.model)
     _check_shortlist_dims(args.shortlist_dim, model.config.embedding_dim, args.shortlist_storage)  # before encoding
     data_args = _data_arguments(args)
@@ -534,6 +553,7 @@ def _open_index(args):
 def _run_index_search(args, extra) -> int:
     if bool(args.query) == bool(args.query_image):
         raise ValueError("give text queries (--query) or image queries (--query_image), one kind and at least one.")
+    _check_paths(args)
     index = _open_index(args)
     try:
         _check_search_arguments(index, args)
@@ -550,6 +570,7 @@ def _search_index(args, index) -> int:
     from .data import load_split
 
     model = _load_model(args.model)
+    index.check_model(model, args.model)  # another model's embeddings would match wrong rows, in silence
     if _is_text(model) != bool(args.query):
         kind = "text" if _is_text(model) else "image"
         raise ValueError(f"`--model` {args.model!r} is a {kind} model; give {kind} queries.")
@@ -612,8 +633,10 @@ def _check_search_arguments(index, args) -> None:
 
 def _run_export(args, extra) -> int:
     from .evaluation import load_results
+    from .files import MODEL_FOLDER
     from .hub import export_sentence_transformer
 
+    _check_paths(args, output_kind=MODEL_FOLDER)
     results = load_results(args.results) if args.results is not None else None
     model = _load_model(args.model)
     folder = export_sentence_transformer(
@@ -628,6 +651,10 @@ def _run_card(args, extra) -> int:
     from .evaluation import load_results
     from .hub import write_card
 
+    _check_paths(args)
+    if args.output.is_dir():
+        raise ValueError(f"`--output` {str(args.output)!r} is a folder; give the card's file path, e.g. "
+                         f"{str(args.output / 'README.md')!r}.")
     results = load_results(args.results)
     path = write_card(
         args.output,

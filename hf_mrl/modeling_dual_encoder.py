@@ -19,6 +19,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
 from .encoding import default_image_processor, encode_inputs, inference, load_processor, saved_processor
+from .files import check_local_path, check_weights_folder, save_pretrained_atomically
 from .input_checks import check_bool, check_group_ids, check_optional_bool, check_pixel_values, check_token_inputs
 from .losses import matryoshka_contrastive_loss
 from .modeling_matryoshka import build_backbone, pool_hidden_states
@@ -98,6 +99,17 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
         if input_ids is None:
             raise ValueError("`input_ids` (batch, sequence_length) is required.")
         return check_token_inputs(input_ids, attention_mask, token_type_ids, self.config.text_config).shape[0]
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, written atomically (a temporary folder, then renamed); an existing
+        folder is replaced only when it holds an hf_mrl model (see `hf_mrl.files.write_folder_atomically`)."""
+        save_pretrained_atomically(self, super().save_pretrained, save_directory, *args, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`; a missing local folder or a corrupted weights file is named first."""
+        check_local_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")
+        check_weights_folder(pretrained_model_name_or_path)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
         hidden = self.vision_model(pixel_values=pixel_values, return_dict=True).last_hidden_state
@@ -277,6 +289,7 @@ def _load_tower(name_or_path) -> tuple[PreTrainedModel, str | None]:
     object instead of a path gives a randomly initialised encoder (a tower trained from scratch)."""
     if isinstance(name_or_path, PreTrainedConfig):
         return build_backbone(name_or_path), None
+    check_local_path(name_or_path, "name_or_path")
     config = AutoConfig.from_pretrained(name_or_path)
     if isinstance(config, MatryoshkaConfig):
         from .modeling_matryoshka import MatryoshkaModel

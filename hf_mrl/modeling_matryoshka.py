@@ -17,6 +17,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_matryoshka import MatryoshkaConfig
 from .encoding import encode_inputs, inference, load_processor
+from .files import check_local_path, check_weights_folder, save_pretrained_atomically
 from .fused_cross_entropy import nested_heads_cross_entropy
 from .input_checks import check_bool, check_class_labels, check_optional_bool, check_pixel_values, check_token_inputs
 from .nesting import NestedLinear, truncate_embeddings, validate_dim
@@ -169,6 +170,7 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
         embedding equals `SentenceTransformer.encode`'s. New layers (projection, heads) are randomly initialised."""
         if is_sentence_transformer(name_or_path):
             return _from_sentence_transformer_object(cls, name_or_path, config_kwargs)
+        check_local_path(name_or_path, "name_or_path")
         layout = read_sentence_transformers_folder(name_or_path) if is_sentence_transformers_folder(name_or_path) else None
         encoder_path = str(layout.transformer_path) if layout is not None else name_or_path
         if layout is not None:
@@ -189,10 +191,15 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus the tokenizer / image processor `encode` uses, so the folder
-        embeds raw inputs on its own."""
+        embeds raw inputs on its own. Written atomically (a temporary folder, then renamed): a kill or a full disk
+        never leaves a half-written folder. An existing folder is replaced only when it holds an hf_mrl model,
+        keeping files hf_mrl did not write (see `hf_mrl.files.write_folder_atomically`)."""
+        save_pretrained_atomically(self, self._write_pretrained, save_directory, *args, **kwargs)
+
+    def _write_pretrained(self, save_directory, *args, **kwargs) -> None:
         super().save_pretrained(save_directory, *args, **kwargs)
         processor = self._resolvable_processor()
-        if processor is None or not kwargs.get("is_main_process", True):
+        if processor is None:
             return
         processor.save_pretrained(save_directory)
         if self.main_input_name == "input_ids":
@@ -206,6 +213,8 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`; a folder that sentence-transformers saved (e.g. after
         `SentenceTransformerTrainer` trained an hf_mrl model) is read like `from_backbone` reads it."""
+        check_local_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")
+        check_weights_folder(pretrained_model_name_or_path)
         path = str(pretrained_model_name_or_path)
         if is_sentence_transformers_folder(path) and not is_matryoshka_folder(path):
             return cls.from_backbone(path, **kwargs)

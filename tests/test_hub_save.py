@@ -82,14 +82,16 @@ def test_save_with_card_writes_the_tokenizer(tmp_path, minilm_path):
 def test_save_with_card_replaces_a_saved_model_but_refuses_other_folders(tmp_path):
     model = build("vit-embedding")
     folder = save_with_card(model, tmp_path / "out")
-    (folder / "stale.txt").write_text("from an older save")
+    (folder / "model-00002-of-00002.safetensors").write_text("a shard of an older save")
+    (folder / "keep.txt").write_text("the user's, not hf_mrl's")
     save_with_card(model, folder, RESULTS)
-    assert not (folder / "stale.txt").exists() and (folder / "matryoshka_results.png").exists()
+    assert not (folder / "model-00002-of-00002.safetensors").exists() and (folder / "matryoshka_results.png").exists()
+    assert (folder / "keep.txt").read_text() == "the user's, not hf_mrl's"  # never deleted, carried over
 
     other = tmp_path / "notes"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    with pytest.raises(ValueError, match="holds no saved model"):
+    with pytest.raises(ValueError, match="not a saved hf_mrl model folder"):
         save_with_card(model, other)
     assert [path.name for path in other.iterdir()] == ["keep.txt"]
     (tmp_path / "file").write_text("x")

@@ -248,7 +248,7 @@ def test_save_replaces_an_index_but_refuses_other_paths(tmp_path, database, quer
     assert loaded.count == NUM_VECTORS and loaded.shortlist_dims == [16]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
     (tmp_path / "notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="not a saved MatryoshkaIndex; refusing"):
+    with pytest.raises(ValueError, match="is a file, not a folder"):
         loaded.save(tmp_path / "notes.txt")
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
@@ -287,7 +287,7 @@ def test_load_rejects_files_of_another_index(saved, tmp_path, database):
     (saved / "vectors.npy").write_bytes((other / "vectors.npy").read_bytes())
     manifest["files"]["vectors.npy"] = json.loads((other / "manifest.json").read_text())["files"]["vectors.npy"]
     (saved / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match=r"vectors\.npy has shape \(50, 32\).*implies shape \(600, 32\)"):
+    with pytest.raises(ValueError, match=r"vectors\.npy has shape \(50, 32\).*count=600.*imply shape \(600, 32\)"):
         MatryoshkaIndex.load(saved)
 
 
@@ -295,8 +295,11 @@ def test_load_rejects_bad_manifest(saved, tmp_path):
     (saved / "manifest.json").write_text("{not json")
     with pytest.raises(ValueError, match="is not valid JSON"):
         MatryoshkaIndex.load(saved)
-    with pytest.raises(ValueError, match="has no manifest.json"):
+    with pytest.raises(FileNotFoundError, match="folder not found"):
         MatryoshkaIndex.load(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="has no manifest.json"):
+        MatryoshkaIndex.load(tmp_path / "empty")
 
 
 # -- argument errors -----------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import datasets
 
+from ..files import looks_like_local_path
 from ._common import first_rows, load_source
 from .emoji import load_emoji_pairs
 from .fashion_mnist import load_fashion_mnist, load_fashion_mnist_captions
@@ -174,7 +175,7 @@ def _check_positive(value, argument: str) -> None:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or bool(Path(name).suffix)
+    return looks_like_local_path(name) or bool(Path(name).suffix)
 
 
 def _check_file(path: str, argument: str) -> None:
@@ -185,7 +186,7 @@ def _check_file(path: str, argument: str) -> None:
             f"`{argument}` {path!r} has an unsupported extension; allowed: {', '.join(DATA_FILE_EXTENSIONS)}."
         )
     if not Path(path).expanduser().is_file():
-        raise FileNotFoundError(f"`{argument}` {path!r} does not exist.")
+        raise FileNotFoundError(f"file not found: {path} (`{argument}` {path!r} does not exist).")
 
 
 def _builtin_list(task: str | None = None) -> list[str]:
@@ -263,7 +264,11 @@ def validate_data_arguments(data_args: DataArguments, task: str = "classificatio
         _check_file(name, "dataset_name")
     elif not path.exists():
         if _looks_like_path(name):
-            raise FileNotFoundError(f"`dataset_name` {name!r} looks like a local path but does not exist.")
+            what = "file" if Path(name).suffix.lower() in DATA_FILE_EXTENSIONS else "folder"
+            raise FileNotFoundError(
+                f"{what} not found: {name} (`dataset_name` {name!r} looks like a local path but does not exist; the "
+                f"Hugging Face Hub was not asked; built-in datasets: {list(BUILTIN_DATASETS)})."
+            )
         close = difflib.get_close_matches(name.lower(), list(BUILTIN_DATASETS), n=1, cutoff=0.75)
         if close:
             raise ValueError(
@@ -278,6 +283,14 @@ def validate_data_arguments(data_args: DataArguments, task: str = "classificatio
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _hub_failure(error: BaseException) -> str:
+    """Why a Hub dataset could not be loaded, in words: offline mode, or the library's first line."""
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(variable, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"offline mode is on ({variable}=1), so it was not downloaded and is not in the local cache"
+    return f"no such dataset, or the Hub is unreachable ({_first_line(error)})"
 
 
 def _builtin_source(name: str, image_size: int | None) -> _Source:
@@ -356,10 +369,11 @@ def _open_local(data_args: DataArguments) -> tuple[str, dict[str, datasets.Datas
     try:
         loaded = load_source(name, **kwargs)
     except Exception as error:  # noqa: BLE001 - `datasets` / Hub errors become one line
-        where = "local folder" if path.exists() else "Hub dataset"
+        if path.exists():
+            raise ValueError(f"`dataset_name` {name!r} could not be loaded as a local folder: {_first_line(error)}") from None
         raise ValueError(
-            f"`dataset_name` {name!r} could not be loaded as a {where}: {_first_line(error)} "
-            f"(built-in datasets: {list(BUILTIN_DATASETS)})."
+            f"`dataset_name` {name!r} is not a built-in dataset (built-in: {', '.join(BUILTIN_DATASETS)}) nor a local "
+            f"folder or file, and the Hugging Face Hub could not provide it: {_hub_failure(error)}."
         ) from None
     if isinstance(loaded, datasets.Dataset):  # a folder saved from one Dataset: its only split is "train"
         loaded = datasets.DatasetDict({"train": loaded})

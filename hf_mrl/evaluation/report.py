@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
+
+from ..files import write_file_atomically
 
 __all__ = [
     "save_results",
@@ -41,20 +41,14 @@ def _plain(value):
 
 
 def _atomic_write(path, write) -> None:
-    """Calls `write(file)` on a temporary file beside `path`, then renames it over `path`."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    suffix = os.path.splitext(path)[1]
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    """Calls `write(handle)` on a temporary file beside `path`, then renames it over `path`
+    (`hf_mrl.files.write_file_atomically`: a full disk is reported in plain words, with the path)."""
+
+    def write_file(temporary) -> None:
+        with open(temporary, "wb") as handle:
+            write(handle)
+
+    write_file_atomically(path, write_file)
 
 
 def save_results(results: Mapping, path) -> None:
@@ -70,8 +64,9 @@ def load_results(path) -> dict:
     with open(path) as file:
         try:
             results = json.load(file)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"results file {str(path)!r} is not valid JSON: {error}") from None
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(f"results file {str(path)!r} is corrupted or not a results file: it is not valid JSON "
+                             f"({error}).") from None
     if not isinstance(results, dict):
         raise ValueError(
             f"results file {str(path)!r} holds a JSON {type(results).__name__}, not a dict of "

@@ -9,17 +9,16 @@ a half-written model.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from transformers import AutoConfig, PreTrainedModel
 from transformers.dynamic_module_utils import get_relative_import_files
 
 from ..configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
+from ..files import MODEL_FOLDER, check_folder_target, check_local_path, write_file_atomically, write_folder_atomically
 from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
 from ..modeling_matryoshka import (
     MatryoshkaForImageClassification,
@@ -62,6 +61,7 @@ def load_matryoshka_model(name_or_path, **kwargs) -> PreTrainedModel:
     `architectures`), so a classifier keeps its heads; `kwargs` go to `from_pretrained`."""
     if is_sentence_transformer(name_or_path):
         return as_matryoshka_model(name_or_path)
+    check_local_path(name_or_path, "model")
     if is_sentence_transformers_folder(name_or_path) and not is_matryoshka_folder(name_or_path):
         return MatryoshkaModel.from_backbone(name_or_path)  # a sentence-transformers model, scored like any baseline
     config = AutoConfig.from_pretrained(name_or_path)
@@ -103,11 +103,11 @@ def _write_remote_code(folder: Path, config_class) -> None:
     """Copies the code files, then rewrites config.json with `auto_map` last: each file is written under a
     temporary name and renamed, so an interrupted call leaves a folder that loads as before."""
     for source in _code_files(config_class):
-        _replace_file(folder / source.name, lambda file, source=source: shutil.copyfile(source, file))
+        write_file_atomically(folder / source.name, lambda file, source=source: shutil.copyfile(source, file))
     config_path = folder / CONFIG_FILE
     config = json.loads(config_path.read_text())
     config["auto_map"] = remote_code_auto_map(config_class)
-    _replace_file(config_path, lambda file: file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
+    write_file_atomically(config_path, lambda file: file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
 
 
 def make_trust_remote_code_ready(path) -> Path:
@@ -125,46 +125,6 @@ def make_trust_remote_code_ready(path) -> Path:
     if model_type not in _CONFIG_CLASSES:
         raise ValueError(f"{config_path} has model_type {model_type!r}; allowed: {sorted(_CONFIG_CLASSES)} (hf_mrl models).")
     _write_remote_code(path, _CONFIG_CLASSES[model_type])
-    return path
-
-
-def _looks_like_saved_folder(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file() or (path / "modules.json").is_file()
-
-
-def _check_target(path, name: str = "path") -> Path:
-    """A folder path we may (re)write: new, empty, or a saved model folder (which is replaced)."""
-    if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise ValueError(f"`{name}` must be a folder path, got {path!r}.")
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"`{name}` {str(path)!r} exists and is not a folder.")
-    if path.is_dir() and any(path.iterdir()) and not _looks_like_saved_folder(path):
-        raise ValueError(
-            f"`{name}` {str(path)!r} is a non-empty folder that holds no saved model (no {CONFIG_FILE} or modules.json); "
-            "refusing to replace it."
-        )
-    return path
-
-
-def write_folder_atomically(path, write: Callable[[Path], None]) -> Path:
-    """Calls `write(staging)` on a new temporary folder beside `path`, then renames it to `path` (an existing
-    folder there is replaced). On any error the staging folder is removed and `path` is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        write(staging)
-        if path.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, retired / path.name)
-            os.replace(staging, path)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path
 
 
@@ -193,11 +153,12 @@ def save_with_card(
     trust_remote_code=True)` then works without hf_mrl installed.
 
     Everything is checked, and the card rendered, before anything is written; the folder appears complete or
-    not at all. An existing saved-model folder at `path` is replaced; any other non-empty folder is refused.
+    not at all. An existing hf_mrl model folder at `path` is replaced (files in it that hf_mrl did not write
+    are kept); any other non-empty folder is refused (see `hf_mrl.files.write_folder_atomically`).
     `card_kwargs` go to `card_from_results` (`repo_id`, `base_model`, `datasets`, `license`, ...).
     """
     _check_model(model)
-    path = _check_target(path)
+    path = check_folder_target(path, MODEL_FOLDER)
     if processor is not None and not callable(getattr(processor, "save_pretrained", None)):
         raise ValueError(f"`processor` must have `save_pretrained` (a tokenizer or processor), got {type(processor).__name__}.")
     plot_file = PLOT_FILE if (plot and results is not None) else None
@@ -218,17 +179,6 @@ def save_with_card(
     return write_folder_atomically(path, write)
 
 
-def _replace_file(path: Path, write: Callable[[Path], None]) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_card(path, model, results: Mapping | None = None, *, plot: bool = True, **card_kwargs) -> Path:
     """Writes the card of `model` (see `card_from_results`) to the file `path` (e.g. a model folder's README.md)
     and, with `results` and `plot`, the results plot `matryoshka_results.png` beside it. Each file is written
@@ -240,6 +190,8 @@ def write_card(path, model, results: Mapping | None = None, *, plot: bool = True
     card = card_from_results(results, model, plot_file=plot_file, **card_kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     if plot_file is not None:
-        _replace_file(path.parent / plot_file, lambda file: save_results_plot(results, file, card_kwargs.get("metrics")))
-    _replace_file(path, lambda file: file.write_text(card, encoding="utf-8"))
+        write_file_atomically(
+            path.parent / plot_file, lambda file: save_results_plot(results, file, card_kwargs.get("metrics"))
+        )
+    write_file_atomically(path, lambda file: file.write_text(card, encoding="utf-8"))
     return path

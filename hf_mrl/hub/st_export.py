@@ -26,10 +26,11 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from ..configuration_matryoshka import MatryoshkaConfig
 from ..encoding import tokenizer_max_length
+from ..files import MODEL_FOLDER, check_folder_target, write_folder_atomically
 from ..input_checks import check_positive_int, max_input_tokens
 from ..nesting import validate_dim
 from .card import card_from_results
-from .saving import README_FILE, _check_target, write_folder_atomically
+from .saving import README_FILE
 
 __all__ = ["export_sentence_transformer", "write_sentence_transformers_files"]
 
@@ -167,7 +168,7 @@ def export_sentence_transformer(
         if limit and max_seq_length > limit:
             raise ValueError(f"`max_seq_length` is {max_seq_length}, but the encoder takes at most {limit} tokens.")
     tokenizer = _load_tokenizer(tokenizer)
-    path = _check_target(path)
+    path = check_folder_target(path, MODEL_FOLDER)
     card = card_from_results(
         results, base, library_name="sentence-transformers", default_truncate_dim=truncate_dim, **card_kwargs
     )

@@ -1,7 +1,10 @@
-"""Encoding a dataset into the full embeddings an index is built from, and reading its ids and payloads."""
+"""Encoding a dataset into the full embeddings an index is built from, its ids and payloads, and the fingerprint
+that ties an index to the model that encoded it."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Sequence
 
@@ -98,3 +101,53 @@ def dataset_payloads(dataset, payload_columns: Sequence[str] | None) -> list[dic
         if isinstance(features[column], datasets.ClassLabel):
             columns[f"{column}_name"] = [features[column].int2str(value) for value in columns[column]]
     return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+# Config keys that change with where and how a model was saved, not with what it computes.
+_VOLATILE_CONFIG_KEYS = {"transformers_version", "architectures", "auto_map", "dtype", "torch_dtype"}
+
+
+def _stable_config(value):
+    if isinstance(value, dict):
+        return {  # keys as strings: a saved config.json turns id2label's int keys into strings
+            str(key): _stable_config(item) for key, item in value.items()
+            if not str(key).startswith("_") and key not in _VOLATILE_CONFIG_KEYS
+        }
+    if isinstance(value, (list, tuple)):
+        return [_stable_config(item) for item in value]
+    return value
+
+
+def model_fingerprint(model) -> str:
+    """sha256 of a model's config (less its paths and library versions) and of every tensor of its state dict
+    (name, dtype, shape, bytes), in name order. Deterministic: the same weights and settings give the same
+    digest in any process, before and after `save_pretrained` / `from_pretrained`; one changed weight changes it.
+    Reads the weights once (about 0.1 s per 100 MB)."""
+    model = as_matryoshka_model(model)
+    digest = hashlib.sha256()
+    digest.update(json.dumps(_stable_config(model.config.to_dict()), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def model_record(model) -> dict:
+    """What an index built by `model` records of it: `{"fingerprint": model_fingerprint(model), "name_or_path": ...}`."""
+    return {"fingerprint": model_fingerprint(model), "name_or_path": getattr(model, "name_or_path", "") or ""}
+
+
+def check_index_model(built_with: dict | None, model, name: str | None = None) -> None:
+    """Raises `ValueError` when an index recorded the model that built it (`built_with`, see `model_record`) and
+    `model` is another one: its embeddings would not match the stored ones, whatever their width. An index built
+    from raw embeddings (`built_with` None) accepts any model."""
+    if built_with is None:
+        return
+    fingerprint = model_fingerprint(model)
+    if fingerprint != built_with["fingerprint"]:
+        built = built_with.get("name_or_path") or "a model"
+        given = name or getattr(model, "name_or_path", "") or "the given model"
+        raise ValueError(
+            f"this index was built by {built} (fingerprint {built_with['fingerprint'][:16]}), but the model given is "
+            f"{given} (fingerprint {fingerprint[:16]}): another model's embeddings do not match the stored ones. "
+            "Search with the model that built the index, or rebuild the index with this one."
+        )

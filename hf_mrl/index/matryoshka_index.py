@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .encoding import dataset_ids, encode_embeddings
+from ..modeling_matryoshka import as_matryoshka_model
+from .encoding import check_index_model, dataset_ids, encode_embeddings, model_record
 from .persistence import load_index_folder, save_index_folder
 from .shortlists import SHORTLIST_INDEXES, _build_shortlist, _search_shortlist, faiss_index_nbytes
 from .storage import INT8_SCALES, STORAGES, _l2_normalize, _rerank, _StoredVectors
@@ -71,6 +72,9 @@ class MatryoshkaIndex:
         nesting_dims (list of `int`, *optional*): the nesting blocks of `int8_scale="vector"`; defaults to
             `default_matryoshka_dims(stored_dim)`.
         show_progress (`bool`, defaults to True): tqdm bars while adding vectors to the shortlist indexes.
+        model (`dict`, *optional*): the model that encoded `embeddings`, as `{"fingerprint": model_fingerprint(m),
+            "name_or_path": ...}`; `from_dataset` fills it in. Saved in the manifest, and `check_model` then refuses
+            any other model. None (raw embeddings): no check.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class MatryoshkaIndex:
         int8_scale: str = "dimension",
         nesting_dims: Sequence[int] | None = None,
         show_progress: bool = True,
+        model: dict | None = None,
     ):
         _check_choice(storage, STORAGES, "storage")
         _check_choice(shortlist_storage, STORAGES, "shortlist_storage")
@@ -103,7 +108,10 @@ class MatryoshkaIndex:
         params = _check_index_params(index_params, count)
         blocks = _check_nesting_dims(nesting_dims, stored_dim)
         ids = _check_ids(ids, count)
+        if model is not None and not (isinstance(model, dict) and isinstance(model.get("fingerprint"), str)):
+            raise ValueError(f"`model` must be None or a dict with a 'fingerprint' string, got {model!r}.")
 
+        self.model = model
         self.dim, self.count, self.ids = dim, count, ids
         self.storage, self.int8_scale = storage, int8_scale
         self.shortlist_index, self.shortlist_storage, self.index_params = shortlist_index, shortlist_storage, params
@@ -131,13 +139,21 @@ class MatryoshkaIndex:
         **index_kwargs,
     ) -> MatryoshkaIndex:
         """Encodes `dataset` with `model` (see `encode_embeddings`) and builds an index over the embeddings.
-        `id_column` names an int column of `dataset` holding each row's id; `index_kwargs` go to `__init__`."""
+        `id_column` names an int column of `dataset` holding each row's id; `index_kwargs` go to `__init__`.
+        The index records the model's fingerprint (see `model_fingerprint` and `check_model`)."""
+        model = as_matryoshka_model(model)
         ids = dataset_ids(dataset, id_column)
         embeddings = encode_embeddings(
             model, dataset, collate_fn, batch_size, accelerator=accelerator, exclude_keys=exclude_keys,
             show_progress=show_progress,
         )
-        return cls(embeddings, ids, show_progress=show_progress, **index_kwargs)
+        return cls(embeddings, ids, show_progress=show_progress, model=model_record(model), **index_kwargs)
+
+    def check_model(self, model, name: str | None = None) -> None:
+        """Raises `ValueError` when the index was built from a model (`from_dataset`) and `model` is another one
+        (its `model_fingerprint` differs): its embeddings would not match the stored ones, whatever their width.
+        `name` (e.g. the model's path) goes into the message. An index built from raw embeddings accepts any model."""
+        check_index_model(self.model, model, name)
 
     # -- properties ------------------------------------------------------------------------------------------
 
@@ -297,19 +313,22 @@ class MatryoshkaIndex:
 
     def save(self, path) -> Path:
         """Writes the index to the folder `path`: `vectors.npy` (+ `scales.npy`, `ids.npy`), one
-        `shortlist_<dim>.faiss` per shortlist dim and `manifest.json` (settings, shapes, sha256 of every file).
-        Everything is written into a temporary folder beside `path`, then renamed into place, so `path` never
-        holds a half-written index. An existing index folder at `path` is replaced; any other existing path
-        is refused."""
+        `shortlist_<dim>.faiss` per shortlist dim and `manifest.json` (settings, the model's fingerprint, sha256 of
+        every file and field). Everything is written into a temporary folder beside `path`, then renamed into
+        place, so `path` never holds a half-written index. An existing index folder at `path` is replaced (files
+        in it that the index did not write are kept); any other existing path is refused. Temporary folders left
+        by a killed save are removed."""
         return save_index_folder(self, path)
 
     @classmethod
     def load(cls, path) -> MatryoshkaIndex:
         """Reads an index written by `save`. Every file's size and sha256 are checked against the manifest and
-        every array's shape against the manifest's count and dims: a truncated, corrupted or mismatched folder
-        raises `ValueError` naming the file, before anything is used."""
+        every array's shape against the manifest's count and dims, every manifest field against its saved sha256:
+        a truncated, corrupted, edited or mismatched folder raises `ValueError` naming the file (and the field),
+        before anything is used."""
         manifest, vectors, ids, shortlists = load_index_folder(path)
         self = cls.__new__(cls)
+        self.model = manifest.get("model")
         self.dim, self.count, self.ids = manifest["dim"], manifest["count"], ids
         self.storage, self.int8_scale = manifest["storage"], manifest["int8_scale"]
         self.shortlist_index, self.shortlist_storage = manifest["shortlist_index"], manifest["shortlist_storage"]

@@ -20,7 +20,7 @@ from itertools import pairwise
 import numpy as np
 from tqdm.auto import tqdm
 
-from .encoding import dataset_ids, dataset_payloads, encode_embeddings
+from .encoding import check_index_model, dataset_ids, dataset_payloads, encode_embeddings, model_record
 from .matryoshka_index import DEFAULT_SHORTLIST_SIZE
 from .qdrant_checks import (
     DEFAULT_COLLECTION,
@@ -99,6 +99,7 @@ class QdrantMatryoshkaIndex:
         collection_name: str = DEFAULT_COLLECTION,
         batch_size: int = 256,
         show_progress: bool = True,
+        model: dict | None = None,
     ):
         embeddings = _to_float_matrix(embeddings, "embeddings")
         count, dim = embeddings.shape
@@ -119,6 +120,10 @@ class QdrantMatryoshkaIndex:
             "rerank_dims": rerank_dims, "shortlist_quantization": shortlist_quantization,
             "hnsw_config": _check_hnsw_config(hnsw_config),
         }
+        if model is not None:  # the model that encoded the embeddings (`from_dataset`), see `check_model`
+            if not (isinstance(model, dict) and isinstance(model.get("fingerprint"), str)):
+                raise ValueError(f"`model` must be None or a dict with a 'fingerprint' string, got {model!r}.")
+            metadata["model"] = model
         engine = open_engine(collection_name, location, path, url, api_key, client)
         try:
             if engine.exists():  # resume (or add to) a collection built with the same settings
@@ -165,7 +170,8 @@ class QdrantMatryoshkaIndex:
             model, dataset, collate_fn, batch_size, accelerator=accelerator, exclude_keys=exclude_keys,
             show_progress=show_progress,
         )
-        return cls(embeddings, ids, payloads=payloads, show_progress=show_progress, **index_kwargs)
+        return cls(embeddings, ids, payloads=payloads, show_progress=show_progress, model=model_record(model),
+                   **index_kwargs)
 
     @classmethod
     def open(
@@ -197,7 +203,12 @@ class QdrantMatryoshkaIndex:
         self._attach(engine, metadata)
         return self
 
+    def check_model(self, model, name: str | None = None) -> None:
+        """Raises `ValueError` when the collection was built from another model (see `MatryoshkaIndex.check_model`)."""
+        check_index_model(self.model, model, name)
+
     def _attach(self, engine, metadata: dict) -> None:
+        self.model = metadata.get("model")
         self._engine = engine
         self.dim = int(metadata["dim"])
         self.shortlist_dims = [int(d) for d in metadata["shortlist_dims"]]

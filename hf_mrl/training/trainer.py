@@ -35,6 +35,7 @@ from transformers.trainer_utils import TrainOutput
 
 from ..data.generic import align_class_labels, check_label_dtype, encode_string_labels
 from ..evaluation import parse_metric_key
+from ..files import check_output_folder
 from ..hub import save_with_card
 from .arguments import MatryoshkaTrainingArguments
 from .checkpointing import load_checkpoint, resolve_resume_checkpoint, save_checkpoint, validate_keep_last
@@ -248,6 +249,7 @@ class MatryoshkaTrainer:
         args = self.args
         resume = resume_from_checkpoint if resume_from_checkpoint is not None else args.resume_from_checkpoint
         resume = "latest" if resume is True else resume
+        check_output_folder(args.output_dir, "output_dir")
         checkpoint = resolve_resume_checkpoint(args.output_dir, resume)
         report_to = [name for name in (args.report_to or []) if name != "none"]
         accelerator = Accelerator(

@@ -213,7 +213,7 @@ def _errors(tmp_path):
             {"dataset_name": "some-org/not-a-dataset"},
             "classification",
             ValueError,
-            "could not be loaded as a Hub dataset",
+            "is not a built-in dataset (built-in: fashion-mnist, wordnet-nouns",
         ),
     ]
 

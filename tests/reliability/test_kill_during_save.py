@@ -1,0 +1,95 @@
+"""SIGKILL at random moments of saving, then a normal save: what was there is complete, and no temp folder is left.
+
+A child process saves an index, a model (`save_pretrained`), a model with its card and a training checkpoint in a
+loop; it is killed several times at random moments. After each kill every saved folder must load; after the
+next save from this process, no `.tmp-` / `.old-` folder may be left.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from hf_mrl.hub import load_matryoshka_model, save_with_card
+from hf_mrl.index import MatryoshkaIndex
+from hf_mrl.training import latest_checkpoint, save_checkpoint
+
+from .files_helpers import debris, tiny_index, tiny_model
+
+REPO = Path(__file__).resolve().parents[2]
+SAVE_FOREVER = """
+import itertools, sys
+from pathlib import Path
+import numpy as np, torch
+from accelerate import Accelerator
+from hf_mrl import MatryoshkaConfig, MatryoshkaModel
+from hf_mrl.hub import save_with_card
+from hf_mrl.index import MatryoshkaIndex
+from hf_mrl.training import save_checkpoint
+from transformers import ViTConfig
+
+root = Path(sys.argv[1])
+vectors = np.random.default_rng(0).standard_normal((20000, 64)).astype(np.float32)  # 5 MB: saves take a while
+index = MatryoshkaIndex(vectors, shortlist_dim=16, show_progress=False)
+config = ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=128, num_hidden_layers=4,
+                   num_attention_heads=4, intermediate_size=256)
+model = MatryoshkaModel(MatryoshkaConfig(backbone_config=config))
+accelerator = Accelerator(cpu=True)
+prepared = accelerator.prepare(torch.nn.Linear(256, 256), torch.optim.AdamW(torch.nn.Linear(1, 1).parameters()))
+print("ready", flush=True)
+for step in itertools.count(1):
+    index.save(root / "index")
+    model.save_pretrained(root / "model")
+    save_with_card(model, root / "card")
+    save_checkpoint(accelerator, root / "run", step, keep_last=2)
+"""
+
+
+def _kill_during_saves(root: Path, seed: int) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(root)], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, env=env, cwd=REPO, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(random.Random(seed).uniform(0.3, 2.0))
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+
+
+def _assert_complete(root: Path) -> None:
+    """Whatever a killed save left in place is complete: it loads."""
+    if (root / "index").exists():
+        assert MatryoshkaIndex.load(root / "index").count == 20000
+    for name in ("model", "card"):
+        if (root / name).exists():
+            assert load_matryoshka_model(root / name).config.embedding_dim == 128
+    if latest_checkpoint(root / "run") is not None:
+        assert (latest_checkpoint(root / "run") / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_kills_during_saves_leave_complete_folders_and_the_next_save_cleans_up(tmp_path):
+    seen = []
+    for seed in range(3):
+        _kill_during_saves(tmp_path, seed)
+        _assert_complete(tmp_path)
+        seen += debris(tmp_path) + (debris(tmp_path / "run") if (tmp_path / "run").is_dir() else [])
+    assert seen, "no kill landed inside a save: the test did not exercise the clean-up"
+
+    tiny_index().save(tmp_path / "index")
+    tiny_model().save_pretrained(tmp_path / "model")
+    save_with_card(tiny_model(), tmp_path / "card")
+    accelerator = Accelerator(cpu=True)
+    accelerator.prepare(torch.nn.Linear(256, 256))
+    save_checkpoint(accelerator, tmp_path / "run", 10_000)
+    assert debris(tmp_path) == [] and debris(tmp_path / "run") == []
+    assert MatryoshkaIndex.load(tmp_path / "index").count == 40
+    assert load_matryoshka_model(tmp_path / "model").config.embedding_dim == 24
