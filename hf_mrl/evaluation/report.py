@@ -65,7 +65,7 @@ def load_results(path) -> dict:
         try:
             results = json.load(file)
         except (ValueError, UnicodeDecodeError) as error:
-            raise ValueError(f"results file {str(path)!r} is corrupted or not a results file: it is not valid JSON "
+            raise ValueError(f"results file {path} is corrupted or not a results file: it is not valid JSON "
                              f"({error}).") from None
     if not isinstance(results, dict):
         raise ValueError(
