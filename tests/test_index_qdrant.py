@@ -258,6 +258,10 @@ def test_from_dataset_stores_ids_and_payloads():
         np.testing.assert_array_equal(ids[:, 0], [100, 101, 102, 103])
         np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
         assert index.payloads([101]) == [{"item_id": 101, "label": 1, "label_name": "dog"}]
+        index.check_model(model)  # the model that built it
+        other = MatryoshkaModel(MatryoshkaConfig(backbone_config=tiny_vit_config(), embedding_dim=16)).eval()
+        with pytest.raises(ValueError, match="another model's embeddings do not match the stored ones"):
+            index.check_model(other, "other-model")
     with pytest.raises(ValueError, match=r"`payload_columns` must be a list of columns .* got \['colour'\]"):
         QdrantMatryoshkaIndex.from_dataset(model, data, collate, payload_columns=["colour"])
 
