@@ -327,14 +327,15 @@ def _collator(model, processor: str | None, name_or_path: str, label_column: str
 
 
 def _data_arguments(args, default_dataset: str | None = "wordnet-nouns"):
-    """The resolver's `DataArguments` from the data flags; without a dataset or file, `default_dataset`."""
-    from .data import DataArguments
+    """The resolver's `DataArguments` from the data flags; without a dataset or file, `default_dataset`. Checked
+    here (names, files, columns), so that a wrong dataset is reported before the model loads."""
+    from .data import DataArguments, validate_data_arguments
 
     files = {name: getattr(args, name) for name in ("train_file", "validation_file", "test_file")}
     dataset_name = args.dataset_name
     if dataset_name is None and not any(files.values()):
         dataset_name = default_dataset
-    return DataArguments(
+    data_args = DataArguments(
         dataset_name=dataset_name,
         dataset_config_name=args.dataset_config_name,
         **files,
@@ -343,6 +344,9 @@ def _data_arguments(args, default_dataset: str | None = "wordnet-nouns"):
         label_column=args.label_column,
         max_eval_samples=args.max_eval_samples,
     )
+    if dataset_name is not None or any(files.values()):
+        validate_data_arguments(data_args)
+    return data_args
 
 
 def _describe_data(data_args) -> str:

@@ -152,3 +152,14 @@ def test_a_bad_argument_in_a_subprocess(folders, tmp_path):
     assert "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if "error:" in line]
     assert "available splits" in line
+
+
+def test_a_misspelt_dataset_is_reported_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    from hf_mrl import cli
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the dataset name was checked")
+
+    monkeypatch.setattr(cli, "_load_model", no_loading)
+    assert cli.main(["eval", str(tmp_path), "--dataset_name", "fashion_mnist"]) == 1
+    assert "did you mean 'fashion-mnist'?" in capsys.readouterr().err
