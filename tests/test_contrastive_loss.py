@@ -77,6 +77,20 @@ def test_matches_naive_per_dim_reference_values_and_gradients(
     assert fused_grads[0][:, max(DIMS) :].abs().max() == 0  # features past the largest dim get no gradient
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_whole_matrix_path_with_several_threads_matches_the_reference(symmetric, label_smoothing):
+    """With one CPU thread the common case runs row block by row block; with more, over the whole matrix."""
+    torch.set_num_threads(2)  # the autouse fixture restores the count
+    images, texts = make_pairs(batch=12)
+    kwargs = dict(label_smoothing=label_smoothing, symmetric=symmetric)
+    fused, fused_grads = loss_and_grads(matryoshka_contrastive_loss, images, texts, 0.05, **kwargs)
+    naive, naive_grads = loss_and_grads(matryoshka_contrastive_loss_reference, images, texts, 0.05, **kwargs)
+    torch.testing.assert_close(fused.per_dim_losses, naive.per_dim_losses, **TOLERANCE[torch.float64])
+    for fused_grad, naive_grad in zip(fused_grads, naive_grads, strict=True):
+        torch.testing.assert_close(fused_grad, naive_grad, **TOLERANCE[torch.float64])
+
+
 def test_output_fields_order_and_logit_scale(device):
     images, texts = make_pairs(device=device)
     output = matryoshka_contrastive_loss(images, texts, DIMS, WEIGHTS, 0.05)
