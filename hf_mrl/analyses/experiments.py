@@ -137,8 +137,11 @@ def run_image_analyses(settings: AnalysisSettings, analyses=IMAGE_ANALYSES) -> d
         name = f"fmnist-longtail-{settings.imbalance:g}"
         folder = save_splits({"train": long_tailed, "validation": validation, "test": test}, runs / "data" / name)
         mrl, ff = _train_mrl_and_ff(fmnist_arguments(folder, splits=subset_splits, **budget), FMNIST_DIMS, runs / name)
+        title = "Fashion-MNIST ViT, long-tailed training set"
         done["long_tail"] = long_tail_study(results / "long_tail" / "fmnist", mrl, ff, test, np.asarray(long_tailed["label"]),
-                                            FASHION_MNIST_SUPER_CLASSES, "Fashion-MNIST ViT, long-tailed training set")
+                                            FASHION_MNIST_SUPER_CLASSES, title)
+        if "routing" in analyses:  # its heads disagree more than the balanced model's
+            done["routing-longtail"] = routing_study(results / "routing" / "fmnist-longtail", mrl, validation, test, title)
     return done
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..index.validation import _check_positive_int
 from .base import MatryoshkaEvaluator, encode_dataset, per_dim_embeddings, validate_eval_dims
 from .classification import _check_ks, _default_dims, _num_rows
 
@@ -38,18 +39,13 @@ def _check_methods(methods) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return value
-
-
 def _check_classes(classes, known: np.ndarray, argument: str) -> list:
     if isinstance(classes, (str, bytes)) or not isinstance(classes, (Sequence, np.ndarray)) or len(classes) == 0:
         raise ValueError(f"`{argument}` must be a non-empty list of labels, got {classes!r}.")
-    unknown = [label for label in classes if label not in set(known.tolist())]
+    present = set(known.tolist())
+    unknown = [label for label in classes if label not in present]
     if unknown:
-        raise ValueError(f"`{argument}` holds labels {unknown} absent from the support pool (it has {sorted(set(known.tolist()))}).")
+        raise ValueError(f"`{argument}` holds labels {unknown} absent from the support pool (it has {sorted(present)}).")
     return list(dict.fromkeys(classes))
 
 

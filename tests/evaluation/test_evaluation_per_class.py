@@ -140,6 +140,7 @@ def test_report_rejects_mismatched_predictions():
         per_class_accuracy({8: np.zeros(2)}, np.zeros(3))
 
 
+@pytest.mark.slow
 def test_wordnet_super_classes_group_categories_by_hypernym():
     super_classes = wordnet_noun_super_classes()
     assert sorted(super_classes) == list(range(len(WORDNET_NOUN_CATEGORIES)))
