@@ -79,9 +79,9 @@ def main(argv=None) -> dict:
         done["fmnist"] = run_image_analyses(settings, args.image_analyses)
     if args.text_analyses:
         done["wordnet"] = run_text_analyses(settings, args.text_analyses)
-    for dataset, analyses in done.items():
-        for analysis in analyses:
-            print(f"wrote {args.results_dir / analysis / dataset}", flush=True)
+    for analyses in done.values():
+        for output in analyses.values():
+            print(f"wrote {output['folder']}", flush=True)
     return done
 
 

@@ -1,5 +1,5 @@
 """The analyses, each on trained MRL and FF models: it scores them, writes `<name>.md`, `<name>.json` and a plot
-to its folder, and returns its data (the markdown under "markdown").
+to its folder, and returns its data (plus "markdown" and "folder").
 
 - `shift_study`: accuracy, 1-NN and retrieval mAP@10 under image corruptions, and their drop from clean data;
 - `few_shot_study`: n-shot nearest-class-mean and logistic-regression accuracy, novel classes apart;
@@ -94,7 +94,7 @@ def shift_study(folder, mrl_run, ff_runs, test, reference, corruptions, severiti
     plot_panels(Path(folder) / "shift.png", panels)
     markdown = "\n".join(sections) + "\n![drops](shift.png)\n"
     write_analysis(folder, "shift", markdown, {"results": results, "drops": drops})
-    return {"results": results, "drops": drops, "markdown": markdown}
+    return {"results": results, "drops": drops, "markdown": markdown, "folder": str(folder)}
 
 
 def few_shot_study(folder, mrl_run, ff_runs, support, queries, novel_classes, class_names, title: str,
@@ -126,7 +126,7 @@ def few_shot_study(folder, mrl_run, ff_runs, support, queries, novel_classes, cl
     plot_panels(Path(folder) / "few_shot.png", panels, columns=len(panels))
     markdown = "\n".join(sections) + "\n![few-shot](few_shot.png)\n"
     write_analysis(folder, "few_shot", markdown, {"results": results, "novel_classes": list(novel_classes or [])})
-    return {"results": results, "markdown": markdown}
+    return {"results": results, "markdown": markdown, "folder": str(folder)}
 
 
 def _confusion_lines(report: Mapping, dim: int, label: str) -> list[str]:
@@ -182,7 +182,7 @@ def long_tail_study(folder, mrl_run, ff_runs, test, train_labels, super_classes,
     markdown = "\n".join(sections) + "\n\n![long tail](long_tail.png)\n"
     data = {"results": results, "reports": {"MRL": mrl_report, "FF": ff_reports}}
     write_analysis(folder, "long_tail", markdown, data)
-    return {**data, "markdown": markdown}
+    return {**data, "markdown": markdown, "folder": str(folder)}
 
 
 def routing_study(folder, mrl_run, validation, test, title: str) -> dict:
@@ -231,7 +231,7 @@ def routing_study(folder, mrl_run, validation, test, title: str) -> dict:
     plot_panels(Path(folder) / "routing.png", [(f"{title}: accuracy vs expected dims", draw)], columns=1)
     markdown = "\n".join(lines) + "\n\n![routing](routing.png)\n"
     write_analysis(folder, "routing", markdown, tradeoffs)
-    return {**tradeoffs, "markdown": markdown}
+    return {**tradeoffs, "markdown": markdown, "folder": str(folder)}
 
 
 def weights_study(folder, report: Mapping, title: str) -> dict:
@@ -259,4 +259,4 @@ def weights_study(folder, report: Mapping, title: str) -> dict:
     plot_panels(Path(folder) / "weights.png", [(f"{title}: gain over uniform weights", draw)], columns=1)
     markdown = "\n".join(sections) + "\n![weights](weights.png)\n"
     write_analysis(folder, "weights", markdown, report)
-    return {**report, "markdown": markdown}
+    return {**report, "markdown": markdown, "folder": str(folder)}
