@@ -75,7 +75,9 @@ def test_shift_study_compares_mrl_with_ff_at_each_dim(runs, data, tmp_path):
     assert drops["mean_dim8_drop"] == pytest.approx(expected)
     markdown = (tmp_path / "shift.md").read_text()
     assert "| dim | MRL top-1 (head) | FF top-1 (head) | MRL - FF top-1 (head)" in markdown
-    assert "| 16 |" in markdown and "noise MRL" in markdown
+    clean = markdown.split("## Clean accuracy")[1].split("##")[0]
+    assert f"| 8 | {100 * results['MRL']['shift_dim8_clean_top1']:.2f} | {100 * results['FF']['shift_dim8_clean_top1']:.2f} |" in clean
+    assert "| 16 | " in clean and "| 16 | - | - | -" not in clean and "noise MRL" in markdown
 
 
 @pytest.mark.slow
