@@ -79,6 +79,8 @@ def shift_study(folder, mrl_run, ff_runs, test, reference, corruptions, severiti
                 f"{len(reference)} clean training rows. Drops are clean minus corrupted, in points, averaged over "
                 "the severities; a larger drop means less robust. FF: a separate model trained at each dim alone.", "",
                 "## Clean accuracy (%)", "", comparison_table(results, [(f"clean_{m}", t) for m, t in metrics]),
+                "## Mean accuracy over every corruption and severity (%)", "",
+                comparison_table(results, [(f"shifted_{m}", t) for m, t in metrics]),
                 "## Mean drop over every corruption and severity (points)", "",
                 comparison_table(results, [(f"shifted_{m}_drop", t) for m, t in metrics])]
     drops = {}
