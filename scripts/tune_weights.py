@@ -36,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num_proposed", type=int, default=2, help="of those, how many get the full budget")
     parser.add_argument("--search_fraction", type=float, default=0.25, help="the search's share of the full budget")
     parser.add_argument("--seed", type=int, default=0, help="seeds the search's proposals")
+    parser.add_argument("--noise_seeds", type=int, nargs="*", default=[1],
+                        help="training seeds of extra uniform runs, to measure the noise between runs (none: skip)")
     parser.add_argument("--runs_dir", type=Path,
                         default=Path(os.environ.get("HF_MRL_RUNS_DIR", "runs")) / "analyses" / "fmnist")
     parser.add_argument("--output_dir", type=Path, default=REPO / "results" / "analyses" / "weights" / "fmnist")
@@ -51,6 +53,7 @@ def main(argv=None) -> dict:
     report = tune_matryoshka_weights(
         base, args.dims, args.runs_dir, validation, presets=args.presets, ff_dims=args.ff_dims or None,
         num_search=args.num_search, num_proposed=args.num_proposed, search_fraction=args.search_fraction, seed=args.seed,
+        noise_seeds=args.noise_seeds,
     )
     print(weights_study(args.output_dir, report, "loss weights")["markdown"], flush=True)
     if args.write_config:

@@ -95,7 +95,7 @@ def test_tune_weights_script_on_a_tiny_vit(tmp_path):
         report = tune_weights.main([
             "--runs_dir", str(tmp_path / "runs"), "--output_dir", str(tmp_path / "out"), "--dims", "8", "16", "32",
             "--presets", "uniform", "paper_8x2", "--ff_dims", "8", "32", "--num_search", "2", "--num_proposed", "1",
-            "--search_fraction", "0.5", "--write_config", str(target), "--", *tiny,
+            "--search_fraction", "0.5", "--noise_seeds", "1", "--write_config", str(target), "--", *tiny,
         ])
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
@@ -104,10 +104,13 @@ def test_tune_weights_script_on_a_tiny_vit(tmp_path):
     for entry in report["weightings"].values():
         assert sorted(entry["test"]) == sorted(entry["validation"]) == [8, 16, 32]
     assert sorted(report["ff"]) == [8, 32]
+    assert sorted(report["noise"][1]["test"]) == [8, 16, 32]
+    assert json.loads((tmp_path / "runs" / "mrl-seed1" / "results.json").read_text())["args"]["seed"] == 1
     assert report["chosen"] in report["pareto_validation"]
     written = MatryoshkaConfig.from_pretrained(target).matryoshka_weights
     assert written == report["weightings"][report["chosen"]]["weights"]
     for name in ("weights.md", "weights.json", "weights.png"):
         assert (tmp_path / "out" / name).is_file()
     assert "FF (one model per dim)" in (tmp_path / "out" / "weights.md").read_text()
+    assert "uniform, training seed 1 (noise)" in (tmp_path / "out" / "weights.md").read_text()
     assert (tmp_path / "runs" / "mrl-paper_8x2" / "model" / "config.json").is_file()

@@ -247,7 +247,8 @@ def weights_study(folder, report: Mapping, title: str) -> dict:
                 f"separate model per dim. The search trained {len(report['search']) - 1} seeded random weightings "
                 f"for {report['search_steps']} steps and scored them on the validation split; the best of its "
                 "validation Pareto front were retrained with the full budget. Chosen: the weighting of the "
-                "validation front with the best mean validation top-1.", "", weights_table(report)]
+                "validation front with the best mean validation top-1. The uniform weighting retrained with another training "
+                "seed shows the noise between runs.", "", weights_table(report)]
 
     def draw(axis):
         for label, entry in report["weightings"].items():

@@ -4,7 +4,8 @@
 fixed-feature (FF) models at each dim, and runs a cheap search: seeded random weightings trained with a fraction
 of the budget and scored on a validation split; the best of them on the validation Pareto front are retrained
 with the full budget. Every full-budget run is then scored on the validation split (which picks the chosen
-weighting) and on the test split (which reports it).
+weighting) and on the test split (which reports it). The uniform weighting is also trained with other training
+seeds (`noise_seeds`): how far those runs differ is the noise any gain must clear.
 
 A weighting is on the per-dim Pareto front when no other weighting is at least as accurate at every dim and
 more accurate at one.
@@ -122,11 +123,13 @@ def tune_matryoshka_weights(
     num_proposed: int = 2,
     search_fraction: float = 0.25,
     seed: int = 0,
+    noise_seeds: Sequence[int] = (1,),
 ) -> dict:
     """Trains the weightings and FF baselines (see the module docstring) under `runs_dir` and returns the report:
     `dims`, `weightings` ({label: weights, validation and test {dim: top-1}, run}), `ff` ({dim: test top-1}),
     `search` ({label: weights, validation}), `pareto_validation` / `pareto_test` (labels on each front),
-    `chosen` (the front's label with the best mean validation accuracy) and `search_steps`.
+    `chosen` (the front's label with the best mean validation accuracy), `search_steps` and `noise` ({training seed:
+    validation and test {dim: top-1} of the uniform weighting trained with that seed}).
 
     base_arguments: `train_supervised.py` arguments of the data, model and full budget (no heads, no output dir).
     validation_dataset: the validation split (rows the training never sees), for the search and the choice.
@@ -175,6 +178,11 @@ def tune_matryoshka_weights(
 
     for entry in weightings.values():
         entry["validation"] = head_accuracies(runs_dir / entry["run"], validation_dataset)
+    noise = {}
+    for noise_seed in noise_seeds:
+        run = runs_dir / f"mrl-seed{noise_seed}"
+        results = train_run([*base_arguments, *mrl_arguments(dims), "--seed", str(noise_seed)], run)
+        noise[noise_seed] = {"test": _test_accuracies(results), "validation": head_accuracies(run, validation_dataset)}
     pareto_validation = pareto_front({label: list(entry["validation"].values()) for label, entry in weightings.items()})
     chosen = max(pareto_validation, key=lambda label: np.mean(list(weightings[label]["validation"].values())))
     return {
@@ -186,6 +194,7 @@ def tune_matryoshka_weights(
         "pareto_validation": pareto_validation,
         "pareto_test": pareto_front({label: list(entry["test"].values()) for label, entry in weightings.items()}),
         "chosen": chosen,
+        "noise": noise,
     }
 
 
@@ -202,6 +211,11 @@ def weights_table(report: Mapping) -> str:
         mean_val = 100 * np.mean(list(entry["validation"].values()))
         weights = ", ".join(f"{weight:g}" for weight in entry["weights"])
         lines.append(f"| {name} | {weights} | " + " | ".join(cells) + f" | {mean_val:.2f} | {fronts} |")
+    for noise_seed, entry in report.get("noise", {}).items():
+        cells = [f"{100 * entry['test'][dim]:.2f}" for dim in dims]
+        mean_val = 100 * np.mean(list(entry["validation"].values()))
+        lines.append(f"| uniform, training seed {noise_seed} (noise) | uniform | " + " | ".join(cells)
+                     + f" | {mean_val:.2f} | - |")
     ff_cells = [f"{100 * report['ff'][dim]:.2f}" if dim in report["ff"] else "-" for dim in dims]
     lines.append("| FF (one model per dim) | - | " + " | ".join(ff_cells) + " | - | - |")
     return "\n".join(lines) + "\n"
