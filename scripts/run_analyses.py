@@ -9,7 +9,8 @@ to `results/analyses/<analysis>/<dataset>/`:
 - shift (Fashion-MNIST): MRL vs FF top-1, 1-NN and mAP@10 under noise, blur, contrast and rotation;
 - few_shot: n-shot accuracy, on Fashion-MNIST with two classes held out of training, and on WordNet;
 - long_tail: per-class accuracy by training frequency, super-class errors, confusions (a long-tailed Fashion-MNIST
-  subset; a WordNet sample, whose categories are long-tailed, with hypernym super-classes);
+  subset, trained for as many steps as the other runs; a WordNet sample, whose categories are long-tailed, with
+  hypernym super-classes);
 - routing: the confidence cascade vs disagreement routing vs both, at equal expected dims;
 - weights (Fashion-MNIST): the loss-weight presets and a small search, against FF (`scripts/tune_weights.py`).
 

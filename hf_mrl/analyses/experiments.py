@@ -12,6 +12,7 @@ Runs live in `<runs_dir>/<setting>/<run>` (a finished run is reused, a killed on
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from ..data import (
     wordnet_noun_super_classes,
 )
 from .runs import (
+    FMNIST_BATCH_SIZE,
     FMNIST_DIMS,
     WORDNET_DIMS,
     ff_arguments,
@@ -65,8 +67,9 @@ FMNIST_VALIDATION_START = 54000
 class AnalysisSettings:
     """Where runs and results go, and the (small) budgets.
 
-    image_epochs / image_hidden_size: every Fashion-MNIST run; image_test_rows: test rows for shift and few-shot;
-    imbalance: the long-tailed subset's largest / smallest class; severities: of every corruption;
+    image_epochs / image_hidden_size: every Fashion-MNIST run (the long-tailed runs take as many steps as the others);
+    image_test_rows: test rows for shift and few-shot; imbalance: the long-tailed subset's largest / smallest class;
+    severities: of every corruption;
     text_train_samples / text_epochs: every WordNet run; text_ff_dims: the FF dims trained there (default all);
     weight_search / weight_proposed: random weightings tried / retrained in the loss-weight search.
     """
@@ -76,7 +79,7 @@ class AnalysisSettings:
     image_epochs: int = 2
     image_hidden_size: int = 64
     image_test_rows: int = 5000
-    imbalance: float = 100.0
+    imbalance: float = 20.0
     severities: tuple[int, ...] = (1, 3, 5)
     text_train_samples: int = 4000
     text_epochs: int = 2
@@ -136,7 +139,10 @@ def run_image_analyses(settings: AnalysisSettings, analyses=IMAGE_ANALYSES) -> d
         long_tailed = long_tailed_subset(train, settings.imbalance, seed=settings.seed)
         name = f"fmnist-longtail-{settings.imbalance:g}"
         folder = save_splits({"train": long_tailed, "validation": validation, "test": test}, runs / "data" / name)
-        mrl, ff = _train_mrl_and_ff(fmnist_arguments(folder, splits=subset_splits, **budget), FMNIST_DIMS, runs / name)
+        # As many steps as the runs on the whole training split: the same compute, more passes over fewer rows.
+        steps = math.ceil(len(train) / FMNIST_BATCH_SIZE) * settings.image_epochs
+        arguments = [*fmnist_arguments(folder, splits=subset_splits, **budget), "--max_steps", str(steps)]
+        mrl, ff = _train_mrl_and_ff(arguments, FMNIST_DIMS, runs / name)
         title = "Fashion-MNIST ViT, long-tailed training set"
         done["long_tail"] = long_tail_study(results / "long_tail" / "fmnist", mrl, ff, test, np.asarray(long_tailed["label"]),
                                             FASHION_MNIST_SUPER_CLASSES, title)

@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 FMNIST_DIMS = [8, 16, 32, 64]
+FMNIST_BATCH_SIZE = 128
 WORDNET_DIMS = [8, 16, 32, 64, 128, 256, 384]
 # Fashion-MNIST has no validation split: its last 6,000 training images are one (cascade and weight fitting).
 FMNIST_TRAIN_SPLIT, FMNIST_VALIDATION_SPLIT = "train[:54000]", "train[54000:]"
@@ -51,7 +52,7 @@ def fmnist_arguments(dataset_name: str = "fashion-mnist", epochs: int = 2, hidde
     return [
         "--dataset_name", dataset_name, "--train_split", train, "--eval_split", validation, "--test_split", test,
         "--backbone", "vit", "--hidden_size", str(hidden_size), "--num_layers", "4", "--num_attention_heads", "4",
-        "--patch_size", "7", "--per_device_train_batch_size", "128", "--per_device_eval_batch_size", "512",
+        "--patch_size", "7", "--per_device_train_batch_size", str(FMNIST_BATCH_SIZE), "--per_device_eval_batch_size", "512",
         "--learning_rate", "2e-3", "--weight_decay", "0.05", "--warmup_steps", "0.05",
         "--num_train_epochs", str(epochs), "--seed", str(seed), *COMMON,
     ]  # fmt: skip
