@@ -204,12 +204,13 @@ def routing_study(folder, mrl_run, validation, test, title: str) -> dict:
              f"expected dims). Full-dim head: {100 * tradeoffs['full_dim_accuracy']:.2f}%. Oracle (an input counts as "
              f"right when any head is right): {100 * tradeoffs['oracle_accuracy']:.2f}%.", "",
              "## Disagreement routing against the cascades at the same expected dims", "",
-             "Cascade columns: the best accuracy of that method at no more expected dims than the routing row.", "",
-             "| pair | route to | agree % | expected dims | accuracy | cascade | cascade + agreement |",
-             "|---|---|---|---|---|---|---|"]
+             "Last three columns: the best accuracy of that method at no more expected dims than the routing row "
+             "(single head: the most accurate head of at most that many dims).", "",
+             "| pair | route to | agree % | expected dims | accuracy | single head | cascade | cascade + agreement |",
+             "|---|---|---|---|---|---|---|---|"]
     for point in points["disagreement"]:
         budget = point["expected_dim"]
-        cells = [accuracy_at_budget(points[method], budget) for method in ("cascade", "cascade + agreement")]
+        cells = [accuracy_at_budget(points[method], budget) for method in ("single head", "cascade", "cascade + agreement")]
         lines.append(f"| {point['pair'][0]} & {point['pair'][1]} | {point['route_to']} | {100 * point['agreement']:.1f} | "
                      f"{budget:.1f} | {100 * point['accuracy']:.2f} | "
                      + " | ".join("-" if cell is None else f"{100 * cell:.2f}" for cell in cells) + " |")

@@ -2,7 +2,8 @@
 routing, and the cascade with agreement checks, as (expected dims, accuracy) points on a test split.
 
 Cascades are fit on a validation split for a range of targets (the full-dim head's validation accuracy minus
-each of `target_drops`); disagreement routing has no thresholds, so every (pair, route_to) is one point.
+each of `target_drops`); disagreement routing has no thresholds, so every (pair, route_to) with route_to above
+the pair is one point.
 `accuracy_at_budget` reads a method's best accuracy within a budget of expected dims, which compares methods
 at equal expected dims.
 """
@@ -62,7 +63,7 @@ def routing_tradeoffs(
             )
     for low_index, low in enumerate(dims[:-1]):
         for high_index in range(low_index + 1, len(dims)):
-            for route_to in dims[high_index:]:
+            for route_to in dims[high_index + 1 :]:  # routing to pair[1] itself would be that head alone
                 report = evaluate_disagreement(test_logits, test_labels, dims, (low, dims[high_index]), route_to)
                 points["disagreement"].append({
                     "expected_dim": report["expected_dim"], "accuracy": report["accuracy"],
