@@ -306,26 +306,6 @@ def _is_text(model) -> bool:
     return model.main_input_name == "input_ids"
 
 
-def _collator(model, processor: str | None, name_or_path: str, label_column: str | None = "label"):
-    """TextCollator with the model's (or --processor's) tokenizer, or ImageCollator with its image processor when
-    the folder has one, else resizing to the backbone's image size and channels and scaling to [-1, 1], as the
-    training scripts do."""
-    from transformers import AutoImageProcessor, AutoTokenizer
-
-    from .data import ImageCollator, TextCollator
-    from .encoding import tokenizer_max_length
-
-    if _is_text(model):
-        tokenizer = AutoTokenizer.from_pretrained(processor or name_or_path)
-        # The length the model was trained with travels as the tokenizer's model_max_length.
-        return TextCollator(tokenizer, max_length=tokenizer_max_length(tokenizer) or 128, label_column=label_column)
-    source = processor or name_or_path
-    if processor is not None or (Path(source) / "preprocessor_config.json").is_file():
-        return ImageCollator(AutoImageProcessor.from_pretrained(source), label_column=label_column)
-    backbone = model.config.backbone_config
-    return ImageCollator(image_size=backbone.image_size, num_channels=backbone.num_channels, label_column=label_column)
-
-
 def _data_arguments(args, default_dataset: str | None = "wordnet-nouns"):
     """The resolver's `DataArguments` from the data flags; without a dataset or file, `default_dataset`. Checked
     here (names, files, columns), so that a wrong dataset is reported before the model loads."""
@@ -409,6 +389,7 @@ def _run_eval(args, extra) -> int:
     from dataclasses import replace
 
     from .data import load_split
+    from .data.collators import collator_for_model
     from .data.generic import align_class_labels
     from .evaluation import (
         MatryoshkaClassificationEvaluator,
@@ -424,7 +405,7 @@ def _run_eval(args, extra) -> int:
     split = args.split or _default_eval_split(data_args)
     reference_split = _reference_split(args, data_args, split)
     model = _load_model(args.model)
-    collate_fn = _collator(model, args.processor, args.model)
+    collate_fn = collator_for_model(model, args.model, processor=args.processor)
     dataset = load_split(data_args, split, argument="split")
     _check_modality(model, dataset, data_args)
     reference = None
@@ -498,6 +479,7 @@ def _check_backend_options(args) -> None:
 
 def _run_index_build(args, extra) -> int:
     from .data import load_split
+    from .data.collators import collator_for_model
     from .index import MatryoshkaIndex, QdrantMatryoshkaIndex
     from .index.persistence import INDEX_FOLDER
     from .index.validation import _check_shortlist_dims
@@ -509,7 +491,7 @@ def _run_index_build(args, extra) -> int:
     data_args = _data_arguments(args)
     dataset = load_split(data_args, args.split, argument="split")
     _check_modality(model, dataset, data_args)
-    build = (model, dataset, _collator(model, args.processor, args.model), args.batch_size)
+    build = (model, dataset, collator_for_model(model, args.model, processor=args.processor), args.batch_size)
     if args.backend == "qdrant":
         with QdrantMatryoshkaIndex.from_dataset(
             *build, shortlist_dim=args.shortlist_dim, rerank_dim=args.rerank_dim,
@@ -572,6 +554,7 @@ def _search_index(args, index) -> int:
     from PIL import Image
 
     from .data import load_split
+    from .data.collators import collator_for_model
 
     model = _load_model(args.model)
     index.check_model(model, args.model)  # another model's embeddings would match wrong rows, in silence
@@ -587,7 +570,7 @@ def _search_index(args, index) -> int:
                 f"the index holds {len(index)} rows but split {args.split!r} of {_describe_data(data_args)!r} has "
                 f"{len(corpus)}; pass the data options used at build time."
             )
-    collate_fn = _collator(model, args.processor, args.model, label_column=None)
+    collate_fn = collator_for_model(model, args.model, processor=args.processor, label_column=None)
     rows = [{"text": text} for text in args.query] or [{"image": Image.open(path)} for path in args.query_image]
     with torch.no_grad():
         queries = model(**{key: value for key, value in collate_fn(rows).items()}).embeddings

@@ -5,7 +5,12 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 
 from .input_checks import check_bool, check_number, check_positive_int
-from .nesting import default_matryoshka_dims, validate_matryoshka_dims, validate_matryoshka_weights
+from .nesting import (
+    default_matryoshka_dims,
+    matryoshka_weights_preset,
+    validate_matryoshka_dims,
+    validate_matryoshka_weights,
+)
 
 __all__ = [
     "MatryoshkaConfig",
@@ -88,12 +93,14 @@ def resolve_use_projection(use_projection, embedding_dim: int, hidden_size: int)
 
 def resolve_nesting(dims, weights, embedding_dim: int) -> tuple[list[int], list[float]]:
     """Defaults and validation shared by every Matryoshka config; dims come back ascending and
-    the weights reordered with them."""
+    the weights reordered with them. `weights` may name a preset of `MATRYOSHKA_WEIGHT_PRESETS`."""
     if dims is None:
         dims = default_matryoshka_dims(embedding_dim)
     sorted_dims = validate_matryoshka_dims(dims, embedding_dim)
     if weights is None:
         return sorted_dims, [1.0] * len(sorted_dims)
+    if isinstance(weights, str):
+        return sorted_dims, matryoshka_weights_preset(weights, sorted_dims)
     weights = validate_matryoshka_weights(weights, len(sorted_dims))
     by_dim = dict(zip(dims, weights))
     return sorted_dims, [by_dim[dim] for dim in sorted_dims]
@@ -121,8 +128,10 @@ class MatryoshkaConfig(PreTrainedConfig):
         matryoshka_dims (`list[int]`, *optional*):
             Nesting dims, each trained as an embedding of its own. Defaults to the powers of two from 8 up
             to `embedding_dim`, with `embedding_dim` itself always included. Stored ascending.
-        matryoshka_weights (`list[float]`, *optional*, defaults to all 1.0):
-            Relative loss weight of each nesting dim, in the order `matryoshka_dims` was given.
+        matryoshka_weights (`list[float]` or `str`, *optional*, defaults to all 1.0):
+            Relative loss weight of each nesting dim, in the order `matryoshka_dims` was given, or the name of a
+            preset of `hf_mrl.nesting.MATRYOSHKA_WEIGHT_PRESETS` ("uniform", "paper_8x2", "paper_8x2_16x1.5");
+            stored as the list of weights.
         efficient (`bool`, *optional*, defaults to `False`):
             MRL-E: the classification heads at every dim share one weight matrix (its first d columns form
             the head at dim d) instead of one matrix per dim.
@@ -189,8 +198,8 @@ class MatryoshkaDualEncoderConfig(PreTrainedConfig):
         matryoshka_dims (`list[int]`, *optional*):
             Nesting dims of the contrastive loss. Defaults to the powers of two from 8 up to
             `projection_dim`, with `projection_dim` always included.
-        matryoshka_weights (`list[float]`, *optional*, defaults to all 1.0):
-            Relative weight of the loss at each nesting dim.
+        matryoshka_weights (`list[float]` or `str`, *optional*, defaults to all 1.0):
+            Relative weight of the loss at each nesting dim, or the name of a preset (see `MatryoshkaConfig`).
         temperature_init (`float`, *optional*, defaults to 0.07):
             Initial softmax temperature. It is learnt as a logit scale `log(1 / temperature)`, clamped like
             CLIP's so that the scale never exceeds 100.

@@ -19,6 +19,8 @@ __all__ = [
     "default_matryoshka_dims",
     "validate_matryoshka_dims",
     "validate_matryoshka_weights",
+    "MATRYOSHKA_WEIGHT_PRESETS",
+    "matryoshka_weights_preset",
     "validate_dim",
     "check_head_inputs",
     "truncate_embeddings",
@@ -80,6 +82,30 @@ def validate_matryoshka_weights(weights, num_dims: int, name: str = "matryoshka_
     if all(weight == 0 for weight in weights):
         raise ValueError(f"`{name}` are all zero ({list(weights)!r}); at least one weight must be > 0.")
     return [float(weight) for weight in weights]
+
+
+# Named loss weightings: {dim: weight}, every other nesting dim 1.0. The "paper_" ones are the MRL paper's
+# ablation of relative weights (the 8-d loss boosted 2x, then also the 16-d loss 1.5x).
+MATRYOSHKA_WEIGHT_PRESETS: dict[str, dict[int, float]] = {
+    "uniform": {},
+    "paper_8x2": {8: 2.0},
+    "paper_8x2_16x1.5": {8: 2.0, 16: 1.5},
+}
+
+
+def matryoshka_weights_preset(preset: str, dims: Sequence[int], name: str = "matryoshka_weights") -> list[float]:
+    """The weights of a named preset (`MATRYOSHKA_WEIGHT_PRESETS`) for nesting `dims`, in the order given."""
+    if preset not in MATRYOSHKA_WEIGHT_PRESETS:
+        raise ValueError(
+            f"`{name}` {preset!r} is not a preset; allowed: {list(MATRYOSHKA_WEIGHT_PRESETS)} or one number per dim."
+        )
+    boosted = MATRYOSHKA_WEIGHT_PRESETS[preset]
+    missing = sorted(set(boosted) - set(dims))
+    if missing:
+        raise ValueError(
+            f"`{name}` preset {preset!r} weights dims {missing}, which are not among the nesting dims {list(dims)}."
+        )
+    return [float(boosted.get(dim, 1.0)) for dim in dims]
 
 
 def validate_dim(dim, embedding_dim: int, name: str = "dim") -> int:

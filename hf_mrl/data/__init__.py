@@ -9,6 +9,7 @@ rows into the tensors the models take.
 """
 
 from .collators import ImageCollator, ImageTextCollator, PairCollator, TextCollator, ids_by_value
+from .corruptions import CORRUPTION_SEVERITIES, CORRUPTIONS, corrupt_dataset, corrupt_image, corrupted_datasets
 from .emoji import emoji_base, load_emoji_pairs
 from .fashion_mnist import (
     FASHION_MNIST_CAPTION_TEMPLATES,
@@ -34,10 +35,13 @@ from .resolve import (
     split_names,
     validate_data_arguments,
 )
-from .wordnet import WORDNET_NOUN_CATEGORIES, load_wordnet_nouns, load_wordnet_pairs
+from .subsets import long_tailed_counts, long_tailed_subset, split_classes
+from .wordnet import WORDNET_NOUN_CATEGORIES, load_wordnet_nouns, load_wordnet_pairs, wordnet_noun_super_classes
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "CORRUPTIONS",
+    "CORRUPTION_SEVERITIES",
     "DataArguments",
     "DatasetSplits",
     "FASHION_MNIST_CAPTION_TEMPLATES",
@@ -48,6 +52,9 @@ __all__ = [
     "PairCollator",
     "TextCollator",
     "check_splits",
+    "corrupt_dataset",
+    "corrupt_image",
+    "corrupted_datasets",
     "emoji_base",
     "fashion_mnist_class_prompts",
     "ids_by_value",
@@ -60,9 +67,13 @@ __all__ = [
     "load_split",
     "load_splits",
     "load_wordnet_pairs",
+    "long_tailed_counts",
+    "long_tailed_subset",
     "slice_split",
+    "split_classes",
     "split_names",
     "standardize_classification_columns",
     "standardize_image_text_columns",
     "validate_data_arguments",
+    "wordnet_noun_super_classes",
 ]

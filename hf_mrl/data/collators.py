@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["ids_by_value", "ImageCollator", "TextCollator", "ImageTextCollator", "PairCollator"]
+__all__ = ["ids_by_value", "ImageCollator", "TextCollator", "ImageTextCollator", "PairCollator", "collator_for_model"]
 
 _GREY_MODES = ("1", "L", "I", "I;16", "F")
 
@@ -295,3 +295,25 @@ class ImageTextCollator:
             batch["image_ids"] = ids_by_value(_column(examples, self.image_id_column, "image_id_column"))
         batch.update(_labels(examples, self.label_column, required=True))
         return batch
+
+
+def collator_for_model(model, name_or_path, processor: str | None = None, label_column: str | None = "label"):
+    """The collator a saved classifier / encoder at `name_or_path` reads data with: a `TextCollator` with its (or
+    `processor`'s) tokenizer at the length it was trained with, or an `ImageCollator` with its image processor when
+    the folder has one, else resizing to the backbone's image size and channels and scaling to [-1, 1], as the
+    training scripts do."""
+    from pathlib import Path
+
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    from ..encoding import tokenizer_max_length
+
+    if model.main_input_name == "input_ids":
+        tokenizer = AutoTokenizer.from_pretrained(processor or name_or_path)
+        # The length the model was trained with travels as the tokenizer's model_max_length.
+        return TextCollator(tokenizer, max_length=tokenizer_max_length(tokenizer) or 128, label_column=label_column)
+    source = processor or name_or_path
+    if processor is not None or (Path(source) / "preprocessor_config.json").is_file():
+        return ImageCollator(AutoImageProcessor.from_pretrained(source), label_column=label_column)
+    backbone = model.config.backbone_config
+    return ImageCollator(image_size=backbone.image_size, num_channels=backbone.num_channels, label_column=label_column)

@@ -28,6 +28,7 @@ __all__ = [
     "iter_wordnet_synsets",
     "load_wordnet_nouns",
     "load_wordnet_pairs",
+    "wordnet_noun_super_classes",
 ]
 
 WORDNET_DIR = Path("/usr/share/wordnet")
@@ -65,19 +66,23 @@ _FIRST_NOUN_LEXFILE = 3
 _SPLITS = ("train", "validation", "test")
 _PAIR_KINDS = ("word", "example")
 # Adjective syntactic markers glued to a word: "galore(ip)", "elect(p)", "beautiful(a)".
+# Pointer symbols to a more general synset: hypernym, instance hypernym.
+_HYPERNYM_POINTERS = ("@", "@i")
 _ADJECTIVE_MARKER = re.compile(r"\((?:a|p|ip)\)$")
 _QUOTED = re.compile(r'"([^"]+)"')
 
 
 @dataclass(frozen=True)
 class WordNetSynset:
-    """One synset line: `synset` is "offset-ss_type" (unique across parts of speech)."""
+    """One synset line: `synset` is "offset-ss_type" (unique across parts of speech); `hypernyms` are the
+    synset ids of its (instance) hypernyms, in file order."""
 
     synset: str
     lexfile: int
     words: tuple[str, ...]
     definition: str
     examples: tuple[str, ...]
+    hypernyms: tuple[str, ...] = ()
 
 
 def _parse_gloss(gloss: str) -> tuple[str, tuple[str, ...]]:
@@ -104,7 +109,16 @@ def iter_wordnet_synsets(path: Path) -> Iterator[WordNetSynset]:
                 if word not in words:
                     words.append(word)
             definition, examples = _parse_gloss(gloss)
-            yield WordNetSynset(f"{fields[0]}-{fields[2]}", int(fields[1]), tuple(words), definition, examples)
+            pointer_start = 5 + 2 * word_count  # after p_cnt; each pointer: symbol, offset, pos, source/target
+            pointers = fields[pointer_start : pointer_start + 4 * int(fields[pointer_start - 1])]
+            hypernyms = tuple(
+                f"{pointers[index + 1]}-{pointers[index + 2]}"
+                for index in range(0, len(pointers), 4)
+                if pointers[index] in _HYPERNYM_POINTERS
+            )
+            yield WordNetSynset(
+                f"{fields[0]}-{fields[2]}", int(fields[1]), tuple(words), definition, examples, hypernyms
+            )
 
 
 @functools.lru_cache(maxsize=8)
@@ -254,3 +268,37 @@ def load_wordnet_pairs(
         {"anchor": datasets.Value("string"), "positive": datasets.Value("string"), "synset": datasets.Value("string")}
     )
     return _build(rows, features, split, limit, seed, fractions)
+
+
+def _ancestor_at_depth(synset: str, by_id: dict[str, WordNetSynset], depth: int) -> str:
+    """The synset `depth` steps below the root on the first-hypernym path of `synset` (itself when shallower)."""
+    path = [synset]
+    while by_id[path[-1]].hypernyms and len(path) <= len(by_id):
+        path.append(by_id[path[-1]].hypernyms[0])
+    path.reverse()  # root first
+    return path[min(depth, len(path) - 1)]
+
+
+def wordnet_noun_super_classes(depth: int = 2, data_dir: str | Path | None = None) -> dict[int, str]:
+    """Super-classes of the 26 noun categories from the WordNet hypernym hierarchy: {label of
+    `load_wordnet_nouns`: super-class name}.
+
+    Each noun synset's first-hypernym path is followed up to the root ("entity"); the super-class of a category
+    is the ancestor `depth` steps below the root that most of its synsets share, named by its first word
+    (depth 1: "physical entity" / "abstraction" / "thing"; depth 2: e.g. "object", "matter", "attribute",
+    "psychological feature"). Categories whose synsets sit higher take their own ancestor at that level.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"`depth` must be a positive integer (levels below the root), got {depth!r}.")
+    (path,) = _data_files(data_dir, ("noun",))
+    synsets = _synsets(path)
+    by_id = {synset.synset: synset for synset in synsets}
+    votes: dict[int, dict[str, int]] = {}
+    for synset in synsets:
+        ancestor = _ancestor_at_depth(synset.synset, by_id, depth)
+        category = votes.setdefault(synset.lexfile - _FIRST_NOUN_LEXFILE, {})
+        category[ancestor] = category.get(ancestor, 0) + 1
+    return {
+        label: by_id[max(sorted(counts), key=counts.get)].words[0]
+        for label, counts in sorted(votes.items())
+    }
