@@ -22,8 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from ..index.validation import _check_positive_int
+from ..input_checks import check_positive_ints
 from .base import MatryoshkaEvaluator, encode_dataset, per_dim_embeddings, validate_eval_dims
-from .classification import _check_ks, _default_dims, _num_rows
+from .classification import _default_dims, _num_rows
 
 __all__ = ["FEW_SHOT_METHODS", "MatryoshkaFewShotEvaluator", "few_shot_metrics", "sample_episodes"]
 
@@ -55,7 +56,7 @@ def sample_episodes(
     """{n: [episode rows]}: for each n in `shots` and each episode, `n` distinct support rows of every class in
     `classes` (class by class, in `classes` order), drawn with a generator seeded by (seed, n, episode)."""
     support_labels = np.asarray(support_labels)
-    shots = _check_ks(shots, "shots")
+    shots = check_positive_ints(shots, "shots")
     _check_positive_int(num_episodes, "num_episodes")
     classes = _check_classes(classes, support_labels, "classes")
     rows_of = {label: np.flatnonzero(support_labels == label) for label in classes}

@@ -18,8 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from ..data.corruptions import corrupted_datasets
+from ..input_checks import check_positive_ints
 from .base import SEARCH_MODES, MatryoshkaEvaluator, encode_dataset
-from .classification import _check_ks, _efficient_logits_at, classification_metrics
+from .classification import _efficient_logits_at, classification_metrics
 from .report import parse_metric_key
 from .retrieval import RETRIEVAL_METRICS, retrieval_metrics
 
@@ -100,7 +101,7 @@ def shift_metrics(
         raise ValueError(f"`search` must be one of {list(SEARCH_MODES)}, got {search!r}.")
     retrieval_metric_names = _check_retrieval_names(retrieval_metric_names)
     if retrieval_ks is not None:
-        retrieval_ks = _check_ks(retrieval_ks, "retrieval_ks")
+        retrieval_ks = check_positive_ints(retrieval_ks, "retrieval_ks")
     if (reference_embeddings is None) != (reference_labels is None):
         raise ValueError("Give both `reference_embeddings` and `reference_labels`, or neither (leave-one-out).")
 
@@ -199,8 +200,8 @@ class MatryoshkaShiftEvaluator(MatryoshkaEvaluator):
             raise ValueError(f"`shifted_datasets` may not name a set {CLEAN_SET!r}: that is `dataset`.")
         if search not in SEARCH_MODES:
             raise ValueError(f"`search` must be one of {list(SEARCH_MODES)}, got {search!r}.")
-        self.top_k, self.knn_k = _check_ks(top_k, "top_k"), _check_ks(knn_k, "knn_k")
-        self.retrieval_ks = None if retrieval_ks is None else _check_ks(retrieval_ks, "retrieval_ks")
+        self.top_k, self.knn_k = check_positive_ints(top_k, "top_k"), check_positive_ints(knn_k, "knn_k")
+        self.retrieval_ks = None if retrieval_ks is None else check_positive_ints(retrieval_ks, "retrieval_ks")
         self.retrieval_metric_names = _check_retrieval_names(retrieval_metric_names)
         if corruptions:
             built = corrupted_datasets(dataset, corruptions, severities, seed=seed, image_column=image_column)

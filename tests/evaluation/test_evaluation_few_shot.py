@@ -103,7 +103,7 @@ def test_novel_and_base_classes_are_scored_apart():
     "change, message",
     [
         ({"shots": [20]}, r"`shots` holds 20, more than the support rows of classes"),
-        ({"shots": [0]}, r"`shots` must be a list of positive integers"),
+        ({"shots": [0]}, r"`shots` must be a non-empty list of positive integers"),
         ({"methods": ["svm"]}, r"`methods` must be a non-empty list drawn from \['ncm', 'logistic'\]"),
         ({"num_episodes": 0}, r"`num_episodes` must be a positive integer, got 0"),
         ({"novel_classes": [7]}, r"`novel_classes` holds labels \[7\] absent from the support pool"),
