@@ -17,6 +17,7 @@ and `..._novel` / `..._base` when `novel_classes` is given.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -79,7 +80,10 @@ def _predict(method: str, support: np.ndarray, support_codes: np.ndarray, querie
         return (queries @ means.T).argmax(axis=1)
     from sklearn.linear_model import LogisticRegression
 
-    classifier = LogisticRegression(C=LOGISTIC_C, max_iter=1000).fit(support, support_codes)
+    with warnings.catch_warnings():
+        # One shot per class is a few rows per class by design, not a regression target.
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        classifier = LogisticRegression(C=LOGISTIC_C, max_iter=1000).fit(support, support_codes)
     return classifier.predict(queries)
 
 
