@@ -188,23 +188,7 @@ class MatryoshkaClassificationEvaluator(MatryoshkaEvaluator):
         self.primary_metric_name = "top1" if use_heads else f"{self.knn_k[0]}nn"
 
     def encode(self, model) -> dict:
-        encoded = encode_dataset(model, self.dataset, self.collate_fn, self.batch_size, f"Encoding {self.name}")
-        inputs = {"embeddings": encoded.embeddings}
-        if self.reference_dataset is not None:
-            inputs["reference_embeddings"] = encode_dataset(
-                model,
-                self.reference_dataset,
-                self.reference_collate_fn,
-                self.batch_size,
-                f"Encoding {self.name} reference",
-            ).embeddings
-        if self.use_heads and encoded.matryoshka_logits is not None:
-            inputs["matryoshka_logits"] = encoded.matryoshka_logits
-            inputs["nesting_dims"] = list(model.config.matryoshka_dims)
-            heads = getattr(model, "heads", None)
-            if getattr(heads, "efficient", False):
-                inputs["logits_at"] = _efficient_logits_at(heads, encoded.embeddings)
-        return inputs
+        return encode_classification_inputs(self, model)
 
     def compute_metrics(
         self,
@@ -255,3 +239,24 @@ def _efficient_logits_at(heads, embeddings: np.ndarray) -> Callable[[int], np.nd
         return heads.logits_at(stored, dim).float().cpu().numpy()
 
     return logits_at
+
+
+def encode_classification_inputs(evaluator, model) -> dict:
+    """The `compute_metrics` inputs of a classification-style evaluator (`dataset`, `collate_fn`, `batch_size`,
+    `name`, `reference_dataset`, `reference_collate_fn`, `use_heads`): embeddings in one encoding pass, the
+    reference's, and the nested heads' logits (MRL-E: a function giving the logits at any dim)."""
+    encoded = encode_dataset(model, evaluator.dataset, evaluator.collate_fn, evaluator.batch_size,
+                             f"Encoding {evaluator.name}")
+    inputs = {"embeddings": encoded.embeddings}
+    if evaluator.reference_dataset is not None:
+        inputs["reference_embeddings"] = encode_dataset(
+            model, evaluator.reference_dataset, evaluator.reference_collate_fn, evaluator.batch_size,
+            f"Encoding {evaluator.name} reference",
+        ).embeddings
+    if evaluator.use_heads and encoded.matryoshka_logits is not None:
+        inputs["matryoshka_logits"] = encoded.matryoshka_logits
+        inputs["nesting_dims"] = list(model.config.matryoshka_dims)
+        heads = getattr(model, "heads", None)
+        if getattr(heads, "efficient", False):
+            inputs["logits_at"] = _efficient_logits_at(heads, encoded.embeddings)
+    return inputs

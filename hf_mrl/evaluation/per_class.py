@@ -28,12 +28,11 @@ from ..modeling_matryoshka import as_matryoshka_model
 from .base import (
     MatryoshkaEvaluator,
     build_search_index,
-    encode_dataset,
     per_dim_embeddings,
     run_search,
     validate_eval_dims,
 )
-from .classification import _default_dims, _efficient_logits_at, _num_rows
+from .classification import _default_dims, _num_rows, encode_classification_inputs
 from .metrics import remove_ids
 
 __all__ = [
@@ -316,19 +315,7 @@ class MatryoshkaPerClassEvaluator(MatryoshkaEvaluator):
         self.primary_metric_name = "tail_acc" if train_labels is not None else "balanced_acc"
 
     def encode(self, model) -> dict:
-        encoded = encode_dataset(model, self.dataset, self.collate_fn, self.batch_size, f"Encoding {self.name}")
-        inputs = {"embeddings": encoded.embeddings}
-        if self.reference_dataset is not None:
-            inputs["reference_embeddings"] = encode_dataset(
-                model, self.reference_dataset, self.reference_collate_fn, self.batch_size, f"Encoding {self.name} reference"
-            ).embeddings
-        if self.use_heads and encoded.matryoshka_logits is not None:
-            inputs["matryoshka_logits"] = encoded.matryoshka_logits
-            inputs["nesting_dims"] = list(model.config.matryoshka_dims)
-            heads = getattr(model, "heads", None)
-            if getattr(heads, "efficient", False):
-                inputs["logits_at"] = _efficient_logits_at(heads, encoded.embeddings)
-        return inputs
+        return encode_classification_inputs(self, model)
 
     def compute_report(
         self,
