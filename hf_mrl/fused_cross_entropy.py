@@ -73,7 +73,7 @@ def _add_mm(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> None:
 
 
 def _mm_into(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> None:
-    if right.shape[1] < _NARROW:
+    if right.shape[1] < _NARROW or out.dtype != left.dtype:
         out.t().copy_(torch.mm(right.t(), left.t()))
     else:
         torch.mm(left, right, out=out)
@@ -95,20 +95,30 @@ class _Problem:
         self.count = self.valid.sum()
         self.loss_weights = torch.tensor(loss_weights, dtype=self.stat, device=inputs.device)
 
+        # Per product (MRL-E: per block of columns; MRL: per head): (input columns, weight, bias), sliced once per call.
+        if efficient:
+            self.heads = [(slice(low, high), self.weights[0][:, low:high], self.biases[0] if index == 0 else None)
+                          for index, (low, high) in enumerate(self.blocks)]
+        else:
+            self.heads = [(slice(0, dim), weight, bias) for dim, weight, bias in zip(dims, self.weights, self.biases)]
+        self.input_blocks = [inputs[:, columns] for columns, _, _ in self.heads]
+
     def head(self, index: int, labels: slice):
         """(input columns, weight, bias) of the product that dim `index` adds, restricted to a slice of labels."""
-        if self.efficient:
-            low, high = self.blocks[index]
-            bias = self.biases[0] if index == 0 else None
-            return slice(low, high), self.weights[0][labels, low:high], None if bias is None else bias[labels]
-        bias = self.biases[index]
-        return slice(0, self.dims[index]), self.weights[index][labels], None if bias is None else bias[labels]
+        columns, weight, bias = self.heads[index]
+        if labels.start == 0 and labels.stop == self.num_labels:
+            return columns, weight, bias
+        return columns, weight[labels], None if bias is None else bias[labels]
+
+    def input_block(self, index: int, rows: slice) -> torch.Tensor:
+        block = self.input_blocks[index]
+        return block if rows.start == 0 and rows.stop == block.shape[0] else block[rows]
 
     def logits(self, rows: slice, labels: slice, outs: Sequence[torch.Tensor]) -> None:
         """Writes the logits of (rows, labels) at the first len(outs) nesting dims into outs (MRL-E: running sums)."""
         for index, out in enumerate(outs):
-            columns, weight, bias = self.head(index, labels)
-            left = self.inputs[rows, columns]
+            _, weight, bias = self.head(index, labels)
+            left = self.input_block(index, rows)
             previous = outs[index - 1] if self.efficient and index else bias
             if previous is None:
                 torch.mm(left, weight.t(), out=out)
@@ -133,23 +143,66 @@ class _Problem:
             for index in reversed(range(len(self.dims) - 1)):
                 grads[index].add_(grads[index + 1])
 
-    def accumulate_grads(self, grads, rows: slice, labels: slice, grad_inputs, grad_weights, grad_biases,
-                         accumulate_weights: bool) -> None:
-        """Adds the products' gradients for (rows, labels), given d loss / d product per dim (after `fold`)."""
-        for index in range(len(self.dims)):
+    def accumulate_grads(self, grads, rows: slice, labels: slice, grad_inputs, grad_params, first_labels: bool,
+                         first_rows: bool) -> None:
+        """Adds the products' gradients for (rows, labels), given d loss / d product per dim (after `fold`). The
+        first chunk of labels writes the input gradient's rows and the first chunk of rows writes the parameters'
+        gradients, so none of them needs zeroing first. grad_inputs, grad_params: from `grad_views`."""
+        order = range(len(self.dims)) if self.efficient else reversed(range(len(self.dims)))
+        every_label = labels.start == 0 and labels.stop == self.num_labels
+        for index in order:  # MRL: the largest dim first, so that it writes the whole prefix the others add to
             grad = grads[index]
-            columns, weight, _ = self.head(index, labels)
-            head = 0 if self.efficient else index
-            if grad_inputs is not None:
-                _add_mm(grad_inputs[rows, columns], grad, weight)
-            if grad_weights[head] is not None:
-                out = grad_weights[head][labels, columns]
-                if accumulate_weights:
-                    _add_mm(out, grad.t(), self.inputs[rows, columns])
+            _, weight, _ = self.head(index, labels)
+            if grad_inputs[index] is not None:
+                write = first_labels and (self.efficient or index == len(self.dims) - 1)
+                (_mm_into if write else _add_mm)(grad_inputs[index][rows], grad, weight)
+            grad_weight, grad_bias = grad_params[index]
+            if grad_weight is not None:
+                out = grad_weight if every_label else grad_weight[labels]
+                (_mm_into if first_rows else _add_mm)(out, grad.t(), self.input_block(index, rows))
+            if grad_bias is not None:
+                if first_rows:
+                    grad_bias[labels] = grad.sum(dim=0)
                 else:
-                    _mm_into(out, grad.t(), self.inputs[rows, columns])
-            if grad_biases[head] is not None and (index == 0 or not self.efficient):
-                grad_biases[head][labels] += grad.sum(dim=0)
+                    grad_bias[labels] += grad.sum(dim=0)
+
+    def grad_views(self, grad_inputs, grad_params):
+        """Per product: the input gradient's columns, and (weight gradient's columns, bias gradient or None)."""
+        num_heads = len(self.weights)
+        inputs = [None if grad_inputs is None else grad_inputs[:, columns] for columns, _, _ in self.heads]
+        params = []
+        for index, (columns, _, _) in enumerate(self.heads):
+            head = 0 if self.efficient else index
+            grad_weight, grad_bias = grad_params[head], grad_params[num_heads + head]
+            params.append((None if grad_weight is None else grad_weight[:, columns],
+                           grad_bias if index == 0 or not self.efficient else None))
+        return inputs, params
+
+    def empty_grads(self, want_inputs: bool, want_params: Sequence[bool]):
+        """Uninitialised gradients (in the statistics' dtype) for `accumulate_grads` to write; input columns past the
+        largest dim, which no head reads, are zero."""
+        inputs = self.inputs
+        grad_inputs = None
+        if want_inputs:
+            grad_inputs = torch.empty(inputs.shape, dtype=self.stat, device=inputs.device)
+            grad_inputs[:, self.dims[-1]:].zero_()
+        params = [*self.weights, *self.biases]
+        return grad_inputs, [torch.empty_like(p, dtype=self.stat) if want and p is not None else None
+                             for p, want in zip(params, want_params)]
+
+
+def _softmax_(sources: Sequence[torch.Tensor], scores: torch.Tensor, log_norm: bool = True) -> torch.Tensor | None:
+    """scores <- the softmax over labels of the sources (each (dims, rows, labels), stacked along dims) in torch's
+    fused softmax (one pass per row, in place when a source is scores' own memory). Returns each row's
+    log-sum-exp (num_dims, rows): the largest logit minus the log of the largest probability (1 / sum of exps)."""
+    sources = [source for source in sources if source.shape[0]]
+    if log_norm:
+        row_max = torch.cat([source.amax(dim=2) for source in sources]).to(scores.dtype)
+    offset = 0
+    for source in sources:
+        torch.softmax(source, 2, dtype=scores.dtype, out=scores[offset : offset + source.shape[0]])
+        offset += source.shape[0]
+    return row_max - torch.log(scores.amax(dim=2)) if log_norm else None
 
 
 def _targets(labels, valid, start, end):
@@ -166,11 +219,6 @@ def _loss(problem: _Problem, log_norm, target, logit_sum):
     return (per_dim * problem.loss_weights).sum(), per_dim
 
 
-def _zeros_like_params(problem: _Problem, wanted):
-    return [torch.zeros_like(p) if want and p is not None else None
-            for p, want in zip([*problem.weights, *problem.biases], wanted)]
-
-
 def _one_pass(problem: _Problem, want_inputs: bool, want_params: Sequence[bool]):
     """Loss, per-dim losses, logits and (for an upstream gradient of 1) the wanted gradients, row chunk by row
     chunk: every label is in each chunk, so its softmax is final and its gradients are computed right away."""
@@ -184,103 +232,99 @@ def _one_pass(problem: _Problem, want_inputs: bool, want_params: Sequence[bool])
     log_norm, target = (torch.zeros(num_dims, batch, dtype=stat, device=inputs.device) for _ in range(2))
     logit_sum = torch.zeros_like(log_norm) if problem.label_smoothing else None
     want_any = want_inputs or any(want_params)
-    grad_inputs = torch.zeros(inputs.shape, dtype=stat, device=inputs.device) if want_inputs else None
-    grad_params = [None if g is None else g.to(stat) for g in _zeros_like_params(problem, want_params)]
-    num_heads = len(problem.weights)
+    grad_inputs, grad_params = problem.empty_grads(want_inputs, want_params)
+    views = problem.grad_views(grad_inputs, grad_params)
     scale = (problem.loss_weights / problem.count).unsqueeze(1) * problem.valid.to(stat)
-    buffer = inputs.new_empty(num_dims, rows_per_chunk, num_labels)
-    scratch = buffer if buffer.dtype == stat else torch.empty_like(buffer, dtype=stat)
+    # The largest dim's products go straight into `logits`; the others' into the first slots of `scores` (or of
+    # `buffer` in the products' dtype, when it is not the statistics' one), whose softmax is then taken in place.
+    # Flat buffers, so that a short last chunk gets contiguous (num_dims, rows, labels) views too.
+    flat_scores = torch.empty(num_dims * rows_per_chunk * num_labels, dtype=stat, device=inputs.device)
+    flat_buffer = flat_scores if inputs.dtype == stat else inputs.new_empty(flat_scores.shape)
     for start in range(0, batch, rows_per_chunk):
         rows = slice(start, min(start + rows_per_chunk, batch))
         size = rows.stop - start
-        products, scores = buffer[:, :size], scratch[:, :size]
-        problem.logits(rows, every_label, list(products))
-        logits[rows] = products[-1]
-        if scores is not products:
-            scores.copy_(products)
+        scores = flat_scores[: num_dims * size * num_labels].view(num_dims, size, num_labels)
+        buffer = flat_buffer[: num_dims * size * num_labels].view(num_dims, size, num_labels)
+        products, chunk_logits = buffer[: num_dims - 1], logits[rows]
+        problem.logits(rows, every_label, [*products, chunk_logits])
         target_rows, target_columns = _targets(problem.labels[rows], problem.valid[rows], 0, num_labels)
-        target[:, start + target_rows] = scores[:, target_rows, target_columns]
+        target[:, start + target_rows] = torch.cat([products[:, target_rows, target_columns],
+                                                    chunk_logits[target_rows, target_columns].unsqueeze(0)]).to(stat)
         if logit_sum is not None:
-            logit_sum[:, rows] = scores.sum(dim=2)
-        row_max = scores.amax(dim=2)
-        row_sum = scores.sub_(row_max.unsqueeze(2)).exp_().sum(dim=2)
-        log_norm[:, rows] = row_max + torch.log(row_sum)
+            logit_sum[:, rows] = torch.cat([products.sum(dim=2, dtype=stat), chunk_logits.sum(dim=1, dtype=stat)[None]])
+        log_norm[:, rows] = _softmax_([products, chunk_logits[None]], scores)
         if not want_any:
             continue
-        probabilities = scores.mul_((scale[:, rows] / row_sum).unsqueeze(2))  # already scaled
-        grads = problem.softmax_grads(probabilities, rows, every_label, scale, scaled=True)
+        grads = problem.softmax_grads(scores.mul_(scale[:, rows].unsqueeze(2)), rows, every_label, scale, scaled=True)
         problem.fold(grads)
-        if grads is not products:
-            grads = products.copy_(grads)
-        problem.accumulate_grads(grads, rows, every_label, grad_inputs, grad_params[:num_heads],
-                                 grad_params[num_heads:], accumulate_weights=True)
+        if grads.dtype != inputs.dtype:
+            grads = buffer.copy_(grads)
+        problem.accumulate_grads(grads, rows, every_label, *views, first_labels=True, first_rows=start == 0)
     loss, per_dim = _loss(problem, log_norm, target, logit_sum)
     return loss, per_dim, logits, (grad_inputs, grad_params)
 
 
 def _two_pass_forward(problem: _Problem):
-    """Loss, per-dim losses and the kept logits of the largest dims (the last is the full-dim `logits`), over chunks
-    of labels with an online log-sum-exp per dim."""
+    """Loss, per-dim losses, the log-sum-exp per dim and row overall and per chunk of labels, and the kept logits
+    of the largest dims: the full-dim `logits` (batch, labels) and the others chunk by chunk (`_kept_chunk`)."""
     inputs, stat = problem.inputs, problem.stat
     num_dims, (batch, num_labels) = len(problem.dims), (inputs.shape[0], problem.num_labels)
     num_kept = min(_NUM_KEPT[problem.efficient], num_dims)
     num_free, every_row = num_dims - num_kept, slice(0, batch)
-    kept = [inputs.new_empty(batch, num_labels) for _ in range(num_kept)]
-    row_max = torch.full((num_dims, batch), float("-inf"), dtype=stat, device=inputs.device)
-    row_sum, target = (torch.zeros(num_dims, batch, dtype=stat, device=inputs.device) for _ in range(2))
-    logit_sum = torch.zeros_like(row_sum) if problem.label_smoothing else None
+    logits, kept = inputs.new_empty(batch, num_labels), inputs.new_empty((num_kept - 1) * batch * num_labels)
+    log_norm = torch.full((num_dims, batch), float("-inf"), dtype=stat, device=inputs.device)
+    target = torch.zeros(num_dims, batch, dtype=stat, device=inputs.device)
+    logit_sum = torch.zeros_like(target) if problem.label_smoothing else None
+    chunk_log_norms = []
     for labels, products, scores in _label_chunks(problem):
-        views = [tensor[:, labels] for tensor in kept]
-        # The kept dims' products go straight into the kept tensors; their slots of `scores` take their exp.
-        problem.logits(every_row, labels, [*products[:num_free], *views])
-        if scores is not products:
-            scores[:num_free].copy_(products[:num_free])
-        free = scores[:num_free]
+        # The kept dims' products go straight into `kept` and `logits`.
+        free, chunk_logits = products[:num_free], logits[:, labels]
+        kept_chunk = _kept_chunk(kept, num_kept - 1, batch, labels)
+        problem.logits(every_row, labels, [*free, *kept_chunk, chunk_logits])
         target_rows, target_columns = _targets(problem.labels, problem.valid, labels.start, labels.stop)
         target[:, target_rows] = torch.cat([free[:, target_rows, target_columns],
-                                            torch.stack([view[target_rows, target_columns] for view in views]).to(stat)])
+                                            kept_chunk[:, target_rows, target_columns],
+                                            chunk_logits[None, target_rows, target_columns]]).to(stat)
         if logit_sum is not None:
-            logit_sum += torch.cat([free.sum(dim=2), torch.stack([view.sum(dim=1, dtype=stat) for view in views])])
-        new_max = torch.maximum(row_max, torch.cat([free.amax(dim=2),
-                                                    torch.stack([view.amax(dim=1) for view in views]).to(stat)]))
-        free.sub_(new_max[:num_free].unsqueeze(2))
-        for offset, view in enumerate(views):
-            torch.sub(view, new_max[num_free + offset].unsqueeze(1), out=scores[num_free + offset])
-        row_sum.mul_(torch.exp(row_max - new_max)).add_(scores.exp_().sum(dim=2))
-        row_max = new_max
-    log_norm = row_max + torch.log(row_sum)
+            logit_sum += torch.cat([free.sum(dim=2, dtype=stat), kept_chunk.sum(dim=2, dtype=stat),
+                                    chunk_logits.sum(dim=1, dtype=stat)[None]])
+        chunk_log_norms.append(_softmax_([free, kept_chunk, chunk_logits[None]], scores))
+        torch.logaddexp(log_norm, chunk_log_norms[-1], out=log_norm)
     loss, per_dim = _loss(problem, log_norm, target, logit_sum)
-    return loss, per_dim, log_norm, kept
+    return loss, per_dim, log_norm, torch.stack(chunk_log_norms), kept, logits
 
 
-def _two_pass_backward(problem: _Problem, log_norm, kept, scale, grad_logits, want_inputs, want_params):
-    inputs, stat = problem.inputs, problem.stat
-    num_free, every_row = len(problem.dims) - len(kept), slice(0, inputs.shape[0])
-    grad_inputs = torch.zeros(inputs.shape, dtype=stat, device=inputs.device) if want_inputs else None
-    num_heads = len(problem.weights)
-    params = [*problem.weights, *problem.biases]
-    grad_weights = [torch.empty_like(p) if want else None for p, want in zip(params[:num_heads], want_params)]
-    grad_biases = _zeros_like_params(problem, [False] * num_heads + list(want_params[num_heads:]))[num_heads:]
-    # exp(logits - log_norm + log(scale)) is the scaled softmax in one pass (scale 0 gives exp(-inf) = 0); a
-    # negative upstream gradient makes the scale negative, which then takes its own pass.
-    scaled = bool((scale >= 0).all())
-    shift = log_norm - torch.log(scale) if scaled else log_norm
-    for labels, products, grads in _label_chunks(problem):
-        problem.logits(every_row, labels, list(products[:num_free]))
-        if grads is not products:
-            grads[:num_free].copy_(products[:num_free])
-        grads[:num_free].sub_(shift[:num_free].unsqueeze(2))
-        for offset, tensor in enumerate(kept):
-            torch.sub(tensor[:, labels], shift[num_free + offset].unsqueeze(1), out=grads[num_free + offset])
-        problem.softmax_grads(grads.exp_(), every_row, labels, scale, scaled=scaled)
+def _kept_chunk(kept: torch.Tensor, num_kept: int, batch: int, labels: slice) -> torch.Tensor:
+    """The (num_kept, batch, chunk) logits of a chunk of labels, contiguous: `kept` is stored chunk after chunk (a
+    softmax over a strided (batch, labels) view would copy it first)."""
+    per_label = num_kept * batch
+    return kept[per_label * labels.start : per_label * labels.stop].view(num_kept, batch, labels.stop - labels.start)
+
+
+def _two_pass_backward(problem: _Problem, log_norm, chunk_log_norms, kept, logits, scale, grad_logits, want_inputs,
+                       want_params):
+    inputs = problem.inputs
+    batch = inputs.shape[0]
+    num_kept = min(_NUM_KEPT[problem.efficient], len(problem.dims))
+    num_free, every_row = len(problem.dims) - num_kept, slice(0, batch)
+    grad_inputs, grad_params = problem.empty_grads(want_inputs, want_params)
+    views = problem.grad_views(grad_inputs, grad_params)
+    # A chunk's softmax times exp(its log-sum-exp - the overall one) is the softmax over every label; times the
+    # scale (which may be negative or zero) in the same multiplication.
+    factors = torch.exp(chunk_log_norms - log_norm) * scale
+    for index, (labels, products, grads) in enumerate(_label_chunks(problem)):
+        free = products[:num_free]
+        problem.logits(every_row, labels, list(free))
+        _softmax_([free, _kept_chunk(kept, num_kept - 1, batch, labels), logits[None, :, labels]], grads,
+                  log_norm=False)
+        problem.softmax_grads(grads.mul_(factors[index].unsqueeze(2)), every_row, labels, scale, scaled=True)
         if grad_logits is not None:
             grads[-1].add_(grad_logits[:, labels])
         problem.fold(grads)
         if grads is not products:
             grads = products.copy_(grads)
-        problem.accumulate_grads(grads, every_row, labels, grad_inputs, grad_weights, grad_biases,
-                                 accumulate_weights=False)
-    return grad_inputs, [*grad_weights, *grad_biases]
+        problem.accumulate_grads(grads, every_row, labels, *views, first_labels=index == 0, first_rows=True)
+    return grad_inputs, grad_params
 
 
 def _label_chunks(problem: _Problem):
@@ -309,10 +353,9 @@ class _NestedLinearCrossEntropyFunction(torch.autograd.Function):
             ctx.one_pass = True
             ctx.save_for_backward(inputs, labels, *params)
         else:
-            loss, per_dim, log_norm, kept = _two_pass_forward(problem)
-            logits, ctx.one_pass = kept[-1], False
-            ctx.num_kept = len(kept)
-            ctx.save_for_backward(inputs, labels, log_norm, *kept, *params)
+            loss, per_dim, log_norm, chunk_log_norms, kept, logits = _two_pass_forward(problem)
+            ctx.one_pass = False
+            ctx.save_for_backward(inputs, labels, log_norm, chunk_log_norms, kept, logits, *params)
         ctx.mark_non_differentiable(per_dim)
         return loss, per_dim, logits
 
@@ -331,17 +374,18 @@ class _NestedLinearCrossEntropyFunction(torch.autograd.Function):
                 raise RuntimeError("Trying to backward through the fused Matryoshka cross-entropy a second time: its "
                                    "gradients were computed in the forward pass and handed over by the first backward.")
             (grad_inputs, grad_params), ctx.precomputed = ctx.precomputed, None
-            for grad in [grad_inputs, *grad_params]:
-                if grad is not None:
-                    grad.mul_(grad_loss.to(grad.dtype))
+            if bool(grad_loss != 1):  # the usual upstream gradient of a loss is 1: nothing to scale
+                for grad in [grad_inputs, *grad_params]:
+                    if grad is not None:
+                        grad.mul_(grad_loss.to(grad.dtype))
             if grad_logits is not None:
                 _add_full_dim_logits_grad(problem, grad_logits, grad_inputs, grad_params)
         else:
-            log_norm, kept = saved[2], saved[3 : 3 + ctx.num_kept]
+            log_norm, chunk_log_norms, kept, logits = saved[2:6]
             scale = (grad_loss.to(problem.stat) * problem.loss_weights / problem.count).unsqueeze(1)
             scale = scale * problem.valid.to(problem.stat)
-            grad_inputs, grad_params = _two_pass_backward(problem, log_norm, kept, scale, grad_logits, want_inputs,
-                                                          want_params)
+            grad_inputs, grad_params = _two_pass_backward(problem, log_norm, chunk_log_norms, kept, logits, scale,
+                                                          grad_logits, want_inputs, want_params)
         grad_params = [None if grad is None else grad.to(param.dtype) for grad, param in zip(grad_params, params)]
         if grad_inputs is not None:
             grad_inputs = grad_inputs.to(inputs.dtype)

@@ -194,7 +194,8 @@ def test_fused_never_allocates_every_dims_logits(device):
     sizes = [event.nbytes() for event in prof.profiler.kineto_results.events()
              if event.name() == "[memory]" and event.device_type().name == device.type.upper()]
     every_dim = len(DIMS) * inputs.shape[0] * NUM_LABELS * 4
-    assert sizes and max(sizes) < every_dim / 2
+    # The largest allocation holds the kept dims' logits but the full-dim ones (here every other dim's).
+    assert sizes and max(sizes) <= every_dim * (len(DIMS) - 1) / len(DIMS)
 
 
 def test_fused_rejects_bad_arguments(device):
