@@ -35,10 +35,12 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "NestedCrossEntropyOutput", "nested_linear_cros
 # 20,000 labels: 256: 1.42x / 2.61x, 512: 1.29x / 2.43x, 1024: 1.34x / 2.36x, 2048: 1.35x / 2.55x (512-1024 within
 # noise). At most this many labels take the one-pass path.
 DEFAULT_CHUNK_SIZE = 1024
-# One-pass path: at most this many elements in one row chunk's (num_dims, rows, labels) buffer (4 MiB float32).
-# Measured (batch 256, dim 2048, 9 dims, 1,000 labels; MRL-E time / peak memory vs one nn.Linear + CE, 1 thread):
-# 2^19: 1.20x / 1.07x, 2^20: 1.13x / 1.20x, 2^21 (two chunks): 1.07x / 1.30x, the whole batch: 1.05x / 1.67x.
-ROW_CHUNK_ELEMENTS = 1 << 20
+# One-pass path: at most this many elements in one row chunk's (num_dims, rows, labels) buffer, MRL-E / MRL.
+# MRL-E: the most that keeps its peak memory within 1.3x one nn.Linear + CE. Measured (batch 256, dim 2048, 9 dims,
+# 1,000 labels, 2 threads, time / peak memory vs one nn.Linear + CE): 3 chunks (2^20): 1.43x / 1.20x, 2 chunks
+# (5 MiB): 1.28x / 1.30x, the whole batch: 1.20x / 1.67x. MRL (one head per dim, about 2x the FLOPs and the
+# parameter gradients of one head, no memory target): the whole batch up to 16 MiB, 2.53x -> 1.98x.
+ROW_CHUNK_ELEMENTS = {True: 5 << 18, False: 1 << 22}
 # Two-pass path: how many of the largest dims' logits the forward keeps for backward, MRL-E / MRL. Each is one
 # (batch, labels) tensor and spares backward the products of its dim (MRL-E: half the remaining block columns).
 # Measured (batch 256, dim 2048, 100,000 labels): MRL-E with 4 kept, peak memory 1.2x one nn.Linear + CE.
@@ -225,9 +227,10 @@ def _one_pass(problem: _Problem, want_inputs: bool, want_params: Sequence[bool])
     inputs, stat = problem.inputs, problem.stat
     num_dims, (batch, num_labels) = len(problem.dims), (inputs.shape[0], problem.num_labels)
     every_label = slice(0, num_labels)
-    num_chunks = -(-batch * num_dims * num_labels // ROW_CHUNK_ELEMENTS)
+    num_chunks = -(-batch * num_dims * num_labels // ROW_CHUNK_ELEMENTS[problem.efficient])
     rows_per_chunk = -(-batch // num_chunks)  # chunks of equal size, rounded up to a multiple of 32 rows for BLAS
-    rows_per_chunk = min(batch, -(-rows_per_chunk // 32) * 32)
+    if rows_per_chunk > 32:
+        rows_per_chunk = min(batch, -(-rows_per_chunk // 32) * 32)
     logits = inputs.new_empty(batch, num_labels)
     log_norm, target = (torch.zeros(num_dims, batch, dtype=stat, device=inputs.device) for _ in range(2))
     logit_sum = torch.zeros_like(log_norm) if problem.label_smoothing else None

@@ -136,7 +136,7 @@ def test_a_second_backward_is_refused_or_exact(chunk_size, device):
 @pytest.mark.parametrize("efficient", [True, False], ids=["mrl-e", "mrl"])
 @pytest.mark.parametrize("row_chunk_elements", [1, 200])  # one row per chunk; 2 rows per chunk (4 dims x 23 labels)
 def test_one_pass_over_several_row_chunks_equals_the_reference(efficient, row_chunk_elements, device, monkeypatch):
-    monkeypatch.setattr(fused_cross_entropy, "ROW_CHUNK_ELEMENTS", row_chunk_elements)
+    monkeypatch.setitem(fused_cross_entropy.ROW_CHUNK_ELEMENTS, efficient, row_chunk_elements)
     heads = make_heads(efficient, torch.float64, device)
     inputs, labels = make_batch(torch.float64, device, batch=7, ignored=(3,))
     weights = [1.0, 0.5, 2.0, 1.0]
