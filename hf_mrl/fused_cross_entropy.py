@@ -150,9 +150,10 @@ class _Problem:
         """Adds the products' gradients for (rows, labels), given d loss / d product per dim (after `fold`). The
         first chunk of labels writes the input gradient's rows and the first chunk of rows writes the parameters'
         gradients, so none of them needs zeroing first. grad_inputs, grad_params: from `grad_views`."""
-        order = range(len(self.dims)) if self.efficient else reversed(range(len(self.dims)))
         every_label = labels.start == 0 and labels.stop == self.num_labels
-        for index in order:  # MRL: the largest dim first, so that it writes the whole prefix the others add to
+        # The largest dim first: under MRL it writes the whole prefix the others add to; and the first write to a
+        # fresh gradient's memory, which takes its page faults, is then a large (multi-threaded) product.
+        for index in reversed(range(len(self.dims))):
             grad = grads[index]
             _, weight, _ = self.head(index, labels)
             if grad_inputs[index] is not None:
