@@ -8,12 +8,15 @@ MRL: one weight matrix per dim) in one of two ways:
   so its softmax, loss and gradients (of the input, the weights and the biases) are computed right away, in the
   forward; backward only scales them by the upstream gradient. Nothing is recomputed and only one row chunk's
   (num_dims, rows, labels) buffer exists at a time.
-- Many labels: two passes over chunks of labels. The forward keeps an online log-sum-exp per dim (in float32 at
-  least); backward recomputes each chunk's logits and folds the per-dim softmax gradients (minus the smoothed
-  one-hot, times the dim's weight) into the gradients (MRL-E: through the reverse running sum over the blocks).
-  The largest dims' (batch, labels) logits are written straight into tensors kept for backward (the largest is
-  the models' `logits` output), so backward recomputes only the small dims' blocks.
-Either way no (num_dims, batch, labels) tensor is allocated.
+- Many labels: two passes over chunks of labels. The forward keeps each chunk's log-sum-exp per dim and row (in
+  float32 at least) and combines them; backward recomputes each chunk's softmax, rescales it by exp(chunk's
+  log-sum-exp - overall one), and folds the per-dim softmax gradients (minus the smoothed one-hot, times the dim's
+  weight) into the gradients (MRL-E: through the reverse running sum over the blocks). The largest dims' logits
+  are written straight into tensors kept for backward (the full-dim one is the models' `logits` output; the others
+  are stored chunk by chunk), so backward recomputes only the small dims' blocks.
+Softmaxes run in torch's fused softmax kernel (one pass per row; its exp is faster than `torch.exp`), and a row's
+log-sum-exp is its largest logit minus the log of its largest probability. Either way no (num_dims, batch, labels)
+tensor is allocated.
 
 A flat sibling module with single-dot imports only: the trust_remote_code export copies it next to the modeling files.
 """
