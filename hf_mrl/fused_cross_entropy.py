@@ -105,7 +105,7 @@ class _Problem:
             self.heads = [(slice(low, high), self.weights[0][:, low:high], self.biases[0] if index == 0 else None)
                           for index, (low, high) in enumerate(self.blocks)]
         else:
-            self.heads = [(slice(0, dim), weight, bias) for dim, weight, bias in zip(dims, self.weights, self.biases)]
+            self.heads = [(slice(0, dim), weight[:, :dim], bias) for dim, weight, bias in zip(dims, self.weights, self.biases)]
         self.input_blocks = [inputs[:, columns] for columns, _, _ in self.heads]
 
     def head(self, index: int, labels: slice):
@@ -193,8 +193,12 @@ class _Problem:
             grad_inputs = torch.empty(inputs.shape, dtype=self.stat, device=inputs.device)
             grad_inputs[:, self.dims[-1]:].zero_()
         params = [*self.weights, *self.biases]
-        return grad_inputs, [torch.empty_like(p, dtype=self.stat) if want and p is not None else None
-                             for p, want in zip(params, want_params)]
+        grad_params = [torch.empty_like(p, dtype=self.stat) if want and p is not None else None
+                       for p, want in zip(params, want_params)]
+        for (columns, _, _), grad_weight in zip(self.heads[-1:] if self.efficient else self.heads, grad_params):
+            if grad_weight is not None:  # columns of a wider weight that no product reads
+                grad_weight[:, columns.stop:].zero_()
+        return grad_inputs, grad_params
 
 
 def _softmax_(sources: Sequence[torch.Tensor], scores: torch.Tensor, log_norm: bool = True) -> torch.Tensor | None:
@@ -449,6 +453,12 @@ def nested_linear_cross_entropy(
         raise ValueError(f"MRL heads need one weight and one bias per dim: {len(dims)} dims, got {len(weights)} weights "
                          f"and {len(biases)} biases.")
     loss_weights = validate_matryoshka_weights(loss_weights, len(dims), "loss_weights")
+    for index, head_weight in enumerate(weights):
+        name, width = ("weight", dims[-1]) if efficient else (f"weight[{index}]", dims[index])
+        check_tensor(head_weight, name, 2, f"(num_labels, {width})", "float")
+        if head_weight.shape[1] < width or head_weight.shape[0] != weights[0].shape[0]:
+            raise ValueError(f"`{name}` must be a ({weights[0].shape[0]}, {width}) matrix (num_labels, features read at "
+                             f"its dim; wider is allowed), got shape {tuple(head_weight.shape)}.")
     check_tensor(inputs, "inputs", 2, "(batch, features)", "float")
     check_head_inputs(inputs, dims)
     check_class_labels(labels, inputs.shape[0], weights[0].shape[0], ignore_index)

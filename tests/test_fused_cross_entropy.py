@@ -269,3 +269,39 @@ def test_a_negative_upstream_gradient(chunk_size, device):
     heads.zero_grad(set_to_none=True)
     (-2.0 * reference(heads, inputs, labels, weights)[0]).backward()
     torch.testing.assert_close(fused, [inputs.grad, heads.classifier.weight.grad], atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("efficient", [True, False], ids=["mrl-e", "mrl"])
+@pytest.mark.parametrize("chunk_size", [5, 64])
+def test_wider_weights_get_zero_gradient_past_their_dim(efficient, chunk_size, device):
+    """Weights may be wider than the features their dim reads: those columns get a zero gradient, not garbage."""
+    torch.manual_seed(0)
+    inputs, labels = make_batch(torch.float64, device)
+    extra = 3
+    if efficient:
+        weight = torch.randn(NUM_LABELS, DIMS[-1] + extra, dtype=torch.float64, device=device, requires_grad=True)
+        head_weights, bias = [weight] * len(DIMS), torch.randn(NUM_LABELS, dtype=torch.float64, device=device)
+    else:
+        weight = [torch.randn(NUM_LABELS, dim + extra, dtype=torch.float64, device=device, requires_grad=True)
+                  for dim in DIMS]
+        head_weights, bias = weight, None
+    fused = nested_linear_cross_entropy(inputs, weight, bias, DIMS, labels, [1.0] * len(DIMS), chunk_size=chunk_size)
+    got = torch.autograd.grad(fused.loss, weight if not efficient else [weight])
+    bias_term = 0 if bias is None else bias
+    naive = sum(F.cross_entropy(inputs[:, :dim] @ head_weight[:, :dim].t() + bias_term, labels)
+                for dim, head_weight in zip(DIMS, head_weights))
+    want = torch.autograd.grad(naive, weight if not efficient else [weight])
+    for got_grad, want_grad, dim in zip(got, want, DIMS[-1:] if efficient else DIMS):
+        assert torch.equal(got_grad[:, dim:], torch.zeros_like(got_grad[:, dim:]))
+        torch.testing.assert_close(got_grad, want_grad, atol=1e-9, rtol=1e-9)
+
+
+def test_fused_rejects_weights_narrower_than_their_dim(device):
+    inputs, labels = make_batch(torch.float32, device)
+    narrow = torch.randn(NUM_LABELS, DIMS[-1] - 1, device=device)
+    with pytest.raises(ValueError, match=r"`weight` must be a \(23, 24\) matrix.*got shape \(23, 23\)"):
+        nested_linear_cross_entropy(inputs, narrow, None, DIMS, labels, [1.0] * len(DIMS))
+    weights = [torch.randn(NUM_LABELS, dim, device=device) for dim in DIMS]
+    weights[1] = torch.randn(NUM_LABELS - 1, DIMS[1], device=device)
+    with pytest.raises(ValueError, match=r"`weight\[1\]` must be a \(23, 8\) matrix.*got shape \(22, 8\)"):
+        nested_linear_cross_entropy(inputs, weights, None, DIMS, labels, [1.0] * len(DIMS))
