@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from hf_mrl import fused_infonce
 from hf_mrl.losses import (
     MatryoshkaContrastiveOutput,
     gather_with_grad,
@@ -56,9 +57,12 @@ def loss_and_grads(loss_fn, images, texts, temperature, **kwargs):
 @pytest.mark.parametrize("ids", ["none", "text", "image and text"])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("temperature", [0.05, "learnable", 0.01])  # 0.01: scale 100, the per-direction-max path
+@pytest.mark.parametrize("immediate_fraction", [1 / 32, 1 / 2], ids=["kept", "immediate"])
 def test_matches_naive_per_dim_reference_values_and_gradients(
-    dtype, symmetric, ids, label_smoothing, temperature, device
+    dtype, symmetric, ids, label_smoothing, temperature, immediate_fraction, device, monkeypatch
 ):
+    # 1/2: dims 4, 8 and 16 hand their gradients on in the forward; only dim 32's is kept for backward.
+    monkeypatch.setattr(fused_infonce, "_IMMEDIATE_FRACTION", immediate_fraction)
     images, texts = make_pairs(dtype=dtype, device=device)
     if temperature == "learnable":
         temperature = torch.tensor(0.07, dtype=dtype, device=device, requires_grad=True)
@@ -79,8 +83,11 @@ def test_matches_naive_per_dim_reference_values_and_gradients(
 
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-def test_whole_matrix_path_with_several_threads_matches_the_reference(symmetric, label_smoothing):
+@pytest.mark.parametrize("immediate_fraction", [1 / 32, 1 / 2], ids=["kept", "immediate"])
+def test_whole_matrix_path_with_several_threads_matches_the_reference(symmetric, label_smoothing, immediate_fraction,
+                                                                       monkeypatch):
     """With one CPU thread the common case runs row block by row block; with more, over the whole matrix."""
+    monkeypatch.setattr(fused_infonce, "_IMMEDIATE_FRACTION", immediate_fraction)
     torch.set_num_threads(2)  # the autouse fixture restores the count
     images, texts = make_pairs(batch=12)
     kwargs = dict(label_smoothing=label_smoothing, symmetric=symmetric)
@@ -441,3 +448,18 @@ def test_gather_is_identity_in_one_process(device):
 @pytest.mark.slow
 def test_two_processes_with_gather_equal_one_process_on_the_global_batch():
     mp.spawn(_distributed_worker, args=(2, _free_port()), nprocs=2, join=True)
+
+
+@pytest.mark.parametrize("immediate_fraction", [1 / 32, 1 / 2], ids=["kept", "immediate"])
+def test_upstream_gradient_other_than_one_scales_every_gradient(immediate_fraction, monkeypatch):
+    monkeypatch.setattr(fused_infonce, "_IMMEDIATE_FRACTION", immediate_fraction)
+    images, texts = make_pairs()
+    temperature = torch.tensor(0.07, dtype=torch.float64, requires_grad=True)
+    inputs = [images, texts, temperature]
+    fused = torch.autograd.grad(-2.5 * matryoshka_contrastive_loss(images, texts, DIMS, WEIGHTS, temperature).loss,
+                                inputs)
+    naive = torch.autograd.grad(
+        -2.5 * matryoshka_contrastive_loss_reference(images, texts, DIMS, WEIGHTS, temperature).loss, inputs
+    )
+    for fused_grad, naive_grad in zip(fused, naive, strict=True):
+        torch.testing.assert_close(fused_grad, naive_grad, **TOLERANCE[torch.float64])
