@@ -89,7 +89,9 @@ def matryoshka_contrastive_loss(
     Cost: about one full-dim similarity matrix (one (B, B) matmul forward, two backward, whatever the
     number of dims), since the dot products at each dim are a running sum over blocks of dims, plus a few
     elementwise passes per dim. Memory: the gradient w.r.t. each dim's dot products is kept from forward to
-    backward, (num_dims + 2) x B x B floats at the peak (float32, or float64 for float64 inputs).
+    backward, except for the smallest dims (at most 1/32 of the largest), whose gradients are passed on to the
+    embeddings at once: about (num_dims + 3) x B x B floats at the peak, fewer with small dims (float32, or
+    float64 for float64 inputs).
 
     Args:
         image_embeds: (batch, embedding_dim) un-normalised embeddings of the first tower (images, queries).

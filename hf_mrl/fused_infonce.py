@@ -135,8 +135,10 @@ class _MatryoshkaInfoNCE(torch.autograd.Function):
     The raw dot products at dim d_k are a running sum over blocks of dims (one (R, C) matmul per block,
     one full-dim matmul in all); the truncated norms come from cumulative sums of squares. Each dim's
     logits, softmax statistics and gradient w.r.t. its dot products are computed straight after its block
-    is added, so at most a few (R, C) buffers are live besides the (num_dims, R, C) gradient store.
-    Backward turns the stored gradients into a reverse running sum and multiplies each block once.
+    is added, so at most a few (R, C) buffers are live besides the gradient store: one (R, C) slot per dim,
+    except the smallest dims (`_IMMEDIATE_FRACTION`), whose gradients are multiplied by the first d features of
+    the other side at once, in the forward. Backward turns the stored gradients into a reverse running sum and
+    multiplies each block once (the first kept dim's over every smaller dim's block too).
     """
 
     @staticmethod
