@@ -107,6 +107,7 @@ class _Problem:
         else:
             self.heads = [(slice(0, dim), weight[:, :dim], bias) for dim, weight, bias in zip(dims, self.weights, self.biases)]
         self.input_blocks = [inputs[:, columns] for columns, _, _ in self.heads]
+        self.weights_t = [weight.t() for _, weight, _ in self.heads]
 
     def head(self, index: int, labels: slice):
         """(input columns, weight, bias) of the product that dim `index` adds, restricted to a slice of labels."""
@@ -121,25 +122,24 @@ class _Problem:
 
     def logits(self, rows: slice, labels: slice, outs: Sequence[torch.Tensor]) -> None:
         """Writes the logits of (rows, labels) at the first len(outs) nesting dims into outs (MRL-E: running sums)."""
+        every_label = labels.start == 0 and labels.stop == self.num_labels
         for index, out in enumerate(outs):
-            _, weight, bias = self.head(index, labels)
+            weight_t, bias = self.weights_t[index], self.heads[index][2]
+            if not every_label:
+                weight_t, bias = weight_t[:, labels], None if bias is None else bias[labels]
             left = self.input_block(index, rows)
             previous = outs[index - 1] if self.efficient and index else bias
             if previous is None:
-                torch.mm(left, weight.t(), out=out)
-            else:
-                torch.addmm(previous.expand_as(out), left, weight.t(), out=out)
+                torch.mm(left, weight_t, out=out)
+            else:  # a bias broadcasts over the rows
+                torch.addmm(previous, left, weight_t, out=out)
 
-    def softmax_grads(self, grads: torch.Tensor, rows: slice, labels: slice, scale: torch.Tensor,
-                      scaled: bool = False) -> torch.Tensor:
-        """Turns softmax probabilities (num_dims, rows, labels) into d loss / d logits in place: times `scale`
-        (num_dims, all rows) unless already `scaled`, minus the scaled, smoothed one-hot."""
-        scale = scale[:, rows]
-        if not scaled:
-            grads.mul_(scale.unsqueeze(2))
+    def softmax_grads(self, grads: torch.Tensor, scale: torch.Tensor, targets) -> torch.Tensor:
+        """Turns softmax probabilities already times `scale` (num_dims, rows, labels) into d loss / d logits in
+        place: minus the scaled, smoothed one-hot. scale: (num_dims, rows); targets: the chunk's, from `_targets`."""
         if self.label_smoothing:
             grads.sub_((self.label_smoothing / self.num_labels) * scale.unsqueeze(2))
-        target_rows, target_columns = _targets(self.labels[rows], self.valid[rows], labels.start, labels.stop)
+        target_rows, target_columns = targets
         grads[:, target_rows, target_columns] -= (1.0 - self.label_smoothing) * scale[:, target_rows]
         return grads
 
@@ -156,8 +156,7 @@ class _Problem:
         every_label = labels.start == 0 and labels.stop == self.num_labels
         # The largest dim first: under MRL it writes the whole prefix the others add to; and the first write to a
         # fresh gradient's memory, which takes its page faults, is then a large (multi-threaded) product.
-        for index in reversed(range(len(self.dims))):
-            grad = grads[index]
+        for index, grad in reversed(list(enumerate(grads.unbind(0)))):
             _, weight, _ = self.head(index, labels)
             if grad_inputs[index] is not None:
                 write = first_labels and (self.efficient or index == len(self.dims) - 1)
@@ -258,7 +257,8 @@ def _one_pass(problem: _Problem, want_inputs: bool, want_params: Sequence[bool])
         buffer = flat_buffer[: num_dims * size * num_labels].view(num_dims, size, num_labels)
         products, chunk_logits = buffer[: num_dims - 1], logits[rows]
         problem.logits(rows, every_label, [*products, chunk_logits])
-        target_rows, target_columns = _targets(problem.labels[rows], problem.valid[rows], 0, num_labels)
+        targets = _targets(problem.labels[rows], problem.valid[rows], 0, num_labels)
+        target_rows, target_columns = targets
         target[:, start + target_rows] = torch.cat([products[:, target_rows, target_columns],
                                                     chunk_logits[target_rows, target_columns].unsqueeze(0)]).to(stat)
         if logit_sum is not None:
@@ -266,7 +266,8 @@ def _one_pass(problem: _Problem, want_inputs: bool, want_params: Sequence[bool])
         log_norm[:, rows] = _softmax_([products, chunk_logits[None]], scores)
         if not want_any:
             continue
-        grads = problem.softmax_grads(scores.mul_(scale[:, rows].unsqueeze(2)), rows, every_label, scale, scaled=True)
+        chunk_scale = scale[:, rows]
+        grads = problem.softmax_grads(scores.mul_(chunk_scale.unsqueeze(2)), chunk_scale, targets)
         problem.fold(grads)
         if grads.dtype != inputs.dtype:
             grads = buffer.copy_(grads)
@@ -328,7 +329,8 @@ def _two_pass_backward(problem: _Problem, log_norm, chunk_log_norms, kept, logit
         problem.logits(every_row, labels, list(free))
         _softmax_([free, _kept_chunk(kept, num_kept - 1, batch, labels), logits[None, :, labels]], grads,
                   log_norm=False)
-        problem.softmax_grads(grads.mul_(factors[index].unsqueeze(2)), every_row, labels, scale, scaled=True)
+        targets = _targets(problem.labels, problem.valid, labels.start, labels.stop)
+        problem.softmax_grads(grads.mul_(factors[index].unsqueeze(2)), scale, targets)
         if grad_logits is not None:
             grads[-1].add_(grad_logits[:, labels])
         problem.fold(grads)
