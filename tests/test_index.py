@@ -12,28 +12,8 @@ from hf_mrl.configuration_matryoshka import MatryoshkaConfig
 from hf_mrl.index import STORAGES, MatryoshkaIndex, encode_embeddings
 from hf_mrl.modeling_matryoshka import MatryoshkaModel
 
+from .index_vectors import DIM, NUM_VECTORS
 from .tiny import tiny_vit_config
-
-NUM_VECTORS, DIM = 600, 32
-
-
-def matryoshka_like(num: int, seed: int) -> np.ndarray:
-    """Un-normalised embeddings whose early features carry more variance (as in trained MRL models),
-    clustered so that truncated searches share most neighbours with full-dim ones."""
-    rng = np.random.default_rng(seed)
-    scale = np.linspace(3.0, 0.3, DIM)
-    centers = np.random.default_rng(1234).standard_normal((12, DIM)) * scale
-    return (centers[rng.integers(0, 12, num)] + 0.7 * rng.standard_normal((num, DIM)) * scale + 0.5).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def database():
-    return matryoshka_like(NUM_VECTORS, seed=0)
-
-
-@pytest.fixture(scope="module")
-def queries():
-    return matryoshka_like(25, seed=1)
 
 
 def unit(array: np.ndarray, dim: int) -> np.ndarray:

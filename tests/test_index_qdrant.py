@@ -17,28 +17,10 @@ from hf_mrl.index.encoding import dataset_payloads
 from hf_mrl.index.qdrant_engines import _ClientCollection, _EdgeCollection
 from hf_mrl.modeling_matryoshka import MatryoshkaModel
 
+from .index_vectors import NUM_VECTORS
 from .tiny import tiny_vit_config
 
-NUM_VECTORS, DIM = 600, 32
 ENGINES = ("edge", "client")
-
-
-def matryoshka_like(num: int, seed: int) -> np.ndarray:
-    """Clustered embeddings whose early features vary most, as in trained MRL models."""
-    rng = np.random.default_rng(seed)
-    scale = np.linspace(3.0, 0.3, DIM)
-    centers = np.random.default_rng(1234).standard_normal((12, DIM)) * scale
-    return (centers[rng.integers(0, 12, num)] + 0.7 * rng.standard_normal((num, DIM)) * scale + 0.5).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def database():
-    return matryoshka_like(NUM_VECTORS, seed=0)
-
-
-@pytest.fixture(scope="module")
-def queries():
-    return matryoshka_like(25, seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -136,6 +136,26 @@ def model_record(model) -> dict:
     return {"fingerprint": model_fingerprint(model), "name_or_path": getattr(model, "name_or_path", "") or ""}
 
 
+def check_model_record(record) -> dict | None:
+    """The `model` argument of the indexes' constructors: None, or a `model_record`."""
+    if record is not None and not (isinstance(record, dict) and isinstance(record.get("fingerprint"), str)):
+        raise ValueError(f"`model` must be None or a dict with a 'fingerprint' string, got {record!r}.")
+    return record
+
+
+def encode_for_index(model, dataset, collate_fn, batch_size: int, *, accelerator, id_column: str | None,
+                     exclude_keys: Sequence[str], show_progress: bool):
+    """What an index's `from_dataset` builds from: (embeddings, ids, model record) of `dataset` encoded with
+    `model` (see `encode_embeddings`, `dataset_ids`, `model_record`)."""
+    ids = dataset_ids(dataset, id_column)
+    model = as_matryoshka_model(model)  # once: a SentenceTransformer is converted for both uses below
+    embeddings = encode_embeddings(
+        model, dataset, collate_fn, batch_size, accelerator=accelerator, exclude_keys=exclude_keys,
+        show_progress=show_progress,
+    )
+    return embeddings, ids, model_record(model)
+
+
 def check_index_model(built_with: dict | None, model, name: str | None = None) -> None:
     """Raises `ValueError` when an index recorded the model that built it (`built_with`, see `model_record`) and
     `model` is another one: its embeddings would not match the stored ones, whatever their width. An index built

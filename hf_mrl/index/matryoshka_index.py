@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..modeling_matryoshka import as_matryoshka_model
-from .encoding import check_index_model, dataset_ids, encode_embeddings, model_record
+from .encoding import check_index_model, check_model_record, encode_for_index
 from .persistence import load_index_folder, save_index_folder
 from .shortlists import SHORTLIST_INDEXES, _build_shortlist, _search_shortlist, faiss_index_nbytes
 from .storage import INT8_SCALES, STORAGES, _l2_normalize, _rerank, _StoredVectors
@@ -108,10 +107,7 @@ class MatryoshkaIndex:
         params = _check_index_params(index_params, count)
         blocks = _check_nesting_dims(nesting_dims, stored_dim)
         ids = _check_ids(ids, count)
-        if model is not None and not (isinstance(model, dict) and isinstance(model.get("fingerprint"), str)):
-            raise ValueError(f"`model` must be None or a dict with a 'fingerprint' string, got {model!r}.")
-
-        self.model = model
+        self.model = check_model_record(model)
         self.dim, self.count, self.ids = dim, count, ids
         self.storage, self.int8_scale = storage, int8_scale
         self.shortlist_index, self.shortlist_storage, self.index_params = shortlist_index, shortlist_storage, params
@@ -141,13 +137,11 @@ class MatryoshkaIndex:
         """Encodes `dataset` with `model` (see `encode_embeddings`) and builds an index over the embeddings.
         `id_column` names an int column of `dataset` holding each row's id; `index_kwargs` go to `__init__`.
         The index records the model's fingerprint (see `model_fingerprint` and `check_model`)."""
-        model = as_matryoshka_model(model)
-        ids = dataset_ids(dataset, id_column)
-        embeddings = encode_embeddings(
-            model, dataset, collate_fn, batch_size, accelerator=accelerator, exclude_keys=exclude_keys,
-            show_progress=show_progress,
+        embeddings, ids, record = encode_for_index(
+            model, dataset, collate_fn, batch_size, accelerator=accelerator, id_column=id_column,
+            exclude_keys=exclude_keys, show_progress=show_progress,
         )
-        return cls(embeddings, ids, show_progress=show_progress, model=model_record(model), **index_kwargs)
+        return cls(embeddings, ids, show_progress=show_progress, model=record, **index_kwargs)
 
     def check_model(self, model, name: str | None = None) -> None:
         """Raises `ValueError` when the index was built from a model (`from_dataset`) and `model` is another one

@@ -20,7 +20,7 @@ from itertools import pairwise
 import numpy as np
 from tqdm.auto import tqdm
 
-from .encoding import check_index_model, dataset_ids, dataset_payloads, encode_embeddings, model_record
+from .encoding import check_index_model, check_model_record, dataset_payloads, encode_for_index
 from .matryoshka_index import DEFAULT_SHORTLIST_SIZE
 from .qdrant_checks import (
     DEFAULT_COLLECTION,
@@ -120,9 +120,7 @@ class QdrantMatryoshkaIndex:
             "rerank_dims": rerank_dims, "shortlist_quantization": shortlist_quantization,
             "hnsw_config": _check_hnsw_config(hnsw_config),
         }
-        if model is not None:  # the model that encoded the embeddings (`from_dataset`), see `check_model`
-            if not (isinstance(model, dict) and isinstance(model.get("fingerprint"), str)):
-                raise ValueError(f"`model` must be None or a dict with a 'fingerprint' string, got {model!r}.")
+        if check_model_record(model) is not None:  # the model that encoded the embeddings (`from_dataset`)
             metadata["model"] = model
         engine = open_engine(collection_name, location, path, url, api_key, client)
         try:
@@ -164,14 +162,12 @@ class QdrantMatryoshkaIndex:
         the values of `payload_columns` as payloads (default: every text, number or class-label column; a
         class label also stores its name as `<column>_name`). `id_column` names an int column of ids;
         `index_kwargs` go to `__init__`."""
-        ids = dataset_ids(dataset, id_column)
         payloads = dataset_payloads(dataset, payload_columns)
-        embeddings = encode_embeddings(
-            model, dataset, collate_fn, batch_size, accelerator=accelerator, exclude_keys=exclude_keys,
-            show_progress=show_progress,
+        embeddings, ids, record = encode_for_index(
+            model, dataset, collate_fn, batch_size, accelerator=accelerator, id_column=id_column,
+            exclude_keys=exclude_keys, show_progress=show_progress,
         )
-        return cls(embeddings, ids, payloads=payloads, show_progress=show_progress, model=model_record(model),
-                   **index_kwargs)
+        return cls(embeddings, ids, payloads=payloads, show_progress=show_progress, model=record, **index_kwargs)
 
     @classmethod
     def open(
