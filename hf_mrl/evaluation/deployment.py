@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..index import MatryoshkaIndex
-from ..index.validation import _check_positive_int, _to_float_matrix
+from ..index.validation import _to_float_matrix
+from ..input_checks import check_positive_int
 from .adaptive import MatryoshkaCascade, _check_dims, _check_logits
 from .base import build_search_index, encode_dataset, per_dim_embeddings
 from .metrics import top_k_accuracy
@@ -98,7 +99,7 @@ def _check_retrieval_args(database, queries, dims, k, shortlist_dims, shortlist_
     dims = _check_dims(dims)
     if dims[-1] != full_dim:
         raise ValueError(f"`dims` must end at the embeddings' full dim {full_dim}, got {dims!r}.")
-    k = _check_positive_int(k, "k")
+    k = check_positive_int(k, "k")
     if k > count:
         raise ValueError(f"`k` is {k}, more than the {count} database rows; allowed: 1 to {count}.")
     shortlist_dims = dims[:-1] if shortlist_dims is None else _check_dims(shortlist_dims)
@@ -110,10 +111,10 @@ def _check_retrieval_args(database, queries, dims, k, shortlist_dims, shortlist_
     if isinstance(shortlist_sizes, (str, bytes)) or not isinstance(shortlist_sizes, Sequence) or not shortlist_sizes:
         raise ValueError(f"`shortlist_sizes` must be a non-empty list of integers, got {shortlist_sizes!r}.")
     for size in shortlist_sizes:
-        if _check_positive_int(size, "shortlist_sizes") < k:
+        if check_positive_int(size, "shortlist_sizes") < k:
             raise ValueError(f"`shortlist_sizes` holds {size}, fewer than `k`={k}; each size must be >= k.")
     sizes = sorted({min(int(size), count) for size in shortlist_sizes})  # clipped to N: N means exhaustive
-    return database, queries, dims, k, shortlist_dims, sizes, _check_positive_int(repeats, "repeats")
+    return database, queries, dims, k, shortlist_dims, sizes, check_positive_int(repeats, "repeats")
 
 
 def adaptive_retrieval_report(
@@ -200,7 +201,7 @@ def deployment_report(
     each atomically.
     """
     if max_queries is not None:
-        _check_positive_int(max_queries, "max_queries")
+        check_positive_int(max_queries, "max_queries")
     dims = list(getattr(classifier_model.config, "matryoshka_dims", None) or [])
     if len(dims) < 2:
         raise ValueError(

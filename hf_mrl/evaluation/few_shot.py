@@ -22,8 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..index.validation import _check_positive_int
-from ..input_checks import check_positive_ints
+from ..input_checks import check_positive_int, check_positive_ints
 from .base import MatryoshkaEvaluator, encode_dataset, per_dim_embeddings, validate_eval_dims
 from .classification import _default_dims, _num_rows
 
@@ -58,7 +57,7 @@ def sample_episodes(
     `classes` (class by class, in `classes` order), drawn with a generator seeded by (seed, n, episode)."""
     support_labels = np.asarray(support_labels)
     shots = check_positive_ints(shots, "shots")
-    _check_positive_int(num_episodes, "num_episodes")
+    check_positive_int(num_episodes, "num_episodes")
     classes = _check_classes(classes, support_labels, "classes")
     rows_of = {label: np.flatnonzero(support_labels == label) for label in classes}
     scarce = {label: len(rows) for label, rows in rows_of.items() if len(rows) < shots[-1]}

@@ -9,6 +9,8 @@ from itertools import pairwise
 import numpy as np
 import torch
 
+from ..input_checks import check_positive_int as _check_positive_int
+from ..input_checks import is_int as _is_int
 from ..nesting import default_matryoshka_dims
 from .shortlists import DEFAULT_INDEX_PARAMS
 
@@ -17,16 +19,6 @@ def _check_choice(value, allowed: Sequence[str], name: str) -> str:
     if value not in allowed:
         raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}.")
     return value
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _check_positive_int(value, name: str) -> int:
-    if not _is_int(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 def _check_dim(value, upper: int, name: str, upper_name: str) -> int:
