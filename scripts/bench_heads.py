@@ -3,6 +3,7 @@
     python scripts/bench_heads.py                 # (256, 2048, 1,000) and (256, 2048, 100,000)
     python scripts/bench_heads.py --labels 1000 --repeats 10
     python scripts/bench_heads.py --with-loss --with-unfused --clock cpu --threads 1
+    python scripts/bench_heads.py --with-loss --with-floor
     python scripts/bench_heads.py --with-loss --device cuda
 
 Each head gets the upstream gradient of its own output shape (one (batch, labels) slice per nesting
@@ -10,6 +11,9 @@ dim for the nested heads), so the numbers are the heads' own cost. `--with-loss`
 the nested heads then run the fused heads + Matryoshka cross-entropy (`nested_heads_cross_entropy`, no
 (num_dims, batch, labels) tensor), and `--with-unfused` adds the path it replaces (every dim's logits, then
 `matryoshka_cross_entropy`) beside it. `--chunk-sizes` times the fused loss at several label-chunk sizes.
+`--with-floor` adds each head's matrix products alone (no softmax, loss or autograd; see
+`make_products_step`): what the fused loss costs over its own products, beside what cross-entropy costs
+one head over its products.
 Methods are timed interleaved, repeat by repeat, and the median is reported, so machine noise hits every
 method alike. Peak memory is measured in one extra, untimed step per method, from the memory events of
 torch's profiler (`profile_memory=True`: every CPU allocation and free of torch's allocator), as the peak
@@ -32,7 +36,7 @@ from torch import nn
 from hf_mrl.benchmarking import PEAK_MEMORY_SOURCE, make_clock, peak_memory
 from hf_mrl.fused_cross_entropy import DEFAULT_CHUNK_SIZE, nested_heads_cross_entropy
 from hf_mrl.losses import matryoshka_cross_entropy
-from hf_mrl.nesting import NestedLinear, default_matryoshka_dims
+from hf_mrl.nesting import NestedLinear, block_bounds, default_matryoshka_dims
 
 
 def make_step(head: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, with_loss: bool, nested: bool,
@@ -62,7 +66,50 @@ def make_step(head: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, with_
     return step
 
 
-def bench(batch: int, dim: int, labels: int, repeats: int, with_loss: bool, with_unfused: bool,
+def make_products_step(inputs: torch.Tensor, head: NestedLinear | nn.Linear, dims: list[int],
+                       chunk_size: int = DEFAULT_CHUNK_SIZE):
+    """The matrix products alone of a head + cross-entropy step, over the fused loss's chunks of labels and the
+    whole batch, without softmax, loss, autograd or a memory limit: forward logits, then the input and weight
+    gradients, with the logits standing in for their gradient. For the nested heads these are the per-block
+    products and running sums (MRL-E: forward, and reversed over the dims' gradients in backward) or one product
+    per head (MRL) that any exact implementation runs: the floor under the fused loss."""
+    if isinstance(head, nn.Linear):
+        heads, bounds = [(head.weight, head.bias)], [(0, dims[-1])]
+    elif head.efficient:
+        heads, bounds = [(head.classifier.weight, head.classifier.bias)] * len(dims), block_bounds(dims)
+    else:
+        heads, bounds = [(h.weight, h.bias) for h in head.heads], [(0, dim) for dim in dims]
+    running = isinstance(head, NestedLinear) and head.efficient
+    batch, num_labels, last = inputs.shape[0], heads[0][0].shape[0], len(heads) - 1
+
+    @torch.no_grad()
+    def step():
+        x = inputs.detach()
+        grad_x = torch.empty_like(x)
+        grad_weights = [torch.empty_like(weight) for weight in dict.fromkeys(weight for weight, _ in heads)]
+        buffer = x.new_empty(len(heads), batch, min(chunk_size, num_labels))
+        for start in range(0, num_labels, chunk_size):
+            labels = slice(start, min(start + chunk_size, num_labels))
+            outs = buffer[:, :, : labels.stop - start]
+            for index, ((weight, bias), (low, high)) in enumerate(zip(heads, bounds)):
+                previous = outs[index - 1] if running and index else bias[labels]
+                torch.addmm(previous, x[:, low:high], weight[labels, low:high].t(), out=outs[index])
+            for index in reversed(range(len(heads))):  # the largest dim first: it writes, the others add (MRL)
+                (weight, _), (low, high) = heads[index], bounds[index]
+                if running and index < last:
+                    outs[index].add_(outs[index + 1])
+                if start == 0 and (running or index == last):
+                    torch.mm(outs[index], weight[labels, low:high], out=grad_x[:, low:high])
+                else:
+                    grad_x[:, low:high].addmm_(outs[index], weight[labels, low:high])
+                grad_weight = grad_weights[0 if running else index][labels, low:high]
+                torch.mm(outs[index].t(), x[:, low:high], out=grad_weight)
+        return grad_x, grad_weights
+
+    return step
+
+
+def bench(batch: int, dim: int, labels: int, repeats: int, with_loss: bool, with_unfused: bool, with_floor: bool,
           chunk_sizes: list[int] | None, clock, device: torch.device) -> dict[str, tuple[float, int]]:
     """{method: (median seconds, peak bytes)}."""
     torch.manual_seed(0)
@@ -86,6 +133,10 @@ def bench(batch: int, dim: int, labels: int, repeats: int, with_loss: bool, with
         suffix = f", chunk {size}" if chunk_sizes else ""
         steps[f"MRL-E fused{suffix}"] = make_step(efficient, inputs, targets, True, True, fused=True, chunk_size=size)
         steps[f"MRL fused{suffix}"] = make_step(separate, inputs, targets, True, True, fused=True, chunk_size=size)
+    if with_loss and with_floor:
+        steps["one head, products only"] = make_products_step(inputs, single, dims)
+        steps["MRL-E products only"] = make_products_step(inputs, efficient, dims)
+        steps["MRL products only"] = make_products_step(inputs, separate, dims)
     if with_loss and with_unfused:
         steps["MRL-E unfused"] = make_step(efficient, inputs, targets, True, True)
         steps["MRL unfused"] = make_step(separate, inputs, targets, True, True)
@@ -113,6 +164,8 @@ def main() -> None:
     parser.add_argument("--with-loss", action="store_true", help="include the (Matryoshka) cross-entropy, fused")
     parser.add_argument("--with-unfused", action="store_true",
                         help="with --with-loss: also time every dim's logits + matryoshka_cross_entropy (the unfused path)")
+    parser.add_argument("--with-floor", action="store_true",
+                        help="with --with-loss: also time the matrix products alone (no softmax, loss or autograd)")
     parser.add_argument("--chunk-sizes", type=int, nargs="+", default=None,
                         help=f"time the fused loss at these label-chunk sizes (default: {DEFAULT_CHUNK_SIZE} only)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall time or this process's CPU time")
@@ -133,7 +186,7 @@ def main() -> None:
     )
     for labels in args.labels:
         results = bench(args.batch, args.dim, labels, args.repeats, args.with_loss, args.with_unfused,
-                        args.chunk_sizes, clock, args.device)
+                        args.with_floor, args.chunk_sizes, clock, args.device)
         base_time, base_memory = results["single full-dim nn.Linear"]
         print(f"\nbatch {args.batch}, dim {args.dim}, {labels:,} labels{' (with loss)' if args.with_loss else ''}")
         print(f"{'head':<30}{'ms':>10}{'ratio':>9}{'peak MiB':>11}{'ratio':>9}")

@@ -4,6 +4,7 @@ cross-entropy each), and the classifiers' outputs with and without `output_matry
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from hf_mrl import (
@@ -250,12 +251,37 @@ def test_bench_heads_with_loss_runs_on_a_tiny_problem():
     script = Path(__file__).resolve().parents[1] / "scripts" / "bench_heads.py"
     completed = subprocess.run(
         [sys.executable, str(script), "--batch", "4", "--dim", "32", "--labels", "50", "--with-loss", "--with-unfused",
-         "--chunk-sizes", "16", "64", "--repeats", "1", "--threads", "1"],
+         "--with-floor", "--chunk-sizes", "16", "64", "--repeats", "1", "--threads", "1"],
         capture_output=True, text=True, timeout=120,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
-    for name in ("single full-dim nn.Linear", "MRL-E fused, chunk 16", "MRL fused, chunk 64", "MRL-E unfused", "peak MiB"):
+    for name in ("single full-dim nn.Linear", "MRL-E fused, chunk 16", "MRL fused, chunk 64", "MRL-E unfused",
+                 "MRL-E products only", "peak MiB"):
         assert name in completed.stdout
+
+
+@pytest.mark.parametrize("kind", ["one head", "mrl-e", "mrl"])
+def test_the_bench_floor_runs_the_products_of_a_real_backward(kind):
+    """bench_heads' products-only step, with the logits standing in for their gradients, is the backward of
+    half the summed squares of every dim's logits: the same products, over chunks of labels that do not divide
+    their number."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_heads.py"
+    spec = importlib.util.spec_from_file_location("bench_heads", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    dims = [4, 8, 16]
+    head = nn.Linear(16, 50).double() if kind == "one head" else NestedLinear(dims, 50, efficient=kind == "mrl-e").double()
+    inputs = torch.randn(6, 16, dtype=torch.float64, requires_grad=True)
+    grad_inputs, grad_weights = bench.make_products_step(inputs, head, dims, chunk_size=16)()
+    outputs = head(inputs)
+    (0.5 * outputs.square().sum()).backward()
+    weights = [head.weight] if kind == "one head" else [p for name, p in head.named_parameters() if "weight" in name]
+    torch.testing.assert_close(grad_inputs, inputs.grad, atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(grad_weights, [weight.grad for weight in weights], atol=1e-9, rtol=1e-9)
 
 
 @pytest.mark.parametrize("chunk_size", [5, 64])
