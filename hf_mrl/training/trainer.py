@@ -316,7 +316,11 @@ class MatryoshkaTrainer:
                 scheduler.step()
                 state["step"] += 1
                 bar.update(1)
-                watch.update(state["step"], float(loss.detach()), accelerator)
+                warning = watch.update(state["step"], float(loss.detach()), accelerator)
+                if warning:  # on its own line, not inside the progress bar's
+                    bar.clear()
+                    warnings.warn(warning, stacklevel=2)
+                    bar.refresh()
                 if state["step"] % log_every == 0 or state["step"] == total_steps:
                     logs = meter.logs(accelerator)
                     bar.set_postfix(loss=f"{logs['train/loss']:.4f}", refresh=False)
@@ -439,7 +443,7 @@ def _summary_line(results: dict[str, float], primary: str | None) -> str:
 
 
 class _FlatLossWatch:
-    """Warns once when the loss has not moved after the warm-up: the usual sign of a learning rate that makes a
+    """Tells once when the loss has not moved after the warm-up: the usual sign of a learning rate that makes a
     pretrained encoder collapse (e.g. every input to the majority class) or that is far too small."""
 
     def __init__(self, warmup_steps: int, learning_rate: float, window: int = 10):
@@ -448,19 +452,19 @@ class _FlatLossWatch:
         self.learning_rate = learning_rate
         self.losses: list[float] = []
 
-    def update(self, step: int, loss: float, accelerator) -> None:
+    def update(self, step: int, loss: float, accelerator) -> str | None:
+        """The warning's text at the step it is due (on the main process), else None."""
         if step > self.check_at:
-            return
+            return None
         self.losses.append(loss)
         if step < self.check_at or len(self.losses) < 2 * self.window:
-            return
+            return None
         start = sum(self.losses[: self.window]) / self.window
         now = sum(self.losses[-self.window:]) / self.window
         if math.isfinite(start) and abs(start - now) <= FLAT_LOSS_TOLERANCE * abs(start) and accelerator.is_main_process:
-            message = (
+            return (
                 f"The training loss has not moved after the warm-up ({start:.4f} over the first {self.window} steps, "
                 f"{now:.4f} at step {step}). The learning rate {self.learning_rate:g} may be too high for a "
                 "pretrained encoder (try 2e-5 to 2e-4) or too low for a model trained from scratch."
             )
-            warnings.warn(message, stacklevel=2)
-            tqdm.write(f"warning: {message}")
+        return None
