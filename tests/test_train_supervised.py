@@ -278,3 +278,18 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path):
     for name, tensor in one.items():
         torch.testing.assert_close(two[name], tensor, rtol=0, atol=2e-5, msg=name)
     assert json.loads((tmp_path / "two" / "results.json").read_text())["steps"] == 3
+
+
+def test_help_names_each_default_once(capsys):
+    """A help text that names its own default ("default: full") gets no "(default: None)" from argparse."""
+    from hf_mrl.data import DataArguments
+    from hf_mrl.training.launch import parse_arguments
+    from hf_mrl.training.recipes import SupervisedModelArguments
+
+    with pytest.raises(SystemExit):
+        parse_arguments((SupervisedModelArguments, DataArguments, MatryoshkaTrainingArguments), ["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the one dim of --heads ff (default: full) --" in text
+    assert "default: the encoder's hidden size --" in text
+    assert "(default: max(learning_rate, 1e-3)) --" in text
+    assert "NUM_TRAIN_EPOCHS Total number of training epochs to perform. (default: 3.0)" in text  # others keep theirs

@@ -44,7 +44,7 @@ class MatryoshkaTrainingArguments(TrainingArguments):
     """
 
     head_learning_rate: float | None = field(
-        default=None, metadata={"help": "learning rate of the new layers (projection, heads); default max(learning_rate, 1e-3)"}
+        default=None, metadata={"help": "learning rate of the new layers (projection, heads) (default: max(learning_rate, 1e-3))"}
     )
     max_seq_length: int = field(default=128, metadata={"help": "tokens per text (saved with the tokenizer)"})
     anchor_column: str | None = field(default=None, metadata={"help": "pairs: first text column (default: anchor)"})
@@ -54,7 +54,7 @@ class MatryoshkaTrainingArguments(TrainingArguments):
     )
     symmetric: bool = field(default=True, metadata={"help": "pairs: loss in both directions"})
     contrastive_label_smoothing: float = field(default=0.0, metadata={"help": "pairs: label smoothing"})
-    eval_dims: list[int] | None = field(default=None, metadata={"help": "dims the default evaluators score"})
+    eval_dims: list[int] | None = field(default=None, metadata={"help": "dims the evaluators score (default: the model's nesting dims)"})
     shuffle_buffer: int = field(default=10_000, metadata={"help": "shuffle buffer of a streamed training set"})
     # Evaluation encodes whole splits: transformers' default of 8 rows a batch makes it needlessly slow.
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "rows per evaluation batch"})

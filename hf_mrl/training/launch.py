@@ -24,6 +24,11 @@ def parse_arguments(dataclass_types, argv=None):
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(dataclass_types)
+    for action in parser._actions:
+        if action.help and "default:" in action.help and "%(default)" not in action.help:
+            # The help names its own default ("default: full"): "%(default).0s" prints nothing and keeps
+            # argparse from adding "(default: None)" after it.
+            action.help += "%(default).0s"
     _, unknown = parser.parse_known_args(argv)  # before the dataclasses' checks, which would name a default
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

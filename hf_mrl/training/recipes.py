@@ -62,14 +62,14 @@ class SupervisedModelArguments:
     hidden_size: int = field(default=128, metadata={"help": "from scratch: hidden size"})
     num_layers: int = field(default=4, metadata={"help": "from scratch: layers"})
     num_attention_heads: int = field(default=4, metadata={"help": "from scratch: attention heads"})
-    intermediate_size: int | None = field(default=None, metadata={"help": "from scratch: default 4 x hidden_size"})
+    intermediate_size: int | None = field(default=None, metadata={"help": "from scratch (default: 4 x hidden_size)"})
     patch_size: int = field(default=7, metadata={"help": "ViT from scratch: patch size"})
     image_size: int = field(default=28, metadata={"help": "ViT from scratch: image size"})
     num_channels: int = field(default=1, metadata={"help": "ViT from scratch: image channels"})
     dropout: float = field(default=0.0, metadata={"help": "from scratch: dropout"})
     heads: str = field(default="mrl", metadata={"help": f"one of {HEAD_KINDS}"})
     embedding_dim: int | None = field(default=None, metadata={"help": "default: the encoder's hidden size"})
-    matryoshka_dims: list[int] | None = field(default=None, metadata={"help": "nesting dims (default 8, 16, ..., full)"})
+    matryoshka_dims: list[int] | None = field(default=None, metadata={"help": "nesting dims (default: 8, 16, ..., full)"})
     matryoshka_weights: list[float] | None = field(default=None, metadata={"help": "loss weight per nesting dim"})
     use_projection: bool = field(
         default=False, metadata={"help": "a projection after pooling even at the hidden size (always there when embedding_dim differs)"}
