@@ -450,6 +450,10 @@ def nested_linear_cross_entropy(
     efficient = isinstance(weight, torch.Tensor)
     weights = [weight] if efficient else list(weight)
     biases = [bias] if efficient else (list(bias) if bias is not None else [None] * len(weights))
+    if (isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or not dims
+            or not all(is_int(dim) and dim > 0 for dim in dims) or list(dims) != sorted(set(dims))):
+        raise ValueError(f"`dims` must be positive integers in ascending order (each head reads the first d features, "
+                         f"and each dim's head nests inside the next), got {dims!r}.")
     dims = tuple(dims)
     if not efficient and not len(weights) == len(biases) == len(dims):
         raise ValueError(f"MRL heads need one weight and one bias per dim: {len(dims)} dims, got {len(weights)} weights "
@@ -461,6 +465,13 @@ def nested_linear_cross_entropy(
         if head_weight.shape[1] < width or head_weight.shape[0] != weights[0].shape[0]:
             raise ValueError(f"`{name}` must be a ({weights[0].shape[0]}, {width}) matrix (num_labels, features read at "
                              f"its dim; wider is allowed), got shape {tuple(head_weight.shape)}.")
+    for index, head_bias in enumerate(biases):
+        name = "bias" if efficient else f"bias[{index}]"
+        if head_bias is not None:
+            check_tensor(head_bias, name, 1, "(num_labels,)", "float")
+            if head_bias.shape[0] != weights[0].shape[0]:
+                raise ValueError(f"`{name}` must have shape ({weights[0].shape[0]},) (one value per label, as the "
+                                 f"weight's rows), got {tuple(head_bias.shape)}.")
     check_tensor(inputs, "inputs", 2, "(batch, features)", "float")
     check_head_inputs(inputs, dims)
     check_class_labels(labels, inputs.shape[0], weights[0].shape[0], ignore_index)

@@ -331,3 +331,28 @@ def test_fused_rejects_weights_narrower_than_their_dim(device):
     weights[1] = torch.randn(NUM_LABELS - 1, DIMS[1], device=device)
     with pytest.raises(ValueError, match=r"`weight\[1\]` must be a \(23, 8\) matrix.*got shape \(22, 8\)"):
         nested_linear_cross_entropy(inputs, weights, None, DIMS, labels, [1.0] * len(DIMS))
+
+
+@pytest.mark.parametrize("dims", [[8, 4, 24], [4, 4, 24], [0, 8, 24], "24", []], ids=["unsorted", "repeated", "zero",
+                                                                                    "string", "empty"])
+def test_fused_rejects_dims_not_ascending(dims, device):
+    inputs, labels = make_batch(torch.float32, device)
+    weight = torch.randn(NUM_LABELS, DIMS[-1], device=device)
+    with pytest.raises(ValueError, match=r"`dims` must be positive integers in ascending order.*got"):
+        nested_linear_cross_entropy(inputs, weight, None, dims, labels, [1.0] * 3)
+
+
+def test_fused_rejects_biases_of_another_shape(device):
+    inputs, labels = make_batch(torch.float32, device)
+    weight = torch.randn(NUM_LABELS, DIMS[-1], device=device)
+    with pytest.raises(ValueError, match=r"`bias` must have shape \(23,\).*got \(22,\)"):
+        nested_linear_cross_entropy(inputs, weight, torch.zeros(NUM_LABELS - 1, device=device), DIMS, labels,
+                                    [1.0] * len(DIMS))
+    with pytest.raises(ValueError, match="`bias` must hold floating-point numbers"):
+        nested_linear_cross_entropy(inputs, weight, torch.zeros(NUM_LABELS, dtype=torch.long, device=device), DIMS,
+                                    labels, [1.0] * len(DIMS))
+    weights = [torch.randn(NUM_LABELS, dim, device=device) for dim in DIMS]
+    biases = [None] * len(DIMS)
+    biases[2] = torch.zeros(NUM_LABELS, 1, device=device)
+    with pytest.raises(ValueError, match=r"`bias\[2\]` must be 1-D \(num_labels,\)"):
+        nested_linear_cross_entropy(inputs, weights, biases, DIMS, labels, [1.0] * len(DIMS))
