@@ -6,8 +6,6 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +17,8 @@ from transformers import AutoModel
 
 from hf_mrl import MatryoshkaDualEncoderModel, MatryoshkaModel
 from hf_mrl.training import list_checkpoints
+
+from .launch import accelerate_launch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_contrastive.py"
 TINY_VIT = '{"image_size": 28, "patch_size": 7, "num_channels": 1, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37}'
@@ -208,24 +208,16 @@ def test_accelerate_launch_two_processes(tiny_text_tower, tmp_path, task):
         tiny_text_tower, output, "--max_steps", "2", "--save_steps", "2"
     )
     # `--cpu` would start ONE process; `--multi_gpu` with no GPU starts two CPU (gloo) processes.
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), str(SCRIPT), *arguments,
-    ]
+    launch = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+              "--dynamo_backend", "no"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    finished = accelerate_launch(launch, SCRIPT, arguments, output, env, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
     summary = json.loads((output / "results.json").read_text())
     metric = "wordnet-pairs_dim32_recall@10" if task == "pairs" else "fashion-mnist-captions_dim24_t2i_recall@10"
     assert summary["steps"] == 2 and metric in summary["final"]
     assert [step for step, _ in list_checkpoints(output)] == [2]
     assert (output / "checkpoint-2" / "random_states_1.pkl").is_file()  # one RNG state per process: two ran
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from transformers import AutoModelForImageClassification
 import hf_mrl  # noqa: F401
 from hf_mrl.training import PAUSE_AFTER_CHECKPOINT_ENV, MatryoshkaTrainer, MatryoshkaTrainingArguments, build_classifier
 
+from .launch import accelerate_launch
 from .tiny import tiny_vit_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,24 +212,17 @@ def test_sigkill_right_after_a_checkpoint_then_resume_gives_the_same_weights(tmp
     assert resumed["history"] == uninterrupted["history"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_with_accelerate_launch(tmp_path):
     output_dir = tmp_path / "ddp"
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-        str(SCRIPT), "--dataset_name", "fashion-mnist", *TINY_VIT, "--max_train_samples", "64", "--max_eval_samples", "16",
+    launch = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "bf16",
+              "--dynamo_backend", "no"]
+    script_args = [
+        "--dataset_name", "fashion-mnist", *TINY_VIT, "--max_train_samples", "64", "--max_eval_samples", "16",
         "--per_device_train_batch_size", "8", "--max_steps", "3", "--bf16", "--save_steps", "2",
         "--output_dir", str(output_dir), "--matryoshka_dims", "8", "32",
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    completed = accelerate_launch(launch, SCRIPT, script_args, output_dir, dict(os.environ, OMP_NUM_THREADS="1"))
     assert completed.returncode == 0, completed.stderr[-3000:]
     summary = json.loads((output_dir / "results.json").read_text())
     assert summary["steps"] == 3
@@ -265,12 +258,10 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path):
         "--dataset_name", "fashion-mnist", *TINY_VIT, "--max_train_samples", "64", "--max_eval_samples", "16",
         "--max_steps", "3", "--matryoshka_dims", "8", "32", "--seed", "5",
     ]
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), str(SCRIPT),
-        *common, "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "two"),
-    ]
-    completed = subprocess.run(command, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    launch = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+              "--dynamo_backend", "no"]
+    script_args = [*common, "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "two")]
+    completed = accelerate_launch(launch, SCRIPT, script_args, tmp_path / "two", dict(os.environ, OMP_NUM_THREADS="1"))
     assert completed.returncode == 0, completed.stderr[-3000:]
     run(tmp_path, *common, "--per_device_train_batch_size", "16", name="one")
     two = load_file(tmp_path / "two" / "model" / "model.safetensors")
