@@ -343,12 +343,7 @@ class MatryoshkaTrainer:
         state["train_seconds"] += time.perf_counter() - segment_start
         module.eval()
         accelerator.wait_for_everyone()
-        # Trackers end here, but not the process group (`end_training` would destroy it): the evaluation after
-        # training still needs it, and once destroyed, freeing the DDP wrapper (whose reducer then holds the last
-        # reference) joins gloo's worker thread while holding the GIL, which that thread may be waiting for to
-        # free the barrier's tensors: a hang at the end of multi-process CPU training, seen in CI.
-        for tracker in accelerator.trackers:
-            tracker.finish()
+        accelerator.end_training()
         steps_run = state["step"] - start_step
         metrics = {
             "train_runtime": round(state["train_seconds"], 3),
