@@ -24,7 +24,7 @@ def accelerate_launch(launch_args: list[str], script: Path, script_args: list[st
                       timeout: float = 240) -> subprocess.CompletedProcess:
     """`accelerate launch LAUNCH_ARGS --main_process_port PORT SCRIPT SCRIPT_ARGS`. A run that has not exited after
     `timeout` seconds (two processes waiting on each other: a rendezvous port taken between `free_port` and the
-    launch, say) is killed with its workers and run once more on a fresh port and an empty `output_dir`; its
+    launch, say, or gloo's teardown) is killed with its workers and run once more on a fresh port and an empty `output_dir`; its
     stderr is reported as a warning, or in the failure when the second run hangs too."""
     for attempt in (1, 2):
         command = [sys.executable, "-m", "accelerate.commands.launch", *launch_args, "--main_process_port",
@@ -36,7 +36,12 @@ def accelerate_launch(launch_args: list[str], script: Path, script_args: list[st
             return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            _, stderr = process.communicate()
+            # torch's workers run in sessions of their own: find them by the output folder on their command line
+            subprocess.run(["pkill", "-9", "-f", str(output_dir)], check=False)
+            try:
+                _, stderr = process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                stderr = "(no stderr: a worker still held the pipe)"
         if attempt == 2:
             pytest.fail(f"accelerate launch hung twice ({timeout:g} s each); stderr of the second run:\n{stderr[-3000:]}")
         warnings.warn(f"accelerate launch hung for {timeout:g} s and was run again; its stderr:\n{stderr[-3000:]}",
