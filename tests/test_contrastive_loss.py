@@ -2,7 +2,6 @@
 spread over two processes."""
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,8 @@ from hf_mrl.losses import (
     matryoshka_contrastive_loss,
     matryoshka_contrastive_loss_reference,
 )
+
+from .launch import free_port
 
 # Unsorted on purpose, and below the width 40: the last 8 features never enter the loss.
 DIMS = [16, 4, 8, 32]
@@ -430,12 +431,6 @@ def _check_gather_with_grad(rank, world):
     torch.testing.assert_close(local.grad, expected)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_gather_is_identity_in_one_process(device):
     images, texts = make_pairs(device=device)
     assert gather_with_grad(images) is images
@@ -447,7 +442,7 @@ def test_gather_is_identity_in_one_process(device):
 
 @pytest.mark.slow
 def test_two_processes_with_gather_equal_one_process_on_the_global_batch():
-    mp.spawn(_distributed_worker, args=(2, _free_port()), nprocs=2, join=True)
+    mp.spawn(_distributed_worker, args=(2, free_port()), nprocs=2, join=True)
 
 
 @pytest.mark.parametrize("immediate_fraction", [1 / 32, 1 / 2], ids=["kept", "immediate"])
