@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_mrl.benchmarking import PEAK_MEMORY_SOURCE, make_clock, peak_memory
-from hf_mrl.fused_cross_entropy import DEFAULT_CHUNK_SIZE, nested_heads_cross_entropy
+from hf_mrl.fused_cross_entropy import DEFAULT_CHUNK_SIZE, _add_mm, _mm_into, nested_heads_cross_entropy
 from hf_mrl.losses import matryoshka_cross_entropy
 from hf_mrl.nesting import NestedLinear, block_bounds, default_matryoshka_dims
 
@@ -66,28 +66,14 @@ def make_step(head: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, with_
     return step
 
 
-def product_into(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor, accumulate: bool) -> None:
-    """out = (or +=) left @ right. Products with under 16 output columns run transposed, as in the fused loss:
-    BLAS is slow on that shape on CPU (an 8-column gradient: 1.1 ms vs 0.08 ms transposed)."""
-    if right.shape[1] < 16:
-        product = torch.mm(right.t(), left.t()).t()
-        if accumulate:
-            out.add_(product)
-        else:
-            out.copy_(product)
-    elif accumulate:
-        out.addmm_(left, right)
-    else:
-        torch.mm(left, right, out=out)
-
-
 def make_products_step(inputs: torch.Tensor, head: NestedLinear | nn.Linear, dims: list[int],
                        chunk_size: int = DEFAULT_CHUNK_SIZE):
     """The matrix products alone of a head + cross-entropy step, over the fused loss's chunks of labels and the
     whole batch, without softmax, loss, autograd or a memory limit: forward logits, then the input and weight
     gradients, with the logits standing in for their gradient. For the nested heads these are the per-block
     products and running sums (MRL-E: forward, and reversed over the dims' gradients in backward) or one product
-    per head (MRL) that any exact implementation runs: the floor under the fused loss."""
+    per head (MRL) that any exact implementation runs: the floor under the fused loss. The gradient products go
+    through the fused loss's own helpers (`_mm_into`, `_add_mm`: narrow products transposed), so both run them alike."""
     if isinstance(head, nn.Linear):
         heads, bounds = [(head.weight, head.bias)], [(0, dims[-1])]
     elif head.efficient:
@@ -114,9 +100,9 @@ def make_products_step(inputs: torch.Tensor, head: NestedLinear | nn.Linear, dim
                 if running and index < last:
                     outs[index].add_(outs[index + 1])
                 first = start == 0 and (running or index == last)
-                product_into(grad_x[:, low:high], outs[index], weight[labels, low:high], accumulate=not first)
+                (_mm_into if first else _add_mm)(grad_x[:, low:high], outs[index], weight[labels, low:high])
                 grad_weight = grad_weights[0 if running else index][labels, low:high]
-                product_into(grad_weight, outs[index].t(), x[:, low:high], accumulate=False)
+                _mm_into(grad_weight, outs[index].t(), x[:, low:high])
         return grad_x, grad_weights
 
     return step

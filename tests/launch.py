@@ -24,13 +24,13 @@ def accelerate_launch(launch_args: list[str], script: Path, script_args: list[st
                       timeout: float = 240) -> subprocess.CompletedProcess:
     """`accelerate launch LAUNCH_ARGS --main_process_port PORT SCRIPT SCRIPT_ARGS`. A run that has not exited after
     `timeout` seconds (two processes waiting on each other: a rendezvous port taken between `free_port` and the
-    launch, say, or gloo's teardown) is killed with its workers and run once more on a fresh port and an empty `output_dir`; its
-    stderr is reported as a warning, or in the failure when the second run hangs too."""
+    launch, say, or gloo's teardown) is killed with its workers and run once more on a fresh port and an empty
+    `output_dir`; its stderr is reported as a warning, or in the failure when the second run hangs too."""
     for attempt in (1, 2):
         command = [sys.executable, "-m", "accelerate.commands.launch", *launch_args, "--main_process_port",
                    str(free_port()), str(script), *script_args]
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   start_new_session=True)  # its own process group: the workers die with it
+                                   start_new_session=True)  # its own process group, killed as one
         try:
             stdout, stderr = process.communicate(timeout=timeout)
             return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
