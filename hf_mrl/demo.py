@@ -176,7 +176,8 @@ def run_demo(args) -> dict:
     trainer.save_model(results=results["MRL"], metrics=list(METRICS), description="A small ViT trained from scratch "
                        f"on Fashion-MNIST by `hf-mrl demo` (nested heads at {', '.join(map(str, dims))} dims).")
     _plot(results, output_dir / "accuracy_vs_dim.png")
-    seconds = {label: trainers[label].state["train_seconds"] for label in LABELS}
+    seconds = {label: next(entry["train_runtime"] for entry in reversed(trainers[label].state.log_history)
+                           if "train_runtime" in entry) for label in LABELS}
     timings = {"train_seconds": {label: round(value, 1) for label, value in seconds.items()},
                "seconds_per_step": {label: round(value / args.max_steps, 4) for label, value in seconds.items()},
                "deployment_seconds": round(deployment_seconds, 1),

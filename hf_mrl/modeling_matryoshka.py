@@ -377,12 +377,14 @@ class _MatryoshkaForClassification(MatryoshkaPreTrainedModel):
         output_matryoshka_logits: bool | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
+        label_smoothing: float = 0.0,
         **kwargs,
     ) -> MatryoshkaClassifierOutput:
-        """With `labels`, the loss at every nesting dim is computed fused with the heads, and `matryoshka_logits` is
-        None unless `output_matryoshka_logits=True` (which costs one more pass of every head); without labels it is
-        always returned. `logits` (the largest dim) is always returned. The inputs and labels are checked before
-        any work."""
+        """With `labels`, the loss at every nesting dim is computed fused with the heads (smoothed by
+        `label_smoothing`, as `nn.CrossEntropyLoss`'s), and `matryoshka_logits` is None unless
+        `output_matryoshka_logits=True` (which costs one more pass of every head); without labels it is always
+        returned. `logits` (the largest dim) is always returned. The inputs and labels are checked before any
+        work."""
         batch = self.matryoshka.check_inputs(input_ids, attention_mask, token_type_ids, pixel_values, **kwargs)
         if labels is not None:
             check_class_labels(labels, batch, self.config.num_labels)
@@ -403,7 +405,8 @@ class _MatryoshkaForClassification(MatryoshkaPreTrainedModel):
             logits = matryoshka_logits[-1]
         else:
             loss, per_dim_losses, logits = nested_heads_cross_entropy(
-                self.heads, embeddings, labels.to(embeddings.device), self.config.matryoshka_weights
+                self.heads, embeddings, labels.to(embeddings.device), self.config.matryoshka_weights,
+                label_smoothing=label_smoothing,
             )
         return MatryoshkaClassifierOutput(
             loss=loss,

@@ -1,25 +1,20 @@
-"""Training: `MatryoshkaTrainer` (the one loop behind the Python API, the scripts and the demo), its arguments,
-resumable checkpoints (atomic save, rotation, resume), model building (MRL / MRL-E / fixed-feature heads),
-per-dim loss logging and progress.
+"""Training: `MatryoshkaTrainer` (a `transformers.Trainer` behind the Python API, the scripts and the demo), its
+arguments, checkpoints (atomic save, rotation, resume) and model building (MRL / MRL-E / fixed-feature heads).
 """
 
-from .arguments import MatryoshkaTrainingArguments
+from .arguments import NOT_EXERCISED_FIELDS, MatryoshkaTrainingArguments
 from .checkpointing import (
     CHECKPOINT_PREFIX,
     TEMP_PREFIX,
     TRAINER_STATE_NAME,
+    check_checkpoint_files,
     checkpoint_path,
     latest_checkpoint,
     list_checkpoints,
-    load_checkpoint,
-    parse_checkpointing_steps,
     read_trainer_state,
     resolve_resume_checkpoint,
     rotate_checkpoints,
-    save_checkpoint,
-    validate_keep_last,
 )
-from .launch import use_cpu
 from .models import (
     BACKBONE_KINDS,
     HEAD_KINDS,
@@ -29,36 +24,30 @@ from .models import (
     is_vision_config,
     scratch_backbone_config,
 )
-from .tracking import PerDimLossMeter, prefixed, progress_bar, results_table
+from .tracking import results_table
 from .trainer import PAUSE_AFTER_CHECKPOINT_ENV, MatryoshkaTrainer
 
 __all__ = [
     "MatryoshkaTrainer",
     "MatryoshkaTrainingArguments",
+    "NOT_EXERCISED_FIELDS",
     "PAUSE_AFTER_CHECKPOINT_ENV",
     "BACKBONE_KINDS",
     "CHECKPOINT_PREFIX",
     "HEAD_KINDS",
     "TEMP_PREFIX",
     "TRAINER_STATE_NAME",
-    "PerDimLossMeter",
     "build_classifier",
-    "use_cpu",
+    "check_checkpoint_files",
     "checkpoint_path",
     "classifier_class",
     "head_settings",
     "is_vision_config",
     "latest_checkpoint",
     "list_checkpoints",
-    "load_checkpoint",
-    "parse_checkpointing_steps",
-    "prefixed",
-    "progress_bar",
     "read_trainer_state",
     "resolve_resume_checkpoint",
     "results_table",
     "rotate_checkpoints",
-    "save_checkpoint",
     "scratch_backbone_config",
-    "validate_keep_last",
 ]

@@ -1,13 +1,16 @@
 """`MatryoshkaTrainingArguments`: transformers' `TrainingArguments` plus the few settings Matryoshka training adds.
 
-Every flag a transformers user knows keeps its name and meaning (`--per_device_train_batch_size`,
-`--learning_rate`, `--max_steps`, `--save_steps`, `--save_total_limit`, `--eval_strategy`, `--bf16`,
-`--report_to`, `--resume_from_checkpoint`, ...), so `HfArgumentParser` builds the scripts' command lines.
+Every field of `TrainingArguments` keeps its name and meaning, and `MatryoshkaTrainer` (a `transformers.Trainer`)
+does what transformers documents for it, or refuses it before any work with one line that says why:
+`REFUSED` (whatever the task) and `check_arguments_for_task` (what has no meaning for one task). The fields that
+no test of ours exercises are listed, with the reason, in `NOT_EXERCISED_FIELDS`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import importlib.util
 
 import torch
 from transformers import TrainingArguments
@@ -15,11 +18,122 @@ from transformers import TrainingArguments
 from ..files import check_output_folder
 from ..input_checks import check_number, check_positive_int, is_int
 
-__all__ = ["MatryoshkaTrainingArguments", "DEFAULT_HEAD_LEARNING_RATE"]
+__all__ = [
+    "MatryoshkaTrainingArguments",
+    "DEFAULT_HEAD_LEARNING_RATE",
+    "NOT_EXERCISED_FIELDS",
+    "REFUSED",
+    "check_arguments_for_task",
+]
 
 # New layers (projection, nested heads) start from random weights: at a pretrained encoder's fine-tuning
 # rate (5e-5) they barely move in a short run, so by default they learn at least this fast.
 DEFAULT_HEAD_LEARNING_RATE = 1e-3
+
+# Fields refused whatever the task: (is the value refused?, why). Evaluation runs hf_mrl's evaluators (one encoding
+# pass, every dim), not Trainer's prediction loop, so the prediction loop's settings have nothing to act on.
+_PREDICTION_LOOP = "evaluation runs hf_mrl's per-dim evaluators (one encoding pass), not Trainer's prediction loop"
+REFUSED = {
+    "prediction_loss_only": (lambda value: bool(value), _PREDICTION_LOOP),
+    "eval_accumulation_steps": (lambda value: value is not None, _PREDICTION_LOOP),
+    "include_for_metrics": (lambda value: bool(value), _PREDICTION_LOOP),
+    "batch_eval_metrics": (lambda value: bool(value), _PREDICTION_LOOP),
+    "eval_do_concat_batches": (lambda value: not value, _PREDICTION_LOOP),
+    "eval_use_gather_object": (lambda value: bool(value), _PREDICTION_LOOP),
+    "label_names": (lambda value: value is not None, "the task's collator names the labels (`labels`)"),
+    "bf16_full_eval": (lambda value: bool(value), "the evaluators encode in the model's own dtype; cast the model to evaluate in bf16"),
+    "fp16_full_eval": (lambda value: bool(value), "the evaluators encode in the model's own dtype; cast the model to evaluate in fp16"),
+    "use_liger_kernel": (lambda value: bool(value), "Liger kernels patch decoder LLMs; Matryoshka encoders have none to patch"),
+    "use_cache": (lambda value: bool(value), "encoders keep no key/value cache"),
+    "hub_strategy": (lambda value: str(getattr(value, "value", value)) in ("checkpoint", "all_checkpoints"),
+                     "hf_mrl pushes the model with its card ('end' or 'every_save'), never optimizer states"),
+    "train_sampling_strategy": (lambda value: str(getattr(value, "value", value)) == "batch_rebalance",
+                                "batch_rebalance balances token counts of decoder batches; use 'random', 'sequential' or 'group_by_length'"),
+}
+
+# Fields that no test of ours exercises, and why (the field walk in tests/test_trainer_arguments.py reads this).
+NOT_EXERCISED_FIELDS = {
+    "do_train": "read by scripts, not by Trainer (as transformers documents); our scripts always train",
+    "do_eval": "read by scripts, not by Trainer; our scripts evaluate the final model whenever there is data",
+    "do_predict": "read by scripts, not by Trainer; our scripts have no predict step",
+    "local_rank": "set by the launcher (torchrun / accelerate launch), not by users",
+    "fp16": "CUDA mixed precision through Accelerate (bf16 is tested on CPU); run by scripts/device_check.sh",
+    "tf32": "an Ampere+ CUDA matmul setting that Trainer hands to torch; run by scripts/device_check.sh",
+    "fsdp": "FSDP through Trainer and Accelerate needs a CUDA/NCCL process group here; run by scripts/device_check.sh",
+    "fsdp_config": "see `fsdp`",
+    "deepspeed": "an optional extra (hf_mrl[deepspeed]); its absence is a clear error (tested); run by scripts/device_check.sh",
+    "parallelism_config": "tensor / context / sequence parallelism for models with a parallel plan; ours have none, and Trainer refuses it",
+    "torch_compile_backend": "passed to torch.compile by Trainer (torch_compile is tested with the default backend)",
+    "torch_compile_mode": "passed to torch.compile by Trainer (torch_compile is tested with the default mode)",
+    "torch_empty_cache_steps": "empties the device cache every N steps (no cache on CPU)",
+    "auto_find_batch_size": "halves the batch on CUDA out-of-memory errors (Accelerate's find_executable_batch_size)",
+    "optim_target_modules": "for GaLore / APOLLO optimizers (CUDA-only packages), which Trainer builds from the model",
+    "average_tokens_across_devices": "only for losses normalised by token counts; ours are means over the batch",
+    "log_level": "transformers' logging level, set by Trainer",
+    "log_level_replica": "transformers' logging level on other processes, set by Trainer",
+    "log_on_each_node": "which nodes log (several machines)",
+    "logging_nan_inf_filter": "Trainer skips NaN/inf losses in its running mean",
+    "logging_first_step": "Trainer logs the first step too",
+    "logging_strategy": "Trainer's logging schedule (steps is tested)",
+    "run_name": "a tracker's run name",
+    "project": "a tracker's project name",
+    "trackio_space_id": "the trackio integration's Space",
+    "trackio_bucket_id": "the trackio integration's bucket",
+    "trackio_static_space_id": "the trackio integration's static Space",
+    "eval_delay": "Trainer skips evaluations before this epoch / step",
+    "save_on_each_node": "several machines without a shared disk: each node's main process saves (and renames)",
+    "save_only_model": "Trainer saves weights only (then a run cannot resume, as transformers documents)",
+    "enable_jit_checkpoint": "Trainer saves a checkpoint on SIGTERM (through our atomic checkpoint)",
+    "hub_private_repo": "the visibility of a newly created Hub repo",
+    "hub_always_push": "Trainer pushes even while a push is in flight (our pushes block)",
+    "hub_revision": "the Hub branch pushed to",
+    "ignore_data_skip": "a resume starts the epoch from its first batch instead of skipping the seen ones",
+    "restore_callback_states_from_checkpoint": "callbacks' states restored on resume (Trainer)",
+    "full_determinism": "deterministic torch algorithms (Trainer)",
+    "accelerator_config": "Accelerate settings (batch splitting, dispatch), handed over by Trainer",
+    "dataloader_pin_memory": "pinned host memory for device copies (CUDA)",
+    "dataloader_persistent_workers": "keeps the data workers between epochs",
+    "dataloader_prefetch_factor": "batches each worker loads ahead",
+    "dataloader_multiprocessing_context": "how data workers start",
+    "dataloader_in_order": "whether workers hand batches back in order",
+    "remove_unused_columns": "the task's collator reads the columns it needs and the model sees only its inputs",
+    "length_column_name": "group_by_length reads lengths from this column when the dataset has it",
+    "ddp_find_unused_parameters": "DistributedDataParallel setting handed over by Trainer",
+    "ddp_bucket_cap_mb": "DistributedDataParallel setting handed over by Trainer",
+    "ddp_broadcast_buffers": "DistributedDataParallel setting handed over by Trainer",
+    "ddp_static_graph": "DistributedDataParallel setting handed over by Trainer",
+    "ddp_backend": "the process group's backend (gloo on CPU, nccl on CUDA)",
+    "ddp_timeout": "the process group's timeout",
+    "debug": "Trainer's debug options (underflow/overflow detection hooks)",
+    "skip_memory_metrics": "Trainer's memory report",
+    "include_num_input_tokens_seen": "Trainer counts the tokens of classification batches; refused for pairs and image-text",
+    "liger_kernel_config": "see `use_liger_kernel` (refused)",
+    "activation_checkpointing_kwargs": "passed to torch.utils.checkpoint (gradient checkpointing is tested with the defaults)",
+    "gradient_checkpointing_kwargs": "see `activation_checkpointing_kwargs`",
+    "eval_steps": "Trainer's evaluation schedule (eval_strategy='epoch' and 'steps' with logging_steps are tested)",
+}
+
+
+def check_arguments_for_task(args, task: str, model) -> None:
+    """Refuses, before any work, the arguments that have no meaning for `task` ("classification", "pairs" or
+    "image-text") or `model`, naming the field and why."""
+    vision_only = model.main_input_name == "pixel_values" and task == "classification"
+    if args.label_smoothing_factor and task != "classification":
+        raise ValueError(
+            f"`label_smoothing_factor`={args.label_smoothing_factor} smooths class labels; the {task} contrastive loss "
+            "takes `contrastive_label_smoothing` (pairs) or the dual encoder's `label_smoothing` config."
+        )
+    if args.neftune_noise_alpha is not None and (vision_only or task == "image-text"):
+        raise ValueError(
+            f"`neftune_noise_alpha`={args.neftune_noise_alpha} adds noise to token embeddings; a {task} model on "
+            "images has no token embeddings to perturb."
+        )
+    if str(getattr(args.include_num_input_tokens_seen, "value", args.include_num_input_tokens_seen)) not in ("no", "False") \
+            and task != "classification":
+        raise ValueError(
+            f"`include_num_input_tokens_seen`={args.include_num_input_tokens_seen!r} counts one input per batch; "
+            f"{task} batches hold two towers' inputs, which Trainer cannot count."
+        )
 
 
 @dataclass
@@ -60,7 +174,18 @@ class MatryoshkaTrainingArguments(TrainingArguments):
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "rows per evaluation batch"})
 
     def __post_init__(self):
-        """Every number is checked before any work: NaN, inf and out-of-range values raise, naming the flag."""
+        """Every number is checked before any work: NaN, inf and out-of-range values raise, naming the flag; so
+        are the fields in `REFUSED`, and DeepSpeed without its package."""
+        for name, (refused, reason) in REFUSED.items():
+            if refused(getattr(self, name)):
+                raise ValueError(f"`{name}`={getattr(self, name)!r} is not supported by MatryoshkaTrainer: {reason}.")
+        if self.deepspeed and importlib.util.find_spec("deepspeed") is None:
+            raise ValueError(
+                f"`deepspeed`={self.deepspeed!r} needs the deepspeed package: pip install 'hf_mrl[deepspeed]'."
+            )
+        if self.save_total_limit is not None and (isinstance(self.save_total_limit, bool) or not is_int(self.save_total_limit)
+                                                  or self.save_total_limit < 1):
+            raise ValueError(f"`save_total_limit` must be None (keep all) or a positive integer, got {self.save_total_limit!r}.")
         check_number(self.learning_rate, "learning_rate", 0, low_open=True)
         if self.output_dir is not None:
             check_output_folder(self.output_dir, "output_dir")  # a file there is found now, not after training
@@ -96,14 +221,3 @@ class MatryoshkaTrainingArguments(TrainingArguments):
         if self.head_learning_rate is not None:
             return self.head_learning_rate
         return max(self.learning_rate, DEFAULT_HEAD_LEARNING_RATE)
-
-    @property
-    def precision(self) -> str:
-        """Accelerate's `mixed_precision` for `bf16` / `fp16`."""
-        return "bf16" if self.bf16 else "fp16" if self.fp16 else "no"
-
-    def warmup_steps_for(self, total_steps: int) -> int:
-        """`warmup_steps` as a count: an int is steps, a float in [0, 1) a share of `total_steps`."""
-        if isinstance(self.warmup_steps, float) and self.warmup_steps < 1:
-            return int(self.warmup_steps * total_steps)
-        return int(self.warmup_steps)

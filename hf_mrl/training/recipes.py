@@ -132,7 +132,7 @@ def _resumed_step(training_args) -> int:
     """The step the run continues from (`resume_from_checkpoint`), 0 for a fresh run."""
     resume = training_args.resume_from_checkpoint
     checkpoint = resolve_resume_checkpoint(training_args.output_dir, "latest" if resume is True else resume)
-    return int(read_trainer_state(checkpoint)["step"]) if checkpoint is not None else 0
+    return int(read_trainer_state(checkpoint)["global_step"]) if checkpoint is not None else 0
 
 
 def _write_summary(summary: dict, model_args, data_args, training_args) -> dict:
@@ -191,7 +191,7 @@ def run_supervised(model_args: SupervisedModelArguments, data_args: DataArgument
             reference = reference.select(range(min(model_args.max_knn_reference_samples, len(reference))))
         reference_split = splits.train_split
     started = time.perf_counter()
-    final = trainer.evaluate(final_data, reference_dataset=reference) if final_data is not None else {}
+    final = _evaluate_final(trainer, final_data, reference_dataset=reference)
     eval_seconds = time.perf_counter() - started
     if final:
         print(f"final results ({final_split}; 1-NN database: {reference_split}):\n" + results_table(final), flush=True)
@@ -203,7 +203,7 @@ def run_supervised(model_args: SupervisedModelArguments, data_args: DataArgument
     trainer.save_model(results=final or None, description=description, metrics=["top1", "1nn"])
     if final:
         save_results_plot(final, Path(training_args.output_dir) / "accuracy_vs_dim.png")
-    state = trainer.state
+    train_seconds = output.metrics["train_runtime"]
     return _write_summary({
         "task": "classification",
         "dataset": name,
@@ -214,14 +214,39 @@ def run_supervised(model_args: SupervisedModelArguments, data_args: DataArgument
             "class_names": splits.class_names,
         },
         "steps": output.global_step,
-        "train_seconds": round(state["train_seconds"], 2),
-        "seconds_per_step": round(state["train_seconds"] / max(output.global_step, 1), 4),
+        "train_seconds": round(train_seconds, 2),
+        "seconds_per_step": round(train_seconds / max(output.global_step, 1), 4),
         "eval_seconds": round(eval_seconds, 2),
         "final_split": final_split,
         "knn_database": reference_split,
         "final": final,
-        "history": state["history"],
+        "history": evaluation_history(trainer),
+        "loss_history": loss_history(trainer),
     }, model_args, data_args, training_args)
+
+
+def _evaluate_final(trainer, dataset, **kwargs) -> dict[str, float]:
+    """The final per-dim metrics on `dataset`, keyed `{name}_dim{k}_{metric}` (no `eval_` prefix)."""
+    if dataset is None:
+        return {}
+    return trainer.evaluate(dataset, metric_key_prefix="", **kwargs)
+
+
+def evaluation_history(trainer) -> list[dict]:
+    """The evaluations during training, from the trainer's log history: `{"epoch", "step", "{name}_dim{k}_{metric}"}`
+    (a resumed run's history includes the killed run's, as the checkpoint keeps it)."""
+    history = []
+    for entry in trainer.state.log_history:
+        metrics = {key[len("eval_"):]: value for key, value in entry.items() if key.startswith("eval_") and "_dim" in key}
+        if metrics:
+            history.append({"epoch": entry.get("epoch"), "step": entry["step"], **metrics})
+    return history
+
+
+def loss_history(trainer) -> list[dict]:
+    """The logged training losses: `{"step", "loss", "loss_dim8", ...}` every `logging_steps`."""
+    return [{key: value for key, value in entry.items() if key == "step" or key.startswith("loss")}
+            for entry in trainer.state.log_history if "loss" in entry]
 
 
 def _num_classes(splits) -> int:
@@ -371,10 +396,12 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
             model, model_args.model_name_or_path, trainer.columns, training_args, model_args.matryoshka_dims,
             model_args.matryoshka_weights,
         )
-    steps = trainer.train().global_step if training_args.max_steps != 0 else 0
+    output = trainer.train() if training_args.max_steps != 0 else None
+    steps = output.global_step if output is not None else 0
+    train_seconds = output.metrics["train_runtime"] if output is not None else 0.0
     final_data = splits.test if splits.test is not None else splits.eval
     final_split = splits.test_split if splits.test is not None else splits.eval_split
-    final = trainer.evaluate(final_data) if final_data is not None else {}
+    final = _evaluate_final(trainer, final_data)
     trainer.save_model(
         results=final or None,
         description=f"Trained with `scripts/train_contrastive.py --task {model_args.task} --loss {model_args.loss}` on `{name}`.",
@@ -382,15 +409,16 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
     if final:
         recall = sorted({metric for _, _, metric in map(parse_metric_key, final) if "recall" in metric})
         save_results_plot(final, Path(training_args.output_dir) / "recall_vs_dim.png", metrics=recall or None)
-    state = trainer.state
-    initial = next((entry for entry in state["history"] if entry["step"] == 0), None)  # `eval_on_start`
+    history = evaluation_history(trainer)
+    initial = next((entry for entry in history if entry["step"] == 0), None)  # `eval_on_start`
     return _write_summary({
         "task": model_args.task, "loss": model_args.loss, "dataset": name,
         "matryoshka_dims": model_args.matryoshka_dims, "eval_dims": evaluation_dims(model, training_args.eval_dims),
         "final_split": final_split, "steps": steps, "steps_this_run": steps - start_step,
-        "train_seconds": round(state["train_seconds"], 2),
-        "seconds_per_step": round(state["train_seconds"] / steps, 4) if steps else None,
+        "train_seconds": round(train_seconds, 2),
+        "seconds_per_step": round(train_seconds / (steps - start_step), 4) if steps > start_step else None,
         "final": final,
         "initial_metrics": {key: value for key, value in initial.items() if key not in ("epoch", "step")} if initial else None,
-        "history": state["history"],
+        "history": history,
+        "loss_history": loss_history(trainer),
     }, model_args, data_args, training_args)

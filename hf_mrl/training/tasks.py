@@ -4,8 +4,9 @@
 - `MatryoshkaModel` + two text columns (anchor / positive) -> the Matryoshka contrastive loss, one shared tower;
 - `MatryoshkaDualEncoderModel` + `image` and `text` columns -> the image-text Matryoshka contrastive loss.
 
-Each task is a small `nn.Module` wrapping the model whose `forward(batch)` returns `(loss, per_dim_losses)`:
-it is what Accelerate prepares (DDP wraps it), so one forward per step runs through the wrapper.
+Each task is a small `nn.Module` holding the model whose `forward(batch)` returns `(loss, per_dim_losses)`; the
+trainer points its `model` at the wrapped model (DDP, FSDP, compiled) before each step, as sentence-transformers
+does with its losses.
 """
 
 from __future__ import annotations
@@ -114,14 +115,17 @@ def default_collator(task: str, model, processor, max_length: int, columns: tupl
 
 
 class ClassificationLoss(nn.Module):
-    """The nested heads' weighted cross-entropy, as the classifier's forward computes it."""
+    """The nested heads' weighted cross-entropy, as the classifier's forward computes it (with
+    `label_smoothing_factor`, smoothed at every dim)."""
 
-    def __init__(self, model):
+    def __init__(self, model, label_smoothing: float = 0.0):
         super().__init__()
         self.model = model
+        self.label_smoothing = label_smoothing
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        outputs = self.model(**batch)
+        extra = {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
+        outputs = self.model(**batch, **extra)
         return outputs.loss, outputs.matryoshka_losses
 
 

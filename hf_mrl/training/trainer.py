@@ -1,17 +1,25 @@
-"""`MatryoshkaTrainer`: the one training loop behind the Python API, the training scripts and the demo.
+"""`MatryoshkaTrainer`: transformers' `Trainer` for Matryoshka models, behind the Python API, the scripts and the demo.
 
     trainer = MatryoshkaTrainer(model=model, args=MatryoshkaTrainingArguments(output_dir="out", ...),
                                 train_dataset=splits.train, eval_dataset=splits.eval)
     trainer.train()                       # resumable: trainer.train(resume_from_checkpoint="latest")
-    trainer.evaluate()                    # {name}_dim{k}_{metric} at every dim, from one encoding pass
+    trainer.evaluate()                    # eval_{name}_dim{k}_{metric} at every dim, from one encoding pass
     trainer.save_model()                  # <output_dir>/model: weights, tokenizer / image processor, card
 
-It is a Trainer-like class on Accelerate rather than a `transformers.Trainer` subclass: the Trainer writes
-checkpoints straight into `checkpoint-<step>` (a kill mid-save leaves a half-written folder that
-`resume_from_checkpoint=True` then picks), while this loop saves into a temp folder and renames it
-(`hf_mrl.training.checkpointing`), and resumes bit-exactly (consumed batches skipped, per-epoch seeded
-order, RNG states restored). It takes a `TrainingArguments` all the same, so the flags and
-`accelerate launch` work as transformers users expect.
+It is a `transformers.Trainer` subclass (as sentence-transformers' trainer is): the Trainer runs the loop, so
+gradient checkpointing, FSDP, DeepSpeed, `torch_compile`, every `optim`, callbacks, trackers and the Hub work as
+transformers documents them. What Matryoshka training adds lives in overrides:
+
+- the task (and its loss, collator and evaluator) read off the model and the columns (`hf_mrl.training.tasks`);
+- the layers added on a pretrained encoder learn at `head_learning_rate` (parameter groups any `optim` respects);
+- the per-dim losses go into the logs (`loss_dim8`, ...) and `evaluate()` scores every dim with hf_mrl's
+  evaluators (`eval_{name}_dim{k}_{metric}`, so `metric_for_best_model` can name one dim);
+- checkpoints are written to a temp folder and renamed (`resume_from_checkpoint=True` / "latest" never picks a
+  half-written one), every file is checked before a resume, and rotation keeps files hf_mrl did not write;
+- the training order is a seeded shuffle per epoch, so a resumed run repeats the killed one bit for bit;
+- `save_model()` / `push_to_hub()` write hf_mrl's folder with its model card (per-dim table, class names).
+
+Arguments that cannot mean anything here are refused before any work (see `arguments.REFUSED`).
 """
 
 from __future__ import annotations
@@ -26,21 +34,22 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
-from transformers import TrainingArguments, get_scheduler
+from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import TrainOutput
 
 from ..data.generic import align_class_labels, check_label_dtype, encode_string_labels
-from ..evaluation import parse_metric_key
-from ..files import check_output_folder
-from ..hub import save_with_card
-from .arguments import MatryoshkaTrainingArguments
-from .checkpointing import load_checkpoint, resolve_resume_checkpoint, save_checkpoint, validate_keep_last
+from ..files import check_folder_target, check_output_folder, move_into_place, remove_stale_temp_folders
+from ..hub import push_to_hub_with_card, save_with_card
+from .arguments import MatryoshkaTrainingArguments, check_arguments_for_task
+from .checkpointing import (
+    CHECKPOINT_FOLDER,
+    CHECKPOINT_PREFIX,
+    check_checkpoint_files,
+    checkpoint_path,
+    resolve_resume_checkpoint,
+    rotate_checkpoints,
+)
 from .evaluators import default_evaluator, evaluation_dims
-from .launch import use_cpu
 from .sampling import EpochShuffleSampler
 from .tasks import (
     PAIR_TEMPERATURE,
@@ -52,7 +61,6 @@ from .tasks import (
     infer_task,
     pair_columns,
 )
-from .tracking import PerDimLossMeter, prefixed, progress_bar
 
 __all__ = ["MatryoshkaTrainer", "PAUSE_AFTER_CHECKPOINT_ENV"]
 
@@ -60,8 +68,17 @@ __all__ = ["MatryoshkaTrainer", "PAUSE_AFTER_CHECKPOINT_ENV"]
 PAUSE_AFTER_CHECKPOINT_ENV = "HF_MRL_PAUSE_AFTER_CHECKPOINT"
 # Parameters that start from random weights on a pretrained encoder: they learn at `head_learning_rate`.
 NEW_LAYER_PREFIXES = ("heads.", "matryoshka.projection.", "projection.", "visual_projection.", "text_projection.")
+# Prefixes wrappers put before parameter names (FSDP1, DDP, torch.compile).
+_WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "module.", "_orig_mod.")
 # A loss that has moved less than this share after the warm-up is reported as not learning.
 FLAT_LOSS_TOLERANCE = 0.01
+# Trainer arguments whose job hf_mrl's evaluators and losses do instead.
+_REFUSED_INIT_ARGUMENTS = {
+    "model_init": "hyperparameter search re-creates the model; build the model, then the trainer",
+    "compute_metrics": "evaluation runs hf_mrl's per-dim evaluators; pass `evaluator=` for other metrics",
+    "compute_loss_func": "the loss follows from the task; pass `loss=` (an nn.Module over the model) instead",
+    "preprocess_logits_for_metrics": "evaluation runs hf_mrl's per-dim evaluators, not the prediction loop",
+}
 
 
 def as_matryoshka_arguments(args) -> MatryoshkaTrainingArguments:
@@ -76,9 +93,9 @@ def as_matryoshka_arguments(args) -> MatryoshkaTrainingArguments:
     return MatryoshkaTrainingArguments(**values)
 
 
-class MatryoshkaTrainer:
-    """Trains a Matryoshka model; the task (nested-head cross-entropy, text-pair or image-text contrastive loss)
-    follows from the model and the dataset's columns (see `hf_mrl.training.tasks`).
+class MatryoshkaTrainer(Trainer):
+    """Trains a Matryoshka model with transformers' `Trainer`; the task (nested-head cross-entropy, text-pair or
+    image-text contrastive loss) follows from the model and the dataset's columns (see `hf_mrl.training.tasks`).
 
     Args:
         model: a `MatryoshkaFor*Classification`, `MatryoshkaModel` or `MatryoshkaDualEncoderModel`.
@@ -89,82 +106,199 @@ class MatryoshkaTrainer:
             task's per-dim evaluator on `eval_dataset`.
         data_collator: rows -> model inputs; default: the task's collator with `processing_class`.
         processing_class: tokenizer or image processor; default: the one saved with the model's encoder.
-        loss: an `nn.Module` holding the model whose `forward(batch)` returns `(loss, per_dim_losses or None)`,
-            to train with another loss on the same weights; default: the task's Matryoshka loss.
-        name: prefix of the metric keys (default: "eval").
+        loss: an `nn.Module` with a `model` attribute whose `forward(batch)` returns `(loss, per_dim_losses or
+            None)`, to train with another loss on the same weights; default: the task's Matryoshka loss.
+        name: the evaluator's name in metric keys (`eval_{name}_dim16_top1`; default: none, `eval_dim16_top1`).
+        callbacks, optimizers, optimizer_cls_and_kwargs: as in `transformers.Trainer`.
     """
 
-    def __init__(self, model, args=None, train_dataset=None, eval_dataset=None, evaluator=None,
-                 data_collator=None, processing_class=None, loss=None, name: str = "eval"):
-        self.args = as_matryoshka_arguments(args)
-        validate_keep_last(self.args.save_total_limit, "save_total_limit")
-        if self.args.save_strategy not in ("no", "steps", "epoch"):
-            raise ValueError(f"`save_strategy` must be 'no', 'steps' or 'epoch', got {self.args.save_strategy!r}.")
+    def __init__(self, model=None, args=None, train_dataset=None, eval_dataset=None, evaluator=None,
+                 data_collator=None, processing_class=None, loss=None, name: str = "eval", **trainer_kwargs):
+        for argument, reason in _REFUSED_INIT_ARGUMENTS.items():
+            if trainer_kwargs.get(argument) is not None:
+                raise ValueError(f"`{argument}` is not supported by MatryoshkaTrainer: {reason}.")
+        if model is None:
+            raise ValueError("`model` is required: a MatryoshkaFor*Classification, MatryoshkaModel or MatryoshkaDualEncoderModel.")
+        args = as_matryoshka_arguments(args)
         if train_dataset is None and eval_dataset is None and evaluator is None:
             raise ValueError("Give a `train_dataset` (to train) or an `eval_dataset` / `evaluator` (to evaluate).")
-        if self.args.eval_dims:
-            evaluation_dims(model, self.args.eval_dims)  # every dim within the embedding, checked before any work
-        if isinstance(train_dataset, datasets.IterableDataset) and not (self.args.max_steps and self.args.max_steps > 0):
-            raise ValueError("A streamed `train_dataset` needs `max_steps` > 0 (a stream's length is unknown).")
-        self.model = model
+        if args.eval_dims:
+            evaluation_dims(model, args.eval_dims)  # every dim within the embedding, checked before any work
         self.task = infer_task(model, train_dataset if train_dataset is not None else eval_dataset)
+        check_arguments_for_task(args, self.task, model)
         if self.task == "classification":
             for part in (train_dataset, eval_dataset):
                 if part is not None:
                     check_label_dtype(part, "label")
             train_dataset, eval_dataset = _encode_string_labels(train_dataset, eval_dataset)
-        self.train_dataset, self.eval_dataset, self.name = train_dataset, eval_dataset, name
         probe = train_dataset if train_dataset is not None else eval_dataset
-        self.columns = (
-            pair_columns(probe, self.args.anchor_column, self.args.positive_column) if self.task == "pairs" else None
-        )
+        self.columns = pair_columns(probe, args.anchor_column, args.positive_column) if self.task == "pairs" else None
+        self.name = name
         if self.task == "classification":
-            self._set_class_names(probe)
-            self.train_dataset, self.eval_dataset = map(self._align_labels, (self.train_dataset, self.eval_dataset))
-            for part in (self.train_dataset, self.eval_dataset):
+            _set_class_names(model, probe)
+            train_dataset, eval_dataset = (align_class_labels(part, model.config.id2label) if part is not None else None
+                                           for part in (train_dataset, eval_dataset))
+            for part in (train_dataset, eval_dataset):
                 _check_label_range(part, model.config.num_labels)
+        if isinstance(train_dataset, datasets.IterableDataset):
+            seed = args.data_seed if args.data_seed is not None else args.seed
+            train_dataset = train_dataset.shuffle(seed=seed, buffer_size=args.shuffle_buffer)
         # The collators need the tokenizer, and an image classifier saves its image processor.
         needs_processor = data_collator is None or self.task != "classification" or model.main_input_name == "pixel_values"
-        self.processing_class = processing_class
         if processing_class is None and needs_processor:
-            self.processing_class = default_processor(model)
-        if self.processing_class is not None and hasattr(self.processing_class, "model_max_length"):
-            self.processing_class.model_max_length = self.args.max_seq_length  # saved with it, so eval cuts alike
-        self.data_collator = data_collator or default_collator(
-            self.task, model, self.processing_class, self.args.max_seq_length, self.columns
-        )
+            processing_class = default_processor(model)
+        if processing_class is not None and hasattr(processing_class, "model_max_length"):
+            processing_class.model_max_length = args.max_seq_length  # saved with it, so eval cuts alike
+        data_collator = data_collator or default_collator(self.task, model, processing_class, args.max_seq_length,
+                                                          self.columns)
         self._evaluator = evaluator
-        self.loss = loss if loss is not None else self._default_loss()
-        self.state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "history": [], "train_seconds": 0.0}
-        self.accelerator = None
+        self.loss = loss if loss is not None else _default_loss(self.task, model, args, self.columns)
+        self._per_dim_sum: torch.Tensor | None = None
+        self._per_dim_count = 0
+        self._flat_loss = _FlatLossWatch(args.warmup_steps, args.learning_rate)
+        self._card_results: dict[str, float] | None = None
+        super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, **trainer_kwargs)
+        # Our losses are means over the (micro-)batch: the Trainer divides them by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
 
     # -- set-up ---------------------------------------------------------------------------------------------
 
-    def _set_class_names(self, dataset) -> None:
-        """Class names of a `ClassLabel` column go into `config.id2label`, so predictions, reports and the card
-        show them; a dataset with more classes than the heads is refused before training."""
-        feature = (getattr(dataset, "features", None) or {}).get("label")
-        if not isinstance(feature, datasets.ClassLabel):
-            return
-        config = self.model.config
-        if feature.num_classes > config.num_labels:
-            raise ValueError(
-                f"The dataset has {feature.num_classes} classes but the model's heads have num_labels="
-                f"{config.num_labels} (`config.num_labels`); build the model with num_labels={feature.num_classes}."
-            )
-        if all(name == f"LABEL_{index}" for index, name in config.id2label.items()):
-            names = feature.names + [f"LABEL_{index}" for index in range(feature.num_classes, config.num_labels)]
-            config.id2label = dict(enumerate(names))
-            config.label2id = {name: index for index, name in enumerate(names)}
+    def _validate_args(self) -> None:
+        """Trainer's checks; an `evaluator` alone (no `eval_dataset`) is enough for an `eval_strategy`."""
+        stand_in = self.eval_dataset is None and self._evaluator is not None
+        if stand_in:
+            self.eval_dataset = ()
+        try:
+            super()._validate_args()
+        finally:
+            if stand_in:
+                self.eval_dataset = None
 
-    def _default_loss(self):
-        if self.task == "classification":
-            return ClassificationLoss(self.model)
-        if self.task == "pairs":
-            args = self.args
-            return PairContrastiveLoss(self.model, self.columns, args.temperature or PAIR_TEMPERATURE, args.symmetric,
-                                       args.contrastive_label_smoothing)
-        return ImageTextLoss(self.model)
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """The repo id to push to; the repo itself is created by the first push (no request at start-up)."""
+        self.hub_model_id = self.args.hub_model_id or Path(self.args.output_dir).absolute().name
+        self.push_in_progress = None
+
+    def _remove_unused_columns(self, dataset, description=None):
+        return dataset  # the task's collator reads the columns it needs; the model sees only its inputs
+
+    def _get_collator_with_removed_columns(self, data_collator, description=None):
+        return data_collator
+
+    def _get_train_sampler(self, train_dataset=None):
+        """A seeded shuffle per epoch (`seed + epoch`): a resumed run replays the killed run's order."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if dataset is None or isinstance(dataset, torch.utils.data.IterableDataset):
+            return None
+        args = self.args
+        seed = args.data_seed if args.data_seed is not None else args.seed
+        if args.train_sampling_strategy == "sequential":
+            return torch.utils.data.SequentialSampler(dataset)
+        lengths = self._lengths(dataset) if args.train_sampling_strategy == "group_by_length" else None
+        return EpochShuffleSampler(len(dataset), seed, self._train_batch_size, lengths)
+
+    def _lengths(self, dataset) -> list[int]:
+        """`length_column_name` when the dataset has it, else characters per row (both texts of a pair)."""
+        if self.args.length_column_name in dataset.column_names:
+            return list(dataset[self.args.length_column_name])
+        columns = self.columns or ("text",)
+        if not set(columns) <= set(dataset.column_names):
+            raise ValueError(
+                f"`train_sampling_strategy` 'group_by_length' needs text columns or a `length_column_name` column "
+                f"({self.args.length_column_name!r}); the dataset has {dataset.column_names}."
+            )
+        return [sum(map(len, texts)) for texts in zip(*(dataset[column] for column in columns), strict=True)]
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """Any `optim` (`get_optimizer_cls_and_kwargs`) over our parameter groups: no weight decay on biases,
+        norms, position embeddings and the CLS token; the layers added on the encoder learn at
+        `head_learning_rate`. Parameters of a `loss` module outside the model learn at `learning_rate`."""
+        if self.optimizer is not None:
+            return self.optimizer
+        args, model = self.args, self.model if model is None else model
+        groups: dict[tuple[float, float], list] = {}
+        seen = set()
+        named = list(model.named_parameters()) + [("loss." + name, parameter) for name, parameter in self.loss.named_parameters()]
+        for name, parameter in named:
+            if not parameter.requires_grad or id(parameter) in seen:
+                continue
+            seen.add(id(parameter))
+            name = _plain_name(name)
+            plain = parameter.ndim < 2 or "position_embeddings" in name or "cls_token" in name
+            added = name.startswith(NEW_LAYER_PREFIXES)
+            key = (args.new_layers_learning_rate if added else args.learning_rate, 0.0 if plain else args.weight_decay)
+            groups.setdefault(key, []).append(parameter)
+        if self.optimizer_cls_and_kwargs is not None:
+            optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
+        else:
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, model)
+        parameter_groups = [{"params": params, "lr": lr, "weight_decay": decay}
+                            for (lr, decay), params in sorted(groups.items(), key=lambda item: item[0])]
+        if {"params", "model", "optimizer_dict"} & set(optimizer_kwargs):
+            raise ValueError(f"`optim`={args.optim!r} builds its own parameter groups, which would drop hf_mrl's "
+                             "(head learning rate, no decay on norms); use an optimizer that takes parameter groups.")
+        self.optimizer = optimizer_cls(parameter_groups, **optimizer_kwargs)
+        return self.optimizer
+
+    # -- training -------------------------------------------------------------------------------------------
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs) -> TrainOutput:
+        """Trains for `max_steps` (or `num_train_epochs`); `resume_from_checkpoint` is a checkpoint folder, "latest"
+        or True (the newest complete one under `output_dir`; none yet is fine), default
+        `args.resume_from_checkpoint`. Returns transformers' `TrainOutput`."""
+        if self.train_dataset is None:
+            raise ValueError("`train()` needs a `train_dataset`.")
+        args = self.args
+        resume = resume_from_checkpoint if resume_from_checkpoint is not None else args.resume_from_checkpoint
+        resume = "latest" if resume is True else resume
+        check_output_folder(args.output_dir, "output_dir")
+        checkpoint = resolve_resume_checkpoint(args.output_dir, resume)
+        if self.accelerator.num_processes > 1 and hasattr(self.loss, "gather"):
+            self.loss.gather = True  # the contrastive loss over the global batch
+            if hasattr(self.loss, "id_offset"):
+                self.loss.id_offset = self.accelerator.process_index << 32
+        return super().train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None, trial=trial,
+                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The task's loss through `model` (the wrapped model: DDP, FSDP or compiled), as sentence-transformers
+        does; per-dim losses are kept for the logs."""
+        loss_module = self.loss
+        if getattr(loss_module, "model", model) is not model:
+            loss_module.model = model
+        loss, per_dim = loss_module(inputs)
+        if model.training:
+            self._remember_losses(loss, per_dim)
+        return (loss, None) if return_outputs else loss
+
+    def _remember_losses(self, loss: torch.Tensor, per_dim: torch.Tensor | None) -> None:
+        if per_dim is not None and self._dims_of_loss():
+            values = per_dim.detach().float().reshape(-1)
+            self._per_dim_sum = values if self._per_dim_sum is None else self._per_dim_sum + values
+            self._per_dim_count += 1
+        warning = self._flat_loss.update(self.state.global_step + 1, loss)
+        if warning and self.is_world_process_zero():
+            warnings.warn(warning, stacklevel=2)
+
+    def _dims_of_loss(self) -> list[int]:
+        if not isinstance(self.loss, (ClassificationLoss, PairContrastiveLoss, ImageTextLoss)):
+            return []  # a user loss reports its total only
+        return list(self.model.config.matryoshka_dims)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Trainer's log, plus each nesting dim's unweighted loss (`loss_dim8`, ...: means over the steps since the
+        last log, averaged over processes) beside the training `loss`."""
+        if "loss" in logs and self._per_dim_count:
+            means = self._per_dim_sum / self._per_dim_count
+            if self.accelerator.num_processes > 1:
+                means = self.accelerator.reduce(means.to(self.accelerator.device), reduction="mean")
+            logs.update({f"loss_dim{dim}": round(float(value), 6) for dim, value in zip(self._dims_of_loss(), means.tolist())})
+            self._per_dim_sum, self._per_dim_count = None, 0
+        super().log(logs, start_time)
+
+    # -- evaluation -----------------------------------------------------------------------------------------
 
     def get_evaluator(self, eval_dataset=None, reference_dataset=None):
         """The evaluator given to the trainer, else the task's default on `eval_dataset`."""
@@ -174,228 +308,201 @@ class MatryoshkaTrainer:
         if dataset is None:
             return None
         if self.task == "classification":
-            dataset, reference_dataset = self._align_labels(dataset), self._align_labels(reference_dataset)
+            id2label = self.model.config.id2label
+            dataset = align_class_labels(dataset, id2label)
+            reference_dataset = align_class_labels(reference_dataset, id2label) if reference_dataset is not None else None
         return default_evaluator(
             self.task, self.model, dataset, collate_fn=self.data_collator, processor=self.processing_class,
             args=self.args, name=self.name, reference_dataset=reference_dataset, columns=self.columns,
         )
 
-    def _align_labels(self, dataset):
-        """The data's class ids renumbered to the model's classes by name (None stays None)."""
-        return None if dataset is None else align_class_labels(dataset, self.model.config.id2label)
-
-    def _train_dataloader(self) -> DataLoader:
-        args, dataset = self.args, self.train_dataset
-        batch_size = args.per_device_train_batch_size
-        seed = args.data_seed if args.data_seed is not None else args.seed
-        # Its own generator: starting an iterator (also after a resume) leaves the global RNG, which drives
-        # dropout and is restored from checkpoints, untouched.
-        generator = torch.Generator().manual_seed(seed)
-        if isinstance(dataset, datasets.IterableDataset):
-            stream = dataset.shuffle(seed=seed, buffer_size=args.shuffle_buffer)
-            return DataLoader(stream, batch_size=batch_size, collate_fn=self.data_collator, generator=generator)
-        lengths = None
-        if args.train_sampling_strategy == "group_by_length":
-            lengths = self._text_lengths(dataset)
-        sampler = EpochShuffleSampler(len(dataset), seed, batch_size, lengths)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=self.data_collator,
-                          generator=generator, drop_last=args.dataloader_drop_last)
-
-    def _text_lengths(self, dataset) -> list[int]:
-        """Characters per row (both texts of a pair), for `train_sampling_strategy="group_by_length"`."""
-        columns = self.columns or ("text",)
-        if not set(columns) <= set(dataset.column_names):
-            raise ValueError(f"`train_sampling_strategy` 'group_by_length' needs text columns; the dataset has {dataset.column_names}.")
-        return [sum(map(len, texts)) for texts in zip(*(dataset[column] for column in columns), strict=True)]
-
-    def create_optimizer(self) -> torch.optim.Optimizer:
-        """AdamW; no weight decay on biases, norms, position embeddings and the CLS token; the layers added on the
-        encoder learn at `head_learning_rate`."""
-        args = self.args
-        names = {id(parameter): name for name, parameter in self.model.named_parameters()}
-        groups: dict[tuple[float, float], list] = {}
-        for parameter in self.loss.parameters():
-            if not parameter.requires_grad:
-                continue
-            name = names.get(id(parameter), "")
-            plain = parameter.ndim < 2 or "position_embeddings" in name or "cls_token" in name
-            added = name.startswith(NEW_LAYER_PREFIXES)
-            key = (args.new_layers_learning_rate if added else args.learning_rate, 0.0 if plain else args.weight_decay)
-            groups.setdefault(key, []).append(parameter)
-        return torch.optim.AdamW(
-            [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in sorted(groups.items())],
-            lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
-        )
-
-    def _total_steps(self, loader: DataLoader, num_processes: int) -> tuple[int, int | None]:
-        """(optimizer steps in all, per epoch: None for a stream)."""
-        args = self.args
-        if isinstance(self.train_dataset, datasets.IterableDataset):
-            if args.max_steps is None or args.max_steps <= 0:
-                raise ValueError("A streamed `train_dataset` needs `max_steps` > 0 (a stream's length is unknown).")
-            return args.max_steps, None
-        per_epoch = math.ceil(math.ceil(len(loader) / num_processes) / args.gradient_accumulation_steps)
-        if args.max_steps is not None and args.max_steps > 0:
-            return args.max_steps, per_epoch
-        return max(1, math.ceil(args.num_train_epochs * per_epoch)), per_epoch
-
-    # -- training -------------------------------------------------------------------------------------------
-
-    def train(self, resume_from_checkpoint=None) -> TrainOutput:
-        """Trains for `max_steps` (or `num_train_epochs`); `resume_from_checkpoint` is a checkpoint folder,
-        "latest" or True (the newest under `output_dir`, none yet is fine). Returns transformers' `TrainOutput`."""
-        if self.train_dataset is None:
-            raise ValueError("`train()` needs a `train_dataset`.")
-        args = self.args
-        resume = resume_from_checkpoint if resume_from_checkpoint is not None else args.resume_from_checkpoint
-        resume = "latest" if resume is True else resume
-        check_output_folder(args.output_dir, "output_dir")
-        checkpoint = resolve_resume_checkpoint(args.output_dir, resume)
-        report_to = [name for name in (args.report_to or []) if name != "none"]
-        accelerator = Accelerator(
-            cpu=use_cpu(args.use_cpu), mixed_precision=args.precision,
-            gradient_accumulation_steps=args.gradient_accumulation_steps, log_with=report_to or None,
-            project_dir=args.output_dir, step_scheduler_with_optimizer=False,
-        )
-        self.accelerator = accelerator
-        set_seed(args.seed)
-        if accelerator.num_processes > 1 and hasattr(self.loss, "gather"):
-            self.loss.gather, self.loss.id_offset = True, accelerator.process_index << 32  # the global batch
-        loader = self._train_dataloader()
-        optimizer = self.create_optimizer()
-        total_steps, steps_per_epoch = self._total_steps(loader, accelerator.num_processes)
-        warmup = args.warmup_steps_for(total_steps)
-        scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
-                                  num_training_steps=total_steps, scheduler_specific_kwargs=args.lr_scheduler_kwargs or None)
-        module, optimizer, loader, scheduler = accelerator.prepare(self.loss, optimizer, loader, scheduler)
-        if report_to:
-            config = {key: value for key, value in args.to_dict().items() if isinstance(value, (int, float, str, bool))}
-            accelerator.init_trackers(Path(args.output_dir).name or "hf_mrl", config=config)
-
-        state = self.state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "history": [], "train_seconds": 0.0}
-        if checkpoint is not None:
-            state.update(load_checkpoint(accelerator, checkpoint))
-            accelerator.print(f"Resumed from {checkpoint} at step {state['step']} (epoch {state['epoch']}).")
-        if args.eval_on_start and checkpoint is None:
-            self._evaluate_during_training()
-
-        save_every = _every(args.save_steps, total_steps) if args.save_strategy == "steps" else None
-        eval_every = _every(args.eval_steps or args.logging_steps, total_steps) if args.eval_strategy == "steps" else None
-        log_every = _every(args.logging_steps, total_steps)
-        pause = float(os.environ.get(PAUSE_AFTER_CHECKPOINT_ENV, 0))
-        meter = PerDimLossMeter(self._loss_dims() if self.loss is not None else [])
-        watch = _FlatLossWatch(warmup, args.learning_rate)
-        bar = progress_bar(accelerator, total_steps, initial=state["step"])
-        segment_start, start_step, total_loss = time.perf_counter(), state["step"], 0.0
-
-        def checkpoint_now():
-            state["train_seconds"] += time.perf_counter() - segment_start
-            save_checkpoint(accelerator, args.output_dir, state["step"], keep_last=args.save_total_limit, trainer_state=state)
-            if pause:
-                time.sleep(pause)
-            return time.perf_counter()
-
-        module.train()
-        while state["step"] < total_steps:
-            loader.set_epoch(state["epoch"])  # the order of epoch e depends on (seed, e) only
-            skip = state["batches_in_epoch"]
-            batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-            for batch in batches:
-                with accelerator.accumulate(module):
-                    loss, per_dim = module(batch)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and args.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(module.parameters(), args.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                state["batches_in_epoch"] += 1
-                meter.update(loss, loss.new_zeros(0) if per_dim is None or not meter.dims else per_dim)
-                total_loss += float(loss.detach())
-                if not accelerator.sync_gradients:
-                    continue
-                scheduler.step()
-                state["step"] += 1
-                bar.update(1)
-                warning = watch.update(state["step"], float(loss.detach()), accelerator)
-                if warning:  # on its own line, not inside the progress bar's
-                    bar.clear()
-                    warnings.warn(warning, stacklevel=2)
-                    bar.refresh()
-                if state["step"] % log_every == 0 or state["step"] == total_steps:
-                    logs = meter.logs(accelerator)
-                    bar.set_postfix(loss=f"{logs['train/loss']:.4f}", refresh=False)
-                    accelerator.log({**logs, "train/lr": scheduler.get_last_lr()[0]}, step=state["step"])
-                if eval_every and state["step"] % eval_every == 0 and state["step"] < total_steps:
-                    self._evaluate_during_training()
-                if save_every and state["step"] % save_every == 0:
-                    segment_start = checkpoint_now()
-                if state["step"] >= total_steps:
-                    break
-            else:
-                state["epoch"], state["batches_in_epoch"] = state["epoch"] + 1, 0
-                if args.eval_strategy == "epoch" and state["step"] < total_steps:
-                    self._evaluate_during_training()
-                if args.save_strategy == "epoch":
-                    segment_start = checkpoint_now()
-                continue
-            break
-        bar.close()
-        state["train_seconds"] += time.perf_counter() - segment_start
-        module.eval()
-        accelerator.wait_for_everyone()
-        accelerator.end_training()
-        steps_run = state["step"] - start_step
-        metrics = {
-            "train_runtime": round(state["train_seconds"], 3),
-            "train_steps_per_second": round(state["step"] / state["train_seconds"], 3) if state["train_seconds"] else 0.0,
-            "epoch": state["epoch"] + (state["batches_in_epoch"] / len(loader) if steps_per_epoch else 0.0),
-        }
-        return TrainOutput(state["step"], total_loss / max(steps_run * args.gradient_accumulation_steps, 1), metrics)
-
-    def _loss_dims(self) -> list[int]:
-        if not isinstance(self.loss, (ClassificationLoss, PairContrastiveLoss, ImageTextLoss)):
-            return []  # a user loss reports its total only
-        return list(self.model.config.matryoshka_dims)
-
-    def _evaluate_during_training(self) -> None:
-        """Scores the eval set on the main process (the others wait); logs it and keeps it in the history."""
-        evaluator = self.get_evaluator()
-        if evaluator is None:
-            return
-        accelerator = self.accelerator
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            results = self._run(evaluator)
-            self.state["history"].append({"epoch": self.state["epoch"], "step": self.state["step"], **results})
-            tqdm.write(f"step {self.state['step']}: {_summary_line(results, getattr(evaluator, 'primary_metric_name', None))}")
-            accelerator.log(prefixed(results, "eval"), step=self.state["step"])
-        accelerator.wait_for_everyone()
-
-    def _run(self, evaluator) -> dict[str, float]:
-        model = self.model
-        training = model.training
-        try:
-            return evaluator(model.eval())
-        finally:
-            model.train(training)
-
-    # -- evaluation and saving ------------------------------------------------------------------------------
-
-    def evaluate(self, eval_dataset=None, reference_dataset=None) -> dict[str, float]:
-        """Per-dim metrics of the model on `eval_dataset` (default: the trainer's), from one encoding pass. With
-        `reference_dataset` (e.g. the training split) the k-NN database is that set; without, it is the
-        evaluated set itself, each row left out of its own neighbours."""
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval",
+                 reference_dataset=None) -> dict[str, float]:
+        """Per-dim metrics of the model on `eval_dataset` (default: the trainer's), from one encoding pass, as
+        `{metric_key_prefix}_{name}_dim{k}_{metric}`. With `reference_dataset` (e.g. the training split) the k-NN
+        database is that set; without, it is the evaluated set itself, each row left out of its own neighbours.
+        Logged and handed to the callbacks (early stopping, best checkpoint) like Trainer's metrics."""
         evaluator = self.get_evaluator(eval_dataset, reference_dataset)
         if evaluator is None:
             raise ValueError("`evaluate()` needs an `eval_dataset` (here or in the trainer) or an `evaluator`.")
-        return self._run(evaluator)
+        results = self._run_evaluator(evaluator)
+        self._card_results = results
+        metrics = {_prefixed(key, metric_key_prefix): value for key, value in results.items()}
+        self.log(dict(metrics))
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
-    def save_model(self, output_dir=None, results=None, description: str | None = None, metrics=None) -> Path:
-        """Writes the model with its tokenizer / image processor and a model card (per-dim `results` when given)
-        to `output_dir` (default: `<args.output_dir>/model`), atomically."""
+    def _run_evaluator(self, evaluator) -> dict[str, float]:
+        """Sharded models (FSDP, DeepSpeed) evaluate on every process; otherwise the main process scores and the
+        others receive its results."""
+        from accelerate.utils import broadcast_object_list
+
+        model = self.model
+        everywhere = self.is_fsdp_enabled or self.is_deepspeed_enabled or self.accelerator.num_processes == 1
+        training = model.training
+        results = None
+        try:
+            if everywhere or self.accelerator.is_main_process:
+                results = {key: float(value) for key, value in evaluator(model.eval()).items()}
+        finally:
+            model.train(training)
+        if not everywhere:
+            results = broadcast_object_list([results])[0]
+        return results
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Trainer's checkpoint (weights, optimizer, scheduler, scaler, RNG states, trainer state), written to
+        `.checkpoint-<step>.tmp-save` and renamed to `checkpoint-<step>` once every process has written its
+        part; then rotation (`save_total_limit`) keeps the newest and the best checkpoints."""
+        run_dir = Path(self._get_output_dir(trial=trial))
+        final = checkpoint_path(run_dir, self.state.global_step)
+        staging = run_dir / f".{final.name}.tmp-save"
+        if self.args.should_save:
+            check_folder_target(final, CHECKPOINT_FOLDER, "output_dir")
+            remove_stale_temp_folders(final, CHECKPOINT_FOLDER, name_pattern=f"{CHECKPOINT_PREFIX}*")
+            staging.mkdir(parents=True, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+        if self.hp_search_backend is None and trial is None:
+            self.store_flos()
+        self.save_model(str(staging), _internal_call=True)
+        self.accelerator.wait_for_everyone()  # the weights first: the model save wants an empty folder
+        if self.state.best_global_step:
+            best = checkpoint_path(run_dir, self.state.best_global_step)
+            if best.exists() or self.state.best_global_step == self.state.global_step:
+                self.state.best_model_checkpoint = str(best)
+        if not self.args.save_only_model:
+            self._save_optimizer_and_scheduler(str(staging))
+            self._save_scaler(str(staging))
+            self._save_rng_state(str(staging))
+        if self.args.should_save:
+            self._store_callback_states()
+            self.state.save_to_json(str(staging / "trainer_state.json"))
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            move_into_place(staging, final, CHECKPOINT_FOLDER)  # the same step saved again replaces it
+        self.accelerator.wait_for_everyone()
+        if self.args.push_to_hub:
+            self._push_from_checkpoint(str(final))
+        if self.args.should_save and self.args.save_total_limit:
+            rotate_checkpoints(run_dir, self.args.save_total_limit, keep=self.state.best_model_checkpoint)
+        pause = float(os.environ.get(PAUSE_AFTER_CHECKPOINT_ENV, 0))
+        if pause:
+            time.sleep(pause)
+
+    def _store_callback_states(self) -> None:
+        from transformers.trainer_callback import ExportableState
+
+        for callback in [*self.callback_handler.callbacks, self.control]:
+            if isinstance(callback, ExportableState):
+                name = type(callback).__name__
+                if isinstance(self.state.stateful_callbacks.get(name), list):
+                    self.state.stateful_callbacks[name].append(callback.state())
+                else:
+                    self.state.stateful_callbacks[name] = callback.state()
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
+        """Every file of the checkpoint is checked first: a corrupted one is named instead of resumed from."""
+        check_checkpoint_files(resume_from_checkpoint, self.args.process_index, self.args.world_size)
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """Weights (safetensors), config and processor; no pickled `training_args.bin` (the arguments are in the
+        run's `results.json` / trainer state)."""
+        if not self.args.should_save:
+            return
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        unwrapped = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        unwrapped.save_pretrained(output_dir, state_dict=state_dict)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+
+    # -- saving and sharing ---------------------------------------------------------------------------------
+
+    def save_model(self, output_dir=None, _internal_call: bool = False, results=None, description: str | None = None,
+                   metrics=None) -> Path:
+        """Writes the model with its tokenizer / image processor and a model card (per-dim `results`, default the
+        last `evaluate()`'s) to `output_dir` (default: `<args.output_dir>/model`), atomically; with
+        `args.push_to_hub`, pushes it too. Checkpoint saves (`_internal_call`) go through Trainer's path."""
+        if _internal_call:
+            super().save_model(output_dir, _internal_call=True)
+            return Path(output_dir)
         path = Path(output_dir) if output_dir is not None else Path(self.args.output_dir) / "model"
-        card = {key: value for key, value in (("description", description), ("metrics", metrics)) if value is not None}
-        return save_with_card(self.model, path, results=results, processor=self.processing_class, **card)
+        if results is not None:
+            self._card_results = dict(results)
+        self._card = {key: value for key, value in (("description", description), ("metrics", metrics)) if value is not None}
+        if self.args.should_save:
+            save_with_card(self.model, path, results=self._card_results, processor=self.processing_class, **self._card)
+        self.accelerator.wait_for_everyone()
+        if self.args.push_to_hub:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+        return path
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token=None,
+                    revision=None, private=None, **kwargs):
+        """Uploads the model, its processor and hf_mrl's model card (per-dim table and plot, class names) to
+        `args.hub_model_id` (default: the output folder's name), creating the repo if needed."""
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        if not self.is_world_process_zero():
+            return None
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        return push_to_hub_with_card(
+            self.model, self.hub_model_id, self._card_results, self.processing_class,
+            token=token if token is not None else self.args.hub_token,
+            private=private if private is not None else self.args.hub_private_repo,
+            revision=revision if revision is not None else self.args.hub_revision,
+            commit_message=commit_message, **getattr(self, "_card", {}),
+        )
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """`hub_strategy="every_save"`: each checkpoint's model goes up with its card (blocking)."""
+        if self.args.hub_strategy == "every_save":
+            self.push_to_hub(commit_message=f"Training in progress, step {self.state.global_step}")
+
+
+def _default_loss(task: str, model, args, columns):
+    if task == "classification":
+        return ClassificationLoss(model, args.label_smoothing_factor)
+    if task == "pairs":
+        return PairContrastiveLoss(model, columns, args.temperature or PAIR_TEMPERATURE, args.symmetric,
+                                   args.contrastive_label_smoothing)
+    return ImageTextLoss(model)
+
+
+def _plain_name(name: str) -> str:
+    """A parameter's name without the prefixes wrappers add (FSDP, DDP, torch.compile) or our `loss.`."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in (*_WRAPPER_PREFIXES, "loss.model.", "loss."):
+            if name.startswith(prefix):
+                name, changed = name[len(prefix):], True
+    return name
+
+
+def _prefixed(key: str, prefix: str) -> str:
+    """`fmnist_dim8_top1` -> `eval_fmnist_dim8_top1`; a key that already starts with the prefix keeps it once."""
+    return key if not prefix or key.startswith(f"{prefix}_") else f"{prefix}_{key}"
+
+
+def _set_class_names(model, dataset) -> None:
+    """Class names of a `ClassLabel` column go into `config.id2label`, so predictions, reports and the card show
+    them; a dataset with more classes than the heads is refused before training."""
+    feature = (getattr(dataset, "features", None) or {}).get("label")
+    if not isinstance(feature, datasets.ClassLabel):
+        return
+    config = model.config
+    if feature.num_classes > config.num_labels:
+        raise ValueError(
+            f"The dataset has {feature.num_classes} classes but the model's heads have num_labels="
+            f"{config.num_labels} (`config.num_labels`); build the model with num_labels={feature.num_classes}."
+        )
+    if all(name == f"LABEL_{index}" for index, name in config.id2label.items()):
+        names = feature.names + [f"LABEL_{index}" for index in range(feature.num_classes, config.num_labels)]
+        config.id2label = dict(enumerate(names))
+        config.label2id = {name: index for index, name in enumerate(names)}
 
 
 def _check_label_range(dataset, num_labels: int) -> None:
@@ -426,42 +533,32 @@ def _encode_string_labels(train_dataset, eval_dataset):
     return encoded.get("train", train_dataset), encoded.get("eval", eval_dataset)
 
 
-def _every(value, total_steps: int) -> int:
-    """A step interval: an int, or a float in (0, 1) as a share of the total steps."""
-    if isinstance(value, float) and 0 < value < 1:
-        return max(1, int(math.ceil(value * total_steps)))
-    value = int(value)
-    if value < 1:
-        raise ValueError(f"step intervals (`logging_steps`, `save_steps`, `eval_steps`) must be >= 1, got {value}.")
-    return value
-
-
-def _summary_line(results: dict[str, float], primary: str | None) -> str:
-    metric = primary or parse_metric_key(next(iter(results)))[2]
-    values = [(parse_metric_key(key)[1], value) for key, value in results.items() if parse_metric_key(key)[2] == metric]
-    return f"{metric} by dim " + " ".join(f"{dim}:{value:.3f}" for dim, value in values)
-
-
 class _FlatLossWatch:
     """Tells once when the loss has not moved after the warm-up: the usual sign of a learning rate that makes a
-    pretrained encoder collapse (e.g. every input to the majority class) or that is far too small."""
+    pretrained encoder collapse (e.g. every input to the majority class) or that is far too small. It reads the
+    loss of the first steps only, so later steps never wait for the device."""
 
-    def __init__(self, warmup_steps: int, learning_rate: float, window: int = 10):
-        self.check_at = max(warmup_steps, window) + window
+    def __init__(self, warmup_steps, learning_rate: float, window: int = 10):
+        warmup = int(warmup_steps) if not (isinstance(warmup_steps, float) and warmup_steps < 1) else 0
+        self.check_at = max(warmup, window) + window
         self.window = window
         self.learning_rate = learning_rate
-        self.losses: list[float] = []
+        self.losses: dict[int, float] = {}
 
-    def update(self, step: int, loss: float, accelerator) -> str | None:
-        """The warning's text at the step it is due (on the main process), else None."""
-        if step > self.check_at:
+    def update(self, step: int, loss: torch.Tensor) -> str | None:
+        """The warning's text at the step it is due, else None; `step` counts optimizer steps from 1."""
+        if step > self.check_at or self.losses.get(-1):
             return None
-        self.losses.append(loss)
-        if step < self.check_at or len(self.losses) < 2 * self.window:
+        self.losses[step] = float(loss.detach())  # the last micro-batch of a step stands for it
+        if step < self.check_at:
             return None
-        start = sum(self.losses[: self.window]) / self.window
-        now = sum(self.losses[-self.window:]) / self.window
-        if math.isfinite(start) and abs(start - now) <= FLAT_LOSS_TOLERANCE * abs(start) and accelerator.is_main_process:
+        losses = [self.losses[key] for key in sorted(self.losses) if key > 0]
+        if len(losses) < 2 * self.window:
+            return None
+        self.losses[-1] = 1.0  # told (or checked) once
+        start = sum(losses[: self.window]) / self.window
+        now = sum(losses[-self.window:]) / self.window
+        if math.isfinite(start) and abs(start - now) <= FLAT_LOSS_TOLERANCE * abs(start):
             return (
                 f"The training loss has not moved after the warm-up ({start:.4f} over the first {self.window} steps, "
                 f"{now:.4f} at step {step}). The learning rate {self.learning_rate:g} may be too high for a "
