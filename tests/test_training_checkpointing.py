@@ -1,75 +1,69 @@
+"""`MatryoshkaTrainer` checkpoints: written under a temp name and renamed, rotated without losing the newest or the
+best, resumed bit-exactly, found by "latest" / True only when complete."""
+
 import json
 
 import pytest
 import torch
-from accelerate import Accelerator
 
 from hf_mrl.training import (
     TEMP_PREFIX,
     checkpoint_path,
     latest_checkpoint,
     list_checkpoints,
-    load_checkpoint,
-    parse_checkpointing_steps,
     resolve_resume_checkpoint,
     rotate_checkpoints,
-    save_checkpoint,
 )
 
-
-def _prepared(seed: int = 0):
-    torch.manual_seed(seed)
-    accelerator = Accelerator(cpu=True)
-    model = torch.nn.Linear(4, 3)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    return accelerator, model, optimizer
+from .trainer_helpers import save_checkpoint_at, tiny_classifier, tiny_trainer, weights
 
 
-def _step(accelerator, model, optimizer):
-    loss = model(torch.randn(8, 4)).pow(2).mean()
-    accelerator.backward(loss)
-    optimizer.step()
-    optimizer.zero_grad()
-
-
-def test_save_rotates_and_keeps_newest(tmp_path):
-    accelerator, model, optimizer = _prepared()
-    for step in (1, 2, 3, 4):
-        _step(accelerator, model, optimizer)
-        saved = save_checkpoint(accelerator, tmp_path, step, keep_last=2, trainer_state={"epoch": 0})
-        assert saved == checkpoint_path(tmp_path, step)
+def test_training_saves_rotates_and_keeps_the_newest(tmp_path):
+    trainer = tiny_trainer(tmp_path, max_steps=4, save_strategy="steps", save_steps=1, save_total_limit=2)
+    trainer.train()
     assert [step for step, _ in list_checkpoints(tmp_path)] == [3, 4]
     assert latest_checkpoint(tmp_path) == checkpoint_path(tmp_path, 4)
-    state = json.loads((checkpoint_path(tmp_path, 4) / "trainer_state.json").read_text())
-    assert state == {"step": 4, "epoch": 0}
-    assert (checkpoint_path(tmp_path, 4) / "model.safetensors").is_file()
+    folder = checkpoint_path(tmp_path, 4)
+    assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 4
+    for name in ("model.safetensors", "config.json", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        assert (folder / name).is_file(), name
+    assert not list(folder.glob("*.bin")) and not list(folder.glob("*.pkl"))  # nothing pickled but torch states
     assert not any(path.name.startswith(TEMP_PREFIX) for path in tmp_path.iterdir())
 
 
 def test_half_written_checkpoint_is_ignored(tmp_path):
-    accelerator, model, optimizer = _prepared()
-    save_checkpoint(accelerator, tmp_path, 1)
-    (tmp_path / f"{TEMP_PREFIX}2").mkdir()  # a save killed before its rename
+    save_checkpoint_at(tmp_path, 1)
+    (tmp_path / f"{TEMP_PREFIX}2.tmp-save").mkdir()  # a save killed before its rename
     (tmp_path / "checkpoint-3").mkdir()  # no trainer_state.json: not ours or not complete
     assert resolve_resume_checkpoint(tmp_path, "latest") == checkpoint_path(tmp_path, 1)
-    save_checkpoint(accelerator, tmp_path, 2)
+    assert resolve_resume_checkpoint(tmp_path, True) == checkpoint_path(tmp_path, 1)
+    save_checkpoint_at(tmp_path, 2)
     assert [step for step, _ in list_checkpoints(tmp_path)] == [1, 2]
+    assert not (tmp_path / f"{TEMP_PREFIX}2.tmp-save").exists()  # the next save removed the leftover
 
 
-def test_load_restores_weights_optimizer_and_rng(tmp_path):
-    accelerator, model, optimizer = _prepared()
-    _step(accelerator, model, optimizer)
-    save_checkpoint(accelerator, tmp_path, 1, trainer_state={"epoch": 0, "batches_in_epoch": 1})
-    _step(accelerator, model, optimizer)
-    expected = {name: value.clone() for name, value in model.state_dict().items()}
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
+    common = dict(max_steps=6, save_strategy="steps", save_steps=3, per_device_train_batch_size=8)
+    full = tiny_trainer(tmp_path / "full", model=tiny_classifier(dropout=0.1), **common)
+    full.train()
+    first = tiny_trainer(tmp_path / "part", model=tiny_classifier(dropout=0.1), **common)
+    first.train()
+    # a new process: other weights and RNG states, resumed from the step-3 checkpoint
+    torch.manual_seed(123)
+    resumed = tiny_trainer(tmp_path / "part", model=tiny_classifier(seed=5, dropout=0.1), **common)
+    output = resumed.train(resume_from_checkpoint=str(checkpoint_path(tmp_path / "part", 3)))
+    assert output.global_step == 6
+    expected = weights(full.model)
+    for name, value in weights(resumed.model).items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=1e-6, msg=name)
 
-    accelerator, model, optimizer = _prepared(seed=123)
-    state = load_checkpoint(accelerator, resolve_resume_checkpoint(tmp_path, "latest"))
-    assert state == {"step": 1, "epoch": 0, "batches_in_epoch": 1}
-    _step(accelerator, model, optimizer)  # same RNG draws and Adam moments as the first run's second step
-    for name, value in model.state_dict().items():
-        torch.testing.assert_close(value, expected[name], rtol=0, atol=1e-7)
+
+def test_rotation_keeps_the_newest_and_the_best(tmp_path):
+    for step in (1, 2, 3, 4):
+        save_checkpoint_at(tmp_path, step)
+    deleted = rotate_checkpoints(tmp_path, 1, keep=checkpoint_path(tmp_path, 2))
+    assert [path.name for path in deleted] == ["checkpoint-1", "checkpoint-3"]
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [2, 4]
 
 
 def test_resolve_resume_checkpoint_arguments(tmp_path):
@@ -79,15 +73,5 @@ def test_resolve_resume_checkpoint_arguments(tmp_path):
         resolve_resume_checkpoint(tmp_path, tmp_path / "missing")
     with pytest.raises(ValueError, match="trainer_state.json"):
         resolve_resume_checkpoint(tmp_path, tmp_path)
-
-
-def test_parse_checkpointing_steps_and_keep_last(tmp_path):
-    assert parse_checkpointing_steps(None) is None
-    assert parse_checkpointing_steps("no") is None
-    assert parse_checkpointing_steps("epoch") == "epoch"
-    assert parse_checkpointing_steps("25") == 25
-    for bad in ("0", "-3", "often", 0, True):
-        with pytest.raises(ValueError, match="checkpointing_steps"):
-            parse_checkpointing_steps(bad)
-    with pytest.raises(ValueError, match="keep_last"):
+    with pytest.raises(ValueError, match="save_total_limit"):
         rotate_checkpoints(tmp_path, 0)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hf_mrl import MatryoshkaForImageClassification, MatryoshkaForSequenceClassification
-from hf_mrl.training import PerDimLossMeter, build_classifier, head_settings, results_table, scratch_backbone_config
+from hf_mrl.training import build_classifier, head_settings, results_table, scratch_backbone_config
 
 from .tiny import tiny_bert_config, tiny_inputs, tiny_vit_config
 
@@ -63,16 +63,6 @@ def test_build_classifier_from_pretrained_loads_the_encoder(minilm_path):
     assert projected.matryoshka.projection.weight.shape == (384, 384)
     with pytest.raises(ValueError, match="exactly one of"):
         build_classifier(3, "mrl")
-
-
-def test_per_dim_loss_meter_averages_a_window():
-    meter = PerDimLossMeter([8, 16])
-    meter.update(torch.tensor(3.0), torch.tensor([2.0, 1.0]))
-    meter.update(torch.tensor(5.0), torch.tensor([4.0, 1.0]))
-    assert meter.logs() == {"train/loss": 4.0, "train/loss_dim8": 3.0, "train/loss_dim16": 1.0}
-    assert meter.count == 0
-    with pytest.raises(ValueError, match="2 dims"):
-        meter.update(torch.tensor(1.0), torch.tensor([1.0, 1.0, 1.0]))
 
 
 def test_results_table_rows_per_dim():

@@ -122,7 +122,10 @@ def test_python_api_trains_on_a_csv_read_with_load_dataset(tmp_path, tiny_text_t
     )
     trainer = hf_mrl.MatryoshkaTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["test"])
     output = trainer.train()
-    assert output.global_step == 4 and [entry["step"] for entry in trainer.state["history"]] == [2]
+    evaluated = [entry["step"] for entry in trainer.state.log_history if "eval_dim8_top1" in entry]
+    assert output.global_step == 4 and evaluated == [2, 4]
+    losses = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 4 and all(f"loss_dim{dim}" in entry for entry in losses for dim in (8, 16, 32))
     assert sorted(model.config.id2label.values()) == sorted(CLASSES)
     metrics = trainer.evaluate()
     assert {f"eval_dim{dim}_top1" for dim in (8, 16, 32)} <= set(metrics)

@@ -8,9 +8,8 @@ no test of ours exercises are listed, with the reason, in `NOT_EXERCISED_FIELDS`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import importlib.util
+from dataclasses import dataclass, field
 
 import torch
 from transformers import TrainingArguments

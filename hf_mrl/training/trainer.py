@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -38,7 +39,13 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import TrainOutput
 
 from ..data.generic import align_class_labels, check_label_dtype, encode_string_labels
-from ..files import check_folder_target, check_output_folder, move_into_place, remove_stale_temp_folders
+from ..files import (
+    check_folder_target,
+    check_output_folder,
+    describe_os_error,
+    move_into_place,
+    remove_stale_temp_folders,
+)
 from ..hub import push_to_hub_with_card, save_with_card
 from .arguments import MatryoshkaTrainingArguments, check_arguments_for_task
 from .checkpointing import (
@@ -364,6 +371,28 @@ class MatryoshkaTrainer(Trainer):
             remove_stale_temp_folders(final, CHECKPOINT_FOLDER, name_pattern=f"{CHECKPOINT_PREFIX}*")
             staging.mkdir(parents=True, exist_ok=True)
         self.accelerator.wait_for_everyone()
+        try:
+            self._write_checkpoint(model, trial, run_dir, staging)
+            if self.args.should_save:
+                move_into_place(staging, final, CHECKPOINT_FOLDER)  # the same step saved again replaces it
+        except BaseException as error:
+            if self.args.should_save:
+                shutil.rmtree(staging, ignore_errors=True)
+            plain = describe_os_error(error, final)
+            if plain is not None:
+                raise plain from error
+            raise
+        self.accelerator.wait_for_everyone()
+        if self.args.push_to_hub:
+            self._push_from_checkpoint(str(final))
+        if self.args.should_save and self.args.save_total_limit:
+            rotate_checkpoints(run_dir, self.args.save_total_limit, keep=self.state.best_model_checkpoint)
+        pause = float(os.environ.get(PAUSE_AFTER_CHECKPOINT_ENV, 0))
+        if pause:
+            time.sleep(pause)
+
+    def _write_checkpoint(self, model, trial, run_dir: Path, staging: Path) -> None:
+        """Every process writes its part of the checkpoint into `staging`."""
         if self.hp_search_backend is None and trial is None:
             self.store_flos()
         self.save_model(str(staging), _internal_call=True)
@@ -380,16 +409,6 @@ class MatryoshkaTrainer(Trainer):
             self._store_callback_states()
             self.state.save_to_json(str(staging / "trainer_state.json"))
         self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            move_into_place(staging, final, CHECKPOINT_FOLDER)  # the same step saved again replaces it
-        self.accelerator.wait_for_everyone()
-        if self.args.push_to_hub:
-            self._push_from_checkpoint(str(final))
-        if self.args.should_save and self.args.save_total_limit:
-            rotate_checkpoints(run_dir, self.args.save_total_limit, keep=self.state.best_model_checkpoint)
-        pause = float(os.environ.get(PAUSE_AFTER_CHECKPOINT_ENV, 0))
-        if pause:
-            time.sleep(pause)
 
     def _store_callback_states(self) -> None:
         from transformers.trainer_callback import ExportableState
@@ -405,7 +424,21 @@ class MatryoshkaTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
         """Every file of the checkpoint is checked first: a corrupted one is named instead of resumed from."""
         check_checkpoint_files(resume_from_checkpoint, self.args.process_index, self.args.world_size)
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        try:
+            if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+                super()._load_from_checkpoint(resume_from_checkpoint, model)
+            else:
+                _load_saved_weights(model if model is not None else self.model, resume_from_checkpoint)
+        except (RuntimeError, KeyError, OSError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"cannot resume from {resume_from_checkpoint}: {first}") from error
+
+    def _load_best_model(self) -> None:
+        """The best checkpoint's weights back into the model (`load_best_model_at_end`)."""
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            super()._load_best_model()
+            return
+        _load_saved_weights(self.model, self.state.best_model_checkpoint)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """Weights (safetensors), config and processor; no pickled `training_args.bin` (the arguments are in the
@@ -469,6 +502,14 @@ def _default_loss(task: str, model, args, columns):
         return PairContrastiveLoss(model, columns, args.temperature or PAIR_TEMPERATURE, args.symmetric,
                                    args.contrastive_label_smoothing)
     return ImageTextLoss(model)
+
+
+def _load_saved_weights(model, folder) -> None:
+    """Loads the weights a save wrote into `model`, through `from_pretrained` (transformers v5 saves some encoders,
+    e.g. ViT, under their original parameter names, which a raw `load_state_dict` would silently skip)."""
+    unwrapped = getattr(model, "module", model)
+    saved = type(unwrapped).from_pretrained(str(folder))
+    unwrapped.load_state_dict(saved.state_dict(), strict=True)
 
 
 def _plain_name(name: str) -> str:

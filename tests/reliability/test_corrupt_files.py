@@ -6,7 +6,6 @@ import shutil
 
 import pytest
 import torch
-from accelerate import Accelerator
 from transformers import AutoModel
 
 from hf_mrl import MatryoshkaModel
@@ -14,8 +13,9 @@ from hf_mrl.cli import main as cli_main
 from hf_mrl.hub import load_matryoshka_model
 from hf_mrl.index import MatryoshkaIndex
 from hf_mrl.modeling_dual_encoder import MatryoshkaDualEncoderModel
-from hf_mrl.training import load_checkpoint, resolve_resume_checkpoint, save_checkpoint
+from hf_mrl.training import resolve_resume_checkpoint
 
+from ..trainer_helpers import save_checkpoint_at, tiny_classifier, tiny_trainer
 from .files_helpers import tiny_index, tiny_model
 
 
@@ -100,36 +100,29 @@ def test_cli_names_corrupted_weights(tmp_path, saved_models, capsys):
 # -- checkpoints ------------------------------------------------------------------------------------------------
 
 
-def _prepared():
-    torch.manual_seed(0)
-    accelerator = Accelerator(cpu=True)
-    model = torch.nn.Linear(8, 4)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    model(torch.randn(2, 8)).sum().backward()
-    optimizer.step()
-    return accelerator
-
-
 @pytest.fixture
 def checkpoint(tmp_path):
-    return save_checkpoint(_prepared(), tmp_path / "run", 3, trainer_state={"epoch": 0, "batches_in_epoch": 3})
+    return save_checkpoint_at(tmp_path / "run", 3)
+
+
+def _resume(checkpoint):
+    trainer = tiny_trainer(checkpoint.parent, max_steps=4)
+    return trainer.train(resume_from_checkpoint=str(resolve_resume_checkpoint(checkpoint.parent, "latest") or checkpoint))
 
 
 CHECKPOINT_CASES = [
     ("model.safetensors", _garbage, "is corrupted or unreadable"),
     ("model.safetensors", _truncate, "is corrupted or unreadable"),
-    ("optimizer.bin", _garbage, "is corrupted or unreadable"),
-    ("optimizer.bin", _truncate, "is corrupted or unreadable"),
-    ("optimizer.bin", _flip_a_tensor_byte, "fails its CRC check"),
-    ("scheduler.bin", _garbage, "is corrupted or unreadable"),
-    ("random_states_0.pkl", _garbage, "is corrupted or unreadable"),
-    ("random_states_0.pkl", _empty, "is corrupted or unreadable"),
-    ("random_states_0.pkl", lambda path: torch.save({"seed": 1}, path), "is corrupted: an RNG state needs"),
-    ("random_states_0.pkl", lambda path: torch.save([1, 2, 3], path), "is corrupted: an RNG state needs"),
+    ("optimizer.pt", _garbage, "is corrupted or unreadable"),
+    ("optimizer.pt", _truncate, "is corrupted or unreadable"),
+    ("optimizer.pt", _flip_a_tensor_byte, "fails its CRC check"),
+    ("scheduler.pt", _garbage, "is corrupted or unreadable"),
+    ("rng_state.pth", _garbage, "is corrupted or unreadable"),
+    ("rng_state.pth", _empty, "is corrupted or unreadable"),
+    ("rng_state.pth", lambda path: torch.save({"seed": 1}, path), "is corrupted: an RNG state needs"),
+    ("rng_state.pth", lambda path: torch.save([1, 2, 3], path), "is corrupted: an RNG state needs"),
     ("trainer_state.json", _garbage, "is corrupted: it is not valid JSON"),
-    ("trainer_state.json", lambda path: path.write_text("[]"), "is corrupted: it holds no integer `step`"),
+    ("trainer_state.json", lambda path: path.write_text("[]"), "is corrupted: it holds no integer `global_step`"),
 ]
 
 
@@ -138,25 +131,24 @@ CHECKPOINT_CASES = [
 def test_resuming_from_a_corrupted_checkpoint_names_the_file(checkpoint, name, corrupt, words):
     corrupt(checkpoint / name)
     with pytest.raises(ValueError) as error:
-        load_checkpoint(_prepared(), resolve_resume_checkpoint(checkpoint.parent, "latest") or checkpoint)
+        _resume(checkpoint)
     assert str(checkpoint / name) in str(error.value) and words in str(error.value)
 
 
 def test_an_intact_checkpoint_resumes(checkpoint):
-    assert load_checkpoint(_prepared(), checkpoint) == {"step": 3, "epoch": 0, "batches_in_epoch": 3}
+    assert _resume(checkpoint).global_step == 4
 
 
 def test_a_missing_rng_state_is_a_loud_warning(checkpoint):
-    (checkpoint / "random_states_0.pkl").unlink()
-    with pytest.warns(UserWarning, match="random_states_0.pkl: resuming without restoring the random state"):
-        load_checkpoint(_prepared(), checkpoint)
+    (checkpoint / "rng_state.pth").unlink()
+    with pytest.warns(UserWarning, match="rng_state.pth: resuming without restoring the random state"):
+        _resume(checkpoint)
 
 
 def test_a_checkpoint_of_another_model_names_the_checkpoint(checkpoint):
-    accelerator = Accelerator(cpu=True)
-    accelerator.prepare(torch.nn.Linear(3, 3), torch.optim.AdamW(torch.nn.Linear(1, 1).parameters()))
+    trainer = tiny_trainer(checkpoint.parent, model=tiny_classifier(dims=(4, 16)), max_steps=4)
     with pytest.raises(ValueError, match=rf"cannot resume from {checkpoint}"):
-        load_checkpoint(accelerator, checkpoint)
+        trainer.train(resume_from_checkpoint=str(checkpoint))
 
 
 # -- index files ------------------------------------------------------------------------------------------------

@@ -10,24 +10,20 @@ import sys
 
 import pytest
 import torch
-from accelerate import Accelerator
 from safetensors import SafetensorError
 
 from hf_mrl.cli import main as cli_main
 from hf_mrl.files import MODEL_FOLDER, describe_os_error, remove_stale_temp_folders
 from hf_mrl.hub import export_sentence_transformer, load_matryoshka_model, save_with_card
 from hf_mrl.index import MatryoshkaIndex
-from hf_mrl.training import list_checkpoints, save_checkpoint
+from hf_mrl.training import list_checkpoints
 
+from ..trainer_helpers import save_checkpoint_at
 from .files_helpers import FOREIGN_FOLDERS, debris, make_foreign_folder, snapshot, tiny_index, tiny_model
 
 
 def _checkpoint_saver(path):
-    accelerator = Accelerator(cpu=True)
-    model = accelerator.prepare(torch.nn.Linear(4, 3))
-    assert model is not None
-    step = int(path.name.split("-")[1])
-    return save_checkpoint(accelerator, path.parent, step)
+    return save_checkpoint_at(path.parent, int(path.name.split("-")[1]))
 
 
 def _export_saver(path, minilm_path):
@@ -160,7 +156,7 @@ def test_stale_temp_folders_are_removed_by_the_next_save(tmp_path, extra, saver)
     pid = _dead_pid()
     leftovers = [f".{name}.tmp-{pid}-ab12cd34", f".{name}.tmp-k3j2h1g0", f".{name}.del-{pid}-0badc0de"]
     if saver == "save_checkpoint":
-        leftovers += [".checkpoint-7.tmp-save", ".tmp-checkpoint-3"]  # another step's, and an older version's
+        leftovers += [".checkpoint-7.tmp-save"]  # another step's
     for leftover in leftovers:
         (tmp_path / leftover).mkdir()
         (tmp_path / leftover / "model.safetensors").write_bytes(b"x" * 1000)
@@ -208,11 +204,9 @@ def test_foreign_files_caught_in_a_retired_folder_are_given_back(tmp_path):
 
 
 def test_loads_ignore_temp_folders(tmp_path):
-    accelerator = Accelerator(cpu=True)
-    accelerator.prepare(torch.nn.Linear(2, 2))
-    save_checkpoint(accelerator, tmp_path, 1)
+    save_checkpoint_at(tmp_path, 1)
     (tmp_path / ".checkpoint-2.tmp-save").mkdir()
-    (tmp_path / ".checkpoint-2.tmp-save" / "trainer_state.json").write_text('{"step": 2}')
+    (tmp_path / ".checkpoint-2.tmp-save" / "trainer_state.json").write_text('{"global_step": 2}')
     assert [step for step, _ in list_checkpoints(tmp_path)] == [1]
     tiny_index().save(tmp_path / "index")
     (tmp_path / ".index.tmp-1-ab").mkdir()
@@ -268,17 +262,15 @@ def test_disk_full_while_saving_an_index_keeps_the_previous_index(tmp_path, monk
 
 
 def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    accelerator = Accelerator(cpu=True)
-    accelerator.prepare(torch.nn.Linear(4, 3))
-    save_checkpoint(accelerator, tmp_path, 1)
+    save_checkpoint_at(tmp_path, 1)
     before = snapshot(tmp_path / "checkpoint-1")
 
     def storage_full(*args, **kwargs):
         raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
 
-    monkeypatch.setattr("accelerate.checkpointing.save", storage_full)
+    monkeypatch.setattr("transformers.modeling_utils.safe_save_file", storage_full)
     with pytest.raises(OSError, match=r"disk full.*checkpoint-1"):
-        save_checkpoint(accelerator, tmp_path, 1)
+        save_checkpoint_at(tmp_path, 1)
     assert snapshot(tmp_path / "checkpoint-1") == before
     assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint-1"]
 

@@ -14,13 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from accelerate import Accelerator
 
 from hf_mrl.hub import load_matryoshka_model, save_with_card
 from hf_mrl.index import MatryoshkaIndex
-from hf_mrl.training import latest_checkpoint, save_checkpoint
+from hf_mrl.training import latest_checkpoint
 
+from ..trainer_helpers import save_checkpoint_at
 from .files_helpers import debris, tiny_index, tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,11 +27,9 @@ SAVE_FOREVER = """
 import itertools, sys
 from pathlib import Path
 import numpy as np, torch
-from accelerate import Accelerator
 from hf_mrl import MatryoshkaConfig, MatryoshkaModel
 from hf_mrl.hub import save_with_card
 from hf_mrl.index import MatryoshkaIndex
-from hf_mrl.training import save_checkpoint
 from transformers import ViTConfig
 
 root = Path(sys.argv[1])
@@ -41,20 +38,21 @@ index = MatryoshkaIndex(vectors, shortlist_dim=16, show_progress=False)
 config = ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=128, num_hidden_layers=4,
                    num_attention_heads=4, intermediate_size=256)
 model = MatryoshkaModel(MatryoshkaConfig(backbone_config=config))
-accelerator = Accelerator(cpu=True)
-prepared = accelerator.prepare(torch.nn.Linear(256, 256), torch.optim.AdamW(torch.nn.Linear(1, 1).parameters()))
+sys.path.insert(0, str(Path(sys.argv[2])))
+from tests.trainer_helpers import tiny_trainer
 print("ready", flush=True)
 for step in itertools.count(1):
     index.save(root / "index")
     model.save_pretrained(root / "model")
     save_with_card(model, root / "card")
-    save_checkpoint(accelerator, root / "run", step, keep_last=2)
+    tiny_trainer(root / "run", max_steps=step + 1, save_strategy="steps", save_steps=1, save_total_limit=2).train(
+        resume_from_checkpoint="latest")
 """
 
 
 def _kill_during_saves(root: Path, seed: int) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(root)], stdout=subprocess.PIPE,
+    child = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(root), str(REPO)], stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, env=env, cwd=REPO, text=True)
     try:
         assert child.stdout.readline().strip() == "ready"
@@ -87,9 +85,7 @@ def test_kills_during_saves_leave_complete_folders_and_the_next_save_cleans_up(t
     tiny_index().save(tmp_path / "index")
     tiny_model().save_pretrained(tmp_path / "model")
     save_with_card(tiny_model(), tmp_path / "card")
-    accelerator = Accelerator(cpu=True)
-    accelerator.prepare(torch.nn.Linear(256, 256))
-    save_checkpoint(accelerator, tmp_path / "run", 10_000)
+    save_checkpoint_at(tmp_path / "run", 3)
     assert debris(tmp_path) == [] and debris(tmp_path / "run") == []
     assert MatryoshkaIndex.load(tmp_path / "index").count == 40
     assert load_matryoshka_model(tmp_path / "model").config.embedding_dim == 24
