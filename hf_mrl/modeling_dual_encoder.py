@@ -82,6 +82,13 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
         )
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The text tower's token embeddings (what `resize_token_embeddings` acts on)."""
+        return self.text_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.text_model.set_input_embeddings(value)
+
     def _init_weights(self, module):
         super()._init_weights(module)
         if module is self:

@@ -189,6 +189,14 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
             model.processor.model_max_length = layout.max_seq_length  # texts cut where sentence-transformers cuts them
         return model.eval()  # like from_pretrained: dropout off until training asks for it
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The encoder's input embeddings (token embeddings of a text encoder, patch embeddings of a ViT): what
+        NEFTune and `resize_token_embeddings` act on."""
+        return getattr(self, self.base_model_prefix, self).backbone.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        getattr(self, self.base_model_prefix, self).backbone.set_input_embeddings(value)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus the tokenizer / image processor `encode` uses, so the folder
         embeds raw inputs on its own. Written atomically (a temporary folder, then renamed): a kill or a full disk

@@ -32,14 +32,15 @@ def tiny_classifier(seed: int = 0, dims=(8, 16), dropout: float = 0.0, efficient
                                                              matryoshka_dims=list(dims), efficient=efficient))
 
 
-def tiny_trainer(output_dir, model=None, train_dataset=None, eval_dataset=None, **overrides) -> MatryoshkaTrainer:
+def tiny_trainer(output_dir, model=None, train_dataset=None, eval_dataset=None, evaluator=None,
+                 **overrides) -> MatryoshkaTrainer:
     values = dict(output_dir=str(output_dir), per_device_train_batch_size=8, max_steps=4, learning_rate=3e-3,
                   logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, seed=0)
     values.update(overrides)
     return MatryoshkaTrainer(model=model if model is not None else tiny_classifier(),
                              args=MatryoshkaTrainingArguments(**values),
                              train_dataset=train_dataset if train_dataset is not None else image_rows(),
-                             eval_dataset=eval_dataset)
+                             eval_dataset=eval_dataset, evaluator=evaluator)
 
 
 def save_checkpoint_at(output_dir, step: int, **overrides) -> Path:

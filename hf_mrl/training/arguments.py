@@ -59,7 +59,7 @@ NOT_EXERCISED_FIELDS = {
     "fp16": "CUDA mixed precision through Accelerate (bf16 is tested on CPU); run by scripts/device_check.sh",
     "tf32": "an Ampere+ CUDA matmul setting that Trainer hands to torch; run by scripts/device_check.sh",
     "fsdp": "FSDP through Trainer and Accelerate needs a CUDA/NCCL process group here; run by scripts/device_check.sh",
-    "fsdp_config": "see `fsdp`",
+    "fsdp_config": "FSDP's settings; see `fsdp`",
     "deepspeed": "an optional extra (hf_mrl[deepspeed]); its absence is a clear error (tested); run by scripts/device_check.sh",
     "parallelism_config": "tensor / context / sequence parallelism for models with a parallel plan; ours have none, and Trainer refuses it",
     "torch_compile_backend": "passed to torch.compile by Trainer (torch_compile is tested with the default backend)",
@@ -106,9 +106,9 @@ NOT_EXERCISED_FIELDS = {
     "debug": "Trainer's debug options (underflow/overflow detection hooks)",
     "skip_memory_metrics": "Trainer's memory report",
     "include_num_input_tokens_seen": "Trainer counts the tokens of classification batches; refused for pairs and image-text",
-    "liger_kernel_config": "see `use_liger_kernel` (refused)",
+    "liger_kernel_config": "Liger's settings; `use_liger_kernel` is refused",
     "activation_checkpointing_kwargs": "passed to torch.utils.checkpoint (gradient checkpointing is tested with the defaults)",
-    "gradient_checkpointing_kwargs": "see `activation_checkpointing_kwargs`",
+    "gradient_checkpointing_kwargs": "the deprecated alias of `activation_checkpointing_kwargs`",
     "eval_steps": "Trainer's evaluation schedule (eval_strategy='epoch' and 'steps' with logging_steps are tested)",
 }
 
