@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command to check the kernels on an accelerator: the kernel tests (`pytest -m kernels`: nested heads,
 # fused cross-entropy, contrastive loss, bf16 autocast included) with HF_MRL_TEST_DEVICE=<device>, then the
-# three benches with --device <device>, then ONE summary table (test counts, each bench's headline ratio).
+# three benches with --device <device>, then MatryoshkaTrainer with the TrainingArguments that need a GPU
+# (fp16, tf32, torch_compile, FSDP, DeepSpeed; scripts/check_trainer_device.py), then ONE summary table.
 #
 #   bash scripts/device_check.sh                     # CUDA, the benches at their README sizes (a few minutes)
 #   bash scripts/device_check.sh --device cpu        # dry run on the CPU, smaller benches (a few minutes)
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 device=cuda
 quick=0
 log_dir=""
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) device="${2:-}"; shift 2 || { usage; exit 2; } ;;
@@ -94,6 +95,11 @@ run bench_eval "$PYTHON" scripts/bench_eval.py --device "$device" "${eval_args[@
 nine=$(awk '/^nine dims \/ one dim =/ { print $7 }' "$log_dir/bench_eval.log")
 reencode=$(awk '/^per-dim re-encoding \/ nine dims/ { print $NF }' "$log_dir/bench_eval.log")
 rows+=("| bench_eval | $result | nine dims in one pass ${nine:-?}x one dim (target <= 1.2); re-encoding per dim ${reencode:-?} the one pass | $seconds |")
+
+run trainer "$PYTHON" scripts/check_trainer_device.py --device "${device%%:*}"
+passed=$(grep -c '| ok |' "$log_dir/trainer.log")
+failures=$(grep -c '| FAILED' "$log_dir/trainer.log")
+rows+=("| check_trainer_device | $result | $passed flag checks ok, $failures failed | $seconds |")
 
 echo
 echo "device_check: --device $device, $sizes sizes, full logs in $log_dir"

@@ -23,11 +23,13 @@ def test_device_check_cpu_quick_prints_one_summary_table(tmp_path):
     assert completed.stdout.count(title) == 1
     header, rule, *rows = completed.stdout.split(title, 1)[1].strip().splitlines()
     assert (header, rule) == ("| step | result | headline | seconds |", "|---|---|---|---|")
-    steps = ["pytest -m kernels", "bench_heads --with-loss, 100 labels", "bench_contrastive_loss", "bench_eval"]
+    steps = ["pytest -m kernels", "bench_heads --with-loss, 100 labels", "bench_contrastive_loss", "bench_eval",
+             "check_trainer_device"]
     assert [row.split(" | ")[0] for row in rows] == [f"| {step}" for step in steps]
     assert all(row.split(" | ")[1] == "ok" for row in rows), rows
     assert int(re.search(r"(\d+) passed, \d+ deselected", rows[0]).group(1)) >= 100
     assert "failed" not in rows[0] and "?" not in "".join(rows)  # every headline ratio was found
     assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "bench_contrastive_loss.log", "bench_eval.log", "bench_heads.log", "tests.log"
+        "bench_contrastive_loss.log", "bench_eval.log", "bench_heads.log", "tests.log", "trainer.log"
     ]
+    assert "| check_trainer_device | ok | 2 flag checks ok, 0 failed |" in completed.stdout

@@ -142,8 +142,8 @@ def test_pairs_run_streams_accumulates_and_saves_everything(tiny_text_tower, tmp
         "--report_to", "tensorboard", "--eval_on_start",
     ))
     assert summary["steps"] == 4 and summary["steps_this_run"] == 4 and summary["final_split"] == "test"
-    # eval_on_start (step 0), then every 2 steps before the end; the last step is the final (test) evaluation.
-    assert [entry["step"] for entry in summary["history"]] == [0, 2]
+    # eval_on_start (step 0), then every 2 steps (the last one too, as Trainer does); then the final (test) evaluation.
+    assert [entry["step"] for entry in summary["history"]] == [0, 2, 4]
     for dim in (8, 16, 32):
         assert 0.0 <= summary["final"][f"wordnet-pairs_dim{dim}_recall@10"] <= 1.0
     assert set(summary["initial_metrics"]) == set(summary["final"])
@@ -217,7 +217,7 @@ def test_accelerate_launch_two_processes(tiny_text_tower, tmp_path, task):
     metric = "wordnet-pairs_dim32_recall@10" if task == "pairs" else "fashion-mnist-captions_dim24_t2i_recall@10"
     assert summary["steps"] == 2 and metric in summary["final"]
     assert [step for step, _ in list_checkpoints(output)] == [2]
-    assert (output / "checkpoint-2" / "random_states_1.pkl").is_file()  # one RNG state per process: two ran
+    assert (output / "checkpoint-2" / "rng_state_1.pth").is_file()  # one RNG state per process: two ran
 
 
 @pytest.mark.slow

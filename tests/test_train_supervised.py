@@ -94,7 +94,7 @@ def test_bert_from_scratch_mrl_e_on_wordnet(tmp_path, minilm_path):
         "--use_projection", "--eval_strategy", "epoch", "--learning_rate", "1e-3",
     )
     assert summary["steps"] == 8  # 64 rows / 16 per batch, 2 epochs
-    assert [entry["epoch"] for entry in summary["history"]] == [1]  # the last epoch is the final evaluation
+    assert [entry["epoch"] for entry in summary["history"]] == [1, 2]  # every epoch's end, as Trainer does
     assert summary["final_split"] == "test" and summary["history"][0]["wordnet-nouns_dim8_top1"] >= 0
     assert set(summary["final"]) == {f"wordnet-nouns_dim{dim}_{metric}" for dim in (8, 32) for metric in ("top1", "1nn")}
     assert (output_dir / "model" / "tokenizer.json").is_file()
@@ -227,8 +227,9 @@ def test_two_processes_with_accelerate_launch(tmp_path):
     summary = json.loads((output_dir / "results.json").read_text())
     assert summary["steps"] == 3
     # 64 rows over 2 processes of 8: 4 optimizer steps per epoch, so 3 steps stay in epoch 0
-    assert json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())["batches_in_epoch"] == 2
-    assert (output_dir / "checkpoint-2" / "random_states_1.pkl").is_file()  # one RNG state per process
+    state = json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and state["epoch"] == 0.5
+    assert (output_dir / "checkpoint-2" / "rng_state_1.pth").is_file()  # one RNG state per process
     assert (output_dir / "model" / "model.safetensors").is_file()
 
 
@@ -284,3 +285,19 @@ def test_help_names_each_default_once(capsys):
     assert "default: the encoder's hidden size --" in text
     assert "(default: max(learning_rate, 1e-3)) --" in text
     assert "NUM_TRAIN_EPOCHS Total number of training epochs to perform. (default: 3.0)" in text  # others keep theirs
+
+
+def test_script_takes_every_trainer_flag(tmp_path):
+    """The flags a user reaches for when the model grows reach Trainer through the script."""
+    summary, output_dir = run(
+        tmp_path, "--dataset_name", "fashion-mnist", *TINY_VIT, *QUICK, "--matryoshka_dims", "8", "32",
+        "--max_steps", "4", "--gradient_checkpointing", "--optim", "adafactor", "--dataloader_num_workers", "2",
+        "--eval_strategy", "steps", "--eval_steps", "2", "--save_steps", "2", "--load_best_model_at_end",
+        "--metric_for_best_model", "eval_fashion-mnist_dim8_top1", "--label_smoothing_factor", "0.1",
+    )
+    assert summary["steps"] == 4 and [entry["step"] for entry in summary["history"]] == [2, 4]
+    state = json.loads((output_dir / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["best_model_checkpoint"] in (str(output_dir / "checkpoint-2"), str(output_dir / "checkpoint-4"))
+    assert state["best_metric"] == max(entry["fashion-mnist_dim8_top1"] for entry in summary["history"])
+    assert summary["args"]["optim"] == "adafactor" and summary["args"]["gradient_checkpointing"] is True
+    assert all("loss_dim8" in entry and "loss_dim32" in entry for entry in summary["loss_history"])

@@ -239,6 +239,12 @@ def test_deepspeed_without_its_package_is_a_clear_error(tmp_path):
         MatryoshkaTrainingArguments(output_dir=str(tmp_path), deepspeed=str(tmp_path / "ds.json"))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="FSDP is refused on the CPU only")
+def test_fsdp_on_the_cpu_is_refused_rather_than_ignored(tmp_path):
+    with pytest.raises(ValueError, match=r"`fsdp`=.*on the CPU Accelerate runs plain data parallel"):
+        MatryoshkaTrainingArguments(output_dir=str(tmp_path), fsdp="full_shard")
+
+
 def _pairs():
     import datasets
 
@@ -352,6 +358,7 @@ EXERCISED = {
     **{name: "test_trainer_flags.py::test_refused_fields_name_the_field_before_any_work" for name in REFUSED},
     "include_num_input_tokens_seen": "test_trainer_flags.py::test_arguments_without_meaning_for_the_task_are_refused",
     "deepspeed": "test_trainer_flags.py::test_deepspeed_without_its_package_is_a_clear_error",
+    "fsdp": "test_trainer_flags.py::test_fsdp_on_the_cpu_is_refused_rather_than_ignored",
 }
 
 

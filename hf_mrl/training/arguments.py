@@ -8,6 +8,7 @@ no test of ours exercises are listed, with the reason, in `NOT_EXERCISED_FIELDS`
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from dataclasses import dataclass, field
 
@@ -22,6 +23,8 @@ __all__ = [
     "DEFAULT_HEAD_LEARNING_RATE",
     "NOT_EXERCISED_FIELDS",
     "REFUSED",
+    "REFUSED_TRAINER_ARGUMENTS",
+    "as_matryoshka_arguments",
     "check_arguments_for_task",
 ]
 
@@ -58,7 +61,7 @@ NOT_EXERCISED_FIELDS = {
     "local_rank": "set by the launcher (torchrun / accelerate launch), not by users",
     "fp16": "CUDA mixed precision through Accelerate (bf16 is tested on CPU); run by scripts/device_check.sh",
     "tf32": "an Ampere+ CUDA matmul setting that Trainer hands to torch; run by scripts/device_check.sh",
-    "fsdp": "FSDP through Trainer and Accelerate needs a CUDA/NCCL process group here; run by scripts/device_check.sh",
+    "fsdp": "FSDP needs GPUs (Accelerate runs CPU processes as plain DDP; on the CPU the flag is refused, tested); run by scripts/device_check.sh",
     "fsdp_config": "FSDP's settings; see `fsdp`",
     "deepspeed": "an optional extra (hf_mrl[deepspeed]); its absence is a clear error (tested); run by scripts/device_check.sh",
     "parallelism_config": "tensor / context / sequence parallelism for models with a parallel plan; ours have none, and Trainer refuses it",
@@ -110,6 +113,15 @@ NOT_EXERCISED_FIELDS = {
     "activation_checkpointing_kwargs": "passed to torch.utils.checkpoint (gradient checkpointing is tested with the defaults)",
     "gradient_checkpointing_kwargs": "the deprecated alias of `activation_checkpointing_kwargs`",
     "eval_steps": "Trainer's evaluation schedule (eval_strategy='epoch' and 'steps' with logging_steps are tested)",
+}
+
+
+# `Trainer` arguments whose job hf_mrl's evaluators and losses do instead.
+REFUSED_TRAINER_ARGUMENTS = {
+    "model_init": "hyperparameter search re-creates the model; build the model, then the trainer",
+    "compute_metrics": "evaluation runs hf_mrl's per-dim evaluators; pass `evaluator=` for other metrics",
+    "compute_loss_func": "the loss follows from the task; pass `loss=` (an nn.Module over the model) instead",
+    "preprocess_logits_for_metrics": "evaluation runs hf_mrl's per-dim evaluators, not the prediction loop",
 }
 
 
@@ -211,6 +223,13 @@ class MatryoshkaTrainingArguments(TrainingArguments):
         if not self.use_cpu and not torch.cuda.is_available():
             # No GPU: CPU training, also for bf16 and for several launched processes (gloo data parallel).
             self.use_cpu = True
+        if self.use_cpu and (self.fsdp or self.deepspeed):
+            # Accelerate runs CPU processes as plain data parallel: the sharding flag would do nothing.
+            name = "fsdp" if self.fsdp else "deepspeed"
+            raise ValueError(
+                f"`{name}`={getattr(self, name)!r} shards the model over GPUs; on the CPU Accelerate runs plain data "
+                "parallel (gloo), so it would do nothing. Drop it, or train on GPUs."
+            )
         super().__post_init__()
         if self.save_strategy == "steps" and not self.save_steps > 0:
             raise ValueError(f"`save_steps` must be > 0 with save_strategy='steps', got {self.save_steps!r}.")
@@ -220,3 +239,15 @@ class MatryoshkaTrainingArguments(TrainingArguments):
         if self.head_learning_rate is not None:
             return self.head_learning_rate
         return max(self.learning_rate, DEFAULT_HEAD_LEARNING_RATE)
+
+
+def as_matryoshka_arguments(args) -> MatryoshkaTrainingArguments:
+    """`args` as `MatryoshkaTrainingArguments` (a plain `TrainingArguments` keeps every value it sets)."""
+    if args is None:
+        return MatryoshkaTrainingArguments(output_dir="trainer_output")
+    if isinstance(args, MatryoshkaTrainingArguments):
+        return args
+    if not isinstance(args, TrainingArguments):
+        raise ValueError(f"`args` must be a transformers TrainingArguments, got {type(args).__name__}.")
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(args) if field.init}
+    return MatryoshkaTrainingArguments(**values)

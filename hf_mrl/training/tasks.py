@@ -5,8 +5,7 @@
 - `MatryoshkaDualEncoderModel` + `image` and `text` columns -> the image-text Matryoshka contrastive loss.
 
 Each task is a small `nn.Module` holding the model whose `forward(batch)` returns `(loss, per_dim_losses)`; the
-trainer points its `model` at the wrapped model (DDP, FSDP, compiled) before each step, as sentence-transformers
-does with its losses.
+trainer has its forwards run through the wrapped model (DDP, FSDP, compiled) at each step.
 """
 
 from __future__ import annotations
@@ -27,10 +26,12 @@ __all__ = [
     "ClassificationLoss",
     "PairContrastiveLoss",
     "ImageTextLoss",
+    "TaskLoss",
     "infer_task",
     "pair_columns",
     "default_processor",
     "default_collator",
+    "default_loss",
 ]
 
 TASKS = ("classification", "pairs", "image-text")
@@ -114,18 +115,35 @@ def default_collator(task: str, model, processor, max_length: int, columns: tupl
     return ImageTextCollator(processor, max_length=max_length, **_image_settings(model.config.vision_config))
 
 
-class ClassificationLoss(nn.Module):
+class TaskLoss(nn.Module):
+    """A task's loss over `model` (a Matryoshka model: its config says the dims). The trainer sets `wrapped` to the
+    model as training runs it (DDP, FSDP or compiled) and the forward goes through that; `model` stays the plain
+    one, whose config and methods the loss reads."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.run_through(None)
+
+    def run_through(self, wrapped) -> None:
+        """Forwards go through `wrapped` (None: the model itself) from now on."""
+        self.__dict__["wrapped"] = wrapped  # not a submodule: the wrapper's parameters are the model's
+
+    def run(self, **inputs):
+        return (self.wrapped if self.wrapped is not None else self.model)(**inputs)
+
+
+class ClassificationLoss(TaskLoss):
     """The nested heads' weighted cross-entropy, as the classifier's forward computes it (with
     `label_smoothing_factor`, smoothed at every dim)."""
 
     def __init__(self, model, label_smoothing: float = 0.0):
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.label_smoothing = label_smoothing
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         extra = {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
-        outputs = self.model(**batch, **extra)
+        outputs = self.run(**batch, **extra)
         return outputs.loss, outputs.matryoshka_losses
 
 
@@ -137,13 +155,12 @@ class _PairSettings:
     label_smoothing: float
 
 
-class PairContrastiveLoss(nn.Module):
+class PairContrastiveLoss(TaskLoss):
     """The Matryoshka contrastive loss on text pairs with one shared tower: both columns are embedded in one
     forward of this module, and with several processes the loss sees the global batch (all-gather)."""
 
     def __init__(self, model: MatryoshkaModel, columns, temperature=0.05, symmetric=True, label_smoothing=0.0):
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.settings = _PairSettings(tuple(columns), temperature, symmetric, label_smoothing)
         self.gather = False
         self.id_offset = 0
@@ -152,7 +169,7 @@ class PairContrastiveLoss(nn.Module):
         anchor, positive = self.settings.columns
         config: MatryoshkaConfig = self.model.config
         output = matryoshka_contrastive_loss(
-            self.model(**batch[anchor]).embeddings, self.model(**batch[positive]).embeddings,
+            self.run(**batch[anchor]).embeddings, self.run(**batch[positive]).embeddings,
             config.matryoshka_dims, config.matryoshka_weights, self.settings.temperature,
             label_smoothing=self.settings.label_smoothing, symmetric=self.settings.symmetric, gather=self.gather,
             # The collator numbers duplicate texts within the local batch: each process gets its own id range.
@@ -161,12 +178,11 @@ class PairContrastiveLoss(nn.Module):
         return output.loss, output.per_dim_losses
 
 
-class ImageTextLoss(nn.Module):
+class ImageTextLoss(TaskLoss):
     """The dual encoder's own image-text Matryoshka loss (`return_loss=True`)."""
 
     def __init__(self, model: MatryoshkaDualEncoderModel):
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.gather = False
         self.id_offset = 0
 
@@ -175,6 +191,15 @@ class ImageTextLoss(nn.Module):
         for key in ("image_ids", "text_ids"):
             if key in inputs:
                 inputs[key] = inputs[key] + self.id_offset
-        output = self.model(**inputs, return_loss=True, gather=self.gather)
+        output = self.run(**inputs, return_loss=True, gather=self.gather)
         return output.loss, output.matryoshka_losses
 
+
+def default_loss(task: str, model, args, columns) -> TaskLoss:
+    """The task's Matryoshka loss with the training arguments' settings."""
+    if task == "classification":
+        return ClassificationLoss(model, args.label_smoothing_factor)
+    if task == "pairs":
+        return PairContrastiveLoss(model, columns, args.temperature or PAIR_TEMPERATURE, args.symmetric,
+                                   args.contrastive_label_smoothing)
+    return ImageTextLoss(model)

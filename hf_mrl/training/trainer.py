@@ -24,8 +24,6 @@ Arguments that cannot mean anything here are refused before any work (see `argum
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import shutil
 import time
@@ -33,12 +31,11 @@ import warnings
 from pathlib import Path
 
 import datasets
-import numpy as np
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 from transformers.trainer_utils import TrainOutput
 
-from ..data.generic import align_class_labels, check_label_dtype, encode_string_labels
+from ..data.generic import align_class_labels, check_label_dtype
 from ..files import (
     check_folder_target,
     check_output_folder,
@@ -47,7 +44,7 @@ from ..files import (
     remove_stale_temp_folders,
 )
 from ..hub import push_to_hub_with_card, save_with_card
-from .arguments import MatryoshkaTrainingArguments, check_arguments_for_task
+from .arguments import REFUSED_TRAINER_ARGUMENTS, as_matryoshka_arguments, check_arguments_for_task
 from .checkpointing import (
     CHECKPOINT_FOLDER,
     CHECKPOINT_PREFIX,
@@ -57,13 +54,13 @@ from .checkpointing import (
     rotate_checkpoints,
 )
 from .evaluators import default_evaluator, evaluation_dims
+from .flat_loss import FlatLossWatch
+from .labels import check_label_range, encode_label_strings, set_class_names
 from .sampling import EpochShuffleSampler
 from .tasks import (
-    PAIR_TEMPERATURE,
-    ClassificationLoss,
-    ImageTextLoss,
-    PairContrastiveLoss,
+    TaskLoss,
     default_collator,
+    default_loss,
     default_processor,
     infer_task,
     pair_columns,
@@ -77,27 +74,6 @@ PAUSE_AFTER_CHECKPOINT_ENV = "HF_MRL_PAUSE_AFTER_CHECKPOINT"
 NEW_LAYER_PREFIXES = ("heads.", "matryoshka.projection.", "projection.", "visual_projection.", "text_projection.")
 # Prefixes wrappers put before parameter names (FSDP1, DDP, torch.compile).
 _WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "module.", "_orig_mod.")
-# A loss that has moved less than this share after the warm-up is reported as not learning.
-FLAT_LOSS_TOLERANCE = 0.01
-# Trainer arguments whose job hf_mrl's evaluators and losses do instead.
-_REFUSED_INIT_ARGUMENTS = {
-    "model_init": "hyperparameter search re-creates the model; build the model, then the trainer",
-    "compute_metrics": "evaluation runs hf_mrl's per-dim evaluators; pass `evaluator=` for other metrics",
-    "compute_loss_func": "the loss follows from the task; pass `loss=` (an nn.Module over the model) instead",
-    "preprocess_logits_for_metrics": "evaluation runs hf_mrl's per-dim evaluators, not the prediction loop",
-}
-
-
-def as_matryoshka_arguments(args) -> MatryoshkaTrainingArguments:
-    """`args` as `MatryoshkaTrainingArguments` (a plain `TrainingArguments` keeps every value it sets)."""
-    if args is None:
-        return MatryoshkaTrainingArguments(output_dir="trainer_output")
-    if isinstance(args, MatryoshkaTrainingArguments):
-        return args
-    if not isinstance(args, TrainingArguments):
-        raise ValueError(f"`args` must be a transformers TrainingArguments, got {type(args).__name__}.")
-    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(args) if field.init}
-    return MatryoshkaTrainingArguments(**values)
 
 
 class MatryoshkaTrainer(Trainer):
@@ -121,7 +97,7 @@ class MatryoshkaTrainer(Trainer):
 
     def __init__(self, model=None, args=None, train_dataset=None, eval_dataset=None, evaluator=None,
                  data_collator=None, processing_class=None, loss=None, name: str = "eval", **trainer_kwargs):
-        for argument, reason in _REFUSED_INIT_ARGUMENTS.items():
+        for argument, reason in REFUSED_TRAINER_ARGUMENTS.items():
             if trainer_kwargs.get(argument) is not None:
                 raise ValueError(f"`{argument}` is not supported by MatryoshkaTrainer: {reason}.")
         if model is None:
@@ -137,16 +113,16 @@ class MatryoshkaTrainer(Trainer):
             for part in (train_dataset, eval_dataset):
                 if part is not None:
                     check_label_dtype(part, "label")
-            train_dataset, eval_dataset = _encode_string_labels(train_dataset, eval_dataset)
+            train_dataset, eval_dataset = encode_label_strings(train_dataset, eval_dataset)
         probe = train_dataset if train_dataset is not None else eval_dataset
         self.columns = pair_columns(probe, args.anchor_column, args.positive_column) if self.task == "pairs" else None
         self.name = name
         if self.task == "classification":
-            _set_class_names(model, probe)
+            set_class_names(model, probe)
             train_dataset, eval_dataset = (align_class_labels(part, model.config.id2label) if part is not None else None
                                            for part in (train_dataset, eval_dataset))
             for part in (train_dataset, eval_dataset):
-                _check_label_range(part, model.config.num_labels)
+                check_label_range(part, model.config.num_labels)
         if isinstance(train_dataset, datasets.IterableDataset):
             seed = args.data_seed if args.data_seed is not None else args.seed
             train_dataset = train_dataset.shuffle(seed=seed, buffer_size=args.shuffle_buffer)
@@ -159,10 +135,10 @@ class MatryoshkaTrainer(Trainer):
         data_collator = data_collator or default_collator(self.task, model, processing_class, args.max_seq_length,
                                                           self.columns)
         self._evaluator = evaluator
-        self.loss = loss if loss is not None else _default_loss(self.task, model, args, self.columns)
+        self.loss = loss if loss is not None else default_loss(self.task, model, args, self.columns)
         self._per_dim_sum: torch.Tensor | None = None
         self._per_dim_count = 0
-        self._flat_loss = _FlatLossWatch(args.warmup_steps, args.learning_rate)
+        self._flat_loss = FlatLossWatch(args.warmup_steps, args.learning_rate)
         self._card_results: dict[str, float] | None = None
         super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, **trainer_kwargs)
@@ -273,7 +249,9 @@ class MatryoshkaTrainer(Trainer):
         """The task's loss through `model` (the wrapped model: DDP, FSDP or compiled), as sentence-transformers
         does; per-dim losses are kept for the logs."""
         loss_module = self.loss
-        if getattr(loss_module, "model", model) is not model:
+        if isinstance(loss_module, TaskLoss):
+            loss_module.run_through(model if model is not loss_module.model else None)
+        elif getattr(loss_module, "model", model) is not model:
             loss_module.model = model
         loss, per_dim = loss_module(inputs)
         if model.training:
@@ -290,7 +268,7 @@ class MatryoshkaTrainer(Trainer):
             warnings.warn(warning, stacklevel=2)
 
     def _dims_of_loss(self) -> list[int]:
-        if not isinstance(self.loss, (ClassificationLoss, PairContrastiveLoss, ImageTextLoss)):
+        if not isinstance(self.loss, TaskLoss):
             return []  # a user loss reports its total only
         return list(self.model.config.matryoshka_dims)
 
@@ -495,15 +473,6 @@ class MatryoshkaTrainer(Trainer):
             self.push_to_hub(commit_message=f"Training in progress, step {self.state.global_step}")
 
 
-def _default_loss(task: str, model, args, columns):
-    if task == "classification":
-        return ClassificationLoss(model, args.label_smoothing_factor)
-    if task == "pairs":
-        return PairContrastiveLoss(model, columns, args.temperature or PAIR_TEMPERATURE, args.symmetric,
-                                   args.contrastive_label_smoothing)
-    return ImageTextLoss(model)
-
-
 def _load_saved_weights(model, folder) -> None:
     """Loads the weights a save wrote into `model`, through `from_pretrained` (transformers v5 saves some encoders,
     e.g. ViT, under their original parameter names, which a raw `load_state_dict` would silently skip)."""
@@ -526,83 +495,3 @@ def _plain_name(name: str) -> str:
 def _prefixed(key: str, prefix: str) -> str:
     """`fmnist_dim8_top1` -> `eval_fmnist_dim8_top1`; a key that already starts with the prefix keeps it once."""
     return key if not prefix or key.startswith(f"{prefix}_") else f"{prefix}_{key}"
-
-
-def _set_class_names(model, dataset) -> None:
-    """Class names of a `ClassLabel` column go into `config.id2label`, so predictions, reports and the card show
-    them; a dataset with more classes than the heads is refused before training."""
-    feature = (getattr(dataset, "features", None) or {}).get("label")
-    if not isinstance(feature, datasets.ClassLabel):
-        return
-    config = model.config
-    if feature.num_classes > config.num_labels:
-        raise ValueError(
-            f"The dataset has {feature.num_classes} classes but the model's heads have num_labels="
-            f"{config.num_labels} (`config.num_labels`); build the model with num_labels={feature.num_classes}."
-        )
-    if all(name == f"LABEL_{index}" for index, name in config.id2label.items()):
-        names = feature.names + [f"LABEL_{index}" for index in range(feature.num_classes, config.num_labels)]
-        config.id2label = dict(enumerate(names))
-        config.label2id = {name: index for index, name in enumerate(names)}
-
-
-def _check_label_range(dataset, num_labels: int) -> None:
-    """The class ids of a map-style dataset must fit the heads (or be -100, left out of the loss): checked before
-    training, rather than found by the loss at the batch that holds the first bad id."""
-    if not isinstance(dataset, datasets.Dataset) or "label" not in dataset.column_names or len(dataset) == 0:
-        return
-    labels = np.asarray(dataset["label"])
-    kept = labels[labels != -100]
-    if kept.size and (kept.min() < 0 or kept.max() >= num_labels):
-        bad = int(kept.max()) if kept.max() >= num_labels else int(kept.min())
-        raise ValueError(
-            f"The dataset's `label` column holds label {bad}, but the model's heads have num_labels={num_labels} "
-            f"(`config.num_labels`: class ids 0 to {num_labels - 1}); build the model with num_labels={max(int(kept.max()) + 1, num_labels)} "
-            "or fix the labels."
-        )
-
-
-def _encode_string_labels(train_dataset, eval_dataset):
-    """String labels (e.g. a CSV read with `load_dataset("csv", ...)`) become one `ClassLabel` over both sets, so
-    the heads see class ids and the class names reach the config."""
-    parts = {key: part for key, part in (("train", train_dataset), ("eval", eval_dataset))
-             if isinstance(part, datasets.Dataset)}
-    feature = next(iter(parts.values())).features.get("label") if parts else None
-    if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
-        return train_dataset, eval_dataset
-    encoded = encode_string_labels(datasets.DatasetDict(parts))
-    return encoded.get("train", train_dataset), encoded.get("eval", eval_dataset)
-
-
-class _FlatLossWatch:
-    """Tells once when the loss has not moved after the warm-up: the usual sign of a learning rate that makes a
-    pretrained encoder collapse (e.g. every input to the majority class) or that is far too small. It reads the
-    loss of the first steps only, so later steps never wait for the device."""
-
-    def __init__(self, warmup_steps, learning_rate: float, window: int = 10):
-        warmup = int(warmup_steps) if not (isinstance(warmup_steps, float) and warmup_steps < 1) else 0
-        self.check_at = max(warmup, window) + window
-        self.window = window
-        self.learning_rate = learning_rate
-        self.losses: dict[int, float] = {}
-
-    def update(self, step: int, loss: torch.Tensor) -> str | None:
-        """The warning's text at the step it is due, else None; `step` counts optimizer steps from 1."""
-        if step > self.check_at or self.losses.get(-1):
-            return None
-        self.losses[step] = float(loss.detach())  # the last micro-batch of a step stands for it
-        if step < self.check_at:
-            return None
-        losses = [self.losses[key] for key in sorted(self.losses) if key > 0]
-        if len(losses) < 2 * self.window:
-            return None
-        self.losses[-1] = 1.0  # told (or checked) once
-        start = sum(losses[: self.window]) / self.window
-        now = sum(losses[-self.window:]) / self.window
-        if math.isfinite(start) and abs(start - now) <= FLAT_LOSS_TOLERANCE * abs(start):
-            return (
-                f"The training loss has not moved after the warm-up ({start:.4f} over the first {self.window} steps, "
-                f"{now:.4f} at step {step}). The learning rate {self.learning_rate:g} may be too high for a "
-                "pretrained encoder (try 2e-5 to 2e-4) or too low for a model trained from scratch."
-            )
-        return None
