@@ -129,6 +129,9 @@ def test_python_api_trains_on_a_csv_read_with_load_dataset(tmp_path, tiny_text_t
     assert sorted(model.config.id2label.values()) == sorted(CLASSES)
     metrics = trainer.evaluate()
     assert {f"eval_dim{dim}_top1" for dim in (8, 16, 32)} <= set(metrics)
+    scored = trainer.evaluate(data["test"], metric_key_prefix="test")  # string labels, as the CSV has them
+    assert set(scored) == {key.replace("eval_", "test_", 1) for key in metrics}
+    assert scored["test_dim8_top1"] == metrics["eval_dim8_top1"]  # the same rows, numbered by the model's names
     assert [path.name for path in (tmp_path / "out").glob("checkpoint-*")] == ["checkpoint-4"]
     folder = trainer.save_model()
     assert (folder / "tokenizer.json").is_file() and "positive" in (folder / "README.md").read_text()

@@ -161,10 +161,18 @@ def align_class_labels(dataset, id2label: Mapping) -> AnyDataset:
     """Renumbers a `ClassLabel` `label` column to a model's classes, by name: the data's "positive" becomes the
     id the model's heads use for "positive", whatever order the data's own numbering has. Data without class
     names, or a model with the default `LABEL_i` names, is returned as it is; a class the model does not know is
-    an error."""
+    an error. A string `label` column (a CSV scored after training) is numbered by the model's class names."""
     feature = (getattr(dataset, "features", None) or {}).get("label")
     names = [str(id2label[key]) for key in sorted(id2label, key=int)]
-    if not isinstance(feature, datasets.ClassLabel) or names == [f"LABEL_{index}" for index in range(len(names))]:
+    if names == [f"LABEL_{index}" for index in range(len(names))]:
+        return dataset
+    if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string") \
+            and isinstance(dataset, datasets.Dataset):
+        unknown = sorted(set(dataset.unique("label")) - set(names))
+        if unknown:
+            raise ValueError(f"The data has classes {unknown} that the model does not know; the model's classes: {names}.")
+        return dataset.cast_column("label", datasets.ClassLabel(names=names))
+    if not isinstance(feature, datasets.ClassLabel):
         return dataset
     if feature.names == names:
         return dataset

@@ -96,7 +96,7 @@ class MatryoshkaTrainer(Trainer):
     """
 
     def __init__(self, model=None, args=None, train_dataset=None, eval_dataset=None, evaluator=None,
-                 data_collator=None, processing_class=None, loss=None, name: str = "eval", **trainer_kwargs):
+                 data_collator=None, processing_class=None, loss=None, name: str | None = None, **trainer_kwargs):
         for argument, reason in REFUSED_TRAINER_ARGUMENTS.items():
             if trainer_kwargs.get(argument) is not None:
                 raise ValueError(f"`{argument}` is not supported by MatryoshkaTrainer: {reason}.")
@@ -132,6 +132,9 @@ class MatryoshkaTrainer(Trainer):
             processing_class = default_processor(model)
         if processing_class is not None and hasattr(processing_class, "model_max_length"):
             processing_class.model_max_length = args.max_seq_length  # saved with it, so eval cuts alike
+        text_config = model.config.get_text_config()
+        if getattr(processing_class, "pad_token_id", None) is not None and getattr(text_config, "pad_token_id", None) is None:
+            text_config.pad_token_id = processing_class.pad_token_id  # what Trainer would align, with a warning
         data_collator = data_collator or default_collator(self.task, model, processing_class, args.max_seq_length,
                                                           self.columns)
         self._evaluator = evaluator
@@ -298,7 +301,7 @@ class MatryoshkaTrainer(Trainer):
             reference_dataset = align_class_labels(reference_dataset, id2label) if reference_dataset is not None else None
         return default_evaluator(
             self.task, self.model, dataset, collate_fn=self.data_collator, processor=self.processing_class,
-            args=self.args, name=self.name, reference_dataset=reference_dataset, columns=self.columns,
+            args=self.args, name=self.name or _UNNAMED, reference_dataset=reference_dataset, columns=self.columns,
         )
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval",
@@ -312,6 +315,8 @@ class MatryoshkaTrainer(Trainer):
             raise ValueError("`evaluate()` needs an `eval_dataset` (here or in the trainer) or an `evaluator`.")
         results = self._run_evaluator(evaluator)
         self._card_results = results
+        if self.name is None and evaluator is not self._evaluator:
+            results = {key.removeprefix(f"{_UNNAMED}_"): value for key, value in results.items()}
         metrics = {_prefixed(key, metric_key_prefix): value for key, value in results.items()}
         self.log(dict(metrics))
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -490,6 +495,9 @@ def _plain_name(name: str) -> str:
             if name.startswith(prefix):
                 name, changed = name[len(prefix):], True
     return name
+
+
+_UNNAMED = "eval"  # the evaluator's name when the trainer has none; dropped from the keys
 
 
 def _prefixed(key: str, prefix: str) -> str:
