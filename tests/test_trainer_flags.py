@@ -420,3 +420,9 @@ def test_a_plain_training_arguments_keeps_every_value(tmp_path):
     assert isinstance(trainer.args, MatryoshkaTrainingArguments)
     assert trainer.args.learning_rate == 4e-4 and trainer.args.max_steps == 2
     assert json.loads(json.dumps(trainer.args.to_dict()))["learning_rate"] == 4e-4
+
+
+def test_a_metric_for_best_model_the_evaluation_never_writes_is_refused_up_front(tmp_path):
+    with pytest.raises(ValueError, match=r"`metric_for_best_model`='eval_fmnist_dim12_top1' is not a key .*eval_dim<k>"):
+        tiny_trainer(tmp_path, eval_dataset=image_rows(8), eval_strategy="steps", save_strategy="steps",
+                     load_best_model_at_end=True, metric_for_best_model="eval_fmnist_dim12_top1")

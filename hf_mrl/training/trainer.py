@@ -138,6 +138,8 @@ class MatryoshkaTrainer(Trainer):
         data_collator = data_collator or default_collator(self.task, model, processing_class, args.max_seq_length,
                                                           self.columns)
         self._evaluator = evaluator
+        if evaluator is None and args.metric_for_best_model:
+            _check_metric_for_best_model(args.metric_for_best_model, name, evaluation_dims(model, args.eval_dims))
         self.loss = loss if loss is not None else default_loss(self.task, model, args, self.columns)
         self._per_dim_sum: torch.Tensor | None = None
         self._per_dim_count = 0
@@ -498,6 +500,22 @@ def _plain_name(name: str) -> str:
 
 
 _UNNAMED = "eval"  # the evaluator's name when the trainer has none; dropped from the keys
+
+
+def _check_metric_for_best_model(metric: str, name: str | None, dims: list[int]) -> None:
+    """`metric_for_best_model` must name one of the default evaluator's keys, `eval_{name}_dim{k}_{metric}`:
+    checked before training rather than at the first evaluation."""
+    import re
+
+    key = metric if metric.startswith("eval_") else f"eval_{metric}"
+    stem = f"eval_{name}_dim" if name else "eval_dim"
+    match = re.fullmatch(rf"{re.escape(stem)}(\d+)_.+", key)
+    if match is None or int(match.group(1)) not in dims:
+        raise ValueError(
+            f"`metric_for_best_model`={metric!r} is not a key the evaluation writes: they read "
+            f"'{stem}<k>_<metric>' with k in {dims} (e.g. '{stem}{dims[0]}_...'; the metrics depend on the task: "
+            "top1 / 1nn for classification, recall@10 / mrr@10 / ndcg@10 for retrieval)."
+        )
 
 
 def _prefixed(key: str, prefix: str) -> str:
