@@ -426,3 +426,10 @@ def test_a_metric_for_best_model_the_evaluation_never_writes_is_refused_up_front
     with pytest.raises(ValueError, match=r"`metric_for_best_model`='eval_fmnist_dim12_top1' is not a key .*eval_dim<k>"):
         tiny_trainer(tmp_path, eval_dataset=image_rows(8), eval_strategy="steps", save_strategy="steps",
                      load_best_model_at_end=True, metric_for_best_model="eval_fmnist_dim12_top1")
+
+
+def test_a_dict_of_eval_datasets_is_scored_one_by_one(tmp_path):
+    rows = image_rows(32)
+    trainer = tiny_trainer(tmp_path, eval_dataset={"bright": rows.select(range(0, 32, 2)), "dark": rows.select(range(1, 32, 2))})
+    metrics = trainer.evaluate()
+    assert {"eval_bright_dim8_top1", "eval_dark_dim16_1nn"} <= set(metrics)

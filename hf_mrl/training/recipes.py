@@ -402,6 +402,8 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
     final_data = splits.test if splits.test is not None else splits.eval
     final_split = splits.test_split if splits.test is not None else splits.eval_split
     final = _evaluate_final(trainer, final_data)
+    if final:
+        print(f"final results ({final_split}):\n" + results_table(final), flush=True)
     trainer.save_model(
         results=final or None,
         description=f"Trained with `scripts/train_contrastive.py --task {model_args.task} --loss {model_args.loss}` on `{name}`.",

@@ -107,22 +107,28 @@ class MatryoshkaTrainer(Trainer):
             raise ValueError("Give a `train_dataset` (to train) or an `eval_dataset` / `evaluator` (to evaluate).")
         if args.eval_dims:
             evaluation_dims(model, args.eval_dims)  # every dim within the embedding, checked before any work
-        self.task = infer_task(model, train_dataset if train_dataset is not None else eval_dataset)
+        # A dict of eval datasets (scored one by one) is prepared like one: its first part stands for it.
+        eval_parts = dict(eval_dataset) if isinstance(eval_dataset, dict) else {None: eval_dataset}
+        first_key = next(iter(eval_parts), None)
+        probe = train_dataset if train_dataset is not None else eval_parts.get(first_key)
+        self.task = infer_task(model, probe)
         check_arguments_for_task(args, self.task, model)
         if self.task == "classification":
-            for part in (train_dataset, eval_dataset):
+            for part in (train_dataset, *eval_parts.values()):
                 if part is not None:
                     check_label_dtype(part, "label")
-            train_dataset, eval_dataset = encode_label_strings(train_dataset, eval_dataset)
-        probe = train_dataset if train_dataset is not None else eval_dataset
+            train_dataset, eval_parts[first_key] = encode_label_strings(train_dataset, eval_parts.get(first_key))
+            probe = train_dataset if train_dataset is not None else eval_parts[first_key]
         self.columns = pair_columns(probe, args.anchor_column, args.positive_column) if self.task == "pairs" else None
         self.name = name
         if self.task == "classification":
             set_class_names(model, probe)
-            train_dataset, eval_dataset = (align_class_labels(part, model.config.id2label) if part is not None else None
-                                           for part in (train_dataset, eval_dataset))
-            for part in (train_dataset, eval_dataset):
+            train_dataset, *aligned = (align_class_labels(part, model.config.id2label) if part is not None else None
+                                       for part in (train_dataset, *eval_parts.values()))
+            eval_parts = dict(zip(eval_parts, aligned))
+            for part in (train_dataset, *eval_parts.values()):
                 check_label_range(part, model.config.num_labels)
+        eval_dataset = eval_parts if isinstance(eval_dataset, dict) else eval_parts.get(None)
         if isinstance(train_dataset, datasets.IterableDataset):
             seed = args.data_seed if args.data_seed is not None else args.seed
             train_dataset = train_dataset.shuffle(seed=seed, buffer_size=args.shuffle_buffer)
@@ -311,7 +317,14 @@ class MatryoshkaTrainer(Trainer):
         """Per-dim metrics of the model on `eval_dataset` (default: the trainer's), from one encoding pass, as
         `{metric_key_prefix}_{name}_dim{k}_{metric}`. With `reference_dataset` (e.g. the training split) the k-NN
         database is that set; without, it is the evaluated set itself, each row left out of its own neighbours.
-        Logged and handed to the callbacks (early stopping, best checkpoint) like Trainer's metrics."""
+        Logged and handed to the callbacks (early stopping, best checkpoint) like Trainer's metrics. A dict of
+        datasets is scored one by one, each under `{metric_key_prefix}_{its key}`, as Trainer does."""
+        datasets_by_name = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if isinstance(datasets_by_name, dict):
+            metrics = {}
+            for key, dataset in datasets_by_name.items():
+                metrics.update(self.evaluate(dataset, ignore_keys, f"{metric_key_prefix}_{key}", reference_dataset))
+            return metrics
         evaluator = self.get_evaluator(eval_dataset, reference_dataset)
         if evaluator is None:
             raise ValueError("`evaluate()` needs an `eval_dataset` (here or in the trainer) or an `evaluator`.")
