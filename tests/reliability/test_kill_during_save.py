@@ -24,7 +24,7 @@ from .files_helpers import debris, tiny_index, tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 SAVE_FOREVER = """
-import itertools, sys
+import sys
 from pathlib import Path
 import numpy as np, torch
 from hf_mrl import MatryoshkaConfig, MatryoshkaModel
@@ -39,14 +39,23 @@ config = ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=128,
                    num_attention_heads=4, intermediate_size=256)
 model = MatryoshkaModel(MatryoshkaConfig(backbone_config=config))
 sys.path.insert(0, str(Path(sys.argv[2])))
+from transformers import TrainerCallback
 from tests.trainer_helpers import tiny_trainer
+
+
+class SaveTheRest(TrainerCallback):
+    # after each checkpoint (one every step), the other savers: the run is saving almost all the time
+
+    def on_save(self, args, state, control, **kwargs):
+        index.save(root / "index")
+        model.save_pretrained(root / "model")
+        save_with_card(model, root / "card")
+
+
+trainer = tiny_trainer(root / "run", max_steps=10**6, save_strategy="steps", save_steps=1, save_total_limit=2)
+trainer.add_callback(SaveTheRest())
 print("ready", flush=True)
-for step in itertools.count(1):
-    index.save(root / "index")
-    model.save_pretrained(root / "model")
-    save_with_card(model, root / "card")
-    tiny_trainer(root / "run", max_steps=step + 1, save_strategy="steps", save_steps=1, save_total_limit=2).train(
-        resume_from_checkpoint="latest")
+trainer.train(resume_from_checkpoint="latest")
 """
 
 
