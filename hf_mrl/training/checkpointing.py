@@ -87,6 +87,7 @@ def rotate_checkpoints(output_dir, keep_last: int, keep=None) -> list[Path]:
     excess = len(checkpoints) - max(keep_last, len(protected & set(checkpoints)))
     stale = [path for path in checkpoints if path not in protected][: max(0, excess)]
     for path in stale:
+        (path / TRAINER_STATE_NAME).unlink(missing_ok=True)  # first: a deletion cut short leaves no "complete" folder
         kept = remove_saved_folder(path, CHECKPOINT_FOLDER)
         if kept:
             warnings.warn(f"{path}: kept {kept} (not written by hf_mrl) while removing this older checkpoint.", stacklevel=2)

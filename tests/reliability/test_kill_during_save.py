@@ -85,7 +85,7 @@ def _assert_complete(root: Path) -> None:
 @pytest.mark.slow
 def test_kills_during_saves_leave_complete_folders_and_the_next_save_cleans_up(tmp_path):
     seen = []
-    for seed in range(3):
+    for seed in range(5):
         _kill_during_saves(tmp_path, seed)
         _assert_complete(tmp_path)
         seen += debris(tmp_path) + (debris(tmp_path / "run") if (tmp_path / "run").is_dir() else [])
