@@ -107,31 +107,8 @@ class MatryoshkaTrainer(Trainer):
             raise ValueError("Give a `train_dataset` (to train) or an `eval_dataset` / `evaluator` (to evaluate).")
         if args.eval_dims:
             evaluation_dims(model, args.eval_dims)  # every dim within the embedding, checked before any work
-        # A dict of eval datasets (scored one by one) is prepared like one: its first part stands for it.
-        eval_parts = dict(eval_dataset) if isinstance(eval_dataset, dict) else {None: eval_dataset}
-        first_key = next(iter(eval_parts), None)
-        probe = train_dataset if train_dataset is not None else eval_parts.get(first_key)
-        self.task = infer_task(model, probe)
-        check_arguments_for_task(args, self.task, model)
-        if self.task == "classification":
-            for part in (train_dataset, *eval_parts.values()):
-                if part is not None:
-                    check_label_dtype(part, "label")
-            train_dataset, eval_parts[first_key] = encode_label_strings(train_dataset, eval_parts.get(first_key))
-            probe = train_dataset if train_dataset is not None else eval_parts[first_key]
-        self.columns = pair_columns(probe, args.anchor_column, args.positive_column) if self.task == "pairs" else None
         self.name = name
-        if self.task == "classification":
-            set_class_names(model, probe)
-            train_dataset, *aligned = (align_class_labels(part, model.config.id2label) if part is not None else None
-                                       for part in (train_dataset, *eval_parts.values()))
-            eval_parts = dict(zip(eval_parts, aligned))
-            for part in (train_dataset, *eval_parts.values()):
-                check_label_range(part, model.config.num_labels)
-        eval_dataset = eval_parts if isinstance(eval_dataset, dict) else eval_parts.get(None)
-        if isinstance(train_dataset, datasets.IterableDataset):
-            seed = args.data_seed if args.data_seed is not None else args.seed
-            train_dataset = train_dataset.shuffle(seed=seed, buffer_size=args.shuffle_buffer)
+        train_dataset, eval_dataset = self._prepare_datasets(model, args, train_dataset, eval_dataset)
         # The collators need the tokenizer, and an image classifier saves its image processor.
         needs_processor = data_collator is None or self.task != "classification" or model.main_input_name == "pixel_values"
         if processing_class is None and needs_processor:
@@ -158,6 +135,35 @@ class MatryoshkaTrainer(Trainer):
         self.loss_is_scaled_for_ga = False
 
     # -- set-up ---------------------------------------------------------------------------------------------
+
+    def _prepare_datasets(self, model, args, train_dataset, eval_dataset):
+        """Reads the task off the model and columns (`self.task`, `self.columns`); for classification, string labels
+        become class ids, class names go into `config.id2label` and every id is checked against the heads. A dict
+        of eval datasets (scored one by one) is prepared like one: its first part stands for it."""
+        eval_parts = dict(eval_dataset) if isinstance(eval_dataset, dict) else {None: eval_dataset}
+        first_key = next(iter(eval_parts), None)
+        probe = train_dataset if train_dataset is not None else eval_parts.get(first_key)
+        self.task = infer_task(model, probe)
+        check_arguments_for_task(args, self.task, model)
+        if self.task == "classification":
+            for part in (train_dataset, *eval_parts.values()):
+                if part is not None:
+                    check_label_dtype(part, "label")
+            train_dataset, eval_parts[first_key] = encode_label_strings(train_dataset, eval_parts.get(first_key))
+            probe = train_dataset if train_dataset is not None else eval_parts[first_key]
+        self.columns = pair_columns(probe, args.anchor_column, args.positive_column) if self.task == "pairs" else None
+        if self.task == "classification":
+            set_class_names(model, probe)
+            train_dataset, *aligned = (align_class_labels(part, model.config.id2label) if part is not None else None
+                                       for part in (train_dataset, *eval_parts.values()))
+            eval_parts = dict(zip(eval_parts, aligned))
+            for part in (train_dataset, *eval_parts.values()):
+                check_label_range(part, model.config.num_labels)
+        eval_dataset = eval_parts if isinstance(eval_dataset, dict) else eval_parts.get(None)
+        if isinstance(train_dataset, datasets.IterableDataset):
+            seed = args.data_seed if args.data_seed is not None else args.seed
+            train_dataset = train_dataset.shuffle(seed=seed, buffer_size=args.shuffle_buffer)
+        return train_dataset, eval_dataset
 
     def _validate_args(self) -> None:
         """Trainer's checks; an `evaluator` alone (no `eval_dataset`) is enough for an `eval_strategy`."""
