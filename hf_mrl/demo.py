@@ -102,6 +102,7 @@ def _train(label: str, heads: str, splits, evaluator_data, dims: list[int], args
         output_dir=args.output_dir, max_steps=args.max_steps, learning_rate=args.learning_rate, seed=args.seed,
         per_device_train_batch_size=args.per_device_train_batch_size, per_device_eval_batch_size=256, logging_steps=20,
         weight_decay=0.05, lr_scheduler_type="cosine", warmup_steps=0.05, save_strategy="no", report_to="none",
+        optim="adamw_torch",  # torch.optim.AdamW (foreach), as the demo has always trained
     )
     trainer = MatryoshkaTrainer(model=model, args=training_args, train_dataset=splits.train, name="fashion-mnist")
     heads_text = f"nested heads at {', '.join(map(str, dims))}" if heads == "mrl" else "one head at the full dim"
