@@ -392,6 +392,11 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
     if model_args.loss == "st-mrl":
         from .sentence_transformers_loss import SentenceTransformersMatryoshkaLoss
 
+        if training_args.world_size > 1:
+            # Its forward runs sentence-transformers' module on the encoder, outside the DDP wrapper: the processes'
+            # gradients would never be averaged.
+            raise ValueError("`--loss st-mrl` trains in one process; launch it without several processes.")
+
         trainer.loss = SentenceTransformersMatryoshkaLoss(
             model, model_args.model_name_or_path, trainer.columns, training_args, model_args.matryoshka_dims,
             model_args.matryoshka_weights,
