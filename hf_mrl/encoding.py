@@ -23,7 +23,10 @@ from tqdm.auto import tqdm
 from .input_checks import check_bool, check_optional_bool, check_positive_int
 from .nesting import truncate_embeddings, validate_dim
 
-__all__ = ["inference", "load_processor", "saved_processor", "default_image_processor", "encode_inputs", "tokenizer_max_length"]
+__all__ = ["inference", "load_processor", "saved_processor", "default_image_processor", "encode_inputs", "tokenizer_max_length",
+           "prepared_image"]
+
+_WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 # Tokenizers without a configured length report a huge sentinel; texts are then cut at this many tokens.
 FALLBACK_MAX_LENGTH = 512
@@ -95,6 +98,22 @@ def tokenizer_max_length(tokenizer) -> int | None:
     """The tokenizer's `model_max_length` when it is a real limit (tokenizers without one report a huge number)."""
     length = getattr(tokenizer, "model_max_length", None)
     return length if isinstance(length, int) and length < 100_000 else None
+
+
+def prepared_image(image: Image.Image, num_channels: int | None) -> Image.Image:
+    """The one image preparation of training (the collators) and `encode`: palette images go through RGBA (their
+    transparency read as PIL advises), 16-bit and float grey images are scaled to 8 bits (not clipped at 255), then
+    the image takes the model's channels (1: grey "L", 3: "RGB", dropping any alpha); None keeps its own."""
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in _WIDE_GREY_MODES:
+        array = np.asarray(image, dtype=np.float64)
+        top = array.max(initial=0.0)
+        scale = 255.0 / 65535.0 if image.mode.startswith("I;16") or top > 255 else (255.0 if image.mode == "F" and top <= 1 else 1.0)
+        image = Image.fromarray(np.clip(np.rint(array * scale), 0, 255).astype(np.uint8))
+    if num_channels is None:
+        return image
+    return image.convert("L" if num_channels == 1 else "RGB")
 
 
 def _as_image(item, position: int) -> Image.Image:
@@ -183,9 +202,11 @@ def encode_inputs(
     convert_to_numpy: bool = False,
     device=None,
     max_length: int | None = None,
+    num_channels: int | None = None,
 ):
     """Embeds `inputs` (texts, or images) in batches with `forward(model_inputs) -> (batch, full_dim)`, truncated to
-    `dim` and renormalised after truncation; rows in input order. Texts are batched longest first (less padding)."""
+    `dim` and renormalised after truncation; rows in input order. Texts are batched longest first (less padding).
+    Images are prepared as training prepares them (`prepared_image`, with the encoder's `num_channels`)."""
     dim = validate_dim(dim, full_dim)
     batch_size = check_positive_int(batch_size, "batch_size")
     check_bool(normalize, "normalize")
@@ -200,8 +221,8 @@ def encode_inputs(
     for start in tqdm(range(0, len(inputs), batch_size), desc="Encoding", disable=not show):
         rows = [inputs[index] for index in order[start : start + batch_size]]
         if vision:
-            batch = {"pixel_values": processor(images=[_as_image(item, start + i) for i, item in enumerate(rows)],
-                                               return_tensors="pt")["pixel_values"]}
+            images = [prepared_image(_as_image(item, start + i), num_channels) for i, item in enumerate(rows)]
+            batch = {"pixel_values": processor(images=images, return_tensors="pt")["pixel_values"]}
         else:
             batch = dict(processor(rows, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
         if device is not None:

@@ -207,6 +207,7 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
                 forward, inputs, self.image_processor if vision else self.tokenizer, vision=vision,
                 full_dim=self.config.projection_dim, dim=dim, batch_size=batch_size, normalize=normalize,
                 show_progress_bar=show_progress_bar, convert_to_numpy=convert_to_numpy, device=self.device,
+                num_channels=self.config.vision_config.num_channels if vision else None,
             )
 
     def forward(

@@ -283,6 +283,7 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
                 self._embed, inputs, self.processor, vision=self.main_input_name == "pixel_values",
                 full_dim=self.config.embedding_dim, dim=dim, batch_size=batch_size, normalize=normalize,
                 show_progress_bar=show_progress_bar, convert_to_numpy=convert_to_numpy, device=self.device,
+                num_channels=getattr(self.config.backbone_config, "num_channels", None),
             )
 
 

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..encoding import prepared_image
+
 __all__ = ["ids_by_value", "ImageCollator", "TextCollator", "ImageTextCollator", "PairCollator", "collator_for_model"]
 
 _GREY_MODES = ("1", "L", "I", "I;16", "F")
@@ -141,7 +143,7 @@ class ImageCollator:
         """Images -> float tensor (B, C, H, W)."""
         images = [_to_pil(image) for image in images]
         channels = self.num_channels or (1 if all(image.mode in _GREY_MODES for image in images) else 3)
-        images = [image.convert("L" if channels == 1 else "RGB") for image in images]
+        images = [prepared_image(image, channels) for image in images]  # as `encode` prepares them
         if self.image_processor is not None:
             return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
         if self.image_size is not None:
