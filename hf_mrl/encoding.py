@@ -206,7 +206,15 @@ def encode_inputs(
 ):
     """Embeds `inputs` (texts, or images) in batches with `forward(model_inputs) -> (batch, full_dim)`, truncated to
     `dim` and renormalised after truncation; rows in input order. Texts are batched longest first (less padding).
-    Images are prepared as training prepares them (`prepared_image`, with the encoder's `num_channels`)."""
+    Images are prepared as training prepares them (`prepared_image`, with the encoder's `num_channels`). One
+    string (or one image / image path) gives one vector (`(full_dim,)` truncated), as `SentenceTransformer.encode`."""
+    single = isinstance(inputs, str) or (vision and isinstance(inputs, (os.PathLike, Image.Image)))
+    if single:
+        embeddings = encode_inputs(forward, [inputs], processor, vision=vision, full_dim=full_dim, dim=dim,
+                                   batch_size=batch_size, normalize=normalize, show_progress_bar=show_progress_bar,
+                                   convert_to_numpy=convert_to_numpy, device=device, max_length=max_length,
+                                   num_channels=num_channels)
+        return embeddings[0]
     dim = validate_dim(dim, full_dim)
     batch_size = check_positive_int(batch_size, "batch_size")
     check_bool(normalize, "normalize")

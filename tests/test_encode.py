@@ -73,11 +73,18 @@ def test_raw_images_equal_the_tensor_path(tmp_path):
     torch.testing.assert_close(raw, model.encode(pixel_values=pixels, dim=8), atol=1e-5, rtol=0)
 
 
+def test_one_string_gives_one_vector(text_tower):
+    model = hf_mrl.MatryoshkaModel.from_backbone(text_tower, matryoshka_dims=[8, 32])
+    one = model.encode("a small dog", dim=8)
+    assert one.shape == (8,)
+    torch.testing.assert_close(one, model.encode(["a small dog", "gravity"], dim=8)[0])
+    assert model.encode("a small dog", convert_to_numpy=True).shape == (32,)
+
+
 @pytest.mark.parametrize(
     ("inputs", "kwargs", "message"),
     [
         ([], {}, "empty"),
-        ("a single string", {}, "list of strings"),
         (["fine", 3], {}, r"inputs\[1\]"),
         ([Image.new("L", (28, 28))], {}, "encodes strings"),
         (["fine"], {"dim": 33}, "dim"),

@@ -55,6 +55,7 @@ def test_training_collator_and_encode_agree_on_every_png_kind(tmp_path):
     for name, path in paths.items():
         torch.testing.assert_close(collator([{"image": Image.open(path)}])["pixel_values"], reference, msg=name)
         torch.testing.assert_close(model.encode([str(path)], dim=8), expected, msg=name)
+        torch.testing.assert_close(model.encode(Image.open(path), dim=8), expected[0], msg=name)  # one image: one vector
 
 
 @pytest.mark.parametrize("kind", ["RGBA", "P+transparency", "16-bit"])

@@ -164,7 +164,6 @@ ENCODE = [
     pytest.param(lambda m: m.text.encode(["a cat"], batch_size=2.5), ["batch_size", "positive integer", "2.5"], id="encode-batch-size-float"),
     pytest.param(lambda m: m.text.encode(["a cat"], batch_size=-3), ["batch_size", "positive integer", "-3"], id="encode-batch-size-negative"),
     pytest.param(lambda m: m.text.encode([]), ["inputs", "empty"], id="encode-empty-list"),
-    pytest.param(lambda m: m.text.encode("a cat"), ["inputs", "list of strings", "str"], id="encode-bare-string"),
     pytest.param(lambda m: m.text.encode(["a cat", 3]), ["inputs[1]", "int", "strings"], id="encode-mixed-types"),
     pytest.param(lambda m: m.text.encode([np.zeros((28, 28), dtype=np.uint8)]), ["inputs[0]", "ndarray", "text model"], id="encode-text-model-given-image"),
     pytest.param(lambda m: m.text.encode(["a cat"], convert_to_numpy="yes"), ["convert_to_numpy", "True or False"], id="encode-convert-to-numpy-str"),
