@@ -75,3 +75,15 @@ def test_resolve_resume_checkpoint_arguments(tmp_path):
         resolve_resume_checkpoint(tmp_path, tmp_path)
     with pytest.raises(ValueError, match="save_total_limit"):
         rotate_checkpoints(tmp_path, 0)
+
+
+def test_rotation_keeps_a_users_files_whatever_their_extension(tmp_path):
+    for step in (1, 2):
+        save_checkpoint_at(tmp_path, step)
+    folder = checkpoint_path(tmp_path, 1)
+    (folder / "notes.txt").write_text("mine")
+    (folder / "data.json").write_text("{}")
+    with pytest.warns(UserWarning, match=r"kept \['data.json', 'notes.txt'\]"):
+        rotate_checkpoints(tmp_path, 1)
+    assert sorted(path.name for path in folder.iterdir()) == ["data.json", "notes.txt"]
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [2]

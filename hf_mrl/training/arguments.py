@@ -17,6 +17,7 @@ from transformers import TrainingArguments
 
 from ..files import check_output_folder
 from ..input_checks import check_number, check_positive_int, is_int
+from .checkpointing import check_save_total_limit
 
 __all__ = [
     "MatryoshkaTrainingArguments",
@@ -194,9 +195,7 @@ class MatryoshkaTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"`deepspeed`={self.deepspeed!r} needs the deepspeed package: pip install 'hf_mrl[deepspeed]'."
             )
-        if self.save_total_limit is not None and (isinstance(self.save_total_limit, bool) or not is_int(self.save_total_limit)
-                                                  or self.save_total_limit < 1):
-            raise ValueError(f"`save_total_limit` must be None (keep all) or a positive integer, got {self.save_total_limit!r}.")
+        check_save_total_limit(self.save_total_limit)
         check_number(self.learning_rate, "learning_rate", 0, low_open=True)
         if self.output_dir is not None:
             check_output_folder(self.output_dir, "output_dir")  # a file there is found now, not after training

@@ -30,6 +30,7 @@ __all__ = [
     "resolve_resume_checkpoint",
     "read_trainer_state",
     "check_checkpoint_files",
+    "check_save_total_limit",
 ]
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -38,9 +39,14 @@ TRAINER_STATE_NAME = "trainer_state.json"
 RNG_STATE_KEYS = ("python", "numpy", "cpu")  # what Trainer's `_save_rng_state` writes
 _CHECKPOINT = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
 # What a checkpoint save writes: Trainer's states, the model folder (weights, configs, the sentence-transformers
-# layout of a text model) and the tokenizer / image processor files.
+# layout of a text model) and the tokenizer / image processor files; by name, so a user's notes.txt or data.json
+# in a checkpoint folder is never taken for ours.
 _CHECKPOINT_FILE_PATTERNS = (
-    "*.safetensors", "*.safetensors.index.json", "*.pt", "*.pth", "*.json", "*.txt", "*.model", "[0-9]_*",
+    "*.safetensors", "*.safetensors.index.json", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth",
+    TRAINER_STATE_NAME, "config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json",
+    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt",
+    "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "modules.json", "config_sentence_transformers.json",
+    "sentence_bert_config.json", "[0-9]_*",
 )
 
 CHECKPOINT_FOLDER = FolderKind(
@@ -75,11 +81,18 @@ def latest_checkpoint(output_dir) -> Path | None:
     return checkpoints[-1][1] if checkpoints else None
 
 
+def check_save_total_limit(value) -> int | None:
+    """`save_total_limit`: None (keep every checkpoint) or a positive integer."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"`save_total_limit` must be None (keep all) or a positive integer, got {value!r}.")
+    return value
+
+
 def rotate_checkpoints(output_dir, keep_last: int, keep=None) -> list[Path]:
     """Deletes all but the newest `keep_last` complete checkpoints, never the newest one nor `keep` (the best
     checkpoint); returns the deleted paths. Files in them that hf_mrl did not write are kept (with a warning)."""
-    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
-        raise ValueError(f"`save_total_limit` must be None (keep all) or a positive integer, got {keep_last!r}.")
+    if check_save_total_limit(keep_last) is None:
+        raise ValueError("`save_total_limit` must be a positive integer to rotate checkpoints, got None.")
     checkpoints = [path for _, path in list_checkpoints(output_dir)]
     protected = {checkpoints[-1]} if checkpoints else set()
     if keep is not None:

@@ -25,6 +25,7 @@ Arguments that cannot mean anything here are refused before any work (see `argum
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 import warnings
@@ -128,6 +129,7 @@ class MatryoshkaTrainer(Trainer):
         self._per_dim_count = 0
         self._flat_loss = FlatLossWatch(args.warmup_steps, args.learning_rate)
         self._card_results: dict[str, float] | None = None
+        self._card: dict = {}  # description / metrics of the model card, from the last save_model()
         super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, **trainer_kwargs)
         # Our losses are means over the (micro-)batch: the Trainer divides them by the accumulation steps.
@@ -490,7 +492,7 @@ class MatryoshkaTrainer(Trainer):
             token=token if token is not None else self.args.hub_token,
             private=private if private is not None else self.args.hub_private_repo,
             revision=revision if revision is not None else self.args.hub_revision,
-            commit_message=commit_message, **getattr(self, "_card", {}),
+            commit_message=commit_message, **self._card,
         )
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
@@ -524,8 +526,6 @@ _UNNAMED = "eval"  # the evaluator's name when the trainer has none; dropped fro
 def _check_metric_for_best_model(metric: str, name: str | None, dims: list[int]) -> None:
     """`metric_for_best_model` must name one of the default evaluator's keys, `eval_{name}_dim{k}_{metric}`:
     checked before training rather than at the first evaluation."""
-    import re
-
     key = metric if metric.startswith("eval_") else f"eval_{metric}"
     stem = f"eval_{name}_dim" if name else "eval_dim"
     match = re.fullmatch(rf"{re.escape(stem)}(\d+)_.+", key)
