@@ -1,13 +1,15 @@
-"""Files and folders on disk: saves that never lose a user's files, errors that name the path.
+"""Folders hf_mrl saves (models, indexes, checkpoints, exports), written so that no user file is ever lost.
 
-- `write_folder_atomically(path, write, kind)`: every folder hf_mrl saves (models, indexes, checkpoints,
-  exports) is written into a temporary sibling, then renamed into place. An existing folder is replaced only
-  when it holds an artefact of the same `FolderKind` (recognised from its config / manifest); entries of it
-  that the kind does not own (a user's `data.csv`) are carried over into the new folder, never deleted.
-  Temporary siblings left by a killed save are removed by the next save to the same place.
-- `describe_os_error`: "disk full", "permission denied", ... with the path, instead of library internals.
-- `check_local_path`: "folder not found: PATH" for a local-looking path, before any Hub lookup.
-- `check_safetensors_file` / `check_torch_state_file`: a corrupted weights or state file is named as such.
+- A save writes into a temporary sibling, records what it wrote (`.hf_mrl_written.json`: every file's sha256,
+  size and mtime), then swaps the folder into place in one atomic rename (`renameat2(RENAME_EXCHANGE)` on
+  Linux; two renames elsewhere): the folder is never missing nor half-written, whenever the process dies.
+- A save replaces only the files that the previous save recorded and that are unchanged since. Every other
+  file (never recorded, or changed since: the user's now) stays at its path in the new folder, hard-linked (or
+  copied) in before the swap; a save that would write a file of the same name is refused and changes nothing.
+- A symlinked target is written through: the link stays a link, its target folder is replaced.
+- Temporary siblings left by a killed save (`.<name>.tmp|old|del-<pid>-<hex>`) are removed by the next save to
+  that place; any user file found only there is moved back first. `temporary_folder` does the same for the
+  scratch folders hf_mrl makes in the system temp dir.
 
 Imports only the standard library at module level: the modeling files import it, and they travel as
 trust_remote_code files to machines without hf_mrl.
@@ -15,37 +17,46 @@ trust_remote_code files to machines without hf_mrl.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import fnmatch
+import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from .file_checks import describe_os_error
 
 __all__ = [
     "FolderKind",
     "MODEL_FOLDER",
+    "RECORD_NAME",
     "check_folder_target",
-    "check_local_path",
     "check_output_folder",
-    "check_safetensors_file",
-    "check_torch_state_file",
-    "describe_os_error",
-    "looks_like_local_path",
+    "check_replaceable",
+    "move_into_place",
+    "not_written_by_hf_mrl",
+    "record_written_files",
     "remove_saved_folder",
     "remove_stale_temp_folders",
     "staging_folder",
-    "move_into_place",
+    "temporary_folder",
     "write_file_atomically",
     "write_folder_atomically",
 ]
 
-# `.<name>.tmp-<pid>-<hex>` (being written), `.<name>.old-<pid>-<hex>` (a replaced folder, whose files that hf_mrl
-# did not write are still to be moved into the new one) and `.<name>.del-<pid>-<hex>` (only ours left: deleted).
+RECORD_NAME = ".hf_mrl_written.json"
+_RECORD_FORMAT = "hf_mrl.written_files"
+# `.<name>.tmp-<token>` (being written), `.<name>.old-<token>` (a replaced folder, where the atomic swap is not
+# available) and `.<name>.del-<token>` (being deleted); the token is `<pid>-<hex>` or a fixed word.
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<stage>tmp|old|del)-(?P<token>[^/]+)$")
 _OWNER_TOKEN = re.compile(r"^(?P<pid>\d+)-[0-9a-f]+$")
 
@@ -55,14 +66,12 @@ class FolderKind:
     """A kind of folder hf_mrl writes.
 
     name: what to call it in messages ("hf_mrl model", "MatryoshkaIndex", ...).
-    recognise: whether an existing folder holds one (read from its config / manifest).
-    owned: whether an entry name of such a folder was written by hf_mrl (replaced or dropped on a re-save);
-        entries it does not own are carried over.
+    recognise: whether an existing folder holds one (read from its config / manifest); a save replaces only a
+        folder of its own kind (or an empty one).
     """
 
     name: str
     recognise: Callable[[Path], bool]
-    owned: Callable[[Path, str], bool]
 
 
 def read_json_object(path: Path) -> dict | None:
@@ -74,33 +83,17 @@ def read_json_object(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-# -- the model folder kind ------------------------------------------------------------------------------------
-
-_MODEL_TYPES = ("matryoshka", "matryoshka_dual_encoder")
-# What a re-save drops when it does not write it again: weights and configs of the previous model (an older
-# shard would be read with the new index), and the sentence-transformers layout of a text model. Everything
-# else the folder holds (tokenizer files a user saved beside the model, README.md, notes) is carried over.
-_MODEL_FILE_PATTERNS = (
-    "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
-    "modules.json", "config_sentence_transformers.json", "sentence_bert_config.json", "[0-9]_*",
-)
-
-
 def _is_model_folder(folder: Path) -> bool:
     config = read_json_object(folder / "config.json")
     if config is None:
         return False
-    if config.get("model_type") in _MODEL_TYPES:
+    if config.get("model_type") in ("matryoshka", "matryoshka_dual_encoder"):
         return True
     # a sentence-transformers export of an hf_mrl model: its encoder config carries the nesting dims
     return (folder / "modules.json").is_file() and "matryoshka_dimensions" in config
 
 
-MODEL_FOLDER = FolderKind(
-    "hf_mrl model",
-    _is_model_folder,
-    lambda folder, name: any(fnmatch.fnmatch(name, pattern) for pattern in _MODEL_FILE_PATTERNS),
-)
+MODEL_FOLDER = FolderKind("hf_mrl model", _is_model_folder)
 
 
 # -- checks ---------------------------------------------------------------------------------------------------
@@ -112,8 +105,7 @@ def _as_path(path, argument: str) -> Path:
     return Path(path).expanduser()
 
 
-def _listing(folder: Path, limit: int = 5) -> str:
-    names = sorted(entry.name for entry in folder.iterdir())
+def _listing(names: list[str], limit: int = 5) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
@@ -136,11 +128,104 @@ def check_folder_target(path, kind: FolderKind, argument: str = "path") -> Path:
     replaces). Anything else raises `ValueError` before any work: hf_mrl never replaces a folder it did not write."""
     path = check_output_folder(path, argument)
     if path.is_dir() and any(path.iterdir()) and not kind.recognise(path):
+        names = sorted(entry.name for entry in path.iterdir())
         raise ValueError(
-            f"`{argument}` {str(path)!r} is not a saved {kind.name} folder (it holds {_listing(path)}); refusing to "
+            f"`{argument}` {str(path)!r} is not a saved {kind.name} folder (it holds {_listing(names)}); refusing to "
             f"replace it: hf_mrl replaces only folders it wrote. Choose a new or empty folder, or move those files."
         )
     return path
+
+
+def _write_through(path: Path) -> Path:
+    """The folder a save to `path` replaces: a symlink's target (the link itself stays)."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+# -- the record of what a save wrote --------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(2**22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _entries(folder: Path) -> list[str]:
+    """Relative paths of the files, symlinks and empty folders under `folder` (links are not followed)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        base = Path(root)
+        links = [name for name in dirs if (base / name).is_symlink()]
+        found += [(base / name).relative_to(folder).as_posix() for name in files + links]
+        if base != folder and not dirs and not files:
+            found.append(base.relative_to(folder).as_posix())
+    return sorted(found)
+
+
+def record_written_files(folder, names: list[str] | None = None) -> None:
+    """Writes `folder/.hf_mrl_written.json`: the sha256, size and mtime of every file now in `folder`; with
+    `names` (relative paths just written into a saved folder), adds those to the folder's record instead."""
+    folder = Path(folder)
+    files = _read_record(folder) if names is not None else {}
+    for name in _entries(folder) if names is None else [Path(name).as_posix() for name in names]:
+        path = folder / name
+        if name != RECORD_NAME and path.is_file() and not path.is_symlink():
+            stat = path.stat()
+            files[name] = {"sha256": _sha256(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    text = json.dumps({"format": _RECORD_FORMAT, "files": files}, indent=1, sort_keys=True) + "\n"
+    temporary = folder / f".{RECORD_NAME}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, folder / RECORD_NAME)
+
+
+def _read_record(folder: Path) -> dict:
+    record = read_json_object(folder / RECORD_NAME)
+    files = record.get("files") if record and record.get("format") == _RECORD_FORMAT else None
+    return files if isinstance(files, dict) else {}
+
+
+def _unchanged(path: Path, entry) -> bool:
+    if not isinstance(entry, dict) or path.is_symlink() or not path.is_file():
+        return False
+    stat = path.stat()
+    if stat.st_size != entry.get("bytes"):
+        return False
+    # same size and mtime: unchanged (as git's index trusts stat data); otherwise the content decides
+    return stat.st_mtime_ns == entry.get("mtime_ns") or _sha256(path) == entry.get("sha256")
+
+
+def not_written_by_hf_mrl(folder) -> tuple[list[str], list[str]]:
+    """The user's entries of a saved folder, as relative paths: (never recorded by hf_mrl, recorded but changed
+    since). A folder without a record (an older version's save) is all the user's."""
+    folder = Path(folder)
+    record = _read_record(folder)
+    foreign, changed = [], []
+    for name in _entries(folder):
+        if name == RECORD_NAME:
+            continue
+        if name not in record:
+            foreign.append(name)
+        elif not _unchanged(folder / name, record[name]):
+            changed.append(name)
+    return foreign, changed
+
+
+def check_replaceable(folder, names, argument: str = "output_dir") -> None:
+    """`FileExistsError` before any work when one of `names` (relative paths) exists in `folder` and is not a
+    file hf_mrl recorded there, unchanged since: the files a run is about to write would replace the user's."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    record = _read_record(folder)
+    in_the_way = [name for name in names
+                  if os.path.lexists(folder / name) and not _unchanged(folder / name, record.get(Path(name).as_posix()))]
+    if in_the_way:
+        raise FileExistsError(
+            f"`{argument}` {str(folder)!r} holds {_listing(sorted(in_the_way))}, not written by hf_mrl (or changed "
+            "since), which this run would write; nothing was done. Move them, or choose another folder."
+        )
 
 
 # -- temporary folders ----------------------------------------------------------------------------------------
@@ -161,11 +246,7 @@ def staging_folder(path, token: str | None = None) -> Path:
     return staging
 
 
-def _writer_alive(token: str) -> bool:
-    match = _OWNER_TOKEN.match(token)
-    if match is None:
-        return False  # a fixed token (checkpoints) or an older version's name: nobody can still be writing it
-    pid = int(match["pid"])
+def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:
@@ -177,10 +258,41 @@ def _writer_alive(token: str) -> bool:
     return True
 
 
-def remove_stale_temp_folders(path, kind: FolderKind, name_pattern: str | None = None) -> list[Path]:
+def _writer_alive(token: str) -> bool:
+    match = _OWNER_TOKEN.match(token)
+    # a fixed token (checkpoints) or an older version's name: its writer checks before writing again
+    return match is not None and _pid_alive(int(match["pid"]))
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        if os.path.samefile(first, second):
+            return True
+        return (first.is_file() and second.is_file() and first.stat().st_size == second.stat().st_size
+                and _sha256(first) == _sha256(second))
+    except OSError:
+        return False
+
+
+def _stranded_user_files(temporary: Path, target: Path, stage: str) -> list[str]:
+    """Entries of a killed save's temporary folder that may be the user's and exist nowhere else. A staging
+    folder with no record is a save cut short (only ours). Otherwise the user's files have twins at `target`
+    (they were linked there before the swap); a file with no twin that the record does not vouch for is kept."""
+    record = _read_record(temporary)
+    if not record and stage == "tmp":
+        return []
+    return [
+        name for name in _entries(temporary)
+        if name != RECORD_NAME and not (temporary / name).is_dir()
+        and not _unchanged(temporary / name, record.get(name)) and not _same_file(temporary / name, target / name)
+    ]
+
+
+def remove_stale_temp_folders(path, kind: FolderKind | None = None, name_pattern: str | None = None) -> list[Path]:
     """Removes the temporary siblings of `path` (or of every sibling whose name matches `name_pattern`) that a
-    killed save left behind; returns them. A replaced folder caught before its removal gives back the entries
-    hf_mrl did not write (to `path`, or whole, when `path` itself is missing)."""
+    killed save left behind; returns them. A replaced folder caught between two renames comes back to its name;
+    a user's file found only in a temporary folder is moved back to its place (or the folder is kept, with a
+    warning, when that place is taken)."""
     path = Path(path)
     pattern = name_pattern or path.name
     removed = []
@@ -188,19 +300,26 @@ def remove_stale_temp_folders(path, kind: FolderKind, name_pattern: str | None =
         return removed
     for entry in sorted(path.parent.iterdir()):
         match = _TEMP_NAME.match(entry.name)
-        if not (match and entry.is_dir() and fnmatch.fnmatchcase(match["name"], pattern)):
+        if not (match and entry.is_dir() and not entry.is_symlink() and fnmatch.fnmatchcase(match["name"], pattern)):
             continue
         if _writer_alive(match["token"]):
             continue
         target = entry.parent / match["name"]
-        if match["stage"] == "old":
-            if not target.exists() and kind.recognise(entry):
-                os.replace(entry, target)  # killed between the two renames: the previous folder comes back
+        if match["stage"] == "old" and not target.exists():
+            os.replace(entry, target)  # killed between the two renames: the previous folder comes back
+            continue
+        if match["stage"] != "del":
+            stranded = _stranded_user_files(entry, target, match["stage"])
+            for name in list(stranded):
+                if target.is_dir() and not os.path.lexists(target / name):
+                    (target / name).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(entry / name, target / name)
+                    stranded.remove(name)
+            if stranded:
+                warnings.warn(f"{entry}: kept this folder of an interrupted save: it holds {_listing(stranded)}, not "
+                              f"written by hf_mrl, whose place in {target} is taken; move them yourself.", stacklevel=2)
                 continue
-            _carry_over(entry, target, kind)
-            if any(not kind.owned(entry, item.name) for item in entry.iterdir()):
-                continue  # never delete what hf_mrl did not write
-        _discard(entry, entry.parent / match["name"])
+        _discard(entry, target)
         removed.append(entry)
     return removed
 
@@ -208,64 +327,123 @@ def remove_stale_temp_folders(path, kind: FolderKind, name_pattern: str | None =
 def _discard(folder: Path, path: Path) -> None:
     """Deletes a temporary or retired folder of `path`, renamed to `.<name>.del-...` first: a kill during the
     deletion leaves a folder that the next save deletes without looking inside."""
-    doomed = folder if _TEMP_NAME.match(folder.name)["stage"] == "del" else _temp_sibling(path, "del")
+    match = _TEMP_NAME.match(folder.name)
+    doomed = folder if match and match["stage"] == "del" else _temp_sibling(path, "del")
     if doomed != folder:
         os.replace(folder, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
 
 
-def _carry_over(old: Path, new: Path, kind: FolderKind) -> None:
-    """Moves the entries of `old` that `kind` does not own, and that `new` does not have, into `new`."""
-    if not (old.is_dir() and new.is_dir()):
+@contextlib.contextmanager
+def temporary_folder(prefix: str) -> Iterator[Path]:
+    """A scratch folder in the system temp dir (`<prefix><pid>-<random>`), deleted on exit. Those of killed
+    processes (their pid is gone) are deleted when the next one with the same prefix is made."""
+    root = Path(tempfile.gettempdir())
+    for entry in root.glob(f"{prefix}*"):
+        pid = entry.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- replacing a folder ---------------------------------------------------------------------------------------
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swaps two paths in one atomic rename (Linux `renameat2(RENAME_EXCHANGE)`); False where not available."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False  # a file system without the swap (e.g. some network mounts)
+    raise OSError(code, os.strerror(code), str(second))
+
+
+def _link_or_copy(source: Path, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir() and not source.is_symlink():
+        destination.mkdir(exist_ok=True)
         return
-    for entry in old.iterdir():
-        if not kind.owned(old, entry.name) and not (new / entry.name).exists():
-            os.replace(entry, new / entry.name)
+    try:
+        os.link(source, destination, follow_symlinks=False)
+    except OSError:
+        if source.is_symlink():
+            os.symlink(os.readlink(source), destination)
+        else:
+            shutil.copy2(source, destination)
 
 
-def move_into_place(staging: Path, path: Path, kind: FolderKind) -> None:
-    """Renames the finished `staging` folder to `path`. A `kind` folder already there is replaced, keeping the
-    entries hf_mrl did not write (moved into the new folder)."""
+def move_into_place(staging, path, kind: FolderKind) -> None:
+    """Puts the finished `staging` folder at `path` (a symlink's target), recording what it holds. A folder
+    already there is replaced in one atomic swap, after the files hf_mrl did not write (or that changed since)
+    were linked into the new folder; if the new folder writes one of their names, `FileExistsError` and nothing
+    changes."""
+    staging, path = Path(staging), _write_through(Path(path))
+    if not (staging / RECORD_NAME).exists():
+        record_written_files(staging)
     if not path.exists():
         os.replace(staging, path)
         return
-    if path.is_dir() and not any(path.iterdir()):
-        path.rmdir()
-        os.replace(staging, path)
+    foreign, changed = not_written_by_hf_mrl(path)
+    kept = foreign + changed
+    in_the_way = [name for name in kept if os.path.lexists(staging / name) and not (staging / name).is_dir()]
+    if in_the_way:
+        raise FileExistsError(
+            f"{path}: {_listing(in_the_way)} {'is' if len(in_the_way) == 1 else 'are'} not hf_mrl's (not written by "
+            f"it, or changed since it wrote them), and this save of the {kind.name} writes the same name; nothing "
+            "was changed. Move them out of the folder, or save to another folder."
+        )
+    for name in kept:
+        _link_or_copy(path / name, staging / name)
+    if changed:
+        warnings.warn(f"{path}: kept {_listing(changed)}: hf_mrl wrote them, but they changed since, so they are "
+                      "yours now.", stacklevel=3)
+    if _exchange(staging, path):
+        _discard(staging, path)  # the staging name now holds the previous folder
         return
     retired = _temp_sibling(path, "old")
     os.replace(path, retired)
     os.replace(staging, path)
-    _carry_over(retired, path, kind)
     _discard(retired, path)
 
 
-def remove_saved_folder(path, kind: FolderKind) -> list[str]:
-    """Deletes a saved `kind` folder (e.g. a rotated-out checkpoint): the entries the kind owns, then the folder
-    once it is empty. Returns the names of the entries kept (hf_mrl did not write them), leaving the folder."""
-    path = Path(path)
-    kept = []
-    for entry in sorted(path.iterdir()):
-        if not kind.owned(path, entry.name):
-            kept.append(entry.name)
-        elif entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-    if not kept:
+def remove_saved_folder(path, kind: FolderKind, first: str | None = None) -> list[str]:
+    """Deletes a saved `kind` folder (e.g. a rotated-out checkpoint): the files hf_mrl recorded and that are
+    unchanged (`first` of them before the rest), then the folder once empty. Returns the relative paths of the
+    entries kept (hf_mrl did not write them, or they changed since), leaving the folder."""
+    path = _write_through(Path(path))
+    foreign, changed = not_written_by_hf_mrl(path)
+    ours = [name for name in _read_record(path) if name not in changed and os.path.lexists(path / name)]
+    for name in sorted(ours, key=lambda name: name != first):
+        (path / name).unlink()
+    (path / RECORD_NAME).unlink(missing_ok=True)
+    for folder in sorted((p for p in path.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
+        if not any(folder.iterdir()) and folder.relative_to(path).as_posix() not in foreign:
+            folder.rmdir()
+    if not any(path.iterdir()):
         path.rmdir()
-    return kept
+    return sorted(foreign + changed)
 
 
 def write_folder_atomically(path, write: Callable[[Path], None], kind: FolderKind = MODEL_FOLDER,
                             argument: str = "path") -> Path:
-    """Calls `write(staging)` on a new temporary folder beside `path`, then renames it to `path`.
+    """Calls `write(staging)` on a new temporary folder beside `path`, then puts it in place (`move_into_place`).
 
     Checked first: `path` is missing, empty or a saved `kind` folder (else `ValueError`, nothing written).
-    Temporary folders left beside `path` by a killed save are removed. A replaced folder keeps the entries
-    `kind` does not own. On any error the staging folder is removed and `path` is untouched; OS errors come
-    back in plain words with the path (see `describe_os_error`)."""
-    path = check_folder_target(path, kind, argument)
+    Temporary folders left beside `path` by a killed save are removed. On any error the staging folder is
+    removed and `path` is untouched; OS errors come back in plain words with the path (`describe_os_error`)."""
+    path = _write_through(check_folder_target(path, kind, argument))
     remove_stale_temp_folders(path, kind)
     staging = None
     try:
@@ -283,9 +461,9 @@ def write_folder_atomically(path, write: Callable[[Path], None], kind: FolderKin
 
 
 def write_file_atomically(path, write: Callable[[Path], None]) -> Path:
-    """Calls `write(temporary)` on a temporary file beside `path`, then renames it to `path`: the file is never
-    half-written. OS errors come back in plain words with the path."""
-    path = Path(path)
+    """Calls `write(temporary)` on a temporary file beside `path`, then renames it to `path` (a symlink's
+    target): the file is never half-written. OS errors come back in plain words with the path."""
+    path = _write_through(Path(path))
     temporary = path.parent / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -298,102 +476,6 @@ def write_file_atomically(path, write: Callable[[Path], None]) -> Path:
             raise plain from error
         raise
     return path
-
-
-# -- plain error messages -------------------------------------------------------------------------------------
-
-_DISK_FULL_TEXT = re.compile(r"no space left|storagefull|os error 28|code: 28|\d+ requested and \d+ written", re.I)
-
-
-def describe_os_error(error: BaseException, path) -> OSError | None:
-    """An `OSError` saying in plain words what went wrong writing `path` (disk full, permission denied,
-    read-only file system), or None for other errors. Recognises the errors that libraries wrap (safetensors'
-    "StorageFull", numpy's "N requested and M written")."""
-    code = getattr(error, "errno", None)
-    text = str(error)
-    if code in (errno.ENOSPC, errno.EDQUOT) or _DISK_FULL_TEXT.search(text):
-        return OSError(errno.ENOSPC, f"disk full: no space left on the device while writing {path}; "
-                                     "free some space and save again (what was there before is unchanged)")
-    if code in (errno.EACCES, errno.EPERM) or "PermissionDenied" in text:
-        return PermissionError(code or errno.EACCES, f"permission denied: cannot write {path}; choose a folder you "
-                                                     "may write to")
-    if code == errno.EROFS:
-        return OSError(errno.EROFS, f"read-only file system: cannot write {path}")
-    return None
-
-
-# -- local paths ----------------------------------------------------------------------------------------------
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-
-
-def looks_like_local_path(name) -> bool:
-    """Whether `name` can only mean a local path: a path object, or a string that starts with ./, ../, / or ~,
-    holds more path separators than a Hub id ("org/name"), or is a Windows path (C:\\..., backslashes)."""
-    if isinstance(name, os.PathLike):
-        return True
-    if not isinstance(name, str) or not name:
-        return False
-    if name in (".", "..") or name.startswith(("./", "../", "/", "~", ".\\", "..\\")):
-        return True
-    if "\\" in name or re.match(r"^[A-Za-z]:", name):
-        return True
-    separators = [sep for sep in (os.sep, os.altsep) if sep]
-    return any(sep in name for sep in separators) and not _HUB_ID.match(name)
-
-
-def check_local_path(name_or_path, argument: str) -> None:
-    """`FileNotFoundError("folder not found: PATH")` when `name_or_path` looks like a local path (see
-    `looks_like_local_path`) and does not exist, so a typo is not reported as a bad Hub id or a failed
-    connection. Hub ids and existing paths pass."""
-    if looks_like_local_path(name_or_path) and not Path(os.fspath(name_or_path)).expanduser().exists():
-        raise FileNotFoundError(
-            f"folder not found: {os.fspath(name_or_path)} (`{argument}` is a local path that does not exist; "
-            "the Hugging Face Hub was not asked)"
-        )
-
-
-# -- corrupted files ------------------------------------------------------------------------------------------
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def check_safetensors_file(path) -> None:
-    """`ValueError` naming `path` when it is not a readable safetensors file (bad or truncated header)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            handle.keys()
-    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
-        raise ValueError(f"{path} is corrupted or unreadable (not a valid safetensors file: {_first_line(error)}).") from None
-
-
-def check_torch_state_file(path) -> None:
-    """`ValueError` naming `path` when a `torch.save` file (optimizer / scheduler / RNG state) is not an intact
-    zip archive; every member's CRC is checked, nothing is unpickled."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            broken = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise ValueError(f"{path} is corrupted or unreadable (not an intact torch.save archive: {_first_line(error)}).") from None
-    if broken is not None:
-        raise ValueError(f"{path} is corrupted (its member {broken!r} fails its CRC check).")
-
-
-def check_weights_folder(folder) -> None:
-    """`check_safetensors_file` for every `*.safetensors` file of a local model folder (a Hub id passes)."""
-    if not isinstance(folder, (str, os.PathLike)):
-        return
-    folder = Path(os.fspath(folder)).expanduser()
-    if folder.is_dir():
-        for path in sorted(folder.glob("*.safetensors")):
-            check_safetensors_file(path)
 
 
 # -- model folders --------------------------------------------------------------------------------------------

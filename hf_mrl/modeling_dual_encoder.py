@@ -18,9 +18,18 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
-from .encoding import default_image_processor, encode_inputs, inference, load_processor, saved_processor
-from .files import check_local_path, check_weights_folder, save_pretrained_atomically
+from .encoding import (
+    default_image_processor,
+    encode_inputs,
+    inference,
+    load_processor,
+    runs_remote_code,
+    saved_processor,
+)
+from .file_checks import check_weights_folder
+from .files import save_pretrained_atomically
 from .input_checks import check_bool, check_group_ids, check_optional_bool, check_pixel_values, check_token_inputs
+from .loading_checks import check_model_path, refuse_pickled_weights
 from .losses import matryoshka_contrastive_loss
 from .modeling_matryoshka import build_backbone, pool_hidden_states
 from .nesting import truncate_embeddings, validate_dim
@@ -114,8 +123,9 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`; a missing local folder or a corrupted weights file is named first."""
-        check_local_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")
+        check_model_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")
         check_weights_folder(pretrained_model_name_or_path)
+        refuse_pickled_weights(pretrained_model_name_or_path)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -172,7 +182,7 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
         processor = getattr(self, "_image_processor", None)
         if processor is None:
             folder = str(self.name_or_path or "")  # a model built from a config has none: never the working directory
-            saved = saved_processor(folder, vision=True) if folder and Path(folder).expanduser().is_dir() else None
+            saved = saved_processor(folder, True, runs_remote_code(self)) if folder and Path(folder).expanduser().is_dir() else None
             processor = self._image_processor = saved or default_image_processor(self.config.vision_config)
         return processor
 
@@ -297,7 +307,8 @@ def _load_tower(name_or_path) -> tuple[PreTrainedModel, str | None]:
     object instead of a path gives a randomly initialised encoder (a tower trained from scratch)."""
     if isinstance(name_or_path, PreTrainedConfig):
         return build_backbone(name_or_path), None
-    check_local_path(name_or_path, "name_or_path")
+    check_model_path(name_or_path, "name_or_path")
+    refuse_pickled_weights(name_or_path)
     config = AutoConfig.from_pretrained(name_or_path)
     if isinstance(config, MatryoshkaConfig):
         from .modeling_matryoshka import MatryoshkaModel

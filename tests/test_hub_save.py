@@ -13,6 +13,7 @@ from hf_mrl import (
     MatryoshkaModel,
 )
 from hf_mrl.configuration_matryoshka import MatryoshkaDualEncoderConfig
+from hf_mrl.files import RECORD_NAME
 from hf_mrl.hub import make_trust_remote_code_ready, remote_code_auto_map, save_with_card
 from hf_mrl.modeling_dual_encoder import MatryoshkaDualEncoderModel
 
@@ -82,10 +83,11 @@ def test_save_with_card_writes_the_tokenizer(tmp_path, minilm_path):
 def test_save_with_card_replaces_a_saved_model_but_refuses_other_folders(tmp_path):
     model = build("vit-embedding")
     folder = save_with_card(model, tmp_path / "out")
-    (folder / "model-00002-of-00002.safetensors").write_text("a shard of an older save")
+    (folder / "model-00002-of-00002.safetensors").write_text("the user's, though named like a shard")
     (folder / "keep.txt").write_text("the user's, not hf_mrl's")
     save_with_card(model, folder, RESULTS)
-    assert not (folder / "model-00002-of-00002.safetensors").exists() and (folder / "matryoshka_results.png").exists()
+    assert (folder / "model-00002-of-00002.safetensors").read_text() == "the user's, though named like a shard"
+    assert (folder / "matryoshka_results.png").exists()
     assert (folder / "keep.txt").read_text() == "the user's, not hf_mrl's"  # never deleted, carried over
 
     other = tmp_path / "notes"
@@ -157,7 +159,7 @@ def test_make_trust_remote_code_ready_on_a_plain_save(tmp_path):
     make_trust_remote_code_ready(tmp_path / "plain")
     files = {path.name for path in (tmp_path / "plain").iterdir()}
     assert CODE_FILES | LOSS_FILES | {"modeling_dual_encoder.py", "model.safetensors"} <= files
-    assert not [name for name in files if name.startswith(".")]  # no temporary files left
+    assert not [name for name in files if name.startswith(".") and name != RECORD_NAME]  # no temporary files left
     auto_map = json.loads((tmp_path / "plain" / "config.json").read_text())["auto_map"]
     assert auto_map == remote_code_auto_map(MatryoshkaDualEncoderConfig)
     assert auto_map["AutoModel"] == "modeling_dual_encoder.MatryoshkaDualEncoderModel"

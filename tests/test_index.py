@@ -9,6 +9,7 @@ import torch
 from datasets import Dataset
 
 from hf_mrl.configuration_matryoshka import MatryoshkaConfig
+from hf_mrl.files import RECORD_NAME
 from hf_mrl.index import STORAGES, MatryoshkaIndex, encode_embeddings
 from hf_mrl.modeling_matryoshka import MatryoshkaModel
 
@@ -216,7 +217,7 @@ def test_save_load_round_trip(tmp_path, database, queries, settings):
         np.testing.assert_array_equal(scores, loaded_scores)
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["count"] == NUM_VECTORS and manifest["storage"] == settings["storage"]
-    assert set(manifest["files"]) == {p.name for p in path.iterdir()} - {"manifest.json"}
+    assert set(manifest["files"]) == {p.name for p in path.iterdir()} - {"manifest.json", RECORD_NAME}
     assert not any(p.suffix == ".pkl" for p in path.iterdir())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]  # no temporary folders left behind
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import datasets
 
-from ..files import looks_like_local_path
-from ._common import first_rows, load_source
+from ..file_checks import looks_like_local_path
+from ._common import check_image_cells, first_rows, load_source
 from .emoji import load_emoji_pairs
 from .fashion_mnist import load_fashion_mnist, load_fashion_mnist_captions
 from .generic import standardize_classification_columns, standardize_image_text_columns
@@ -147,6 +147,7 @@ class _Source:
     description: str
     splits: tuple[str, ...]
     load: Callable[[str, int | None], datasets.Dataset]
+    check_images: bool = False  # open every image of a taken split (user files; the built-ins are made here)
 
 
 # -- checks -------------------------------------------------------------------------------------------------
@@ -285,6 +286,14 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def _root_cause(error: BaseException) -> str:
+    """The first line of the innermost error (`datasets` wraps the parser's "why" in "An error occurred while
+    generating the dataset")."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    return _first_line(error)
+
+
 def _hub_failure(error: BaseException) -> str:
     """Why a Hub dataset could not be loaded, in words: offline mode, or the library's first line."""
     for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
@@ -318,12 +327,18 @@ def _read_file(path: str, argument: str) -> datasets.Dataset:
     """One data file as a `Dataset`; empty or unreadable files give a one-line `ValueError`."""
     resolved = Path(path).expanduser()
     no_rows = ValueError(f"`{argument}` {path!r} has no rows.")
-    if resolved.suffix.lower() != ".parquet" and _is_blank(resolved):
+    try:
+        blank = resolved.suffix.lower() != ".parquet" and _is_blank(resolved)
+    except OSError as error:  # permissions, a folder, a device: one line naming the file
+        raise ValueError(f"Could not read `{argument}` {path!r}: {error.strerror or _first_line(error)}.") from None
+    if blank:
         raise no_rows
     try:
         dataset = load_source(str(resolved), split="train")
     except Exception as error:  # noqa: BLE001 - any parser error becomes one line naming the file
-        raise ValueError(f"Could not read `{argument}` {path!r}: {_first_line(error)}") from None
+        raise ValueError(
+            f"Could not read `{argument}` {path!r} as a {resolved.suffix or 'data'} file: {_root_cause(error)}"
+        ) from None
     if len(dataset) == 0:
         raise no_rows
     return dataset
@@ -407,7 +422,7 @@ def _open(data_args: DataArguments, task: str, image_size: int | None) -> _Sourc
     description, parts, folders = _open_local(data_args)
     if task in ("classification", "image-text"):
         parts = _decode_image_paths(_standardize(parts, data_args, task), folders)
-    return _Source(description, tuple(parts), lambda split, limit: parts[split])
+    return _Source(description, tuple(parts), lambda split, limit: parts[split], check_images=True)
 
 
 # -- splits -------------------------------------------------------------------------------------------------
@@ -453,6 +468,8 @@ def _take(source: _Source, spec: str, argument: str, limit: int | None) -> datas
     dataset = first_rows(slice_split(dataset, spec, argument), limit)
     if len(dataset) == 0:
         raise ValueError(f"`{argument}` {spec!r} selects no rows of {source.description}.")
+    if source.check_images:
+        check_image_cells(dataset, f"`{argument}` {spec!r} of {source.description}")
     return dataset
 
 

@@ -18,7 +18,16 @@ from transformers import AutoConfig, PreTrainedModel
 from transformers.dynamic_module_utils import get_relative_import_files
 
 from ..configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
-from ..files import MODEL_FOLDER, check_folder_target, check_local_path, write_file_atomically, write_folder_atomically
+from ..files import (
+    MODEL_FOLDER,
+    RECORD_NAME,
+    check_folder_target,
+    check_replaceable,
+    record_written_files,
+    write_file_atomically,
+    write_folder_atomically,
+)
+from ..loading_checks import check_model_path
 from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
 from ..modeling_matryoshka import (
     MatryoshkaForImageClassification,
@@ -61,10 +70,19 @@ def load_matryoshka_model(name_or_path, **kwargs) -> PreTrainedModel:
     `architectures`), so a classifier keeps its heads; `kwargs` go to `from_pretrained`."""
     if is_sentence_transformer(name_or_path):
         return as_matryoshka_model(name_or_path)
-    check_local_path(name_or_path, "model")
+    check_model_path(name_or_path, "model")
     if is_sentence_transformers_folder(name_or_path) and not is_matryoshka_folder(name_or_path):
         return MatryoshkaModel.from_backbone(name_or_path)  # a sentence-transformers model, scored like any baseline
-    config = AutoConfig.from_pretrained(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except OSError as error:
+        if isinstance(name_or_path, str) and not Path(name_or_path).expanduser().exists():
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise FileNotFoundError(
+                f"folder not found: {name_or_path} (`model`: no local folder of that name; as a Hugging Face Hub id "
+                f"it did not load either: {reason})"
+            ) from None
+        raise
     if type(config) not in _AUTO_CLASSES:
         raise ValueError(
             f"`{name_or_path}` holds a {config.model_type!r} model; expected an hf_mrl model ({sorted(_CONFIG_CLASSES)})."
@@ -102,12 +120,14 @@ def _code_files(config_class) -> list[Path]:
 def _write_remote_code(folder: Path, config_class) -> None:
     """Copies the code files, then rewrites config.json with `auto_map` last: each file is written under a
     temporary name and renamed, so an interrupted call leaves a folder that loads as before."""
-    for source in _code_files(config_class):
+    sources = _code_files(config_class)
+    for source in sources:
         write_file_atomically(folder / source.name, lambda file, source=source: shutil.copyfile(source, file))
     config_path = folder / CONFIG_FILE
     config = json.loads(config_path.read_text())
     config["auto_map"] = remote_code_auto_map(config_class)
     write_file_atomically(config_path, lambda file: file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
+    record_written_files(folder, [source.name for source in sources] + [CONFIG_FILE])  # ours: a re-save replaces them
 
 
 def make_trust_remote_code_ready(path) -> Path:
@@ -170,6 +190,11 @@ def save_with_card(
         model.save_pretrained(staging)
         if processor is not None:
             processor.save_pretrained(staging)
+            if isinstance(model.config, MatryoshkaConfig) and model.main_input_name == "input_ids":
+                from .st_export import write_sentence_transformers_files  # it imports this module
+
+                # the sentence-transformers files take this tokenizer too: one max length, one embedding
+                write_sentence_transformers_files(model, staging, processor)
         if plot_file is not None:
             save_results_plot(results, staging / plot_file, metrics=card_kwargs.get("metrics"))
         (staging / README_FILE).write_text(card, encoding="utf-8")
@@ -188,10 +213,14 @@ def write_card(path, model, results: Mapping | None = None, *, plot: bool = True
         raise ValueError(f"`path` {str(path)!r} is a folder; give the card's file path, e.g. {str(path / README_FILE)!r}.")
     plot_file = PLOT_FILE if (plot and results is not None) else None
     card = card_from_results(results, model, plot_file=plot_file, **card_kwargs)
+    if plot_file is not None:
+        check_replaceable(path.parent, [plot_file], "path")  # the card itself goes where the caller said
     path.parent.mkdir(parents=True, exist_ok=True)
     if plot_file is not None:
         write_file_atomically(
             path.parent / plot_file, lambda file: save_results_plot(results, file, card_kwargs.get("metrics"))
         )
     write_file_atomically(path, lambda file: file.write_text(card, encoding="utf-8"))
+    if (path.parent / RECORD_NAME).is_file():  # a folder hf_mrl saved: the card and plot are its files now
+        record_written_files(path.parent, [path.name] + ([plot_file] if plot_file else []))
     return path

@@ -7,13 +7,13 @@ whatever happens, then sent through huggingface_hub's normal upload: `HfApi.crea
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from ..files import temporary_folder
 from .saving import _check_model, save_with_card
 
 __all__ = ["push_to_hub_with_card", "check_repo_id"]
@@ -83,7 +83,7 @@ def push_to_hub_with_card(
         raise RuntimeError("Cannot push to the Hub: offline mode is enabled (HF_HUB_OFFLINE=1). Unset it to upload.")
     card_kwargs.setdefault("repo_id", repo_id)
     api = HfApi(endpoint=endpoint, token=token)
-    with tempfile.TemporaryDirectory(prefix="hf_mrl-push-") as staging_root:
+    with temporary_folder("hf_mrl-push-") as staging_root:
         folder = save_with_card(
             model,
             Path(staging_root) / "model",

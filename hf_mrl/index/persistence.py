@@ -33,13 +33,7 @@ def _is_index_folder(folder: Path) -> bool:
     return manifest is not None and manifest.get("format") == FORMAT_NAME
 
 
-def _index_owns(folder: Path, name: str) -> bool:
-    manifest = read_json_object(folder / MANIFEST) or {}
-    files = manifest.get("files")
-    return name == MANIFEST or (isinstance(files, dict) and name in files)
-
-
-INDEX_FOLDER = FolderKind("MatryoshkaIndex", _is_index_folder, _index_owns)
+INDEX_FOLDER = FolderKind("MatryoshkaIndex", _is_index_folder)
 
 
 def _sha256(path: Path) -> str:

@@ -10,13 +10,13 @@ file is named instead of resumed from. Every torch file is read with `weights_on
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 import warnings
 from pathlib import Path
 
-from ..files import FolderKind, check_safetensors_file, check_torch_state_file, remove_saved_folder
+from ..file_checks import check_safetensors_file, check_torch_state_file
+from ..files import FolderKind, remove_saved_folder
 
 __all__ = [
     "CHECKPOINT_PREFIX",
@@ -27,6 +27,7 @@ __all__ = [
     "list_checkpoints",
     "latest_checkpoint",
     "rotate_checkpoints",
+    "remove_checkpoint",
     "resolve_resume_checkpoint",
     "read_trainer_state",
     "check_checkpoint_files",
@@ -38,22 +39,9 @@ TEMP_PREFIX = f".{CHECKPOINT_PREFIX}"  # temporary checkpoint folders: `.checkpo
 TRAINER_STATE_NAME = "trainer_state.json"
 RNG_STATE_KEYS = ("python", "numpy", "cpu")  # what Trainer's `_save_rng_state` writes
 _CHECKPOINT = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
-# What a checkpoint save writes: Trainer's states, the model folder (weights, configs, the sentence-transformers
-# layout of a text model) and the tokenizer / image processor files; by name, so a user's notes.txt or data.json
-# in a checkpoint folder is never taken for ours.
-_CHECKPOINT_FILE_PATTERNS = (
-    "*.safetensors", "*.safetensors.index.json", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth",
-    TRAINER_STATE_NAME, "config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json",
-    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt",
-    "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "modules.json", "config_sentence_transformers.json",
-    "sentence_bert_config.json", "[0-9]_*",
-)
-
-CHECKPOINT_FOLDER = FolderKind(
-    "training checkpoint",
-    lambda folder: (folder / TRAINER_STATE_NAME).is_file(),
-    lambda folder, name: any(fnmatch.fnmatch(name, pattern) for pattern in _CHECKPOINT_FILE_PATTERNS),
-)
+# A checkpoint is recognised by its trainer state; what a rotation may delete is what the save recorded
+# (`hf_mrl.files.record_written_files`), so a user's notes.txt in a checkpoint folder is never taken for ours.
+CHECKPOINT_FOLDER = FolderKind("training checkpoint", lambda folder: (folder / TRAINER_STATE_NAME).is_file())
 
 
 def checkpoint_path(output_dir, step: int) -> Path:
@@ -100,11 +88,16 @@ def rotate_checkpoints(output_dir, keep_last: int, keep=None) -> list[Path]:
     excess = len(checkpoints) - max(keep_last, len(protected & set(checkpoints)))
     stale = [path for path in checkpoints if path not in protected][: max(0, excess)]
     for path in stale:
-        (path / TRAINER_STATE_NAME).unlink(missing_ok=True)  # first: a deletion cut short leaves no "complete" folder
-        kept = remove_saved_folder(path, CHECKPOINT_FOLDER)
-        if kept:
-            warnings.warn(f"{path}: kept {kept} (not written by hf_mrl) while removing this older checkpoint.", stacklevel=2)
+        remove_checkpoint(path)
     return stale
+
+
+def remove_checkpoint(path) -> None:
+    """Deletes a checkpoint folder's files that hf_mrl wrote, the trainer state first (a deletion cut short
+    leaves no folder that looks complete); files it did not write are kept, with a warning."""
+    kept = remove_saved_folder(path, CHECKPOINT_FOLDER, first=TRAINER_STATE_NAME)
+    if kept:
+        warnings.warn(f"{path}: kept {kept} (not written by hf_mrl) while removing this older checkpoint.", stacklevel=3)
 
 
 def read_trainer_state(checkpoint) -> dict:

@@ -21,12 +21,14 @@ from transformers import AutoConfig, AutoTokenizer, ViTConfig, set_seed
 from ..configuration_matryoshka import MatryoshkaConfig
 from ..data import DataArguments, check_splits, load_splits, validate_data_arguments
 from ..evaluation import parse_metric_key, save_results
-from ..files import MODEL_FOLDER, check_folder_target, check_local_path
+from ..file_checks import check_local_path
+from ..files import MODEL_FOLDER, check_folder_target
 from ..hub import save_results_plot
 from ..input_checks import check_positive_int
 from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
 from ..modeling_matryoshka import MatryoshkaModel
 from ..nesting import default_matryoshka_dims, validate_matryoshka_dims, validate_matryoshka_weights
+from ..output_folder import check_output_names, write_output
 from .arguments import MatryoshkaTrainingArguments
 from .checkpointing import read_trainer_state, resolve_resume_checkpoint
 from .evaluators import evaluation_dims
@@ -44,6 +46,9 @@ from .trainer import MatryoshkaTrainer
 __all__ = ["SupervisedModelArguments", "ContrastiveModelArguments", "run_supervised", "run_contrastive"]
 
 CONTRASTIVE_LOSSES = ("mrl", "plain", "st-mrl")
+# The files each recipe writes into --output_dir beside `model/` and the checkpoints.
+SUPERVISED_OUTPUTS = ("results.json", "accuracy_vs_dim.png")
+CONTRASTIVE_OUTPUTS = ("results.json", "recall_vs_dim.png")
 
 
 def default_text_model() -> str:
@@ -118,10 +123,15 @@ def _dataset_name(data_args: DataArguments) -> str:
     return (path.stem if path.suffix else path.name).replace("_dim", "-dim")
 
 
+def _check_output_dir(training_args, outputs: tuple[str, ...]) -> None:
+    """The run's saves into --output_dir (`outputs`, `model/`), refused first rather than after training when a
+    file of the user's is in the way."""
+    check_output_names(training_args.output_dir, outputs, "--output_dir")
+    check_folder_target(Path(training_args.output_dir) / "model", MODEL_FOLDER, "output_dir")
+
+
 def _check_run_arguments(data_args: DataArguments, training_args, embedding_dim: int) -> None:
     """The checks that need the data and training arguments together, before any loading."""
-    if training_args.output_dir:  # the final save: refused now rather than after training
-        check_folder_target(Path(training_args.output_dir) / "model", MODEL_FOLDER, "output_dir")
     if data_args.streaming and training_args.max_steps < 0:
         raise ValueError("`--streaming` needs `--max_steps` > 0: a stream's length is unknown, so epochs cannot be counted.")
     if training_args.eval_dims is not None:
@@ -136,16 +146,24 @@ def _resumed_step(training_args) -> int:
 
 
 def _write_summary(summary: dict, model_args, data_args, training_args) -> dict:
-    """`<output_dir>/results.json`: the run's summary and every argument that is plain JSON."""
+    """`<output_dir>/results.json` (by the saving process): the run's summary and every argument that is plain JSON."""
     summary["args"] = _jsonable({**asdict(model_args), **asdict(data_args), **training_args.to_dict()})
-    save_results(summary, Path(training_args.output_dir) / "results.json")
+    if training_args.should_save:
+        write_output(training_args.output_dir, "results.json", lambda path: save_results(summary, path))
     return summary
+
+
+def _write_plot(results: dict, training_args, name: str, metrics=None) -> None:
+    """`<output_dir>/<name>` (by the saving process): the final metrics against dim."""
+    if results and training_args.should_save:
+        write_output(training_args.output_dir, name, lambda path: save_results_plot(results, path, metrics=metrics))
 
 
 def run_supervised(model_args: SupervisedModelArguments, data_args: DataArguments,
                    training_args: MatryoshkaTrainingArguments) -> dict:
     """Trains a classifier and writes `<output_dir>/model` (weights, processor, card), `results.json` (final per-dim
     top-1 and 1-NN against the training split, history, timings) and `accuracy_vs_dim.png`."""
+    _check_output_dir(training_args, SUPERVISED_OUTPUTS)
     validate_data_arguments(data_args, "classification")
     full_dim = head_settings(model_args.heads, model_args.embedding_dim or model_args.hidden_size_of_encoder(),
                              model_args.matryoshka_dims, model_args.ff_dim)["embedding_dim"]
@@ -201,8 +219,7 @@ def run_supervised(model_args: SupervisedModelArguments, data_args: DataArgument
         f"embeddings ({reference_split})."
     )
     trainer.save_model(results=final or None, description=description, metrics=["top1", "1nn"])
-    if final:
-        save_results_plot(final, Path(training_args.output_dir) / "accuracy_vs_dim.png")
+    _write_plot(final, training_args, "accuracy_vs_dim.png")
     train_seconds = output.metrics["train_runtime"]
     return _write_summary({
         "task": "classification",
@@ -377,6 +394,7 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
                     training_args: MatryoshkaTrainingArguments) -> dict:
     """Trains a contrastive model and writes `<output_dir>/model`, `results.json` (final per-dim metrics on the test
     split, else the eval split; validation history) and `recall_vs_dim.png`."""
+    _check_output_dir(training_args, CONTRASTIVE_OUTPUTS)
     validate_data_arguments(data_args, model_args.task)
     _check_run_arguments(data_args, training_args, model_args.embedding_dim)
     check_splits(data_args, model_args.task, need_train=training_args.max_steps != 0)  # before the towers are loaded
@@ -413,9 +431,8 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
         results=final or None,
         description=f"Trained with `scripts/train_contrastive.py --task {model_args.task} --loss {model_args.loss}` on `{name}`.",
     )
-    if final:
-        recall = sorted({metric for _, _, metric in map(parse_metric_key, final) if "recall" in metric})
-        save_results_plot(final, Path(training_args.output_dir) / "recall_vs_dim.png", metrics=recall or None)
+    recall = sorted({metric for _, _, metric in map(parse_metric_key, final) if "recall" in metric})
+    _write_plot(final, training_args, "recall_vs_dim.png", metrics=recall or None)
     history = evaluation_history(trainer)
     initial = next((entry for entry in history if entry["step"] == 0), None)  # `eval_on_start`
     return _write_summary({

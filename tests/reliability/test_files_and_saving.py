@@ -13,7 +13,8 @@ import torch
 from safetensors import SafetensorError
 
 from hf_mrl.cli import main as cli_main
-from hf_mrl.files import MODEL_FOLDER, describe_os_error, remove_stale_temp_folders
+from hf_mrl.file_checks import describe_os_error
+from hf_mrl.files import MODEL_FOLDER, RECORD_NAME, remove_stale_temp_folders
 from hf_mrl.hub import export_sentence_transformer, load_matryoshka_model, save_with_card
 from hf_mrl.index import MatryoshkaIndex
 from hf_mrl.training import list_checkpoints
@@ -111,15 +112,20 @@ def test_replacing_our_own_folder_keeps_the_files_we_did_not_write(tmp_path, ext
     assert debris(tmp_path) == []
 
 
-def test_a_resave_drops_our_stale_files_but_keeps_a_saved_tokenizer(tmp_path, minilm_path):
+def test_a_resave_drops_our_stale_shards_but_keeps_the_users_files(tmp_path, minilm_path):
     from transformers import AutoTokenizer
 
     target = tmp_path / "out"
-    tiny_model().save_pretrained(target)
+    tiny_model().save_pretrained(target, max_shard_size="20KB")  # an earlier save in several shards
+    shards = sorted(path.name for path in target.glob("model-*.safetensors"))
+    assert len(shards) > 1
     AutoTokenizer.from_pretrained(minilm_path).save_pretrained(target)  # the user's, saved beside the weights
-    (target / "model-00002-of-00002.safetensors").write_bytes(b"an older save's shard")
+    users = {"teacher_embeddings.safetensors": b"mine", "1_results.csv": b"a,b\n", "pytorch_model_notes.bin": b"x"}
+    for name, content in users.items():
+        (target / name).write_bytes(content)
     tiny_model(seed=1).save_pretrained(target)
-    assert not (target / "model-00002-of-00002.safetensors").exists()
+    assert not any((target / name).exists() for name in shards)  # ours, and not written again
+    assert all((target / name).read_bytes() == content for name, content in users.items())
     assert (target / "tokenizer.json").is_file() and (target / "tokenizer_config.json").is_file()
     loaded = load_matryoshka_model(target)
     torch.testing.assert_close(loaded.state_dict()["projection.weight"], tiny_model(seed=1).state_dict()["projection.weight"])
@@ -128,7 +134,8 @@ def test_a_resave_drops_our_stale_files_but_keeps_a_saved_tokenizer(tmp_path, mi
 def test_a_resaved_index_drops_its_old_shortlists(tmp_path):
     target = tiny_index(shortlist_dim=8).save(tmp_path / "index")
     tiny_index(shortlist_dim=[4]).save(target)
-    assert sorted(path.name for path in target.iterdir()) == ["manifest.json", "shortlist_4.faiss", "vectors.npy"]
+    assert sorted(path.name for path in target.iterdir()) == [
+        RECORD_NAME, "manifest.json", "shortlist_4.faiss", "vectors.npy"]
     assert MatryoshkaIndex.load(target).shortlist_dims == [4]
 
 
@@ -197,10 +204,11 @@ def test_foreign_files_caught_in_a_retired_folder_are_given_back(tmp_path):
     retired = tmp_path / f".out.old-{_dead_pid()}-00000002"
     retired.mkdir()
     (retired / "data.csv").write_text("keep me")
-    (retired / "model.safetensors").write_bytes(b"old weights")
-    save_with_card(tiny_model(), target)
+    (retired / "model.safetensors").write_bytes(b"old weights")  # an older version's folder: no record of it
+    with pytest.warns(UserWarning, match="model.safetensors"):
+        save_with_card(tiny_model(), target)
     assert (target / "data.csv").read_text() == "keep me"
-    assert debris(tmp_path) == []
+    assert (retired / "model.safetensors").read_bytes() == b"old weights"  # its place is taken: kept, with a warning
 
 
 def test_loads_ignore_temp_folders(tmp_path):
