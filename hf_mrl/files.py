@@ -45,6 +45,7 @@ __all__ = [
     "move_into_place",
     "not_written_by_hf_mrl",
     "record_written_files",
+    "recorded_files",
     "remove_saved_folder",
     "remove_stale_temp_folders",
     "staging_folder",
@@ -184,6 +185,11 @@ def _read_record(folder: Path) -> dict:
     record = read_json_object(folder / RECORD_NAME)
     files = record.get("files") if record and record.get("format") == _RECORD_FORMAT else None
     return files if isinstance(files, dict) else {}
+
+
+def recorded_files(folder) -> list[str]:
+    """The relative paths that hf_mrl recorded writing in `folder` (empty when it has no record)."""
+    return sorted(_read_record(Path(folder)))
 
 
 def _unchanged(path: Path, entry) -> bool:

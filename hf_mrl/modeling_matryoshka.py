@@ -17,10 +17,12 @@ from transformers.utils import ModelOutput
 
 from .configuration_matryoshka import MatryoshkaConfig
 from .encoding import encode_inputs, inference, load_processor
-from .files import check_local_path, check_weights_folder, save_pretrained_atomically
+from .file_checks import check_weights_folder
+from .files import save_pretrained_atomically, temporary_folder
 from .fused_cross_entropy import nested_heads_cross_entropy
 from .input_checks import check_bool, check_class_labels, check_optional_bool, check_pixel_values, check_token_inputs
-from .nesting import NestedLinear, truncate_embeddings, validate_dim
+from .loading_checks import check_model_path, refuse_pickled_weights, saved_weight_shapes
+from .nesting import NestedLinear, check_saved_head_shapes, truncate_embeddings, validate_dim
 from .sentence_transformers_format import is_sentence_transformers_folder, read_sentence_transformers_folder
 
 __all__ = [
@@ -125,9 +127,7 @@ def as_matryoshka_model(model):
 
 def _from_sentence_transformer_object(cls, st_model, config_kwargs):
     """A `SentenceTransformer` object: written to a temporary folder and read like one; its tokenizer is kept."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="hf_mrl-st-") as folder:
+    with temporary_folder("hf_mrl-st-") as folder:
         st_model.save(folder, create_model_card=False)
         model = cls.from_backbone(folder, **config_kwargs)
     model.config.backbone_config._name_or_path = ""
@@ -170,9 +170,10 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
         embedding equals `SentenceTransformer.encode`'s. New layers (projection, heads) are randomly initialised."""
         if is_sentence_transformer(name_or_path):
             return _from_sentence_transformer_object(cls, name_or_path, config_kwargs)
-        check_local_path(name_or_path, "name_or_path")
+        check_model_path(name_or_path, "name_or_path")
         layout = read_sentence_transformers_folder(name_or_path) if is_sentence_transformers_folder(name_or_path) else None
         encoder_path = str(layout.transformer_path) if layout is not None else name_or_path
+        refuse_pickled_weights(encoder_path)
         if layout is not None:
             config_kwargs = {**_layout_settings(layout), **config_kwargs}
         backbone_config = AutoConfig.from_pretrained(encoder_path)
@@ -221,12 +222,30 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`; a folder that sentence-transformers saved (e.g. after
         `SentenceTransformerTrainer` trained an hf_mrl model) is read like `from_backbone` reads it."""
-        check_local_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")
+        check_model_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")
         check_weights_folder(pretrained_model_name_or_path)
         path = str(pretrained_model_name_or_path)
         if is_sentence_transformers_folder(path) and not is_matryoshka_folder(path):
             return cls.from_backbone(path, **kwargs)
+        refuse_pickled_weights(pretrained_model_name_or_path)
+        cls._check_saved_heads(pretrained_model_name_or_path, kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @classmethod
+    def _check_saved_heads(cls, folder, kwargs) -> None:
+        """A classifier's config (the folder's, with the overrides in `kwargs`, as `from_pretrained` builds it) must
+        build the heads the weights hold: else a head would be dropped or reinitialised without a word."""
+        if not issubclass(cls, _MatryoshkaForClassification):
+            return
+        shapes = saved_weight_shapes(folder)
+        if shapes is None:
+            return
+        config = kwargs.get("config")
+        if not isinstance(config, PreTrainedConfig):
+            config_kwargs = {key: value for key, value in kwargs.items() if key in ("matryoshka_dims", "num_labels", "efficient")}
+            config = cls.config_class.from_pretrained(folder, **config_kwargs)
+        heads = {name[len("heads."):]: shape for name, shape in shapes.items() if name.startswith("heads.")}
+        check_saved_head_shapes(heads, config.matryoshka_dims, config.num_labels, config.efficient, folder)
 
     def _resolvable_processor(self):
         try:

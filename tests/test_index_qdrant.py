@@ -161,9 +161,8 @@ def test_interrupted_build_resumes_to_the_full_count(engine, tmp_path, monkeypat
     with pytest.raises(ConnectionError, match="mid-upload"):
         QdrantMatryoshkaIndex(database, shortlist_dim=8, batch_size=100, show_progress=False, **where)
     monkeypatch.setattr(engine_class, "upsert", upsert)
-    partial = QdrantMatryoshkaIndex.open(**where)
-    assert len(partial) == 200
-    partial.close()
+    with pytest.raises(ValueError, match="is incomplete: its build stopped after 200 of 600 points"):
+        QdrantMatryoshkaIndex.open(**where)  # a partial collection is never served
     with QdrantMatryoshkaIndex(database, shortlist_dim=8, batch_size=100, show_progress=False, **where) as index:
         assert len(index) == NUM_VECTORS
         _, ids = index.search(queries, 10, shortlist_size=NUM_VECTORS, exact=True)

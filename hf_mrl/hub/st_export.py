@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,8 +24,8 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from ..configuration_matryoshka import MatryoshkaConfig
-from ..encoding import tokenizer_max_length
-from ..files import MODEL_FOLDER, check_folder_target, write_folder_atomically
+from ..encoding import FALLBACK_MAX_LENGTH, tokenizer_max_length
+from ..files import MODEL_FOLDER, check_folder_target, temporary_folder, write_folder_atomically
 from ..input_checks import check_positive_int, max_input_tokens
 from ..nesting import validate_dim
 from .card import card_from_results
@@ -35,6 +34,7 @@ from .saving import README_FILE
 __all__ = ["export_sentence_transformer", "write_sentence_transformers_files"]
 
 TRANSFORMER_FOLDER = "0_Transformer"
+ST_MODULE_CONFIG = "sentence_bert_config.json"
 
 
 def _text_base_model(model):
@@ -84,7 +84,7 @@ def _sentence_transformer(base, tokenizer, max_seq_length=None, truncate_dim=Non
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
 
     config = base.config
-    with tempfile.TemporaryDirectory(prefix="hf_mrl-encoder-") as temporary:
+    with temporary_folder("hf_mrl-encoder-") as temporary:
         folder = encoder_dir or temporary
         encoder = _plain_encoder(base)
         encoder.config.matryoshka_dimensions = list(config.matryoshka_dims)  # survives sentence-transformers' saves
@@ -108,17 +108,34 @@ def _sentence_transformer(base, tokenizer, max_seq_length=None, truncate_dim=Non
         return SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine", truncate_dim=truncate_dim)
 
 
+def encode_max_length(tokenizer) -> int:
+    """The length `encode` cuts texts at with `tokenizer` (its `model_max_length`, else `FALLBACK_MAX_LENGTH`)."""
+    return tokenizer_max_length(tokenizer) or FALLBACK_MAX_LENGTH
+
+
+def _write_max_seq_length(module_folder: Path, max_seq_length: int) -> None:
+    """Writes `max_seq_length` into the Transformer module's `sentence_bert_config.json`, where
+    sentence-transformers reads it (its own save leaves it out and falls back to the tokenizer and config)."""
+    settings_file = module_folder / ST_MODULE_CONFIG
+    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    settings["max_seq_length"] = max_seq_length
+    settings_file.write_text(json.dumps(settings, indent=4) + "\n")
+
+
 def write_sentence_transformers_files(model, folder, tokenizer) -> None:
     """Adds sentence-transformers' files to a saved hf_mrl text model folder: `modules.json`,
     `config_sentence_transformers.json`, the Pooling / Dense / Normalize folders, and the plain encoder under
     `0_Transformer/` (the root `config.json` stays hf_mrl's). `SentenceTransformer(folder, truncate_dim=k)` then
-    loads it without hf_mrl, and `MatryoshkaModel.from_pretrained` reads back a folder sentence-transformers saved."""
+    loads it without hf_mrl, and `MatryoshkaModel.from_pretrained` reads back a folder sentence-transformers saved.
+    `tokenizer` is the one saved at the root: `0_Transformer/` gets the same one and the same max length
+    (`max_seq_length`), so both load paths embed a long text alike."""
     base = _text_base_model(model)
     folder = Path(folder)
-    with tempfile.TemporaryDirectory(prefix="hf_mrl-st-") as staging:
-        staging = Path(staging)
+    tokenizer = _load_tokenizer(tokenizer)
+    max_seq_length = encode_max_length(tokenizer)
+    with temporary_folder("hf_mrl-st-") as staging:
         encoder_dir = staging / TRANSFORMER_FOLDER
-        exported = _sentence_transformer(base, _load_tokenizer(tokenizer), tokenizer_max_length(tokenizer), None, str(encoder_dir))
+        exported = _sentence_transformer(base, tokenizer, max_seq_length, None, str(encoder_dir))
         exported.save(str(staging / "st"), create_model_card=False)
         modules = json.loads((staging / "st" / "modules.json").read_text())
         for module in modules:
@@ -126,8 +143,8 @@ def write_sentence_transformers_files(model, folder, tokenizer) -> None:
             if module["path"] == "":
                 module["path"] = TRANSFORMER_FOLDER
                 source = encoder_dir
-                for name in ("sentence_bert_config.json",):
-                    shutil.copyfile(staging / "st" / name, encoder_dir / name)
+                shutil.copyfile(staging / "st" / ST_MODULE_CONFIG, encoder_dir / ST_MODULE_CONFIG)
+                _write_max_seq_length(encoder_dir, max_seq_length)
             target = folder / module["path"]
             shutil.rmtree(target, ignore_errors=True)
             shutil.copytree(source, target)
@@ -154,8 +171,8 @@ def export_sentence_transformer(
         tokenizer: the model's tokenizer, or its folder / Hub id.
         truncate_dim (`int`, *optional*): default `truncate_dim` stored in config_sentence_transformers.json
             (1 to the embedding dim); `SentenceTransformer(path, truncate_dim=k)` overrides it.
-        max_seq_length (`int`, *optional*): longest input in tokens (default: sentence-transformers' choice from
-            the tokenizer and config).
+        max_seq_length (`int`, *optional*): longest input in tokens (default: the length `encode` cuts at, the
+            tokenizer's `model_max_length`); written to sentence_bert_config.json.
         results, card_kwargs: per-dim results and other arguments for `card_from_results`.
     """
     base = _text_base_model(model)
@@ -168,13 +185,17 @@ def export_sentence_transformer(
         if limit and max_seq_length > limit:
             raise ValueError(f"`max_seq_length` is {max_seq_length}, but the encoder takes at most {limit} tokens.")
     tokenizer = _load_tokenizer(tokenizer)
+    max_seq_length = max_seq_length or encode_max_length(tokenizer)
     path = check_folder_target(path, MODEL_FOLDER)
     card = card_from_results(
         results, base, library_name="sentence-transformers", default_truncate_dim=truncate_dim, **card_kwargs
     )
 
     def write(staging: Path) -> None:
-        _sentence_transformer(base, tokenizer, max_seq_length, truncate_dim).save(str(staging), create_model_card=False)
+        exported = _sentence_transformer(base, tokenizer, max_seq_length, truncate_dim)
+        exported.save(str(staging), create_model_card=False)
+        transformer_path = json.loads((staging / "modules.json").read_text())[0]["path"]
+        _write_max_seq_length(staging / transformer_path, max_seq_length)
         (staging / README_FILE).write_text(card, encoding="utf-8")
 
     return write_folder_atomically(path, write)

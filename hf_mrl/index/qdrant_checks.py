@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .qdrant_engines import DEFAULT_HNSW, HNSW_KEYS, VectorSpec, connect, vector_name
+from .qdrant_engines import DEFAULT_HNSW, FORMAT_NAME, HNSW_KEYS, VectorSpec, connect, vector_name
 from .validation import _check_ids, _check_positive_int
 
-FORMAT_NAME = "hf_mrl.QdrantMatryoshkaIndex"
 FORMAT_VERSION = 1
 DEFAULT_COLLECTION = "hf_mrl"
 _SETTINGS = ("dim", "shortlist_dims", "rerank_dims", "shortlist_quantization", "hnsw_config")
@@ -96,5 +95,40 @@ def check_layout(engine, expected: dict | None = None) -> dict:
         if different:
             details = ", ".join(f"{key} {old!r} (asked: {new!r})" for key, (old, new) in different.items())
             raise ValueError(f"{name} already exists with other settings: {details}. Open it with "
-                             "QdrantMatryoshkaIndex.open, or build into another `collection_name`.")
+                             "QdrantMatryoshkaIndex.open, build into another `collection_name`, or pass "
+                             "overwrite=True to replace it.")
     return metadata
+
+
+def filter_keys(condition) -> list[str]:
+    """The payload keys a `qdrant_client.models.Filter` names (the top-level key of `a.b` / `a[]` paths)."""
+    from qdrant_client import models
+
+    if condition is None:
+        return []
+    if isinstance(condition, list):
+        return [key for item in condition for key in filter_keys(item)]
+    if isinstance(condition, models.Filter):
+        parts = [condition.must, condition.should, condition.must_not]
+        parts.append(None if condition.min_should is None else condition.min_should.conditions)
+        return [key for part in parts for key in filter_keys(part if isinstance(part, list) else [part] if part else [])]
+    for key in (
+        getattr(condition, "key", None),
+        getattr(getattr(condition, "is_empty", None), "key", None),
+        getattr(getattr(condition, "is_null", None), "key", None),
+        getattr(getattr(condition, "nested", None), "key", None),
+    ):
+        if isinstance(key, str):
+            return [key.split(".", 1)[0].split("[", 1)[0]]
+    return []
+
+
+def check_filter_keys(filter, stored_keys: list[str] | None) -> None:
+    """A filter on a payload key that no point has matches nothing (or everything, negated): an error, naming
+    the keys the points have. Collections built before the keys were recorded (`None`) are not checked."""
+    if stored_keys is None or filter is None or type(filter).__module__.startswith("qdrant_edge"):
+        return
+    missing = [key for key in dict.fromkeys(filter_keys(filter)) if key not in stored_keys]
+    if missing:
+        have = f"keys the points have: {stored_keys}" if stored_keys else "the points have no payload"
+        raise ValueError(f"`filter` names payload key {missing[0]!r}, which no point has; {have}.")

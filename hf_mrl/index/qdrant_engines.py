@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+FORMAT_NAME = "hf_mrl.QdrantMatryoshkaIndex"
 VECTOR_PREFIX = "dim_"
 EDGE_METADATA = "hf_mrl.json"
+_STAGING = f".{EDGE_METADATA}.tmp"
 QUANTIZATIONS = ("binary", "int8")
 HNSW_KEYS = ("m", "ef_construct", "full_scan_threshold")
 DEFAULT_HNSW = {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000}  # Qdrant's defaults
@@ -53,6 +55,13 @@ class Stage:
     limit: int
 
 
+def _is_hf_mrl_metadata(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("format") == FORMAT_NAME
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _unit_rows(queries: np.ndarray, dim: int) -> list[list[float]]:
     head = queries[:, :dim]
     return (head / np.maximum(np.linalg.norm(head, axis=1, keepdims=True), np.finfo(np.float32).tiny)).tolist()
@@ -61,23 +70,66 @@ def _unit_rows(queries: np.ndarray, dim: int) -> list[list[float]]:
 # -- Qdrant Edge ------------------------------------------------------------------------------------------------
 
 
-def _close_edge(shard, temporary: str | None) -> None:
-    shard.close()
-    if temporary is not None:
-        shutil.rmtree(temporary, ignore_errors=True)
+TEMPORARY_PREFIX = "hf_mrl_qdrant_"
+
+
+def _release_edge(held: dict) -> None:
+    """Closes the shard, then removes the temporary folder of an in-memory collection (on close, garbage
+    collection or interpreter exit)."""
+    shard, held["shard"] = held["shard"], None
+    if shard is not None:
+        shard.close()
+    if held["temporary"] is not None:
+        shutil.rmtree(held["temporary"], ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries() -> None:
+    """Removes the in-memory collections' folders (`hf_mrl_qdrant_<pid>_*`) of processes that died without
+    closing them (a kill skips every finaliser)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{TEMPORARY_PREFIX}*_*"):
+        pid = folder.name[len(TEMPORARY_PREFIX):].split("_", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _lock_error(error: Exception, where: str, collection_name: str) -> Exception:
+    if "WouldBlock" not in str(error):
+        return error
+    return BlockingIOError(
+        f"`path` {where}: collection {collection_name!r} is open in another process (or another index of this one); "
+        "Qdrant Edge lets one open it at a time. Close it there first, or serve it with a Qdrant server (`url=`)."
+    )
 
 
 class _EdgeCollection:
     """A Qdrant Edge shard at `root / collection_name` (`root=None`: a temporary folder, removed on close)."""
 
     def __init__(self, root: str | os.PathLike | None, collection_name: str):
-        self._temporary = tempfile.mkdtemp(prefix="hf_mrl_qdrant_") if root is None else None
-        self.root = Path(self._temporary or root)
+        temporary = None
+        if root is None:
+            remove_stale_temporaries()
+            temporary = tempfile.mkdtemp(prefix=f"{TEMPORARY_PREFIX}{os.getpid()}_")  # the pid tells a later build it is stale
+        self._held = {"shard": None, "temporary": temporary}
+        self._finalizer = weakref.finalize(self, _release_edge, self._held)
+        self.root = Path(temporary or root)
         self.collection_name = collection_name
         self.folder = self.root / collection_name
-        self._shard = None
-        self._finalizer = None
+        self.disk_folder = self.root  # where the disk space is checked
         self.where = "in memory (Qdrant Edge)" if root is None else f"at {str(self.root)!r} (Qdrant Edge)"
+
+    @property
+    def _shard(self):
+        return self._held["shard"]
 
     def exists(self) -> bool:
         return (self.folder / "edge_config.json").is_file()
@@ -85,9 +137,21 @@ class _EdgeCollection:
     def collections(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if (p / "edge_config.json").is_file()) if self.root.is_dir() else []
 
-    def _attach(self, shard) -> None:
-        self._shard = shard
-        self._finalizer = weakref.finalize(self, _close_edge, shard, self._temporary)
+    def check_target(self) -> None:
+        """Refuses a `path` that is a file, and a collection folder that hf_mrl did not write (before any work)."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ValueError(f"`path` {str(self.root)!r} is a file; allowed: a folder (new, or one that "
+                             "QdrantMatryoshkaIndex wrote).")
+        if not self.folder.exists() and not self.folder.is_symlink():
+            return
+        ours = self.folder.is_dir() and not self.folder.is_symlink() and _is_hf_mrl_metadata(self.folder / EDGE_METADATA)
+        leftovers = self.folder.is_dir() and {p.name for p in self.folder.iterdir()} <= {_STAGING}
+        if not (ours or leftovers):
+            raise ValueError(
+                f"`path` {str(self.root)!r} already holds {self.collection_name!r}, which QdrantMatryoshkaIndex did "
+                f"not write (no {EDGE_METADATA} of its own); nothing was changed. Allowed: another `collection_name` "
+                "or `path`."
+            )
 
     def create(self, vectors: dict[str, VectorSpec], metadata: dict) -> None:
         import qdrant_edge as qe
@@ -105,17 +169,37 @@ class _EdgeCollection:
                 hnsw_config=qe.HnswIndexConfig(**hnsw),
             )
         self.folder.mkdir(parents=True, exist_ok=True)
-        # The metadata goes first: a shard folder never exists without it.
-        staging = self.folder / f".{EDGE_METADATA}.tmp"
-        staging.write_text(json.dumps(metadata, indent=2) + "\n")
-        os.replace(staging, self.folder / EDGE_METADATA)
-        self._attach(qe.EdgeShard.create(str(self.folder), qe.EdgeConfig(vectors=params)))
+        self.set_metadata(metadata)  # first: a shard folder never exists without it
+        try:
+            self._held["shard"] = qe.EdgeShard.create(str(self.folder), qe.EdgeConfig(vectors=params))
+        except Exception as error:
+            raise _lock_error(error, repr(str(self.root)), self.collection_name) from error
 
     def open(self) -> None:
         import qdrant_edge as qe
 
         if self._shard is None:
-            self._attach(qe.EdgeShard.load(str(self.folder)))
+            try:
+                self._held["shard"] = qe.EdgeShard.load(str(self.folder))
+            except Exception as error:
+                raise _lock_error(error, repr(str(self.root)), self.collection_name) from error
+
+    def set_metadata(self, metadata: dict) -> None:
+        """Writes `hf_mrl.json` atomically (a staging file renamed over it, after an fsync)."""
+        staging = self.folder / _STAGING
+        with open(staging, "w") as handle:
+            handle.write(json.dumps(metadata, indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, self.folder / EDGE_METADATA)
+
+    def drop(self) -> None:
+        """Deletes the collection (hf_mrl's own folder, checked by `check_target`) after taking its lock, so a
+        collection open in another process is refused, not deleted under it."""
+        self.open()
+        self._held["shard"].close()
+        self._held["shard"] = None
+        shutil.rmtree(self.folder)
 
     def describe(self) -> tuple[dict[str, tuple[int, str]], dict | None]:
         """The stored vectors {name: (size, distance)} and the hf_mrl metadata (None when absent)."""
@@ -171,10 +255,7 @@ class _EdgeCollection:
         self._shard.flush()
 
     def close(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()
-        elif self._temporary is not None:
-            shutil.rmtree(self._temporary, ignore_errors=True)
+        self._finalizer()
 
 
 _EDGE_MATCHES = {"MatchValue": ("value",), "MatchAny": ("any",), "MatchExcept": ("except_",), "MatchText": ("text",)}
@@ -238,6 +319,18 @@ class _ClientCollection:
     def __init__(self, client, collection_name: str, where: str, owns_client: bool):
         self.client, self.collection_name, self.where = client, collection_name, where
         self._owns_client = owns_client  # a client passed in stays open for its owner
+        self.disk_folder = None  # the server's disk: not ours to check
+
+    def check_target(self) -> None:
+        pass  # a server's collections are all made through its API
+
+    def set_metadata(self, metadata: dict) -> None:
+        # Qdrant merges the update into the stored metadata, and a null deletes its key: send only the rest.
+        update = {key: value for key, value in metadata.items() if value is not None}
+        self.client.update_collection(self.collection_name, metadata=update)
+
+    def drop(self) -> None:
+        self.client.delete_collection(self.collection_name)
 
     def exists(self) -> bool:
         return self.client.collection_exists(self.collection_name)
@@ -322,7 +415,26 @@ def connect(collection_name: str, location, path, url, api_key, client):
     if client is not None:
         return _ClientCollection(client, collection_name, f"through the given {type(client).__name__}", False)
     if url is not None:
-        from qdrant_client import QdrantClient
-
-        return _ClientCollection(QdrantClient(url=url, api_key=api_key), collection_name, f"at {url}", True)
+        return _ClientCollection(_server_client(url, api_key), collection_name, f"at {url}", True)
     return _EdgeCollection(path, collection_name)
+
+
+def _server_client(url: str, api_key: str | None):
+    """A client of the server at `url`, after one request: nothing listening is a `ConnectionError` now, not a
+    transport error deep inside a build."""
+    from qdrant_client import QdrantClient
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    probe = QdrantClient(url=url, api_key=api_key, check_compatibility=False)  # its version check warns from a thread
+    try:
+        probe.get_collections()
+    except UnexpectedResponse:  # a server answered (e.g. 401): its own message says more, on first use
+        pass
+    except Exception as error:
+        raise ConnectionError(
+            f"`url` {url!r}: no Qdrant server answers there ({type(error).__name__}); allowed: the URL of a "
+            "running Qdrant server, e.g. http://localhost:6333, or `path=` for the embedded engine."
+        ) from error
+    finally:
+        probe.close()
+    return QdrantClient(url=url, api_key=api_key)

@@ -22,6 +22,18 @@ from tqdm.auto import tqdm
 
 from .encoding import check_index_model, check_model_record, dataset_payloads, encode_for_index
 from .matryoshka_index import DEFAULT_SHORTLIST_SIZE
+from .qdrant_build import (
+    BUILDING,
+    COMPLETE,
+    build_record,
+    check_disk_space,
+    expected_bytes,
+    incomplete_error,
+    input_digest,
+    other_build_error,
+    payload_keys,
+    stopped_error,
+)
 from .qdrant_checks import (
     DEFAULT_COLLECTION,
     FORMAT_NAME,
@@ -29,6 +41,7 @@ from .qdrant_checks import (
     _check_hnsw_config,
     _check_payloads,
     _check_point_ids,
+    check_filter_keys,
     check_layout,
     open_engine,
     vector_specs,
@@ -46,14 +59,18 @@ from .validation import (
     _to_float_matrix,
 )
 
+_CONNECTION = {"collection_name": DEFAULT_COLLECTION, "location": ":memory:", "path": None, "url": None,
+               "api_key": None, "client": None}
+
 
 class QdrantMatryoshkaIndex:
     """Adaptive retrieval (low-dim shortlist, higher-dim re-rank) served by Qdrant: the same `search` /
     `funnel_search` as `MatryoshkaIndex`, each one Query API request per batch of queries.
 
-    Building uploads the points in batches (upserts keyed by id): building again into the same collection
-    with the same settings resumes an interrupted build, ending with every point once. An existing collection
-    is opened with `QdrantMatryoshkaIndex.open`.
+    Building uploads the points in batches (upserts keyed by id) and records the collection "complete" only
+    after the last one is flushed; `open` refuses an incomplete collection. Building again with the same input
+    resumes an interrupted build (or, when complete, just opens it); a collection of other data or settings is
+    replaced only with `overwrite=True`. An existing collection is opened with `QdrantMatryoshkaIndex.open`.
 
     Args:
         embeddings (`np.ndarray` or `torch.Tensor` of shape (N, D)): database embeddings, un-normalised is fine.
@@ -79,6 +96,8 @@ class QdrantMatryoshkaIndex:
         collection_name (`str`, defaults to "hf_mrl"): the collection.
         batch_size (`int`, defaults to 256): points per upsert.
         show_progress (`bool`, defaults to True): a tqdm bar over the upserts.
+        overwrite (`bool`, defaults to False): replace a collection of the same name that holds another build
+            (other vectors, ids, payloads, settings or model); without it such a build is refused.
     """
 
     def __init__(
@@ -100,6 +119,7 @@ class QdrantMatryoshkaIndex:
         batch_size: int = 256,
         show_progress: bool = True,
         model: dict | None = None,
+        overwrite: bool = False,
     ):
         embeddings = _to_float_matrix(embeddings, "embeddings")
         count, dim = embeddings.shape
@@ -122,24 +142,61 @@ class QdrantMatryoshkaIndex:
         }
         if check_model_record(model) is not None:  # the model that encoded the embeddings (`from_dataset`)
             metadata["model"] = model
+        if not isinstance(overwrite, bool):
+            raise ValueError(f"`overwrite` must be True or False, got {overwrite!r}.")
+        metadata["payload_keys"] = payload_keys(payloads)
+        stored = sorted(set(shortlist_dims) | set(rerank_dims))
+        record = {"state": BUILDING, "points": count, "input": input_digest(embeddings, ids, payloads, metadata)}
         engine = open_engine(collection_name, location, path, url, api_key, client)
         try:
-            if engine.exists():  # resume (or add to) a collection built with the same settings
+            resume = self._prepare(engine, metadata, record, overwrite)
+            if resume is None:  # the same build, complete already
                 engine.open()
-                check_layout(engine, expected=metadata)
+                self._attach(engine, metadata)
+                return
+            if engine.disk_folder is not None:
+                check_disk_space(engine.disk_folder, expected_bytes(count, stored, payloads), engine.where)
+            if resume:
+                engine.open()
             else:
-                engine.create(vector_specs(metadata), metadata)
-            stored = sorted(set(shortlist_dims) | set(rerank_dims))
-            starts = range(0, count, batch_size)
-            for start in tqdm(starts, desc=f"upserting to {collection_name}", disable=not show_progress):
-                rows = slice(start, start + batch_size)
-                vectors = {vector_name(d): _l2_normalize(embeddings[rows, :d]) for d in stored}
-                engine.upsert(ids[rows].tolist(), vectors, None if payloads is None else payloads[rows])
-            engine.finish()
+                if engine.exists():
+                    engine.drop()  # overwrite=True
+                engine.create(vector_specs(metadata), {**metadata, "build": record})
+            done = 0
+            try:
+                starts = range(0, count, batch_size)
+                for done in tqdm(starts, desc=f"upserting to {collection_name}", disable=not show_progress):
+                    rows = slice(done, done + batch_size)
+                    vectors = {vector_name(d): _l2_normalize(embeddings[rows, :d]) for d in stored}
+                    engine.upsert(ids[rows].tolist(), vectors, None if payloads is None else payloads[rows])
+                done = count
+                engine.finish()
+            except Exception as error:
+                plain = stopped_error(error, engine.where, done, count, engine.disk_folder)
+                if plain is error:
+                    raise
+                raise plain from error
+            engine.set_metadata({**metadata, "build": {**record, "state": COMPLETE}})  # last: the build is whole
         except BaseException:
             engine.close()
             raise
         self._attach(engine, metadata)
+
+    @staticmethod
+    def _prepare(engine, metadata: dict, record: dict, overwrite: bool) -> bool | None:
+        """Checks the target before any work. Returns None when the same build is there, complete; True to
+        resume an incomplete build of the same input; False to build anew (an existing collection is dropped,
+        which needs `overwrite=True`)."""
+        engine.check_target()
+        if not engine.exists():
+            return False
+        if overwrite:
+            check_layout(engine)  # only a collection hf_mrl built is dropped
+            return False
+        found = build_record(check_layout(engine, expected=metadata))
+        if found.get("input") != record["input"]:
+            raise other_build_error(f"collection {engine.collection_name!r} {engine.where}", found)
+        return None if found.get("state") == COMPLETE else True
 
     # -- building from a dataset, opening a collection -------------------------------------------------------
 
@@ -162,6 +219,12 @@ class QdrantMatryoshkaIndex:
         the values of `payload_columns` as payloads (default: every text, number or class-label column; a
         class label also stores its name as `<column>_name`). `id_column` names an int column of ids;
         `index_kwargs` go to `__init__`."""
+        connection = {name: index_kwargs.get(name, default) for name, default in _CONNECTION.items()}
+        probe = open_engine(**connection)  # a server that does not answer, or a user's folder: refused before encoding
+        try:
+            probe.check_target()
+        finally:
+            probe.close()
         payloads = dataset_payloads(dataset, payload_columns)
         embeddings, ids, record = encode_for_index(
             model, dataset, collate_fn, batch_size, accelerator=accelerator, id_column=id_column,
@@ -190,8 +253,11 @@ class QdrantMatryoshkaIndex:
                 f"{engine.collections()}."
             )
         try:
-            engine.open()
             metadata = check_layout(engine)
+            engine.open()
+            record = build_record(metadata)
+            if record.get("state") != COMPLETE:
+                raise incomplete_error(f"collection {collection_name!r} {engine.where}", engine.count(), record)
         except BaseException:
             engine.close()
             raise
@@ -205,6 +271,7 @@ class QdrantMatryoshkaIndex:
 
     def _attach(self, engine, metadata: dict) -> None:
         self.model = metadata.get("model")
+        self.payload_keys = metadata.get("payload_keys")  # None: built before the keys were recorded
         self._engine = engine
         self.dim = int(metadata["dim"])
         self.shortlist_dims = [int(d) for d in metadata["shortlist_dims"]]
@@ -324,6 +391,7 @@ class QdrantMatryoshkaIndex:
             ef_search = _check_positive_int(ef_search, "ef_search")
         if not isinstance(exact, bool):
             raise ValueError(f"`exact` must be True or False, got {exact!r}.")
+        check_filter_keys(filter, self.payload_keys)
         hits = self._engine.query(queries, stages, k, filter, exact, ef_search)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)

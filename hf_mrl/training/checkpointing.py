@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from ..file_checks import check_safetensors_file, check_torch_state_file
-from ..files import FolderKind, remove_saved_folder
+from ..files import FolderKind, recorded_files, remove_saved_folder
 
 __all__ = [
     "CHECKPOINT_PREFIX",
@@ -142,7 +142,8 @@ def check_checkpoint_files(checkpoint, process_index: int = 0, world_size: int =
     state (resumed on another number of processes) is a warning."""
     folder = Path(checkpoint)
     read_trainer_state(folder)
-    for path in sorted(folder.iterdir()):
+    ours = recorded_files(folder)  # a user's file in the folder is not read
+    for path in [folder / name for name in ours] if ours else sorted(folder.iterdir()):
         if path.suffix == ".safetensors":
             check_safetensors_file(path)
         elif path.suffix in (".pt", ".pth"):

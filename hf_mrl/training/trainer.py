@@ -37,20 +37,22 @@ from transformers import Trainer
 from transformers.trainer_utils import TrainOutput
 
 from ..data.generic import align_class_labels, check_label_dtype
-from ..files import (
-    check_folder_target,
-    check_output_folder,
-    describe_os_error,
-    move_into_place,
-    remove_stale_temp_folders,
-)
+from ..file_checks import describe_os_error
+from ..files import check_folder_target, check_output_folder, move_into_place, remove_stale_temp_folders
 from ..hub import push_to_hub_with_card, save_with_card
-from .arguments import REFUSED_TRAINER_ARGUMENTS, as_matryoshka_arguments, check_arguments_for_task
+from .arguments import (
+    REFUSED_TRAINER_ARGUMENTS,
+    as_matryoshka_arguments,
+    check_arguments_for_task,
+    check_datasets,
+)
 from .checkpointing import (
     CHECKPOINT_FOLDER,
     CHECKPOINT_PREFIX,
     check_checkpoint_files,
     checkpoint_path,
+    list_checkpoints,
+    remove_checkpoint,
     resolve_resume_checkpoint,
     rotate_checkpoints,
 )
@@ -144,6 +146,7 @@ class MatryoshkaTrainer(Trainer):
         of eval datasets (scored one by one) is prepared like one: its first part stands for it."""
         eval_parts = dict(eval_dataset) if isinstance(eval_dataset, dict) else {None: eval_dataset}
         first_key = next(iter(eval_parts), None)
+        check_datasets(args, train_dataset, eval_parts)
         probe = train_dataset if train_dataset is not None else eval_parts.get(first_key)
         self.task = infer_task(model, probe)
         check_arguments_for_task(args, self.task, model)
@@ -263,6 +266,23 @@ class MatryoshkaTrainer(Trainer):
                 self.loss.id_offset = self.accelerator.process_index << 32
         return super().train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+    def _finalize_training(self, trial, num_train_samples, start_time):
+        """Trainer's end of training, except that with `save_total_limit=1` and a best checkpoint, the other
+        checkpoints are removed through `remove_saved_folder` (only the files hf_mrl recorded), not `rmtree`."""
+        limit, best = self.args.save_total_limit, self.state.best_model_checkpoint
+        if not (limit == 1 and best is not None):
+            return super()._finalize_training(trial, num_train_samples, start_time)
+        self.args.save_total_limit = None
+        try:
+            output = super()._finalize_training(trial, num_train_samples, start_time)
+        finally:
+            self.args.save_total_limit = limit
+        if self.args.should_save:
+            for _, path in list_checkpoints(self._get_output_dir(trial)):
+                if not os.path.samefile(path, best):
+                    remove_checkpoint(path)
+        return output
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The task's loss through `model` (the wrapped model: DDP, FSDP or compiled), as sentence-transformers
