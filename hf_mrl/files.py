@@ -43,6 +43,7 @@ __all__ = [
     "check_output_folder",
     "check_replaceable",
     "move_into_place",
+    "new_temporary_folder",
     "not_written_by_hf_mrl",
     "record_written_files",
     "recorded_files",
@@ -340,16 +341,21 @@ def _discard(folder: Path, path: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def temporary_folder(prefix: str) -> Iterator[Path]:
-    """A scratch folder in the system temp dir (`<prefix><pid>-<random>`), deleted on exit. Those of killed
-    processes (their pid is gone) are deleted when the next one with the same prefix is made."""
+def new_temporary_folder(prefix: str) -> Path:
+    """A new scratch folder in the system temp dir, `<prefix><pid>-<random>`, for the caller to delete. Those of
+    killed processes (their pid is gone) are deleted first: a kill skips every finaliser."""
     root = Path(tempfile.gettempdir())
     for entry in root.glob(f"{prefix}*"):
         pid = entry.name[len(prefix):].split("-", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)) and entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
-    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+
+
+@contextlib.contextmanager
+def temporary_folder(prefix: str) -> Iterator[Path]:
+    """`new_temporary_folder(prefix)`, deleted on exit."""
+    folder = new_temporary_folder(prefix)
     try:
         yield folder
     finally:

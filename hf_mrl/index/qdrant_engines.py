@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..files import new_temporary_folder
 
 FORMAT_NAME = "hf_mrl.QdrantMatryoshkaIndex"
 VECTOR_PREFIX = "dim_"
@@ -83,25 +84,6 @@ def _release_edge(held: dict) -> None:
         shutil.rmtree(held["temporary"], ignore_errors=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def remove_stale_temporaries() -> None:
-    """Removes the in-memory collections' folders (`hf_mrl_qdrant_<pid>_*`) of processes that died without
-    closing them (a kill skips every finaliser)."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{TEMPORARY_PREFIX}*_*"):
-        pid = folder.name[len(TEMPORARY_PREFIX):].split("_", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
 def _lock_error(error: Exception, where: str, collection_name: str) -> Exception:
     if "WouldBlock" not in str(error):
         return error
@@ -117,8 +99,7 @@ class _EdgeCollection:
     def __init__(self, root: str | os.PathLike | None, collection_name: str):
         temporary = None
         if root is None:
-            remove_stale_temporaries()
-            temporary = tempfile.mkdtemp(prefix=f"{TEMPORARY_PREFIX}{os.getpid()}_")  # the pid tells a later build it is stale
+            temporary = str(new_temporary_folder(TEMPORARY_PREFIX))  # the pid in its name tells a later build it is stale
         self._held = {"shard": None, "temporary": temporary}
         self._finalizer = weakref.finalize(self, _release_edge, self._held)
         self.root = Path(temporary or root)

@@ -194,13 +194,14 @@ def dead_pid() -> int:
 
 def test_in_memory_builds_remove_their_folders_and_dead_ones(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    stale = tmp_path / f"{TEMPORARY_PREFIX}{dead_pid()}_abcd1234"
-    alive = tmp_path / f"{TEMPORARY_PREFIX}{os.getppid()}_abcd1234"  # a live process's: kept
+    stale = tmp_path / f"{TEMPORARY_PREFIX}{dead_pid()}-abcd1234"
+    alive = tmp_path / f"{TEMPORARY_PREFIX}{os.getppid()}-abcd1234"  # a live process's: kept
     for folder in (stale, alive):
         (folder / "hf_mrl").mkdir(parents=True)
     index = QdrantMatryoshkaIndex(vectors(), **QUIET)
     assert not stale.exists() and alive.exists()
-    assert [p.name.split("_")[3] for p in tmp_path.glob(f"{TEMPORARY_PREFIX}*") if p != alive] == [str(os.getpid())]
+    assert [p.name[len(TEMPORARY_PREFIX):].split("-")[0] for p in tmp_path.glob(f"{TEMPORARY_PREFIX}*")
+            if p != alive] == [str(os.getpid())]
     assert index._engine._finalizer.atexit  # interpreter exit removes one still open
     index.close()
     assert list(tmp_path.iterdir()) == [alive]
