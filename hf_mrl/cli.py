@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     _option(qdrant_group, "--rerank_dim", type=_dims, help="dim(s) of the re-rank vectors (default: the full dim)")
     _option(qdrant_group, "--shortlist_quantization", choices=("binary", "int8"),
             help="Qdrant quantisation of the shortlist vectors (default: none)")
+    _option(qdrant_group, "--overwrite", action="store_true",
+            help="replace a collection of the same name that holds another build (default: refuse)")
     _add_model_arguments(build)
     _add_data_arguments(build, split="train")
     build.set_defaults(handler=_run_index_build)
@@ -276,7 +278,8 @@ def _run_demo(args, extra: list[str]) -> int:
 def _check_paths(args, output_dir: bool = False, output_kind=None) -> None:
     """Before any loading: local model / processor paths exist ("folder not found: PATH"), `--output_dir` is no
     file, and the `output` folder is new, empty or of `output_kind` (the kind of folder the command replaces)."""
-    from .files import check_folder_target, check_local_path, check_output_folder
+    from .file_checks import check_local_path
+    from .files import check_folder_target, check_output_folder
 
     check_local_path(args.model, "model")
     for name in ("processor", "tokenizer"):
@@ -385,6 +388,13 @@ def _reference_split(args, data_args, split: str) -> str | None:
     return reference
 
 
+def _eval_output_names(task: str, name: str) -> list[str]:
+    """The files `hf-mrl eval` may write into --output_dir (the plot is named after the primary metric: top-1 of
+    the heads, else 1-NN; retrieval: mAP@10)."""
+    plots = [f"{name}_top1.png", f"{name}_1nn.png"] if task == "classification" else [f"{name}_mrl_map@10.png"]
+    return ["results.json", "eval_info.json", "results.md", *plots]
+
+
 def _run_eval(args, extra) -> int:
     from dataclasses import replace
 
@@ -399,9 +409,13 @@ def _run_eval(args, extra) -> int:
         save_results,
     )
     from .files import write_file_atomically
+    from .output_folder import check_output_names, write_output
 
     _check_paths(args, output_dir=True)
     data_args = _data_arguments(args)
+    name = args.name or _default_name(data_args)
+    if args.output_dir is not None:  # a file of the user's under a name eval writes: refused before any loading
+        check_output_names(args.output_dir, _eval_output_names(args.task, name), "--output_dir")
     split = args.split or _default_eval_split(data_args)
     reference_split = _reference_split(args, data_args, split)
     model = _load_model(args.model)
@@ -413,7 +427,6 @@ def _run_eval(args, extra) -> int:
         reference_args = replace(data_args, max_eval_samples=args.max_train_samples or args.max_eval_samples)
         reference = load_split(reference_args, reference_split, argument="reference_split")
     source = _describe_data(data_args)
-    name = args.name or _default_name(data_args)
     common = dict(collate_fn=collate_fn, dims=args.dims, name=name, batch_size=args.batch_size)
     if args.task == "classification":
         if hasattr(model, "heads"):  # the heads' class ids, by class name
@@ -448,12 +461,13 @@ def _run_eval(args, extra) -> int:
     table = header + "\n" + markdown_table({name: results})
     print(table, end="")
     if args.output_dir is not None:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        save_results(results, args.output_dir / "results.json")
-        save_results(info, args.output_dir / "eval_info.json")
-        write_file_atomically(args.output_dir / "results.md", lambda file: file.write_text(table))
+        write_output(args.output_dir, "results.json", lambda path: save_results(results, path))
+        write_output(args.output_dir, "eval_info.json", lambda path: save_results(info, path))
+        write_output(args.output_dir, "results.md",
+                     lambda path: write_file_atomically(path, lambda file: file.write_text(table)))
         metric = evaluator.primary_metric_name
-        plot_metric_vs_dim({name: results}, metric, args.output_dir / f"{name}_{metric}.png")
+        write_output(args.output_dir, f"{name}_{metric}.png",
+                     lambda path: plot_metric_vs_dim({name: results}, metric, path))
         print(f"wrote {args.output_dir}/results.json, eval_info.json, results.md, {name}_{metric}.png", file=sys.stderr)
     return 0
 
@@ -465,7 +479,7 @@ def _check_backend_options(args) -> None:
     qdrant_options = {"--path": args.path is not None, "--url": args.url is not None,
                       "--api_key": args.api_key is not None, "--collection_name": args.collection_name != "hf_mrl",
                       "--rerank_dim": args.rerank_dim is not None,
-                      "--shortlist_quantization": args.shortlist_quantization is not None}
+                      "--shortlist_quantization": args.shortlist_quantization is not None, "--overwrite": args.overwrite}
     other = qdrant_options if args.backend == "faiss" else faiss_options
     misplaced = [name for name, given in other.items() if given]
     if misplaced:
@@ -495,7 +509,8 @@ def _run_index_build(args, extra) -> int:
     if args.backend == "qdrant":
         with QdrantMatryoshkaIndex.from_dataset(
             *build, shortlist_dim=args.shortlist_dim, rerank_dim=args.rerank_dim,
-            shortlist_quantization=args.shortlist_quantization, **_qdrant_connection(args, args.path),
+            shortlist_quantization=args.shortlist_quantization, overwrite=args.overwrite,
+            **_qdrant_connection(args, args.path),
         ) as index:
             print(f"wrote {index!r}", file=sys.stderr)
         return 0

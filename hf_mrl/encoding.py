@@ -20,11 +20,11 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .input_checks import check_bool, check_optional_bool, check_positive_int
+from .input_checks import check_bool, check_optional_bool, check_positive_int, max_input_tokens
 from .nesting import truncate_embeddings, validate_dim
 
 __all__ = ["inference", "load_processor", "saved_processor", "default_image_processor", "encode_inputs", "tokenizer_max_length",
-           "prepared_image"]
+           "prepared_image", "image_array"]
 
 _WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
@@ -48,18 +48,26 @@ def inference(model, requires_grad: bool = False):
         model.train(training)
 
 
-def saved_processor(folder: str, vision: bool):
-    """The image processor (`vision`) or tokenizer saved in `folder` (None when it has none), or loaded by Hub id."""
+def saved_processor(folder: str, vision: bool, trust_remote_code: bool = False):
+    """The image processor (`vision`) or tokenizer saved in `folder` (None when it has none), or loaded by Hub id.
+    `trust_remote_code` goes to transformers: True for the folder of a model whose own code came from it."""
     from transformers import AutoImageProcessor, AutoTokenizer
 
+    auto_class = AutoImageProcessor if vision else AutoTokenizer
     path = Path(folder).expanduser()
     if path.is_dir():
         if vision and (path / "preprocessor_config.json").is_file():
-            return AutoImageProcessor.from_pretrained(path)
+            return auto_class.from_pretrained(path, trust_remote_code=trust_remote_code)
         if not vision and any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
-            return AutoTokenizer.from_pretrained(path)
+            return auto_class.from_pretrained(path, trust_remote_code=trust_remote_code)
         return None
-    return AutoImageProcessor.from_pretrained(folder) if vision else AutoTokenizer.from_pretrained(folder)
+    return auto_class.from_pretrained(folder, trust_remote_code=trust_remote_code)
+
+
+def runs_remote_code(model) -> bool:
+    """Whether `model`'s class is the code of its own folder, loaded with `trust_remote_code=True` (transformers
+    imports it as a `transformers_modules.*` module): the folder's processor is then loaded with the same trust."""
+    return type(model).__module__.startswith("transformers_modules.")
 
 
 def default_image_processor(backbone_config):
@@ -77,10 +85,10 @@ def load_processor(model, backbone_config, vision: bool):
     `default_image_processor`. Cached on the model."""
     processor = getattr(model, "_processor", None)
     if processor is not None:
-        return processor
-    sources = [model.name_or_path, getattr(backbone_config, "_name_or_path", None)]
-    for source in filter(None, sources):
-        processor = saved_processor(str(source), vision)
+        return _fit_to_positions(processor, backbone_config, vision)
+    sources = [(model.name_or_path, runs_remote_code(model)), (getattr(backbone_config, "_name_or_path", None), False)]
+    for source, trusted in sources:
+        processor = saved_processor(str(source), vision, trusted) if source else None
         if processor is not None:
             break
     if processor is None and vision:
@@ -91,6 +99,16 @@ def load_processor(model, backbone_config, vision: bool):
             "AutoTokenizer.from_pretrained(...)`, or save the model with its tokenizer."
         )
     model._processor = processor
+    return _fit_to_positions(processor, backbone_config, vision)
+
+
+def _fit_to_positions(processor, backbone_config, vision: bool):
+    """A tokenizer whose `model_max_length` exceeds the encoder's positions (`max_input_tokens`), or that has no
+    limit, is capped at them: a long text is then cut to what the model takes, not refused by its forward."""
+    limit = None if vision else max_input_tokens(backbone_config)
+    length = tokenizer_max_length(processor)
+    if limit and hasattr(processor, "model_max_length") and (length is None or length > limit):
+        processor.model_max_length = limit
     return processor
 
 
@@ -130,17 +148,18 @@ def _as_image(item, position: int) -> Image.Image:
             image.load()
             return image.copy()
     if isinstance(item, (np.ndarray, torch.Tensor)):
-        return Image.fromarray(_image_array(item, position))
+        return Image.fromarray(image_array(item, f"`inputs[{position}]`"))
     raise ValueError(
         f"`inputs[{position}]` is a {type(item).__name__}; an image model encodes PIL images, numpy arrays or image paths."
     )
 
 
-def _image_array(item, position: int) -> np.ndarray:
-    """An image array as uint8 (H, W) or (H, W, C): uint8 as is, other integers in 0..255, floats in [0, 1] (scaled
-    by 255) or in [0, 255]; NaN / inf and values outside those ranges are refused, never wrapped or cut."""
+def image_array(item, name: str) -> np.ndarray:
+    """An image array (numpy, torch or nested lists) as uint8 (H, W) or (H, W, C), the one rule of training and
+    `encode`: uint8 as is, other integers in 0..255, floats in [0, 1] (scaled by 255) or in [0, 255]; NaN / inf and
+    values outside those ranges are refused, never wrapped or cut. `name` words the item in errors (e.g.
+    "`inputs[3]`")."""
     array = np.asarray(item.detach().cpu() if isinstance(item, torch.Tensor) else item)
-    name = f"`inputs[{position}]`"
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
         raise ValueError(
             f"{name} is an array of shape {array.shape}; images are (H, W) or (H, W, C) with C = 1, 3 or 4 "
@@ -176,7 +195,7 @@ def _check_inputs(inputs, vision: bool) -> list:
             if isinstance(item, (str, os.PathLike)) and not Path(item).expanduser().is_file():
                 _as_image(item, position)
             elif isinstance(item, (np.ndarray, torch.Tensor)):
-                _image_array(item, position)
+                image_array(item, f"`inputs[{position}]`")
             elif not isinstance(item, (str, os.PathLike, Image.Image)):
                 _as_image(item, position)
     else:

@@ -66,13 +66,21 @@ def looks_like_local_path(name) -> bool:
 
 
 def check_local_path(name_or_path, argument: str) -> None:
-    """`FileNotFoundError("folder not found: PATH")` when `name_or_path` looks like a local path (see
-    `looks_like_local_path`) and does not exist, so a typo is not reported as a bad Hub id or a failed
-    connection. Hub ids and existing paths pass."""
+    """`FileNotFoundError("folder not found: PATH")` for a missing local path, before any Hub lookup: one that can
+    only be local (`looks_like_local_path`), and one shaped like a Hub id ("runs/model") whose first part is a
+    folder here (the user meant a folder in it, not a Hub organisation). Hub ids and existing paths pass."""
     if looks_like_local_path(name_or_path) and not Path(os.fspath(name_or_path)).expanduser().exists():
         raise FileNotFoundError(
             f"folder not found: {os.fspath(name_or_path)} (`{argument}` is a local path that does not exist; "
             "the Hugging Face Hub was not asked)"
+        )
+    if not isinstance(name_or_path, str) or "/" not in name_or_path or Path(name_or_path).exists():
+        return
+    parent, rest = name_or_path.split("/", 1)
+    if Path(parent).is_dir():
+        raise FileNotFoundError(
+            f"folder not found: {name_or_path} (`{argument}`: the folder {parent!r} exists here but holds no "
+            f"{rest!r}; the Hugging Face Hub was not asked)"
         )
 
 

@@ -26,10 +26,10 @@ from .encoding import (
     runs_remote_code,
     saved_processor,
 )
-from .file_checks import check_weights_folder
+from .file_checks import check_local_path, check_weights_folder
 from .files import save_pretrained_atomically
 from .input_checks import check_bool, check_group_ids, check_optional_bool, check_pixel_values, check_token_inputs
-from .loading_checks import check_model_path, refuse_pickled_weights
+from .loading_checks import refuse_pickled_weights
 from .losses import matryoshka_contrastive_loss
 from .modeling_matryoshka import build_backbone, pool_hidden_states
 from .nesting import truncate_embeddings, validate_dim
@@ -123,7 +123,7 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`; a missing local folder or a corrupted weights file is named first."""
-        check_model_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")
+        check_local_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")
         check_weights_folder(pretrained_model_name_or_path)
         refuse_pickled_weights(pretrained_model_name_or_path)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
@@ -307,7 +307,7 @@ def _load_tower(name_or_path) -> tuple[PreTrainedModel, str | None]:
     object instead of a path gives a randomly initialised encoder (a tower trained from scratch)."""
     if isinstance(name_or_path, PreTrainedConfig):
         return build_backbone(name_or_path), None
-    check_model_path(name_or_path, "name_or_path")
+    check_local_path(name_or_path, "name_or_path")
     refuse_pickled_weights(name_or_path)
     config = AutoConfig.from_pretrained(name_or_path)
     if isinstance(config, MatryoshkaConfig):

@@ -17,11 +17,11 @@ from transformers.utils import ModelOutput
 
 from .configuration_matryoshka import MatryoshkaConfig
 from .encoding import encode_inputs, inference, load_processor
-from .file_checks import check_weights_folder
+from .file_checks import check_local_path, check_weights_folder
 from .files import save_pretrained_atomically, temporary_folder
 from .fused_cross_entropy import nested_heads_cross_entropy
 from .input_checks import check_bool, check_class_labels, check_optional_bool, check_pixel_values, check_token_inputs
-from .loading_checks import check_model_path, refuse_pickled_weights, saved_weight_shapes
+from .loading_checks import refuse_pickled_weights, saved_weight_shapes
 from .nesting import NestedLinear, check_saved_head_shapes, truncate_embeddings, validate_dim
 from .sentence_transformers_format import is_sentence_transformers_folder, read_sentence_transformers_folder
 
@@ -170,7 +170,7 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
         embedding equals `SentenceTransformer.encode`'s. New layers (projection, heads) are randomly initialised."""
         if is_sentence_transformer(name_or_path):
             return _from_sentence_transformer_object(cls, name_or_path, config_kwargs)
-        check_model_path(name_or_path, "name_or_path")
+        check_local_path(name_or_path, "name_or_path")
         layout = read_sentence_transformers_folder(name_or_path) if is_sentence_transformers_folder(name_or_path) else None
         encoder_path = str(layout.transformer_path) if layout is not None else name_or_path
         refuse_pickled_weights(encoder_path)
@@ -222,7 +222,7 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`; a folder that sentence-transformers saved (e.g. after
         `SentenceTransformerTrainer` trained an hf_mrl model) is read like `from_backbone` reads it."""
-        check_model_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")
+        check_local_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")
         check_weights_folder(pretrained_model_name_or_path)
         path = str(pretrained_model_name_or_path)
         if is_sentence_transformers_folder(path) and not is_matryoshka_folder(path):

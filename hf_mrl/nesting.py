@@ -27,6 +27,7 @@ __all__ = [
     "block_bounds",
     "default_direct_dims",
     "NestedLinear",
+    "check_saved_head_shapes",
     "nested_linear_reference",
 ]
 
@@ -250,6 +251,43 @@ class _SeparateNestedLinearFunction(torch.autograd.Function):
         return grad_inputs, None, *grads
 
 
+def check_saved_head_shapes(shapes: dict, dims: Sequence[int], out_features: int, efficient: bool, source) -> None:
+    """Checks the saved weights of `NestedLinear` heads (`shapes`: parameter name relative to the module -> shape)
+    against the config that would build them, so no head's weights are dropped or reinitialised on load. Raises
+    `ValueError` naming the config field (`efficient`, `matryoshka_dims`, `num_labels`), its value and what the
+    weights in `source` hold. No saved heads (an embedding model's weights) pass: the heads start fresh."""
+    weights = {name: shape for name, shape in shapes.items() if name.endswith("weight")}
+    if not weights:
+        return
+    saved_efficient = "classifier.weight" in weights
+    if saved_efficient != efficient:
+        layout = "one shared matrix (MRL-E)" if saved_efficient else "one head per nesting dim (MRL)"
+        raise ValueError(
+            f"The config says `efficient={efficient}`, but the weights in {source} hold {layout}; "
+            f"set `efficient={saved_efficient}` to load them."
+        )
+    if saved_efficient:
+        saved_dims, rows = None, {weights["classifier.weight"][0]}
+        if weights["classifier.weight"][1] != dims[-1]:
+            saved_dims = f"a shared head over {weights['classifier.weight'][1]} features"
+    else:
+        heads = sorted((int(name.split(".")[1]), shape) for name, shape in weights.items() if name.startswith("heads."))
+        rows = {shape[0] for _, shape in heads}
+        held = [shape[1] for _, shape in heads]
+        saved_dims = f"heads at dims {held}" if held != list(dims) else None
+    if saved_dims is not None:
+        raise ValueError(
+            f"The config's `matryoshka_dims` is {list(dims)}, but the weights in {source} hold {saved_dims}; "
+            "loading would drop or reinitialise heads. Load with the saved dims (leave `matryoshka_dims` unset and "
+            "use the folder's config.json)."
+        )
+    if rows != {out_features}:
+        raise ValueError(
+            f"The config's `num_labels` is {out_features}, but the heads in {source} have {sorted(rows)} outputs; "
+            "load with the saved `num_labels`."
+        )
+
+
 class NestedLinear(nn.Module):
     """Linear classifiers over the first d dims of an embedding, for every nesting dim d.
 
@@ -308,12 +346,12 @@ class NestedLinear(nn.Module):
         matrix); MRL allows only its nesting dims."""
         if self.efficient:
             return validate_dim(dim, self.dims[-1])
-        if dim not in self.dims or isinstance(dim, bool):
+        if not is_int(dim) or dim not in self.dims:  # an int: 8.0 == 8, but it would not slice
             raise ValueError(
                 f"`dim` must be one of the nesting dims {self.dims} for separate (MRL) heads, got {dim!r}; "
                 "MRL-E heads (efficient=True) accept any dim."
             )
-        return dim
+        return int(dim)
 
     def logits_at(self, inputs: torch.Tensor, dim: int) -> torch.Tensor:
         """Logits of the head at `dim` alone, shape (..., out_features)."""

@@ -71,6 +71,18 @@ def _dense(folder: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     return weights["linear.weight"], weights.get("linear.bias")
 
 
+def _module_folder(root: Path, module: dict) -> Path:
+    """The folder of a module listed in modules.json: inside `root` (symbolic links resolved), never beside it."""
+    relative = module.get("path", "")
+    folder = root / str(relative)
+    if not folder.resolve().is_relative_to(root.resolve()):
+        raise ValueError(
+            f"{root / MODULES_FILE}: module {module.get('name', module.get('idx'))!r} ({module.get('type')}) has path "
+            f"{relative!r}, which points outside the model folder; a module's path must be a folder inside it."
+        )
+    return folder
+
+
 def read_sentence_transformers_folder(path) -> SentenceTransformersLayout:
     """The layout of the sentence-transformers folder at `path`; a clear `ValueError` for modules hf_mrl cannot
     reproduce exactly (other poolings, non-linear Dense layers, several Dense layers, unknown modules)."""
@@ -79,7 +91,7 @@ def read_sentence_transformers_folder(path) -> SentenceTransformersLayout:
     transformer = pooling = dense = None
     normalize = False
     for module in modules:
-        kind, folder = _kind(module), root / module.get("path", "")
+        kind, folder = _kind(module), _module_folder(root, module)
         if kind == "Transformer" and transformer is None:
             transformer = folder
         elif kind == "Pooling" and pooling is None:

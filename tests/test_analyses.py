@@ -45,9 +45,11 @@ def data():
 def test_finished_runs_are_reused(runs, capsys):
     mrl, _ = runs
     before = (mrl / "results.json").stat().st_mtime_ns
-    summary = train_run(["--not-even-parsed"], mrl)
+    summary = train_run([*TINY, *mrl_arguments(DIMS)], mrl)
     assert summary["steps"] == 3 and (mrl / "results.json").stat().st_mtime_ns == before
     assert "finished already" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"holds a run trained with other settings \(--hidden_size 32 there, 64 now\)"):
+        train_run([*TINY, "--hidden_size", "64", *mrl_arguments(DIMS)], mrl)  # another study's run is not reused
     model, collate_fn = load_classifier(mrl)
     assert model.config.matryoshka_dims == DIMS and not model.training and collate_fn.image_processor is not None
     with pytest.raises(ValueError, match=r"No saved model in"):

@@ -20,12 +20,15 @@ from ..training.models import classifier_class
 
 __all__ = [
     "FMNIST_DIMS",
+    "RUN_RECORD",
     "WORDNET_DIMS",
     "ff_arguments",
     "fmnist_arguments",
     "load_classifier",
     "mrl_arguments",
     "save_splits",
+    "check_run",
+    "run_settings",
     "train_run",
     "wordnet_arguments",
 ]
@@ -79,26 +82,105 @@ def ff_arguments(dim: int) -> list[str]:
     return ["--heads", "ff", "--ff_dim", str(dim)]
 
 
-def train_run(arguments: Sequence[str], output_dir: str | Path) -> dict:
-    """The `results.json` of the run in `output_dir`: read when the run finished already, else trained first with
-    `run_supervised` and `arguments` (resuming from the folder's last checkpoint if a previous try was killed)."""
+# Beside each run: the settings it was trained with (`run_settings`), written before its training starts.
+RUN_RECORD = "run_arguments.json"
+
+
+def _argument_types():
     from ..data import DataArguments
     from ..training import MatryoshkaTrainingArguments
+    from ..training.recipes import SupervisedModelArguments
+
+    return SupervisedModelArguments, DataArguments, MatryoshkaTrainingArguments
+
+
+def run_settings(arguments: Sequence[str]) -> dict:
+    """{flag: value} of every `train_supervised.py` flag `arguments` set to other than its default (parsed, so
+    order and spelling do not matter): what makes two runs the same run."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(_argument_types())
+    namespace, unknown = parser.parse_known_args(list(arguments))
+    if unknown:
+        raise ValueError(f"unrecognized train_supervised.py arguments: {' '.join(unknown)}")
+    defaults = vars(parser.parse_known_args([])[0])
+    given = {key: value for key, value in vars(namespace).items() if value != defaults.get(key)}
+    return json.loads(json.dumps(given, default=str))
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    numbers = all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in (a, b))
+    return float(a) == float(b) if numbers else a == b
+
+
+def _check_run_identity(arguments: Sequence[str], output_dir: Path, ignore: Sequence[str]) -> bool:
+    """Refuses a run folder holding a run trained with other settings (its `RUN_RECORD`; a run finished before
+    records: the arguments in its `results.json`); returns whether the run there finished."""
+    wanted = run_settings(arguments)
+    finished = (output_dir / "results.json").is_file()
+    if (output_dir / RUN_RECORD).is_file():
+        stored = json.loads((output_dir / RUN_RECORD).read_text()).get("settings", {})
+        keys = set(wanted) | set(stored)
+    elif finished:
+        stored = json.loads((output_dir / "results.json").read_text()).get("args")
+        if not isinstance(stored, dict):
+            raise ValueError(f"{str(output_dir)!r} holds a results.json that is not a training run's (no `args`); "
+                             "move it, or pass another --runs_dir.")
+        keys = {key for key in wanted if key in stored}
+    else:
+        return False
+    differences = [key for key in sorted(keys - set(ignore)) if not _same(wanted.get(key), stored.get(key))]
+    if differences:
+        shown = "; ".join(f"--{key} {stored.get(key)!r} there, {wanted.get(key)!r} now" for key in differences[:4])
+        raise ValueError(
+            f"{str(output_dir)!r} holds a run trained with other settings ({shown}), e.g. another study's: it is "
+            "neither reused nor resumed. Pass another --runs_dir (one per model and data), or move that folder."
+        )
+    return finished
+
+
+def check_run(arguments: Sequence[str], output_dir: str | Path, ignore: Sequence[str] = ()) -> bool:
+    """Every check of the run `train_run(arguments, output_dir)`, before any training: the arguments parse and
+    pass `train_supervised.py`'s checks; a run already in `output_dir` was trained with the same settings
+    (`ignore`: flags left out of that comparison); an unfinished run's outputs have no user file in the way.
+    Returns whether the run finished already. Refusals are `ValueError`s."""
+    from ..output_folder import check_output_names
     from ..training.launch import parse_arguments
-    from ..training.recipes import SupervisedModelArguments, run_supervised
+    from ..training.recipes import SUPERVISED_OUTPUTS
 
     output_dir = Path(output_dir)
-    finished = output_dir / "results.json"
-    if finished.is_file():
-        print(f"[{output_dir}] finished already: reusing it", flush=True)
-        return json.loads(finished.read_text())
+    parse_arguments(_argument_types(), [*arguments, "--output_dir", str(output_dir)])
+    finished = _check_run_identity(arguments, output_dir, ignore)
+    if not finished:
+        check_output_names(output_dir, [RUN_RECORD, *SUPERVISED_OUTPUTS], "output_dir")
+    return finished
+
+
+def train_run(arguments: Sequence[str], output_dir: str | Path) -> dict:
+    """The `results.json` of the run in `output_dir`: read when the run finished already, else trained first with
+    `run_supervised` and `arguments` (resuming from the folder's last checkpoint if a previous try was killed).
+    A folder holding a run with other settings is refused (`check_run`)."""
     from accelerate.state import AcceleratorState
 
+    from ..evaluation import save_results
+    from ..output_folder import write_output
+    from ..training.launch import parse_arguments
+    from ..training.recipes import run_supervised
+
+    output_dir = Path(output_dir)
+    try:
+        finished = check_run(arguments, output_dir)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    if finished:
+        print(f"[{output_dir}] finished already: reusing it", flush=True)
+        return json.loads((output_dir / "results.json").read_text())
     print(f"[{output_dir}] training: {' '.join(arguments)}", flush=True)
-    parsed = parse_arguments(
-        (SupervisedModelArguments, DataArguments, MatryoshkaTrainingArguments),
-        [*arguments, "--output_dir", str(output_dir)],
-    )
+    parsed = parse_arguments(_argument_types(), [*arguments, "--output_dir", str(output_dir)])
+    settings = {"settings": run_settings(arguments)}
+    write_output(output_dir, RUN_RECORD, lambda path: save_results(settings, path), "output_dir")
     try:
         return run_supervised(*parsed)
     finally:

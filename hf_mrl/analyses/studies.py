@@ -32,7 +32,7 @@ from .compare import comparison_table, evaluate_mrl_and_ff, plot_panels, score_m
 from .runs import load_classifier
 from .weights import weights_table
 
-__all__ = ["few_shot_study", "long_tail_study", "routing_study", "shift_study", "weights_study"]
+__all__ = ["WEIGHTS_STUDY_FILES", "few_shot_study", "long_tail_study", "routing_study", "shift_study", "weights_study"]
 
 STYLE = {"MRL": {"marker": "o"}, "FF": {"marker": "s", "linestyle": "--"}}
 
@@ -239,8 +239,12 @@ def routing_study(folder, mrl_run, validation, test, title: str) -> dict:
     return {**tradeoffs, "markdown": markdown, "folder": str(folder)}
 
 
+WEIGHTS_STUDY_FILES = ("weights.md", "weights.json", "weights.png")
+
+
 def weights_study(folder, report: Mapping, title: str) -> dict:
-    """Writes the weight tuning's table (`weights_table`) and a plot of each weighting's gain over uniform per dim."""
+    """Writes the weight tuning's table (`weights_table`) and a plot of each weighting's gain over uniform per dim
+    (`WEIGHTS_STUDY_FILES`)."""
     dims = report["dims"]
     uniform = report["weightings"]["uniform"]["test"]
     sections = [f"# Loss weights: {title}", "",

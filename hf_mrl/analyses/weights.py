@@ -23,11 +23,12 @@ import numpy as np
 from ..configuration_matryoshka import resolve_nesting
 from ..evaluation import encode_dataset, group_by_dim, save_results, top_k_accuracy
 from ..nesting import MATRYOSHKA_WEIGHT_PRESETS, matryoshka_weights_preset
-from .runs import ff_arguments, load_classifier, mrl_arguments, train_run
+from .runs import check_run, ff_arguments, load_classifier, mrl_arguments, run_settings, train_run
 
 __all__ = [
     "DEFAULT_PRESETS",
     "SEARCH_MULTIPLIERS",
+    "check_weights_config",
     "head_accuracies",
     "pareto_front",
     "propose_weightings",
@@ -40,6 +41,9 @@ __all__ = [
 DEFAULT_PRESETS = tuple(MATRYOSHKA_WEIGHT_PRESETS)
 # Candidate multipliers of each dim's loss in the search; the largest dim keeps 1.0 (it anchors the scale).
 SEARCH_MULTIPLIERS = (0.5, 1.0, 1.5, 2.0, 3.0)
+# Flags the study sets on each run itself: in the base arguments they would be overridden without a word.
+_STUDY_FLAGS = {"output_dir": "--runs_dir", "heads": "--presets", "matryoshka_dims": "--dims",
+                "matryoshka_weights": "--presets", "ff_dim": "--ff_dims"}
 
 
 def pareto_front(scores: Mapping[str, Sequence[float]]) -> list[str]:
@@ -116,7 +120,7 @@ def tune_matryoshka_weights(
     base_arguments: Sequence[str],
     dims: Sequence[int],
     runs_dir,
-    validation_dataset,
+    validation_dataset=None,
     presets: Sequence[str] = DEFAULT_PRESETS,
     ff_dims: Sequence[int] | None = None,
     num_search: int = 4,
@@ -132,7 +136,11 @@ def tune_matryoshka_weights(
     validation and test {dim: top-1} of the uniform weighting trained with that seed}).
 
     base_arguments: `train_supervised.py` arguments of the data, model and full budget (no heads, no output dir).
-    validation_dataset: the validation split (rows the training never sees), for the search and the choice.
+    validation_dataset: the validation split (rows the training never sees), for the search and the choice
+        (default: `validation_split(base_arguments)`).
+
+    Every argument, and every run's arguments, is checked before the first training run; so is every run folder
+    already in `runs_dir` (one of another study, trained with other settings, is refused).
     """
     dims = sorted(dims)
     for preset in presets:
@@ -141,18 +149,25 @@ def tune_matryoshka_weights(
         raise ValueError(f"`search_fraction` must be in (0, 1], got {search_fraction!r}.")
     if isinstance(num_proposed, bool) or not isinstance(num_proposed, int) or not 0 <= num_proposed <= num_search:
         raise ValueError(f"`num_proposed` must be an integer from 0 to `num_search` ({num_search}), got {num_proposed!r}.")
+    overridden = [key for key in _STUDY_FLAGS if key in run_settings(base_arguments)]
+    if overridden:
+        instead = ", ".join(sorted({_STUDY_FLAGS[key] for key in overridden}))
+        raise ValueError(
+            f"the training arguments set {', '.join(f'--{key}' for key in overridden)}, which the study sets on each "
+            f"run itself; drop {'it' if len(overridden) == 1 else 'them'} (tune_weights.py's {instead} say that)."
+        )
     runs_dir = Path(runs_dir)
     full = {preset: matryoshka_weights_preset(preset, dims) for preset in presets}
     proposals = propose_weightings(dims, num_search, seed, exclude=[*full.values(), [1.0] * len(dims)])
-
-    def run_name(label):
-        return "mrl" if label == "uniform" else f"mrl-{label}"
+    _check_study_runs(base_arguments, dims, runs_dir, full, ff_dims or dims, proposals, noise_seeds)
+    if validation_dataset is None:
+        validation_dataset = validation_split(base_arguments)
 
     weightings = {}
     for label, weights in full.items():
         given = None if label == "uniform" else weights  # the default weighting, as every other uniform MRL run
-        results = train_run([*base_arguments, *mrl_arguments(dims, given)], runs_dir / run_name(label))
-        weightings[label] = {"weights": weights, "run": run_name(label), "test": _test_accuracies(results),
+        results = train_run([*base_arguments, *mrl_arguments(dims, given)], runs_dir / _run_name(label))
+        weightings[label] = {"weights": weights, "run": _run_name(label), "test": _test_accuracies(results),
                              "steps": results["steps"]}
     ff = {}
     for dim in ff_dims or dims:
@@ -172,8 +187,8 @@ def tune_matryoshka_weights(
     )
     for label in ranked[:num_proposed]:
         weights = search[label]["weights"]
-        results = train_run([*base_arguments, *mrl_arguments(dims, weights)], runs_dir / run_name(label))
-        weightings[label] = {"weights": weights, "run": run_name(label), "test": _test_accuracies(results),
+        results = train_run([*base_arguments, *mrl_arguments(dims, weights)], runs_dir / _run_name(label))
+        weightings[label] = {"weights": weights, "run": _run_name(label), "test": _test_accuracies(results),
                              "steps": results["steps"]}
 
     for entry in weightings.values():
@@ -196,6 +211,34 @@ def tune_matryoshka_weights(
         "chosen": chosen,
         "noise": noise,
     }
+
+
+def _run_name(label: str) -> str:
+    return "mrl" if label == "uniform" else f"mrl-{label}"
+
+
+def _check_study_runs(base_arguments, dims, runs_dir: Path, full: Mapping, ff_dims, proposals: Mapping,
+                      noise_seeds) -> None:
+    """`check_run` on every run the study may train, before the first: presets, FF, the search (whose step
+    budget follows from the first preset run, so `max_steps` is left out of the comparison), every proposal's
+    full-budget run and the noise runs."""
+    from accelerate.state import AcceleratorState
+
+    runs = [([*base_arguments, *mrl_arguments(dims, None if label == "uniform" else weights)], runs_dir / _run_name(label), ())
+            for label, weights in full.items()]
+    runs += [([*base_arguments, *ff_arguments(dim)], runs_dir / f"ff{dim}", ()) for dim in ff_dims]
+    for label, weights in {"uniform": [1.0] * len(dims), **proposals}.items():
+        runs.append(([*base_arguments, *mrl_arguments(dims, weights), "--max_steps", "1"], runs_dir / "search" / label,
+                     ("max_steps",)))
+    runs += [([*base_arguments, *mrl_arguments(dims, weights)], runs_dir / _run_name(label), ())
+             for label, weights in proposals.items()]
+    runs += [([*base_arguments, *mrl_arguments(dims), "--seed", str(noise_seed)], runs_dir / f"mrl-seed{noise_seed}", ())
+             for noise_seed in noise_seeds]
+    try:
+        for arguments, folder, ignore in runs:
+            check_run(arguments, folder, ignore)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def weights_table(report: Mapping) -> str:
@@ -221,17 +264,28 @@ def weights_table(report: Mapping) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_weights_to_config(path, weights) -> list[float]:
-    """Sets `matryoshka_weights` (a list, one per nesting dim, or a preset name) in a Matryoshka `config.json` (the
-    file or its folder), atomically; returns the weights written (in the config's ascending dim order)."""
+def check_weights_config(path, dims: Sequence[int] | None = None) -> Path:
+    """The Matryoshka `config.json` at `path` (the file or its folder) that a weighting can be written into; with
+    `dims`, its nesting dims must be those. Else `ValueError`, before any work."""
     path = Path(path)
     path = path / "config.json" if path.is_dir() else path
     if not path.is_file():
         raise ValueError(f"`path` {str(path)!r} is not a config.json file or a folder holding one.")
     config = json.loads(path.read_text())
-    dims = config.get("matryoshka_dims")
-    if not dims:
+    if not isinstance(config, dict) or not config.get("matryoshka_dims"):
         raise ValueError(f"{str(path)!r} is not a Matryoshka config: it has no `matryoshka_dims`.")
+    if dims is not None and sorted(config["matryoshka_dims"]) != sorted(dims):
+        raise ValueError(f"{str(path)!r} has nesting dims {sorted(config['matryoshka_dims'])}, but the weighting is "
+                         f"tuned for {sorted(dims)}; pass the same `--dims`, or another config.")
+    return path
+
+
+def write_weights_to_config(path, weights) -> list[float]:
+    """Sets `matryoshka_weights` (a list, one per nesting dim, or a preset name) in a Matryoshka `config.json` (the
+    file or its folder), atomically; returns the weights written (in the config's ascending dim order)."""
+    path = check_weights_config(path)
+    config = json.loads(path.read_text())
+    dims = config["matryoshka_dims"]
     _, config["matryoshka_weights"] = resolve_nesting(dims, weights, max(dims))
     save_results(config, path)
     return config["matryoshka_weights"]

@@ -5,6 +5,7 @@ source (Hub id, `save_to_disk` folder, data file, image folder) and on-disk cach
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -13,6 +14,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import datasets
+import numpy as np
+import PIL.Image
+import pyarrow.compute as pc
+
+from ..encoding import image_array
 
 # Extensions of single data files and the `datasets` builder that reads them.
 DATA_FILE_BUILDERS = {
@@ -90,6 +96,45 @@ def apply_limit(dataset: AnyDataset, limit: int | None) -> AnyDataset:
     if isinstance(dataset, datasets.IterableDataset):
         return dataset.take(limit)
     return first_rows(dataset, limit)
+
+
+def check_image_cells(dataset: datasets.Dataset, where: str, files: bool = True) -> None:
+    """Checks every cell of an `image` column before any work, raising one line naming the row and `where` (e.g.
+    "`train_split` 'train' of 'data.csv'"): pixel arrays by `encode`'s rule (`image_array`: finite, in [0, 1] or
+    [0, 255]); with `files`, `datasets.Image` cells are opened far enough to know each is an image (PIL's `verify`,
+    no decoding): a missing file, or one PIL cannot read (not an image, a truncated PNG), is named."""
+    feature = (dataset.features or {}).get("image") if isinstance(dataset, datasets.Dataset) else None
+    if feature is None or len(dataset) == 0:
+        return
+    if not isinstance(feature, datasets.Image):
+        _check_pixel_arrays(dataset, where)
+        return
+    if not files:
+        return
+    cells = dataset.with_format("arrow")["image"]
+    for row, (data, path) in enumerate(zip(pc.struct_field(cells, "bytes").to_pylist(),
+                                           pc.struct_field(cells, "path").to_pylist(), strict=True)):
+        name = repr(path) if path else "(embedded bytes)"
+        if data is None and not (path and os.path.isfile(path)):
+            raise ValueError(f"Row {row} of {where}: image file {name} does not exist; fix the path or drop the row.")
+        try:
+            with PIL.Image.open(io.BytesIO(data) if data is not None else path) as image:
+                image.verify()
+        except Exception as error:  # noqa: BLE001 - PIL raises many kinds; each becomes one line naming the row
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ValueError(
+                f"Row {row} of {where}: image {name} cannot be read ({reason}); fix the file or drop the row."
+            ) from None
+
+
+def _check_pixel_arrays(dataset: datasets.Dataset, where: str, block: int = 1024) -> None:
+    numbers = dataset.with_format("numpy")
+    first = np.asarray(numbers[0]["image"])
+    if first.dtype.kind not in "fiu":
+        return  # not pixel numbers: the collator says what it cannot read
+    for start in range(0, len(dataset), block):
+        for offset, cell in enumerate(numbers[start : start + block]["image"]):
+            image_array(cell, f"Row {start + offset} of {where}")
 
 
 def is_saved_dataset(path: Path) -> bool:

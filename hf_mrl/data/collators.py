@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..encoding import prepared_image
+from ..encoding import image_array, prepared_image
 
 __all__ = ["ids_by_value", "ImageCollator", "TextCollator", "ImageTextCollator", "PairCollator", "collator_for_model"]
 
@@ -66,15 +66,24 @@ def _labels(examples: Sequence[dict], label_column: str | None, required: bool =
     return {"labels": labels.long() if not labels.is_floating_point() else labels}
 
 
-def _to_pil(image) -> Image.Image:
-    """Accepts PIL images, uint8 arrays (H, W) / (H, W, C) and undecoded `datasets.Image` dicts."""
+def _to_pil(image, name: str) -> Image.Image:
+    """PIL images; arrays (numpy, torch, nested lists) read as `encode` reads them (`image_array`: floats in [0, 1]
+    scaled by 255, NaN refused); undecoded `datasets.Image` dicts. `name` words the item in errors."""
     if isinstance(image, Image.Image):
         return image
-    if isinstance(image, np.ndarray):
-        return Image.fromarray(image)
+    if isinstance(image, (np.ndarray, torch.Tensor, list)):
+        return Image.fromarray(image_array(image, name))
     if isinstance(image, dict) and (image.get("bytes") or image.get("path")):
-        return Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"])
-    raise ValueError(f"Expected a PIL image, a uint8 numpy array or a datasets.Image dict, got {type(image).__name__}.")
+        source = image.get("path") or "(embedded bytes)"
+        try:
+            with Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]) as opened:
+                opened.load()
+                return opened.copy()
+        except (OSError, SyntaxError) as error:
+            raise ValueError(f"{name}: image {source!r} cannot be read ({error}); fix the file or drop the row.") from None
+    raise ValueError(
+        f"{name} is a {type(image).__name__}; expected a PIL image, an image array (numpy, torch) or a datasets.Image dict."
+    )
 
 
 def _check_size(image_size) -> tuple[int, int] | None:
@@ -141,7 +150,7 @@ class ImageCollator:
 
     def pixel_values(self, images: Sequence) -> torch.Tensor:
         """Images -> float tensor (B, C, H, W)."""
-        images = [_to_pil(image) for image in images]
+        images = [_to_pil(image, f"`{self.image_column}` row {row}") for row, image in enumerate(images)]
         channels = self.num_channels or (1 if all(image.mode in _GREY_MODES for image in images) else 3)
         images = [prepared_image(image, channels) for image in images]  # as `encode` prepares them
         if self.image_processor is not None:

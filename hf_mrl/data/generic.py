@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import datasets
+import pyarrow.compute as pc
 
 from ._common import AnyDataset, _describe, apply_limit, check_limit, column_names, load_source, rename_to_standard
 
@@ -17,6 +18,8 @@ __all__ = [
     "standardize_classification_columns",
     "standardize_image_text_columns",
 ]
+
+_INTEGER_TEXT = r"^\s*[+-]?\d+\s*$"  # a label text that reads as a class id
 
 
 def load_image_text_dataset(
@@ -131,9 +134,14 @@ def _check_column_argument(value, name: str) -> None:
 
 
 def check_label_dtype(dataset: AnyDataset, label_column: str) -> None:
+    """Refuses a `label` column classification cannot use, naming `label_column`, the row and what is allowed: an
+    empty cell (missing, or NaN in a number column), float labels, mixed kinds (numbers and texts in one JSON
+    column, or texts of which some are integers and some are not). Streams are checked by their type only."""
     parts = dict(dataset) if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)) else {"": dataset}
-    for part in parts.values():
+    for split, part in parts.items():
         feature = (part.features or {}).get("label")
+        if isinstance(part, datasets.Dataset) and feature is not None and not isinstance(feature, datasets.ClassLabel):
+            _check_label_cells(part, feature, f"`label_column` {label_column!r}", f" of split {split!r}" if split else "")
         if isinstance(feature, datasets.Value) and feature.dtype.startswith("float"):
             values = [value for value in part["label"][:1000] if value is not None] if isinstance(part, datasets.Dataset) else []
             example = next((value for value in values if not float(value).is_integer()), values[0] if values else None)
@@ -141,6 +149,40 @@ def check_label_dtype(dataset: AnyDataset, label_column: str) -> None:
                 f"`label_column` {label_column!r} holds floats (e.g. {example}); classification needs integer ids "
                 "or strings."
             )
+
+
+def _check_label_cells(part: datasets.Dataset, feature, column: str, where: str) -> None:
+    """One pass over the label cells (arrow kernels): the first empty, NaN or odd-kind cell, by row."""
+    values = part.with_format("arrow")["label"]
+    if values.null_count:
+        row = pc.index(pc.is_null(values), True).as_py()
+        raise ValueError(f"{column} is empty at row {row}{where}; every row needs a label (fill the cell or drop the row).")
+    if isinstance(feature, datasets.Value) and feature.dtype.startswith("float"):
+        nan = pc.is_nan(values)
+        if pc.any(nan).as_py():
+            row = pc.index(nan, True).as_py()
+            raise ValueError(f"{column} is NaN at row {row}{where} (an empty cell read as a number); every row needs "
+                             "a label (fill the cell or drop the row).")
+    elif isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+        integer = pc.match_substring_regex(values, _INTEGER_TEXT)
+        if 0 < (pc.sum(integer).as_py() or 0) < len(values):
+            first_id, first_name = pc.index(integer, True).as_py(), pc.index(integer, False).as_py()
+            raise ValueError(
+                f"{column} mixes class ids and class names{where} (row {first_id}: {values[first_id].as_py()!r}, row "
+                f"{first_name}: {values[first_name].as_py()!r}); use one kind: integer ids or names."
+            )
+    elif not isinstance(feature, datasets.Value):
+        cells = part["label"]
+        kinds = [type(cell) for cell in cells]
+        row = next((index for index, kind in enumerate(kinds) if kind is not kinds[0]), None)
+        if row is not None:
+            raise ValueError(
+                f"{column} mixes {kinds[0].__name__} and {kinds[row].__name__} labels{where} (row 0: {cells[0]!r}, row "
+                f"{row}: {cells[row]!r}); use one kind: integer ids or names."
+            )
+        if kinds[0] not in (int, str):
+            raise ValueError(f"{column} holds {kinds[0].__name__} values (row 0: {cells[0]!r}); classification needs "
+                             "integer ids or names.")
 
 
 def encode_string_labels(dataset: AnyDataset) -> AnyDataset:

@@ -34,6 +34,8 @@ __all__ = [
     "encode_dataset",
     "per_dim_embeddings",
     "build_search_index",
+    "check_not_empty",
+    "check_several_classes",
     "run_search",
     "validate_eval_dims",
 ]
@@ -93,6 +95,25 @@ def encode_dataset(
         embeddings=torch.cat(embeddings).numpy(),
         matryoshka_logits=torch.cat(logits, dim=1).numpy() if logits else None,
     )
+
+
+def check_not_empty(named: Mapping) -> None:
+    """Refuses, at construction (before any encoding), an evaluation dataset with no rows; `named` maps each
+    argument's name to its dataset (None: not given)."""
+    for argument, data in named.items():
+        if data is not None and len(data) == 0:
+            raise ValueError(f"`{argument}` is empty (0 rows); the evaluator needs at least one row to score.")
+
+
+def check_several_classes(labels, argument: str) -> None:
+    """Refuses labels of a single class where a score compares classes (k-NN votes, same-class retrieval): with one
+    class every neighbour is right, so the score is 1 whatever the model."""
+    classes = np.unique(np.asarray(labels))
+    if len(classes) < 2:
+        raise ValueError(
+            f"`{argument}` holds a single class ({classes[0].item()!r}, {len(labels)} rows); a k-NN or retrieval score "
+            "of one class is 1 whatever the model; give rows of at least two classes."
+        )
 
 
 def validate_eval_dims(dims, embedding_dim: int | None, name: str = "dims") -> list[int]:

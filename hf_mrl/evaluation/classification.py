@@ -21,6 +21,7 @@ from .base import (
     SEARCH_MODES,
     MatryoshkaEvaluator,
     build_search_index,
+    check_not_empty,
     encode_dataset,
     per_dim_embeddings,
     run_search,
@@ -166,6 +167,7 @@ class MatryoshkaClassificationEvaluator(MatryoshkaEvaluator):
         batch_size: int = 64,
     ):
         super().__init__(name=name, dims=dims, batch_size=batch_size)
+        check_not_empty({"dataset": dataset, "reference_dataset": reference_dataset})
         for argument, data in (("dataset", dataset), ("reference_dataset", reference_dataset)):
             if data is not None and label_column not in getattr(data, "column_names", ()):
                 raise ValueError(

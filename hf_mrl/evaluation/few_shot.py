@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from ..input_checks import check_positive_int, check_positive_ints
-from .base import MatryoshkaEvaluator, encode_dataset, per_dim_embeddings, validate_eval_dims
+from .base import MatryoshkaEvaluator, check_not_empty, encode_dataset, per_dim_embeddings, validate_eval_dims
 from .classification import _default_dims, _num_rows
 
 __all__ = ["FEW_SHOT_METHODS", "MatryoshkaFewShotEvaluator", "few_shot_metrics", "sample_episodes"]
@@ -214,6 +214,7 @@ class MatryoshkaFewShotEvaluator(MatryoshkaEvaluator):
         batch_size: int = 64,
     ):
         super().__init__(name=name, dims=dims, batch_size=batch_size)
+        check_not_empty({"support_dataset": support_dataset, "query_dataset": query_dataset})
         for argument, data in (("support_dataset", support_dataset), ("query_dataset", query_dataset)):
             if label_column not in getattr(data, "column_names", ()):
                 raise ValueError(f"`{argument}` has no label column {label_column!r}; its columns: {getattr(data, 'column_names', None)}.")

@@ -21,7 +21,14 @@ from tqdm.auto import tqdm
 
 from ..data.collators import ImageCollator, ids_by_value
 from ..input_checks import check_positive_ints
-from .base import MatryoshkaEvaluator, build_search_index, per_dim_embeddings, run_search, validate_eval_dims
+from .base import (
+    MatryoshkaEvaluator,
+    build_search_index,
+    check_not_empty,
+    per_dim_embeddings,
+    run_search,
+    validate_eval_dims,
+)
 
 __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
@@ -252,8 +259,7 @@ class MatryoshkaImageTextEvaluator(MatryoshkaEvaluator):
         ):
             if column is not None and column not in columns:
                 raise ValueError(f"`{argument}`={column!r} is not a column of `dataset`; columns: {columns}.")
-        if len(dataset) == 0:
-            raise ValueError("`dataset` is empty; nothing to evaluate.")
+        check_not_empty({"dataset": dataset})
         if (class_prompts is None) != (label_column is None):
             raise ValueError("Zero-shot accuracy needs both `class_prompts` and `label_column` (or neither).")
         self.ks = check_positive_ints(ks, "ks")

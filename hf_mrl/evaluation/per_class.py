@@ -28,6 +28,7 @@ from ..modeling_matryoshka import as_matryoshka_model
 from .base import (
     MatryoshkaEvaluator,
     build_search_index,
+    check_not_empty,
     per_dim_embeddings,
     run_search,
     validate_eval_dims,
@@ -291,13 +292,19 @@ class MatryoshkaPerClassEvaluator(MatryoshkaEvaluator):
         batch_size: int = 64,
     ):
         super().__init__(name=name, dims=dims, batch_size=batch_size)
+        check_not_empty({"dataset": dataset, "reference_dataset": reference_dataset})
+        if frequency_bounds is not None:
+            frequency_buckets({0: 1}, frequency_bounds)  # checks the bounds now
+            if train_labels is None:
+                raise ValueError(
+                    f"`frequency_bounds`={frequency_bounds!r} sets the head / tail buckets, which need `train_labels` "
+                    "(the classes of the training rows); pass them or drop `frequency_bounds`."
+                )
         for argument, data in (("dataset", dataset), ("reference_dataset", reference_dataset)):
             if data is not None and label_column not in getattr(data, "column_names", ()):
                 raise ValueError(f"`{argument}` has no label column {label_column!r}; its columns: {getattr(data, 'column_names', None)}.")
         self.labels = np.asarray(dataset[label_column])
         self.train_labels = None if train_labels is None else np.asarray(train_labels)
-        if train_labels is not None:
-            frequency_buckets({0: 1}, frequency_bounds)  # checks the bounds now
         self.super_classes = _check_super_classes(super_classes, sorted(set(self.labels.tolist())))
         if class_names is None:
             class_names = getattr(dataset.features.get(label_column), "names", None) if hasattr(dataset, "features") else None

@@ -22,6 +22,7 @@ from .base import (
     SEARCH_MODES,
     MatryoshkaEvaluator,
     build_search_index,
+    check_not_empty,
     encode_dataset,
     per_dim_embeddings,
     run_search,
@@ -184,6 +185,7 @@ class MatryoshkaRetrievalEvaluator(MatryoshkaEvaluator):
         batch_size: int = 64,
     ):
         super().__init__(name=name, dims=dims, batch_size=batch_size)
+        check_not_empty({"queries": queries, "corpus": corpus})
         self.ks = check_positive_ints(ks, "ks")
         if search not in SEARCH_MODES:
             raise ValueError(f"`search` must be one of {list(SEARCH_MODES)}, got {search!r}.")

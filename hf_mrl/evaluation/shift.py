@@ -19,7 +19,7 @@ import numpy as np
 
 from ..data.corruptions import corrupted_datasets
 from ..input_checks import check_positive_ints
-from .base import SEARCH_MODES, MatryoshkaEvaluator, encode_dataset
+from .base import SEARCH_MODES, MatryoshkaEvaluator, check_not_empty, check_several_classes, encode_dataset
 from .classification import _efficient_logits_at, classification_metrics
 from .report import parse_metric_key
 from .retrieval import RETRIEVAL_METRICS, retrieval_metrics
@@ -203,6 +203,16 @@ class MatryoshkaShiftEvaluator(MatryoshkaEvaluator):
         self.top_k, self.knn_k = check_positive_ints(top_k, "top_k"), check_positive_ints(knn_k, "knn_k")
         self.retrieval_ks = None if retrieval_ks is None else check_positive_ints(retrieval_ks, "retrieval_ks")
         self.retrieval_metric_names = _check_retrieval_names(retrieval_metric_names)
+        given = {"dataset": dataset, **{f"shifted_datasets[{key!r}]": data for key, data in shifted.items()},
+                 "reference_dataset": reference_dataset}
+        check_not_empty(given)
+        for argument, data in given.items():
+            if data is not None and label_column not in getattr(data, "column_names", ()):
+                raise ValueError(
+                    f"`{argument}` has no label column {label_column!r}; its columns: {getattr(data, 'column_names', None)}."
+                )
+            if data is not None:
+                check_several_classes(data[label_column], argument)
         if corruptions:
             built = corrupted_datasets(dataset, corruptions, severities, seed=seed, image_column=image_column)
             clashes = sorted(set(built) & set(shifted))
@@ -212,12 +222,6 @@ class MatryoshkaShiftEvaluator(MatryoshkaEvaluator):
         if not shifted:
             raise ValueError("Give at least one shifted set: `shifted_datasets` and/or `corruptions`.")
         self.datasets = {CLEAN_SET: dataset, **shifted}
-        for set_name, data in [*self.datasets.items(), ("reference_dataset", reference_dataset)]:
-            if data is not None and label_column not in getattr(data, "column_names", ()):
-                raise ValueError(
-                    f"The {set_name!r} set has no label column {label_column!r}; its columns: "
-                    f"{getattr(data, 'column_names', None)}."
-                )
         smallest = min(len(data) for data in self.datasets.values())
         database_size = smallest - 1 if reference_dataset is None else len(reference_dataset)
         if self.knn_k[-1] > database_size:

@@ -11,11 +11,12 @@ several evaluators' dicts merged into one give one table per evaluator name.
 
 from __future__ import annotations
 
+import html
 import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jinja2
@@ -76,6 +77,17 @@ class ModelSummary:
     efficient: bool
     base_model: str | None
     class_names: list[str] | None = None
+
+
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
+
+
+def inline_text(value) -> str:
+    """A user string (class, dataset, evaluator or metric name, title, description) made safe for one line of the
+    card: HTML escaped (`<img onerror=...>` shows as text), table pipes escaped, line breaks turned into spaces (no
+    injected heading or table row)."""
+    text = html.escape(_LINE_BREAKS.sub(" ", str(value)), quote=False)
+    return text.replace("|", "\\|")
 
 
 def _hub_id_or_none(name) -> str | None:
@@ -192,15 +204,17 @@ def _eval_results(grouped, modality: str, dataset_ids: Mapping[str, str], task_t
     dataset type, config and split, so the dim is written as the dataset config (`dim32`): each size stays its
     own result when the card is loaded and saved again by huggingface_hub."""
     eval_results = []
-    for name, by_dim in grouped.items():
-        task_type = task_types.get(name) or _task_type(by_dim, modality)
+    for raw_name, by_dim in grouped.items():
+        task_type = inline_text(task_types.get(raw_name) or _task_type(by_dim, modality))
+        name = inline_text(raw_name)
         for dim, row in by_dim.items():
-            for metric, value in sorted(row.items()):
+            for raw_metric, value in sorted(row.items()):
+                metric = inline_text(raw_metric)
                 eval_results.append(
                     EvalResult(
                         task_type=task_type,
                         task_name=f"{name} (dim {dim})",
-                        dataset_type=dataset_ids.get(name, name),
+                        dataset_type=inline_text(dataset_ids.get(raw_name, raw_name)),
                         dataset_name=name,
                         dataset_config=f"dim{dim}",
                         metric_type=hub_metric_type(metric),
@@ -317,7 +331,13 @@ def card_from_results(
         raise ValueError(f"`template` {str(template_path)!r} is not a file.")
 
     base_model = base_model or summary.base_model
-    model_name = model_name or (repo_id.split("/")[-1] if repo_id else summary.class_name)
+    # every user string is one escaped line of text (see `inline_text`); base_model and repo_id are checked Hub ids
+    model_name = inline_text(model_name or (repo_id.split("/")[-1] if repo_id else summary.class_name))
+    description = inline_text(description) if description else None
+    license = inline_text(license)
+    datasets = [inline_text(dataset) for dataset in _check_str_list(datasets, "datasets")]
+    if summary.class_names:
+        summary = replace(summary, class_names=[inline_text(name) for name in summary.class_names])
     tags = ["matryoshka", "mrl", "hf_mrl", "embeddings", *_check_str_list(tags, "tags")]
     if library_name == "sentence-transformers":
         tags += ["sentence-transformers", "sentence-similarity", "feature-extraction"]
@@ -327,13 +347,14 @@ def card_from_results(
         license=license,
         language=_check_str_list(language, "language") or None,
         base_model=base_model,
-        datasets=_check_str_list(datasets, "datasets") or None,
+        datasets=datasets or None,
         tags=tags,
         pipeline_tag=_pipeline_tag(summary, library_name),
         eval_results=_eval_results(grouped, summary.modality, dataset_ids or {}, task_types or {}) or None,
     )
+    metrics = [inline_text(metric) for metric in metrics] if metrics is not None else None
     tables = [
-        {"name": name, "markdown": markdown_table({name: _flat(name, by_dim)}, metrics=metrics)}
+        {"name": inline_text(name), "markdown": markdown_table({name: _flat(name, by_dim)}, metrics=metrics)}
         for name, by_dim in grouped.items()
     ]
     example_dim, shortlist_dim = _example_dims(summary.matryoshka_dims)
@@ -347,7 +368,7 @@ def card_from_results(
         summary=summary,
         kind_phrase=_KIND_PHRASES[summary.kind],
         base_model=base_model,
-        datasets=_check_str_list(datasets, "datasets"),
+        datasets=datasets,
         license=license,
         tables=tables,
         plot_file=plot_file if tables else None,
@@ -364,7 +385,8 @@ def card_from_results(
 
 
 def _flat(name: str, by_dim: dict[int, dict[str, float]]) -> dict[str, float]:
-    return {f"{name}_dim{dim}_{metric}": value for dim, row in by_dim.items() for metric, value in row.items()}
+    """The flat results of one evaluator, its metric names escaped for the table header (`inline_text`)."""
+    return {f"{name}_dim{dim}_{inline_text(metric)}": value for dim, row in by_dim.items() for metric, value in row.items()}
 
 
 def _pipeline_tag(summary: ModelSummary, library_name: str) -> str:

@@ -18,6 +18,7 @@ from transformers import AutoConfig, PreTrainedModel
 from transformers.dynamic_module_utils import get_relative_import_files
 
 from ..configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
+from ..file_checks import check_local_path
 from ..files import (
     MODEL_FOLDER,
     RECORD_NAME,
@@ -27,7 +28,6 @@ from ..files import (
     write_file_atomically,
     write_folder_atomically,
 )
-from ..loading_checks import check_model_path
 from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
 from ..modeling_matryoshka import (
     MatryoshkaForImageClassification,
@@ -70,7 +70,7 @@ def load_matryoshka_model(name_or_path, **kwargs) -> PreTrainedModel:
     `architectures`), so a classifier keeps its heads; `kwargs` go to `from_pretrained`."""
     if is_sentence_transformer(name_or_path):
         return as_matryoshka_model(name_or_path)
-    check_model_path(name_or_path, "model")
+    check_local_path(name_or_path, "model")
     if is_sentence_transformers_folder(name_or_path) and not is_matryoshka_folder(name_or_path):
         return MatryoshkaModel.from_backbone(name_or_path)  # a sentence-transformers model, scored like any baseline
     try:

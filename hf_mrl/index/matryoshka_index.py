@@ -35,6 +35,7 @@ from .validation import (
     _check_ids,
     _check_index_params,
     _check_nesting_dims,
+    _check_nonzero_rows,
     _check_positive_int,
     _check_queries,
     _check_shortlist_dims,
@@ -253,6 +254,7 @@ class MatryoshkaIndex:
             raise ValueError(f"`shortlist_size` is {size}, fewer than `k`={k}; allowed: at least k.")
         rerank_dim = self.stored_dim if rerank_dim is None else _check_dim(
             rerank_dim, self.stored_dim, "rerank_dim", "the stored dim")
+        _check_nonzero_rows(queries, min(shortlist_dim, rerank_dim), "queries")
         candidates = self._shortlist(queries, shortlist_dim, min(size, self.count), ef_search, nprobe)
         scores, rows = _rerank(self._vectors, queries, candidates, rerank_dim, k)
         return scores, self._to_ids(rows)
@@ -280,6 +282,7 @@ class MatryoshkaIndex:
         dims = self._check_funnel_dims(dims)
         sizes = _check_funnel_sizes(shortlist_sizes, len(dims), k)
         sizes = [min(size, self.count) for size in sizes]
+        _check_nonzero_rows(queries, dims[0], "queries")
         candidates = self._shortlist(queries, dims[0], sizes[0], ef_search, nprobe)
         scores = None
         for dim, size in zip(dims[1:], sizes[1:], strict=True):

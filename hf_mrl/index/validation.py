@@ -52,7 +52,23 @@ def _check_queries(queries, dim: int) -> np.ndarray:
         raise ValueError(
             f"`queries` must have shape (num_queries, {dim}) (the index's embedding dim), got {queries.shape}."
         )
-    return _to_float_matrix(queries, "queries")
+    return _check_nonzero_rows(_to_float_matrix(queries, "queries"), dim, "queries")
+
+
+def _check_nonzero_rows(queries: np.ndarray, dim: int, name: str) -> np.ndarray:
+    """Refuses query rows whose first `dim` features are all zero: they have no direction, so every cosine is 0
+    and the "best" ids would be arbitrary."""
+    zero = ~queries[:, :dim].any(axis=1)
+    if zero.any():
+        rows = np.flatnonzero(zero)
+        shown = ", ".join(str(row) for row in rows[:5]) + (f" (and {len(rows) - 5} more)" if len(rows) > 5 else "")
+        where = "" if dim == queries.shape[1] else f" in the first {dim} features (the smallest dim searched)"
+        rows_are = f"rows {shown} are" if len(rows) > 1 else f"row {shown} is"
+        raise ValueError(
+            f"`{name}` {rows_are} all zeros{where}: a zero vector has no direction, so its scores would be 0 and "
+            "its ids arbitrary; pass non-zero query embeddings."
+        )
+    return queries
 
 
 def _check_dim_list(value, upper: int, name: str, upper_name: str) -> list[int]:

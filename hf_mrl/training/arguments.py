@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+from ..data._common import check_image_cells
 from ..files import check_output_folder
 from ..input_checks import check_number, check_positive_int, is_int
 from .checkpointing import check_save_total_limit
@@ -27,6 +28,7 @@ __all__ = [
     "REFUSED_TRAINER_ARGUMENTS",
     "as_matryoshka_arguments",
     "check_arguments_for_task",
+    "check_datasets",
 ]
 
 # New layers (projection, nested heads) start from random weights: at a pretrained encoder's fine-tuning
@@ -145,6 +147,30 @@ def check_arguments_for_task(args, task: str, model) -> None:
         raise ValueError(
             f"`include_num_input_tokens_seen`={args.include_num_input_tokens_seen!r} counts one input per batch; "
             f"{task} batches hold two towers' inputs, which Trainer cannot count."
+        )
+
+
+def check_datasets(args, train_dataset, eval_datasets: dict) -> None:
+    """Refuses, before any work, an empty train or eval dataset, a `dataloader_drop_last` run whose epoch holds
+    no full batch (Trainer would run zero steps, or wait forever for the first one) and pixel arrays that are not
+    finite or out of range (`check_image_cells`, naming the row). Datasets without a length (`IterableDataset`)
+    are not checked."""
+    for name, dataset in (("train_dataset", train_dataset),
+                          *((f"eval_dataset[{key!r}]" if key is not None else "eval_dataset", part)
+                            for key, part in eval_datasets.items())):
+        if dataset is not None and hasattr(dataset, "__len__") and len(dataset) == 0:
+            raise ValueError(f"`{name}` is empty (0 rows); give at least one row (check the split and "
+                             "`max_*_samples`).")
+        check_image_cells(dataset, f"`{name}`", files=False)
+    if train_dataset is None or not hasattr(train_dataset, "__len__") or not args.dataloader_drop_last:
+        return
+    batch = args.per_device_train_batch_size * max(1, args.n_gpu) * args.world_size
+    if len(train_dataset) < batch:
+        raise ValueError(
+            f"`dataloader_drop_last`=True drops every batch: `train_dataset` has {len(train_dataset)} rows, fewer "
+            f"than one batch of {batch} (`per_device_train_batch_size`={args.per_device_train_batch_size} x "
+            f"{max(1, args.n_gpu) * args.world_size} devices), so an epoch has 0 batches; lower the batch size to at "
+            f"most {len(train_dataset)}, give more rows or turn `dataloader_drop_last` off."
         )
 
 

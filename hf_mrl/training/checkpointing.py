@@ -143,7 +143,7 @@ def check_checkpoint_files(checkpoint, process_index: int = 0, world_size: int =
     folder = Path(checkpoint)
     read_trainer_state(folder)
     ours = recorded_files(folder)  # a user's file in the folder is not read
-    for path in [folder / name for name in ours] if ours else sorted(folder.iterdir()):
+    for path in [folder / name for name in ours if (folder / name).is_file()] if ours else sorted(folder.iterdir()):
         if path.suffix == ".safetensors":
             check_safetensors_file(path)
         elif path.suffix in (".pt", ".pth"):

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..configuration_matryoshka import MatryoshkaConfig
 from ..data import ImageCollator, ImageTextCollator, PairCollator, TextCollator
+from ..input_checks import max_input_tokens
 from ..losses import matryoshka_contrastive_loss
 from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
 from ..modeling_matryoshka import MatryoshkaForImageClassification, MatryoshkaForSequenceClassification, MatryoshkaModel
@@ -105,7 +106,10 @@ def _image_settings(config) -> dict:
 
 
 def default_collator(task: str, model, processor, max_length: int, columns: tuple[str, str] | None = None):
-    """The collator that turns the task's rows into model inputs."""
+    """The collator that turns the task's rows into model inputs. Texts are cut at `max_length` tokens, or at the
+    text encoder's positions when it has fewer (`max_input_tokens`)."""
+    text_config = model.config.text_config if task == "image-text" else model.config.backbone_config
+    max_length = min(max_length, max_input_tokens(text_config) or max_length)
     if task == "classification":
         if model.main_input_name == "pixel_values":
             return ImageCollator(**_image_settings(model.config.backbone_config))

@@ -473,6 +473,11 @@ class MatryoshkaTrainer(Trainer):
             return
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         unwrapped = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        settable = getattr(getattr(type(unwrapped), "processor", None), "fset", None) is not None
+        if self.processing_class is not None and settable:
+            # the model saves this tokenizer, and a text model's sentence-transformers files take it too: one
+            # folder, one max length, one embedding
+            unwrapped.processor = self.processing_class
         unwrapped.save_pretrained(output_dir, state_dict=state_dict)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)

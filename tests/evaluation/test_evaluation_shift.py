@@ -210,7 +210,7 @@ def test_evaluator_encodes_each_set_once_and_matches_the_metrics_function():
         ({"corruptions": ["noise"], "severities": [0]}, r"`severity` must be an integer from 1 to 5, got 0"),
         ({"shifted_datasets": {"clean": None}}, r"may not name a set 'clean'"),
         ({"shifted_datasets": {"a_b": None}}, r"names must be non-empty strings without '_'"),
-        ({"corruptions": ["noise"], "label_column": "class"}, r"The 'clean' set has no label column 'class'"),
+        ({"corruptions": ["noise"], "label_column": "class"}, r"`dataset` has no label column 'class'"),
         ({"corruptions": ["noise"], "knn_k": [50]}, r"`knn_k` holds 50, more than the 5 reference items"),
     ],
 )
