@@ -41,7 +41,6 @@ __all__ = [
     "RECORD_NAME",
     "check_folder_target",
     "check_output_folder",
-    "check_replaceable",
     "move_into_place",
     "new_temporary_folder",
     "not_written_by_hf_mrl",
@@ -170,6 +169,10 @@ def record_written_files(folder, names: list[str] | None = None) -> None:
     """Writes `folder/.hf_mrl_written.json`: the sha256, size and mtime of every file now in `folder`; with
     `names` (relative paths just written into a saved folder), adds those to the folder's record instead."""
     folder = Path(folder)
+    existing = read_json_object(folder / RECORD_NAME) if os.path.lexists(folder / RECORD_NAME) else {}
+    if existing is None or (existing and existing.get("format") != _RECORD_FORMAT):
+        raise FileExistsError(f"{folder / RECORD_NAME} is not hf_mrl's record of its files; move it, so hf_mrl can "
+                              "keep its record there.")
     files = _read_record(folder) if names is not None else {}
     for name in _entries(folder) if names is None else [Path(name).as_posix() for name in names]:
         path = folder / name
@@ -217,22 +220,6 @@ def not_written_by_hf_mrl(folder) -> tuple[list[str], list[str]]:
         elif not _unchanged(folder / name, record[name]):
             changed.append(name)
     return foreign, changed
-
-
-def check_replaceable(folder, names, argument: str = "output_dir") -> None:
-    """`FileExistsError` before any work when one of `names` (relative paths) exists in `folder` and is not a
-    file hf_mrl recorded there, unchanged since: the files a run is about to write would replace the user's."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return
-    record = _read_record(folder)
-    in_the_way = [name for name in names
-                  if os.path.lexists(folder / name) and not _unchanged(folder / name, record.get(Path(name).as_posix()))]
-    if in_the_way:
-        raise FileExistsError(
-            f"`{argument}` {str(folder)!r} holds {_listing(sorted(in_the_way))}, not written by hf_mrl (or changed "
-            "since), which this run would write; nothing was done. Move them, or choose another folder."
-        )
 
 
 # -- temporary folders ----------------------------------------------------------------------------------------

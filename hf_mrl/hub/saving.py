@@ -23,7 +23,6 @@ from ..files import (
     MODEL_FOLDER,
     RECORD_NAME,
     check_folder_target,
-    check_replaceable,
     record_written_files,
     write_file_atomically,
     write_folder_atomically,
@@ -37,6 +36,7 @@ from ..modeling_matryoshka import (
     is_matryoshka_folder,
     is_sentence_transformer,
 )
+from ..output_folder import check_output_names, record_outputs
 from ..sentence_transformers_format import is_sentence_transformers_folder
 from .card import PLOT_FILE, card_from_results, describe_model, save_results_plot
 
@@ -214,7 +214,7 @@ def write_card(path, model, results: Mapping | None = None, *, plot: bool = True
     plot_file = PLOT_FILE if (plot and results is not None) else None
     card = card_from_results(results, model, plot_file=plot_file, **card_kwargs)
     if plot_file is not None:
-        check_replaceable(path.parent, [plot_file], "path")  # the card itself goes where the caller said
+        check_output_names(path.parent, [plot_file], "path")  # the card itself goes where the caller said
     path.parent.mkdir(parents=True, exist_ok=True)
     if plot_file is not None:
         write_file_atomically(
@@ -222,5 +222,7 @@ def write_card(path, model, results: Mapping | None = None, *, plot: bool = True
         )
     write_file_atomically(path, lambda file: file.write_text(card, encoding="utf-8"))
     if (path.parent / RECORD_NAME).is_file():  # a folder hf_mrl saved: the card and plot are its files now
-        record_written_files(path.parent, [path.name] + ([plot_file] if plot_file else []))
+        record_outputs(path.parent, [path.name] + ([plot_file] if plot_file else []))
+    elif plot_file is not None:
+        record_outputs(path.parent, [plot_file])  # written beside the card: the next card may replace it
     return path

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_mrl.files import RECORD_NAME, check_replaceable, not_written_by_hf_mrl
+from hf_mrl.files import RECORD_NAME, not_written_by_hf_mrl
 from hf_mrl.hub import save_with_card
 from hf_mrl.index import MatryoshkaIndex
 from hf_mrl.modeling_matryoshka import MatryoshkaModel
@@ -108,8 +108,11 @@ def test_rotation_keeps_the_users_files_whatever_their_names(tmp_path):
     assert sorted(path.name for path in first.iterdir()) == ["extra.safetensors", "optimizer_notes.pt"]
 
 
-def test_check_replaceable_names_what_is_in_the_way(tmp_path):
+def test_a_users_file_named_like_the_record_is_never_overwritten(tmp_path):
+    from hf_mrl.output_folder import record_outputs
+
+    (tmp_path / RECORD_NAME).write_text("my notes")
     (tmp_path / "results.json").write_text("{}")
-    with pytest.raises(FileExistsError, match=r"results\.json"):
-        check_replaceable(tmp_path, ["results.json", "results.md"])
-    check_replaceable(tmp_path, ["results.md"])  # free names pass
+    with pytest.raises(FileExistsError, match="not hf_mrl's record"):
+        record_outputs(tmp_path, ["results.json"])
+    assert (tmp_path / RECORD_NAME).read_text() == "my notes"
