@@ -1,7 +1,7 @@
 """Folders hf_mrl saves (models, indexes, checkpoints, exports), written so that no user file is ever lost.
 
-- A save writes into a temporary sibling, records what it wrote (`.hf_mrl_written.json`: every file's sha256,
-  size and mtime), then swaps the folder into place in one atomic rename (`renameat2(RENAME_EXCHANGE)` on
+- A save writes into a temporary sibling, records what it wrote (`.hf_mrl_written.json`: every file's sha256
+  and size), then swaps the folder into place in one atomic rename (`renameat2(RENAME_EXCHANGE)` on
   Linux; two renames elsewhere): the folder is never missing nor half-written, whenever the process dies.
 - A save replaces only the files that the previous save recorded and that are unchanged since. Every other
   file (never recorded, or changed since: the user's now) stays at its path in the new folder, hard-linked (or
@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .file_checks import describe_os_error
+from .file_checks import describe_os_error, looks_like_local_path
 
 __all__ = [
     "FolderKind",
@@ -45,6 +45,8 @@ __all__ = [
     "new_temporary_folder",
     "not_written_by_hf_mrl",
     "record_written_files",
+    "remove_dead_scratch_folders",
+    "remove_debris",
     "recorded_files",
     "remove_saved_folder",
     "remove_stale_temp_folders",
@@ -57,9 +59,11 @@ __all__ = [
 RECORD_NAME = ".hf_mrl_written.json"
 _RECORD_FORMAT = "hf_mrl.written_files"
 # `.<name>.tmp-<token>` (being written), `.<name>.old-<token>` (a replaced folder, where the atomic swap is not
-# available) and `.<name>.del-<token>` (being deleted); the token is `<pid>-<hex>` or a fixed word.
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<stage>tmp|old|del)-(?P<token>[^/]+)$")
-_OWNER_TOKEN = re.compile(r"^(?P<pid>\d+)-[0-9a-f]+$")
+# available) and `.<name>.del-<token>` (being deleted); the token is `<pid>-<8 hex digits>`, or `save` for the
+# trainer's checkpoint staging.
+# Only these tokens are ours: a user's `.model.old-v1` backup is never taken for a killed save's folder.
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<stage>tmp|old|del)-(?P<token>\d+-[0-9a-f]{8}|save)$")
+_OWNER_TOKEN = re.compile(r"^(?P<pid>\d+)-[0-9a-f]{8}$")
 
 
 @dataclass(frozen=True)
@@ -166,7 +170,7 @@ def _entries(folder: Path) -> list[str]:
 
 
 def record_written_files(folder, names: list[str] | None = None) -> None:
-    """Writes `folder/.hf_mrl_written.json`: the sha256, size and mtime of every file now in `folder`; with
+    """Writes `folder/.hf_mrl_written.json`: the sha256 and size of every file now in `folder`; with
     `names` (relative paths just written into a saved folder), adds those to the folder's record instead."""
     folder = Path(folder)
     existing = read_json_object(folder / RECORD_NAME) if os.path.lexists(folder / RECORD_NAME) else {}
@@ -178,7 +182,7 @@ def record_written_files(folder, names: list[str] | None = None) -> None:
         path = folder / name
         if name != RECORD_NAME and path.is_file() and not path.is_symlink():
             stat = path.stat()
-            files[name] = {"sha256": _sha256(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            files[name] = {"sha256": _sha256(path), "bytes": stat.st_size}
     text = json.dumps({"format": _RECORD_FORMAT, "files": files}, indent=1, sort_keys=True) + "\n"
     temporary = folder / f".{RECORD_NAME}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     temporary.write_text(text, encoding="utf-8")
@@ -199,11 +203,8 @@ def recorded_files(folder) -> list[str]:
 def _unchanged(path: Path, entry) -> bool:
     if not isinstance(entry, dict) or path.is_symlink() or not path.is_file():
         return False
-    stat = path.stat()
-    if stat.st_size != entry.get("bytes"):
-        return False
-    # same size and mtime: unchanged (as git's index trusts stat data); otherwise the content decides
-    return stat.st_mtime_ns == entry.get("mtime_ns") or _sha256(path) == entry.get("sha256")
+    # the content decides (a copy that keeps the mtime, `cp -p` / `rsync -a`, may change a file of the same size)
+    return path.stat().st_size == entry.get("bytes") and _sha256(path) == entry.get("sha256")
 
 
 def not_written_by_hf_mrl(folder) -> tuple[list[str], list[str]]:
@@ -328,15 +329,36 @@ def _discard(folder: Path, path: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
-def new_temporary_folder(prefix: str) -> Path:
-    """A new scratch folder in the system temp dir, `<prefix><pid>-<random>`, for the caller to delete. Those of
-    killed processes (their pid is gone) are deleted first: a kill skips every finaliser."""
-    root = Path(tempfile.gettempdir())
-    for entry in root.glob(f"{prefix}*"):
-        pid = entry.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)) and entry.is_dir() and not entry.is_symlink():
+_SCRATCH_NAME = re.compile(r"^hf_mrl[a-z_-]*?[-_](?P<pid>\d+)-[a-z0-9_]+$")
+
+
+def remove_dead_scratch_folders() -> None:
+    """Deletes the scratch folders (`hf_mrl*<pid>-<random>` in the system temp dir) of processes that are gone:
+    a kill skips every finaliser."""
+    for entry in Path(tempfile.gettempdir()).glob("hf_mrl*"):
+        match = _SCRATCH_NAME.match(entry.name)
+        if match and not _pid_alive(int(match["pid"])) and entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def new_temporary_folder(prefix: str) -> Path:
+    """A new scratch folder in the system temp dir, `<prefix><pid>-<random>` (`prefix` starts with "hf_mrl" and
+    ends with "-" or "_"), for the caller to delete. Those of killed processes are deleted first."""
+    remove_dead_scratch_folders()
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+
+
+def remove_debris(path, kind: FolderKind | None = None) -> None:
+    """What a load calls: the hidden folders a killed save left beside `path` and the scratch folders of dead
+    processes are removed (see `remove_stale_temp_folders`); a folder that cannot be written is left as it is."""
+    if not (isinstance(path, (str, os.PathLike)) and looks_like_local_path(path) or Path(os.fspath(path)).exists()):
+        return  # a Hub id
+    try:
+        path = Path(os.fspath(path)).expanduser()
+        remove_stale_temp_folders(_write_through(path), kind)  # also brings back a folder caught between renames
+        remove_dead_scratch_folders()
+    except OSError:
+        pass
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from .encoding import (
     saved_processor,
 )
 from .file_checks import check_local_path, check_weights_folder
-from .files import save_pretrained_atomically
+from .files import MODEL_FOLDER, remove_debris, save_pretrained_atomically
 from .input_checks import check_bool, check_group_ids, check_optional_bool, check_pixel_values, check_token_inputs
 from .loading_checks import refuse_pickled_weights
 from .losses import matryoshka_contrastive_loss
@@ -123,6 +123,7 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`; a missing local folder or a corrupted weights file is named first."""
+        remove_debris(pretrained_model_name_or_path, MODEL_FOLDER)  # of a killed save, before anything is read
         check_local_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")
         check_weights_folder(pretrained_model_name_or_path)
         refuse_pickled_weights(pretrained_model_name_or_path)

@@ -18,7 +18,7 @@ from transformers.utils import ModelOutput
 from .configuration_matryoshka import MatryoshkaConfig
 from .encoding import encode_inputs, inference, load_processor
 from .file_checks import check_local_path, check_weights_folder
-from .files import save_pretrained_atomically, temporary_folder
+from .files import MODEL_FOLDER, remove_debris, save_pretrained_atomically, temporary_folder
 from .fused_cross_entropy import nested_heads_cross_entropy
 from .input_checks import check_bool, check_class_labels, check_optional_bool, check_pixel_values, check_token_inputs
 from .loading_checks import refuse_pickled_weights, saved_weight_shapes
@@ -222,6 +222,7 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`; a folder that sentence-transformers saved (e.g. after
         `SentenceTransformerTrainer` trained an hf_mrl model) is read like `from_backbone` reads it."""
+        remove_debris(pretrained_model_name_or_path, MODEL_FOLDER)  # of a killed save, before anything is read
         check_local_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")
         check_weights_folder(pretrained_model_name_or_path)
         path = str(pretrained_model_name_or_path)

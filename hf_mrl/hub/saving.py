@@ -21,7 +21,6 @@ from ..configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderCo
 from ..file_checks import check_local_path
 from ..files import (
     MODEL_FOLDER,
-    RECORD_NAME,
     check_folder_target,
     record_written_files,
     write_file_atomically,
@@ -207,22 +206,19 @@ def save_with_card(
 def write_card(path, model, results: Mapping | None = None, *, plot: bool = True, **card_kwargs) -> Path:
     """Writes the card of `model` (see `card_from_results`) to the file `path` (e.g. a model folder's README.md)
     and, with `results` and `plot`, the results plot `matryoshka_results.png` beside it. Each file is written
-    to a temporary name and renamed, so neither is ever half-written."""
+    to a temporary name and renamed, so neither is ever half-written; a file already at either name that hf_mrl
+    did not write (or that changed since) is never replaced: `ValueError` before any work."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"`path` {str(path)!r} is a folder; give the card's file path, e.g. {str(path / README_FILE)!r}.")
     plot_file = PLOT_FILE if (plot and results is not None) else None
     card = card_from_results(results, model, plot_file=plot_file, **card_kwargs)
-    if plot_file is not None:
-        check_output_names(path.parent, [plot_file], "path")  # the card itself goes where the caller said
+    check_output_names(path.parent, [path.name] + ([plot_file] if plot_file else []), "path")
     path.parent.mkdir(parents=True, exist_ok=True)
     if plot_file is not None:
         write_file_atomically(
             path.parent / plot_file, lambda file: save_results_plot(results, file, card_kwargs.get("metrics"))
         )
     write_file_atomically(path, lambda file: file.write_text(card, encoding="utf-8"))
-    if (path.parent / RECORD_NAME).is_file():  # a folder hf_mrl saved: the card and plot are its files now
-        record_outputs(path.parent, [path.name] + ([plot_file] if plot_file else []))
-    elif plot_file is not None:
-        record_outputs(path.parent, [plot_file])  # written beside the card: the next card may replace it
+    record_outputs(path.parent, [path.name] + ([plot_file] if plot_file else []))  # the next card may replace them
     return path

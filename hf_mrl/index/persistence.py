@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from ..files import FolderKind, read_json_object, write_folder_atomically
+from ..files import FolderKind, read_json_object, remove_debris, write_folder_atomically
 from .shortlists import SHORTLIST_INDEXES
 from .storage import INT8_SCALES, STORAGES, _StoredVectors
 from .validation import _check_choice, _check_positive_int
@@ -91,6 +91,7 @@ def load_index_folder(path) -> tuple[dict, _StoredVectors, np.ndarray | None, di
     """Reads and checks a folder written by `save_index_folder` (see `MatryoshkaIndex.load`): returns the
     manifest, the stored vectors, the ids (None: row numbers) and the shortlist indexes by dim."""
     given, path = os.fspath(path), Path(path).expanduser()
+    remove_debris(path, INDEX_FOLDER)  # of a killed save, before anything is read
     if not path.is_dir():
         raise FileNotFoundError(f"folder not found: {given} (no saved MatryoshkaIndex there)")
     manifest_path = path / MANIFEST

@@ -50,6 +50,7 @@ from .checkpointing import (
     CHECKPOINT_FOLDER,
     CHECKPOINT_PREFIX,
     check_checkpoint_files,
+    check_checkpoint_folders,
     checkpoint_path,
     list_checkpoints,
     remove_checkpoint,
@@ -162,8 +163,10 @@ class MatryoshkaTrainer(Trainer):
             train_dataset, *aligned = (align_class_labels(part, model.config.id2label) if part is not None else None
                                        for part in (train_dataset, *eval_parts.values()))
             eval_parts = dict(zip(eval_parts, aligned))
-            for part in (train_dataset, *eval_parts.values()):
-                check_label_range(part, model.config.num_labels)
+            check_label_range(train_dataset, model.config.num_labels, "The train dataset")
+            for key, part in eval_parts.items():
+                check_label_range(part, model.config.num_labels,
+                                  "The eval dataset" if key is None else f"The eval dataset {key!r}")
         eval_dataset = eval_parts if isinstance(eval_dataset, dict) else eval_parts.get(None)
         if isinstance(train_dataset, datasets.IterableDataset):
             seed = args.data_seed if args.data_seed is not None else args.seed
@@ -259,6 +262,8 @@ class MatryoshkaTrainer(Trainer):
         resume = resume_from_checkpoint if resume_from_checkpoint is not None else args.resume_from_checkpoint
         resume = "latest" if resume is True else resume
         check_output_folder(args.output_dir, "output_dir")
+        if args.should_save:
+            check_checkpoint_folders(args.output_dir)
         checkpoint = resolve_resume_checkpoint(args.output_dir, resume)
         if self.accelerator.num_processes > 1 and hasattr(self.loss, "gather"):
             self.loss.gather = True  # the contrastive loss over the global batch

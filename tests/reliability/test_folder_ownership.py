@@ -116,3 +116,94 @@ def test_a_users_file_named_like_the_record_is_never_overwritten(tmp_path):
     with pytest.raises(FileExistsError, match="not hf_mrl's record"):
         record_outputs(tmp_path, ["results.json"])
     assert (tmp_path / RECORD_NAME).read_text() == "my notes"
+
+
+@pytest.mark.parametrize("backup", [".model.old-v1", ".model.del-mine", ".model.tmp-backup", ".model.tmp-12-notours"])
+def test_a_users_hidden_folder_named_like_ours_is_left_alone(tmp_path, backup):
+    target = tmp_path / "model"
+    tiny_model().save_pretrained(target)
+    (tmp_path / backup).mkdir()
+    (tmp_path / backup / "precious.txt").write_text("mine")
+    tiny_model(seed=1).save_pretrained(target)
+    assert (tmp_path / backup / "precious.txt").read_text() == "mine"
+    assert not (target / "precious.txt").exists()
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_still_the_users(tmp_path):
+    target = tmp_path / "model"
+    tiny_model().save_pretrained(target)
+    config = target / "config.json"
+    stat = config.stat()
+    config.write_text(config.read_text().replace("vit", "VIT", 1))  # as `cp -p` / `rsync -a` keep the mtime
+    os.utime(config, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(FileExistsError, match="config.json"):
+        tiny_model(seed=1).save_pretrained(target)
+    assert "VIT" in config.read_text()
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.parametrize("artefact", ["model", "index"])
+def test_a_load_removes_what_a_killed_save_left(tmp_path, monkeypatch, artefact):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-temp"))
+    (tmp_path / "system-temp").mkdir()
+    target = tmp_path / artefact
+    tiny_model().save_pretrained(target) if artefact == "model" else tiny_index().save(target)
+    pid = _dead_pid()
+    staging = tmp_path / f".{artefact}.tmp-{pid}-0123abcd"
+    staging.mkdir()
+    (staging / "model.safetensors").write_bytes(b"half written")
+    scratch = tmp_path / "system-temp" / f"hf_mrl-st-{pid}-k2j4h5g6"
+    scratch.mkdir()
+    MatryoshkaModel.from_pretrained(target) if artefact == "model" else MatryoshkaIndex.load(target)
+    assert debris(tmp_path) == [] and not scratch.exists()
+
+
+def test_a_load_brings_back_a_folder_caught_between_two_renames(tmp_path):
+    target = tmp_path / "model"
+    tiny_model().save_pretrained(target)
+    target.rename(tmp_path / f".model.old-{_dead_pid()}-0123abcd")  # where the swap is not available
+    torch.testing.assert_close(_projection(target), tiny_model().state_dict()["projection.weight"])
+    assert debris(tmp_path) == []
+
+
+def test_write_card_never_replaces_a_users_file(tmp_path):
+    from hf_mrl.hub import write_card
+
+    (tmp_path / "README.md").write_text("my own readme")
+    with pytest.raises(ValueError, match=r"README\.md \(not written by hf_mrl\)"):
+        write_card(tmp_path / "README.md", tiny_model(), plot=False)
+    assert (tmp_path / "README.md").read_text() == "my own readme"
+    write_card(tmp_path / "CARD.md", tiny_model(), plot=False)
+    write_card(tmp_path / "CARD.md", tiny_model(), plot=False)  # its own card: replaced
+
+
+@pytest.mark.parametrize("resume", [None, "latest"])
+def test_a_users_checkpoint_named_folder_is_refused_before_training(tmp_path, resume, monkeypatch):
+    from transformers import Trainer
+
+    from ..trainer_helpers import tiny_trainer
+
+    (tmp_path / "checkpoint-3").mkdir()
+    (tmp_path / "checkpoint-3" / "notes.txt").write_text("mine")
+    monkeypatch.setattr(Trainer, "train", lambda *args, **kwargs: pytest.fail("training started"))
+    with pytest.raises(ValueError, match=r"checkpoint-3, not training checkpoints"):
+        tiny_trainer(tmp_path, max_steps=3, save_strategy="steps", save_steps=3).train(resume_from_checkpoint=resume)
+    assert (tmp_path / "checkpoint-3" / "notes.txt").read_text() == "mine"
+
+
+def test_a_checkpoint_deletion_cut_short_is_finished_before_training(tmp_path):
+    from ..trainer_helpers import tiny_trainer
+
+    first = save_checkpoint_at(tmp_path, 1)
+    (first / "trainer_state.json").unlink()  # a rotation killed after its first step
+    tiny_trainer(tmp_path, max_steps=1).train()
+    assert not first.exists()
