@@ -554,6 +554,11 @@ def _open_index(args):
 def _run_index_search(args, extra) -> int:
     if bool(args.query) == bool(args.query_image):
         raise ValueError("give text queries (--query) or image queries (--query_image), one kind and at least one.")
+    from .encoding import has_text
+
+    blank = next((i for i, text in enumerate(args.query) if not has_text(text)), None)
+    if blank is not None:
+        raise ValueError(f"--query #{blank + 1} {args.query[blank]!r} is empty: nothing to embed; give it text.")
     _check_paths(args)
     index = _open_index(args)
     try:

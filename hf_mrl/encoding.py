@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from .input_checks import check_bool, check_optional_bool, check_positive_int, m
 from .nesting import truncate_embeddings, validate_dim
 
 __all__ = ["inference", "load_processor", "saved_processor", "default_image_processor", "encode_inputs", "tokenizer_max_length",
-           "prepared_image", "image_array"]
+           "prepared_image", "image_array", "float_pixels", "has_text"]
 
 _WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
@@ -118,20 +119,48 @@ def tokenizer_max_length(tokenizer) -> int | None:
     return length if isinstance(length, int) and length < 100_000 else None
 
 
-def prepared_image(image: Image.Image, num_channels: int | None) -> Image.Image:
+def prepared_image(image: Image.Image, num_channels: int | None, name: str = "the image") -> Image.Image:
     """The one image preparation of training (the collators) and `encode`: palette images go through RGBA (their
-    transparency read as PIL advises), 16-bit and float grey images are scaled to 8 bits (not clipped at 255), then
-    the image takes the model's channels (1: grey "L", 3: "RGB", dropping any alpha); None keeps its own."""
+    transparency read as PIL advises), 16-bit grey images are scaled to 8 bits (not clipped at 255), float ("F")
+    images follow `image_array`'s float rule (in [0, 1]: scaled by 255; whole numbers in [0, 255]: read as 8-bit;
+    anything else refused, naming `name`), then the image takes the model's channels (1: grey "L", 3: "RGB",
+    dropping any alpha); None keeps its own."""
     if image.mode == "P":
         image = image.convert("RGBA")
-    if image.mode in _WIDE_GREY_MODES:
+    if image.mode == "F":
+        image = Image.fromarray(float_pixels(np.asarray(image, dtype=np.float64), name))
+    elif image.mode in _WIDE_GREY_MODES:
         array = np.asarray(image, dtype=np.float64)
         top = array.max(initial=0.0)
-        scale = 255.0 / 65535.0 if image.mode.startswith("I;16") or top > 255 else (255.0 if image.mode == "F" and top <= 1 else 1.0)
+        scale = 255.0 / 65535.0 if image.mode.startswith("I;16") or top > 255 else 1.0
         image = Image.fromarray(np.clip(np.rint(array * scale), 0, 255).astype(np.uint8))
     if num_channels is None:
         return image
     return image.convert("L" if num_channels == 1 else "RGB")
+
+
+FLOAT_IMAGE_RULE = (
+    "float images must lie in [0, 1] (scaled by 255) or hold whole numbers from 0 to 255 (read as 8-bit)"
+)
+
+
+def float_pixels(array: np.ndarray, name: str) -> np.ndarray:
+    """A float pixel array as uint8 by the one float rule: values in [0, 1] are scaled by 255, whole numbers in
+    [0, 255] are read as 8-bit, anything else (NaN / inf, negatives, fractions above 1, values above 255) is refused
+    naming `name`, its min / max and the rule; never guessed, wrapped or cut."""
+    if array.size == 0:
+        raise ValueError(f"{name} is an empty image of shape {array.shape}; images hold pixels.")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} holds NaN or inf values; image pixels must be finite.")
+    low, high = float(array.min()), float(array.max())
+    if low >= 0 and high <= 1:
+        return np.rint(array * 255.0).astype(np.uint8)
+    if low >= 0 and high <= 255 and bool((array == np.round(array)).all()):
+        return array.astype(np.uint8)
+    raise ValueError(
+        f"{name} is a float image with values from {low:g} to {high:g}; {FLOAT_IMAGE_RULE}. Scale it to one of "
+        "those ranges (or give uint8 pixels)."
+    )
 
 
 def _as_image(item, position: int) -> Image.Image:
@@ -156,8 +185,8 @@ def _as_image(item, position: int) -> Image.Image:
 
 def image_array(item, name: str) -> np.ndarray:
     """An image array (numpy, torch or nested lists) as uint8 (H, W) or (H, W, C), the one rule of training and
-    `encode`: uint8 as is, other integers in 0..255, floats in [0, 1] (scaled by 255) or in [0, 255]; NaN / inf and
-    values outside those ranges are refused, never wrapped or cut. `name` words the item in errors (e.g.
+    `encode`: uint8 as is, other integers in 0..255, floats by `float_pixels` (in [0, 1]: scaled by 255; whole
+    numbers in [0, 255]: read as 8-bit); NaN / inf and anything else is refused, never guessed, wrapped or cut. `name` words the item in errors (e.g.
     "`inputs[3]`")."""
     array = np.asarray(item.detach().cpu() if isinstance(item, torch.Tensor) else item)
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
@@ -171,16 +200,20 @@ def image_array(item, name: str) -> np.ndarray:
         return array
     if array.size == 0 or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise ValueError(f"{name} is an array of dtype {array.dtype} and shape {array.shape}; images hold numbers.")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} holds NaN or inf values; image pixels must be finite.")
+    if np.issubdtype(array.dtype, np.floating):
+        return float_pixels(array.astype(np.float64), name)
     low, high = array.min(), array.max()
     if low < 0 or high > 255:
         raise ValueError(
-            f"{name} holds values from {low:g} to {high:g}; image pixels must lie from 0 to 255 (or 0 to 1 for floats)."
+            f"{name} holds values from {low:g} to {high:g}; integer image pixels must lie from 0 to 255."
         )
-    if np.issubdtype(array.dtype, np.floating) and high <= 1:
-        array = array * 255.0
-    return np.rint(array).astype(np.uint8)
+    return array.astype(np.uint8)
+
+
+def has_text(text: str) -> bool:
+    """Whether `text` holds something to embed: one character that is neither whitespace nor a control / format
+    character (an empty, blank or control-only string tokenises to [CLS][SEP] alone, one vector for them all)."""
+    return any(not char.isspace() and unicodedata.category(char)[0] != "C" for char in text)
 
 
 def _check_inputs(inputs, vision: bool) -> list:
@@ -196,6 +229,8 @@ def _check_inputs(inputs, vision: bool) -> list:
                 _as_image(item, position)
             elif isinstance(item, (np.ndarray, torch.Tensor)):
                 image_array(item, f"`inputs[{position}]`")
+            elif isinstance(item, Image.Image) and item.mode == "F":
+                float_pixels(np.asarray(item, dtype=np.float64), f"`inputs[{position}]`")
             elif not isinstance(item, (str, os.PathLike, Image.Image)):
                 _as_image(item, position)
     else:
@@ -203,6 +238,12 @@ def _check_inputs(inputs, vision: bool) -> list:
         if bad is not None:
             raise ValueError(
                 f"`inputs[{bad[0]}]` is a {type(bad[1]).__name__}; a text model encodes strings (images need an image model)."
+            )
+        blank = next((i for i, text in enumerate(inputs) if not has_text(text)), None)
+        if blank is not None:
+            raise ValueError(
+                f"`inputs[{blank}]` is empty: nothing to embed ({inputs[blank]!r}: texts need at least one character "
+                "that is not whitespace or a control character); drop it or give it text."
             )
     return inputs
 
@@ -248,7 +289,8 @@ def encode_inputs(
     for start in tqdm(range(0, len(inputs), batch_size), desc="Encoding", disable=not show):
         rows = [inputs[index] for index in order[start : start + batch_size]]
         if vision:
-            images = [prepared_image(_as_image(item, start + i), num_channels) for i, item in enumerate(rows)]
+            images = [prepared_image(_as_image(item, start + i), num_channels, f"`inputs[{start + i}]`")
+                      for i, item in enumerate(rows)]
             batch = {"pixel_values": processor(images=images, return_tensors="pt")["pixel_values"]}
         else:
             batch = dict(processor(rows, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))

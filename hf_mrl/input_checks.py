@@ -221,6 +221,11 @@ def check_class_labels(labels, batch: int, num_labels: int, ignore_index: int = 
         raise ValueError(f"`{name}` must hold integer class ids, got dtype {labels.dtype}.")
     if not labels.numel():
         return labels
+    if bool((labels == ignore_index).all()):
+        raise ValueError(
+            f"`{name}` are all {ignore_index} (left out of the loss): no row is left to score, so the loss would be "
+            f"NaN; give at least one class id from 0 to {num_labels - 1}, or call without `{name}`."
+        )
     low, high = torch.stack(torch.aminmax(torch.where(labels == ignore_index, 0, labels))).tolist()
     if low < 0 or high >= num_labels:
         raise ValueError(

@@ -4,6 +4,7 @@ source (Hub id, `save_to_disk` folder, data file, image folder) and on-disk cach
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -193,12 +194,31 @@ def _load_named_source(source: str, split: str | None, streaming: bool, **load_k
             )
         if path.suffix.lower() == ".tsv":
             load_kwargs.setdefault("delimiter", "\t")
+        if builder == "csv" and not any(key in load_kwargs for key in ("column_names", "names", "header")):
+            check_csv_header(path, load_kwargs.get("delimiter") or load_kwargs.get("sep") or ",")
         return datasets.load_dataset(builder, data_files=str(path), split=split, streaming=streaming, **load_kwargs)
     if path.is_dir():
         return datasets.load_dataset(str(path), split=split, streaming=streaming, **load_kwargs)
     if _looks_like_path(source):
         raise FileNotFoundError(f"`source` {source!r} looks like a local path but does not exist.")
     return datasets.load_dataset(source, split=split, streaming=streaming, **load_kwargs)
+
+
+def check_csv_header(path: Path, delimiter: str = ",") -> None:
+    """A CSV / TSV header that repeats a column name is refused naming the file and the name (pandas would rename
+    the second `text` to `text.1`, and a later step would miss a column it was told is there)."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        header = next(csv.reader(handle, delimiter=delimiter), [])
+    seen, repeated = set(), []
+    for name in header:
+        if name in seen and name not in repeated:
+            repeated.append(name)
+        seen.add(name)
+    if repeated:
+        raise ValueError(
+            f"{str(path)!r} has a header that repeats column {', '.join(map(repr, repeated))} "
+            f"(header: {header}); every column name must be unique: rename or drop the repeat."
+        )
 
 
 def column_names(dataset: AnyDataset) -> list[str] | None:

@@ -152,7 +152,8 @@ class ImageCollator:
         """Images -> float tensor (B, C, H, W)."""
         images = [_to_pil(image, f"`{self.image_column}` row {row}") for row, image in enumerate(images)]
         channels = self.num_channels or (1 if all(image.mode in _GREY_MODES for image in images) else 3)
-        images = [prepared_image(image, channels) for image in images]  # as `encode` prepares them
+        images = [prepared_image(image, channels, f"`{self.image_column}` row {row}")  # as `encode` prepares them
+                  for row, image in enumerate(images)]
         if self.image_processor is not None:
             return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
         if self.image_size is not None:

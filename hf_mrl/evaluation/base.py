@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
 import faiss
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from sentence_transformers.sentence_transformer.evaluation import SentenceEvalua
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..encoding import has_text
 from ..input_checks import check_finite, check_positive_int
 from ..modeling_matryoshka import as_matryoshka_model
 from ..nesting import truncate_embeddings, validate_dim
@@ -35,6 +37,7 @@ __all__ = [
     "per_dim_embeddings",
     "build_search_index",
     "check_not_empty",
+    "check_text_cells",
     "check_several_classes",
     "run_search",
     "validate_eval_dims",
@@ -98,11 +101,30 @@ def encode_dataset(
 
 
 def check_not_empty(named: Mapping) -> None:
-    """Refuses, at construction (before any encoding), an evaluation dataset with no rows; `named` maps each
-    argument's name to its dataset (None: not given)."""
+    """Refuses, at construction (before any encoding), an evaluation dataset with no rows, or one whose `text`
+    column holds a cell with nothing to embed (missing, not a string, empty, blank or control characters only: all
+    would embed as one [CLS][SEP] vector), naming the argument, column and row; `named` maps each argument's name
+    to its dataset (None: not given)."""
     for argument, data in named.items():
         if data is not None and len(data) == 0:
             raise ValueError(f"`{argument}` is empty (0 rows); the evaluator needs at least one row to score.")
+        if isinstance(data, datasets.Dataset) and "text" in data.column_names:
+            check_text_cells(data, argument)
+
+
+def check_text_cells(dataset: datasets.Dataset, argument: str, column: str = "text") -> None:
+    """Every cell of `column` must be a string with something to embed (`has_text`); the first that is not is
+    named by argument, column and row."""
+    for row, text in enumerate(dataset.with_format("arrow")[column].to_pylist()):
+        if not isinstance(text, str):
+            raise ValueError(
+                f"`{argument}` column {column!r} row {row} is {type(text).__name__} {text!r}, not a string; fill or "
+                "drop the row."
+            )
+        if not has_text(text):
+            raise ValueError(
+                f"`{argument}` column {column!r} row {row} is empty ({text!r}): nothing to embed; fill or drop the row."
+            )
 
 
 def check_several_classes(labels, argument: str) -> None:

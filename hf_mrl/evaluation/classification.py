@@ -10,6 +10,7 @@ Two families of metrics per dim k:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -129,6 +130,29 @@ def classification_metrics(
     return results
 
 
+def check_labels_in_reference(labels, reference_labels, label_column: str = "label") -> None:
+    """The k-NN scores vote with reference labels: when no test label occurs in the reference set every vote is
+    wrong (0.0 whatever the model), so that is refused; test labels missing from it (only some) are warned about
+    once, as their rows can never score."""
+    test, known = np.unique(np.asarray(labels)), set(np.unique(np.asarray(reference_labels)).tolist())
+    missing = [label for label in test.tolist() if label not in known]
+    if not missing:
+        return
+    shown = ", ".join(map(repr, missing[:10])) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
+    if len(missing) == len(test):
+        raise ValueError(
+            f"No label of `dataset` (column {label_column!r}: {shown}) occurs in `reference_dataset`'s labels "
+            f"({', '.join(map(repr, sorted(known)[:10]))}{', ...' if len(known) > 10 else ''}): every k-NN vote "
+            "would be wrong (0.0 whatever the model); give a reference set of the same classes (or the same label "
+            "encoding)."
+        )
+    warnings.warn(
+        f"`dataset` labels {shown} (column {label_column!r}) do not occur in `reference_dataset`: their rows can "
+        "never score in k-NN.",
+        stacklevel=3,
+    )
+
+
 class MatryoshkaClassificationEvaluator(MatryoshkaEvaluator):
     """Nested-head top-k and k-NN accuracy at every dim, from one encoding pass per dataset.
 
@@ -184,6 +208,8 @@ class MatryoshkaClassificationEvaluator(MatryoshkaEvaluator):
         self.reference_collate_fn = reference_collate_fn or collate_fn
         self.labels = np.asarray(dataset[label_column])
         self.reference_labels = None if reference_dataset is None else np.asarray(reference_dataset[label_column])
+        if self.reference_labels is not None:
+            check_labels_in_reference(self.labels, self.reference_labels, label_column)
         self.use_heads = use_heads
         self.search = search
         self.search_params = dict(search_params or {})

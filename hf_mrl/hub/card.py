@@ -268,6 +268,40 @@ def _check_str_list(value, name: str) -> list[str]:
     return list(value)
 
 
+_LICENSE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]*")
+
+
+def _check_license(license) -> None:
+    """A Hub licence identifier (`mit`, `apache-2.0`, `cc-by-4.0`, `other`, ...): one line of letters, digits,
+    dots and dashes, so the card's YAML metadata cannot be broken or extended by it."""
+    if not isinstance(license, str) or not _LICENSE.fullmatch(license):
+        raise ValueError(
+            f"`license` must be a Hub licence identifier such as 'mit', 'apache-2.0' or 'other' (one line of letters, "
+            f"digits, dots and dashes), got {license!r}."
+        )
+
+
+def _name_and_dim(key: str) -> tuple[str, int] | None:
+    try:
+        return parse_metric_key(key)[:2]
+    except ValueError:
+        return None
+
+
+def _check_result_dims(results, grouped, summary: ModelSummary) -> None:
+    """Every result dim must be one the model can give (1 to its embedding dim): a card row at dim 999 of a
+    32-dim model describes another model."""
+    for name, by_dim in grouped.items():
+        for dim in by_dim:
+            if not 1 <= dim <= summary.embedding_dim:
+                key = next((str(key) for key in results if _name_and_dim(str(key)) == (name, dim)), f"{name}_dim{dim}_*")
+                raise ValueError(
+                    f"`results[{key!r}]` is at dim {dim}, which the model does not have: its embedding dim is "
+                    f"{summary.embedding_dim} (nesting dims {summary.matryoshka_dims}); drop it or pass the model "
+                    "it was measured on."
+                )
+
+
 def card_from_results(
     results: Mapping | None = None,
     model=None,
@@ -315,6 +349,16 @@ def card_from_results(
     """
     summary = describe_model(model)
     grouped = group_results(results) if results is not None else {}
+    _check_result_dims(results, grouped, summary)
+    _check_license(license)
+    for dataset in _check_str_list(datasets, "datasets"):
+        try:
+            validate_repo_id(dataset)
+        except HFValidationError:
+            raise ValueError(
+                f"`datasets` holds {dataset!r}, not a Hub dataset id; give ids such as 'name' or 'org/name' (letters, "
+                "digits, '-', '_', '.'; at most one '/')."
+            ) from None
     if library_name not in LIBRARY_NAMES:
         raise ValueError(f"`library_name` must be one of {list(LIBRARY_NAMES)}, got {library_name!r}.")
     if repo_id is not None:

@@ -35,10 +35,12 @@ from .validation import (
     _check_ids,
     _check_index_params,
     _check_nesting_dims,
+    _check_nonzero_database,
     _check_nonzero_rows,
     _check_positive_int,
     _check_queries,
     _check_shortlist_dims,
+    _shown,
     _to_float_matrix,
 )
 
@@ -51,9 +53,10 @@ class MatryoshkaIndex:
     higher dim (see `storage.py` for the storage rules).
 
     Args:
-        embeddings (`np.ndarray` or `torch.Tensor` of shape (N, D)): database embeddings, un-normalised is fine.
-        ids (array of N ints, *optional*): an int64 id per vector (duplicates allowed, e.g. several views of
-            one item); searches return these ids. Defaults to the row numbers 0..N-1.
+        embeddings (`np.ndarray` or `torch.Tensor` of shape (N, D)): database embeddings, un-normalised is fine;
+            rows that are all zeros in the first `min(shortlist_dim)` features are refused (never found).
+        ids (array of N ints, *optional*): a unique id per vector, 0 to 2**63 - 1 (-1 marks "not found" in
+            search results); searches return these ids. Defaults to the row numbers 0..N-1.
         storage (`str`, defaults to "float32"): dtype of the stored re-rank vectors, one of `STORAGES`.
         stored_dim (`int`, *optional*, defaults to D): how many leading features are stored for the re-rank.
         shortlist_index (`str`, defaults to "flat"): faiss structure of the shortlist: "flat" (exact),
@@ -108,6 +111,7 @@ class MatryoshkaIndex:
         params = _check_index_params(index_params, count)
         blocks = _check_nesting_dims(nesting_dims, stored_dim)
         ids = _check_ids(ids, count)
+        _check_nonzero_database(embeddings, shortlist_dims[0], "the smallest shortlist dim")
         self.model = check_model_record(model)
         self.dim, self.count, self.ids = dim, count, ids
         self.storage, self.int8_scale = storage, int8_scale
@@ -207,6 +211,22 @@ class MatryoshkaIndex:
             )
         return int(shortlist_dim)
 
+    def _check_stored_rows(self, dim: int, what: str = "`rerank_dim` is") -> None:
+        """Refuses a re-rank at `dim` when some stored vectors are all zeros in their first `dim` features (below
+        the smallest shortlist dim, which the build checked, or zeroed by quantisation): they would score 0 against
+        every query. Each dim is checked once per index."""
+        checked = self.__dict__.setdefault("_nonzero_dims", set())
+        if dim in checked:
+            return
+        rows = self._vectors.zero_rows(dim)
+        if len(rows):
+            raise ValueError(
+                f"{what} {dim}, but stored vector rows {_shown(rows)} are all zeros in their first {dim} "
+                "features: they would score 0 against every query and never be found; allowed: larger "
+                f"dims (up to {self.stored_dim})."
+            )
+        checked.add(dim)
+
     def _shortlist(self, queries: np.ndarray, dim: int, size: int, ef_search, nprobe) -> np.ndarray:
         """Row numbers (nq, size) of the best `size` vectors at `dim` from its faiss index; -1 where none."""
         ef_search = self.index_params["ef_search"] if ef_search is None else _check_positive_int(ef_search, "ef_search")
@@ -255,6 +275,7 @@ class MatryoshkaIndex:
         rerank_dim = self.stored_dim if rerank_dim is None else _check_dim(
             rerank_dim, self.stored_dim, "rerank_dim", "the stored dim")
         _check_nonzero_rows(queries, min(shortlist_dim, rerank_dim), "queries")
+        self._check_stored_rows(rerank_dim)
         candidates = self._shortlist(queries, shortlist_dim, min(size, self.count), ef_search, nprobe)
         scores, rows = _rerank(self._vectors, queries, candidates, rerank_dim, k)
         return scores, self._to_ids(rows)
@@ -283,6 +304,8 @@ class MatryoshkaIndex:
         sizes = _check_funnel_sizes(shortlist_sizes, len(dims), k)
         sizes = [min(size, self.count) for size in sizes]
         _check_nonzero_rows(queries, dims[0], "queries")
+        for dim in dims:
+            self._check_stored_rows(dim, "`dims` includes")
         candidates = self._shortlist(queries, dims[0], sizes[0], ef_search, nprobe)
         scores = None
         for dim, size in zip(dims[1:], sizes[1:], strict=True):

@@ -4,7 +4,8 @@
   an interrupted build; another input is refused unless `overwrite=True`, so a rebuild is never a mix of two;
 - its state, "building" from the first point until the engine has flushed the last one, then "complete":
   `open()` refuses an incomplete collection instead of serving part of it;
-- the payload keys its points have, so that a filter naming another key is an error, not an empty answer;
+- the payload keys its points have and the types of their values, so that a filter naming another key, or
+  matching another type, is an error, not an empty answer;
 - the disk space the embedded engine needs, checked before it starts (on a full disk Qdrant Edge dies by SIGBUS).
 """
 
@@ -37,6 +38,37 @@ def input_digest(embeddings: np.ndarray, ids: np.ndarray, payloads: list[dict] |
 
 def payload_keys(payloads: list[dict] | None) -> list[str]:
     return sorted({str(key) for payload in payloads or () for key in payload})
+
+
+def payload_value_type(value) -> list[str]:
+    """The Qdrant types of a payload value: "bool", "int", "float", "str", "dict", "null"; a list gives its
+    items' types (Qdrant matches a condition against each item)."""
+    if value is None:
+        return ["null"]
+    if isinstance(value, (bool, np.bool_)):
+        return ["bool"]
+    if isinstance(value, (int, np.integer)):
+        return ["int"]
+    if isinstance(value, (float, np.floating)):
+        return ["float"]
+    if isinstance(value, (str, np.str_)):
+        return ["str"]
+    if isinstance(value, dict):
+        return ["dict"]
+    if isinstance(value, (list, tuple)):
+        return [kind for item in value for kind in payload_value_type(item)]
+    return [type(value).__name__]
+
+
+def payload_types(payloads: list[dict] | None) -> dict[str, list[str]]:
+    """For each payload key, the types its values have across the points (see `payload_value_type`), so that a
+    filter matching another type (a string on an int key, a range on a string key) is an error, not an empty
+    answer."""
+    types: dict[str, set[str]] = {}
+    for payload in payloads or ():
+        for key, value in payload.items():
+            types.setdefault(str(key), set()).update(payload_value_type(value))
+    return {key: sorted(kinds) for key, kinds in sorted(types.items())}
 
 
 def build_record(metadata: dict) -> dict:

@@ -21,9 +21,15 @@ def open_engine(collection_name, location, path, url, api_key, client):
     if isinstance(location, str) and location.startswith(("http://", "https://")):
         if url is not None:
             raise ValueError(f"Give the server once: `location` {location!r} and `url` {url!r} are both set.")
-        location, url = ":memory:", location
+        location, url = None, location
     if location not in (":memory:", None):
         raise ValueError(f"`location` must be ':memory:' or an http(s) URL, got {location!r}; a folder goes to `path`.")
+    if location == ":memory:":
+        for name, value in (("path", path), ("url", url), ("client", client)):
+            if value is not None:
+                shown = repr(str(value)) if name == "path" else repr(value) if name == "url" else type(value).__name__
+                raise ValueError(f"`location` ':memory:' (a temporary collection) and `{name}` {shown} are both "
+                                 f"set; give one of them.")
     given = [name for name, value in (("client", client), ("url", url), ("path", path)) if value is not None]
     if len(given) > 1:
         raise ValueError(f"Give one of `client`, `url` and `path`, got {given}.")
@@ -35,22 +41,65 @@ def open_engine(collection_name, location, path, url, api_key, client):
 def _check_point_ids(ids, count: int) -> np.ndarray:
     if ids is None:
         return np.arange(count, dtype=np.int64)
-    ids = _check_ids(ids, count)
-    if (ids < 0).any():
-        raise ValueError(f"`ids` must be non-negative (Qdrant point ids are unsigned), got {int(ids.min())}.")
-    unique, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        raise ValueError(f"`ids` must be unique (Qdrant keeps one point per id): {int(unique[counts > 1][0])} repeats.")
-    return ids
+    return _check_ids(ids, count, unique_because="Qdrant keeps one point per id")
 
 
 def _check_payloads(payloads, count: int) -> list[dict] | None:
+    """One dict per vector, each value a JSON value Qdrant stores (None, bool, int, float, str, lists and dicts of
+    them; numpy scalars too); floats finite, ints within 64 bits, dict keys strings. Names the row and key."""
     if payloads is None:
         return None
+    if isinstance(payloads, (str, bytes, dict)):
+        raise ValueError(f"`payloads` must be a list of {count} dicts (one per vector), got a {type(payloads).__name__}.")
     payloads = list(payloads)
-    if len(payloads) != count or not all(isinstance(payload, dict) for payload in payloads):
+    if len(payloads) != count:
         raise ValueError(f"`payloads` must be {count} dicts (one per vector), got {len(payloads)} items.")
+    for row, payload in enumerate(payloads):
+        if not isinstance(payload, dict):
+            raise ValueError(f"`payloads[{row}]` must be a dict (the payload of vector {row}), got "
+                             f"{type(payload).__name__} {_short_repr(payload)}.")
+        for key, value in payload.items():
+            if not isinstance(key, str):
+                raise ValueError(f"`payloads[{row}]` has key {key!r} of type {type(key).__name__}; allowed: string keys.")
+            problem = _payload_value_problem(value)
+            if problem is not None:
+                raise ValueError(f"`payloads[{row}][{key!r}]` {problem}.")
     return payloads
+
+
+def _short_repr(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _payload_value_problem(value) -> str | None:
+    """Why Qdrant cannot store `value` as a payload value (None when it can)."""
+    if value is None or isinstance(value, (bool, str, np.bool_, np.str_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        if not -(2**63) <= int(value) < 2**64:
+            return f"is {value}, beyond 64 bits; allowed: integers from -2**63 to 2**64 - 1"
+        return None
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            return f"is {float(value)}; allowed: finite numbers (Qdrant stores no NaN or inf)"
+        return None
+    if isinstance(value, (list, tuple)):
+        for position, item in enumerate(value):
+            problem = _payload_value_problem(item)
+            if problem is not None:
+                return f"item {position} {problem}"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"has key {key!r} of type {type(key).__name__}; allowed: string keys"
+            problem = _payload_value_problem(item)
+            if problem is not None:
+                return f"key {key!r} {problem}"
+        return None
+    return (f"is a {type(value).__name__} ({_short_repr(value)}); allowed: None, bool, int, float, str, and lists or "
+            "dicts of them (a set: pass a list)")
 
 
 def _check_hnsw_config(hnsw_config) -> dict:
@@ -123,12 +172,65 @@ def filter_keys(condition) -> list[str]:
     return []
 
 
-def check_filter_keys(filter, stored_keys: list[str] | None) -> None:
-    """A filter on a payload key that no point has matches nothing (or everything, negated): an error, naming
-    the keys the points have. Collections built before the keys were recorded (`None`) are not checked."""
+def field_conditions(condition) -> list:
+    """The `models.FieldCondition`s of a `qdrant_client.models.Filter` outside nested conditions."""
+    from qdrant_client import models
+
+    if condition is None:
+        return []
+    if isinstance(condition, list):
+        return [field for item in condition for field in field_conditions(item)]
+    if isinstance(condition, models.Filter):
+        parts = [condition.must, condition.should, condition.must_not]
+        parts.append(None if condition.min_should is None else condition.min_should.conditions)
+        return [field for part in parts for field in field_conditions(part if isinstance(part, list) else
+                                                                         [part] if part else [])]
+    return [condition] if isinstance(condition, models.FieldCondition) else []
+
+
+def _matched_types(field) -> tuple[str, list[str]] | None:
+    """(what the condition gives, the payload types it can match) for a match or range condition, else None."""
+    from qdrant_client import models
+
+    match, bounds = field.match, field.range
+    if isinstance(match, (models.MatchValue, models.MatchAny, models.MatchExcept)):
+        value = match.value if isinstance(match, models.MatchValue) else (
+            match.any if isinstance(match, models.MatchAny) else match.except_)
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            return None
+        given = sorted({"bool" if isinstance(v, bool) else "int" if isinstance(v, int) else "str" for v in values})
+        return f"{type(match).__name__} of {'/'.join(given)}", given
+    if isinstance(match, models.MatchText):
+        return "MatchText (a str)", ["str"]
+    if isinstance(bounds, models.Range):
+        return "Range (numbers)", ["int", "float"]
+    return None
+
+
+def check_filter_keys(filter, stored_keys: list[str] | None, stored_types: dict[str, list[str]] | None = None) -> None:
+    """A filter on a payload key that no point has matches nothing (or everything, negated), and so does a match
+    of another type than the key's values (a string on an int key, a range on a string key): errors, naming the
+    keys the points have or the key's types. Collections built before the keys (types) were recorded (`None`)
+    are not checked."""
     if stored_keys is None or filter is None or type(filter).__module__.startswith("qdrant_edge"):
         return
     missing = [key for key in dict.fromkeys(filter_keys(filter)) if key not in stored_keys]
     if missing:
         have = f"keys the points have: {stored_keys}" if stored_keys else "the points have no payload"
         raise ValueError(f"`filter` names payload key {missing[0]!r}, which no point has; {have}.")
+    if stored_types is None:
+        return
+    from qdrant_client import models
+
+    for field in field_conditions(filter):
+        kinds = stored_types.get(field.key)
+        found = _matched_types(field)
+        if kinds is None or found is None:  # a path into nested values ("a.b", "a[]"), or no typed match
+            continue
+        given, matchable = found
+        effect = "exclude nothing" if isinstance(field.match, models.MatchExcept) else "match nothing"
+        if not set(matchable) & set(kinds):
+            raise ValueError(f"`filter` matches payload key {field.key!r} with {given}, but the points hold "
+                             f"{'/'.join(kinds)} values there: it would {effect}. Allowed: a condition of "
+                             "the type the points hold.")

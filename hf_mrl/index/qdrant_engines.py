@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import new_temporary_folder
+from .storage import _l2_normalize
 
 FORMAT_NAME = "hf_mrl.QdrantMatryoshkaIndex"
 VECTOR_PREFIX = "dim_"
@@ -64,8 +65,7 @@ def _is_hf_mrl_metadata(path: Path) -> bool:
 
 
 def _unit_rows(queries: np.ndarray, dim: int) -> list[list[float]]:
-    head = queries[:, :dim]
-    return (head / np.maximum(np.linalg.norm(head, axis=1, keepdims=True), np.finfo(np.float32).tiny)).tolist()
+    return _l2_normalize(queries[:, :dim]).tolist()
 
 
 # -- Qdrant Edge ------------------------------------------------------------------------------------------------

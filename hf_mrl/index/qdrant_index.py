@@ -32,6 +32,7 @@ from .qdrant_build import (
     input_digest,
     other_build_error,
     payload_keys,
+    payload_types,
     stopped_error,
 )
 from .qdrant_checks import (
@@ -52,6 +53,8 @@ from .validation import (
     _check_choice,
     _check_dim_list,
     _check_funnel_sizes,
+    _check_nonzero_database,
+    _check_nonzero_rows,
     _check_positive_int,
     _check_queries,
     _check_shortlist_dims,
@@ -59,7 +62,7 @@ from .validation import (
     _to_float_matrix,
 )
 
-_CONNECTION = {"collection_name": DEFAULT_COLLECTION, "location": ":memory:", "path": None, "url": None,
+_CONNECTION = {"collection_name": DEFAULT_COLLECTION, "location": None, "path": None, "url": None,
                "api_key": None, "client": None}
 
 
@@ -74,10 +77,11 @@ class QdrantMatryoshkaIndex:
 
     Args:
         embeddings (`np.ndarray` or `torch.Tensor` of shape (N, D)): database embeddings, un-normalised is fine.
-        ids (array of N ints, *optional*): unique non-negative point ids (Qdrant keys points by id); searches
+        ids (array of N ints, *optional*): unique point ids from 0 to 2**63 - 1 (Qdrant keys points by id); searches
             return them. Defaults to the row numbers 0..N-1.
         payloads (list of N `dict`, *optional*): stored with each point (e.g. the text, the label name);
-            filters match on them and `payloads(ids)` reads them back.
+            filters match on them and `payloads(ids)` reads them back. Values: None, bool, int, float (finite),
+            str, and lists / dicts of them.
         shortlist_dim (`int` or list of `int`, *optional*): dim(s) of the shortlist vectors (HNSW, optional
             quantisation). Defaults as `MatryoshkaIndex`: D // 8 (at least 8), D // 2 for a binary shortlist.
         rerank_dim (`int` or list of `int`, *optional*, defaults to D): dim(s) of the re-rank vectors. A
@@ -86,8 +90,9 @@ class QdrantMatryoshkaIndex:
             vectors (the re-rank stays float32).
         hnsw_config (`dict`, *optional*): HNSW of the shortlist vectors, Qdrant's names: `m`, `ef_construct`,
             `full_scan_threshold` (kilobytes below which a segment is scanned, not graph-searched).
-        location (`str`, defaults to ":memory:"): ":memory:" keeps the collection in a temporary folder
-            (Qdrant Edge, embedded); an http(s) URL works as `url`.
+        location (`str`, *optional*): ":memory:" keeps the collection in a temporary folder (Qdrant Edge,
+            embedded; also what happens when no `path`, `url` or `client` is given); an http(s) URL works as
+            `url`. ":memory:" together with `path`, `url` or `client` is refused.
         path (`str` or `os.PathLike`, *optional*): a folder for the embedded engine (Qdrant Edge); the
             collection is its sub-folder `collection_name`.
         url, api_key (`str`, *optional*): a Qdrant server or cluster (through qdrant-client).
@@ -110,7 +115,7 @@ class QdrantMatryoshkaIndex:
         rerank_dim: int | Sequence[int] | None = None,
         shortlist_quantization: str | None = None,
         hnsw_config: dict | None = None,
-        location: str | None = ":memory:",
+        location: str | None = None,
         path=None,
         url: str | None = None,
         api_key: str | None = None,
@@ -133,6 +138,7 @@ class QdrantMatryoshkaIndex:
             shortlist_dims = _check_dim_list(shortlist_dim, dim, "shortlist_dim", "the embedding dim")
         rerank_dims = [dim] if rerank_dim is None else _check_dim_list(rerank_dim, dim, "rerank_dim", "the embedding dim")
         ids = _check_point_ids(ids, count)
+        _check_nonzero_database(embeddings, min(shortlist_dims + rerank_dims), "the smallest stored dim")
         payloads = _check_payloads(payloads, count)
         batch_size = _check_positive_int(batch_size, "batch_size")
         metadata = {
@@ -147,6 +153,7 @@ class QdrantMatryoshkaIndex:
         metadata["payload_keys"] = payload_keys(payloads)
         stored = sorted(set(shortlist_dims) | set(rerank_dims))
         record = {"state": BUILDING, "points": count, "input": input_digest(embeddings, ids, payloads, metadata)}
+        metadata["payload_types"] = payload_types(payloads)  # derived from the payloads: not part of the digest
         engine = open_engine(collection_name, location, path, url, api_key, client)
         try:
             resume = self._prepare(engine, metadata, record, overwrite)
@@ -237,7 +244,7 @@ class QdrantMatryoshkaIndex:
         cls,
         collection_name: str = DEFAULT_COLLECTION,
         *,
-        location: str | None = ":memory:",
+        location: str | None = None,
         path=None,
         url: str | None = None,
         api_key: str | None = None,
@@ -272,6 +279,7 @@ class QdrantMatryoshkaIndex:
     def _attach(self, engine, metadata: dict) -> None:
         self.model = metadata.get("model")
         self.payload_keys = metadata.get("payload_keys")  # None: built before the keys were recorded
+        self.payload_types = metadata.get("payload_types")  # None: built before the value types were recorded
         self._engine = engine
         self.dim = int(metadata["dim"])
         self.shortlist_dims = [int(d) for d in metadata["shortlist_dims"]]
@@ -391,7 +399,8 @@ class QdrantMatryoshkaIndex:
             ef_search = _check_positive_int(ef_search, "ef_search")
         if not isinstance(exact, bool):
             raise ValueError(f"`exact` must be True or False, got {exact!r}.")
-        check_filter_keys(filter, self.payload_keys)
+        _check_nonzero_rows(queries, min(stage.dim for stage in stages), "queries")
+        check_filter_keys(filter, self.payload_keys, self.payload_types)
         hits = self._engine.query(queries, stages, k, filter, exact, ef_search)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)

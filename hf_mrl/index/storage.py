@@ -29,8 +29,14 @@ _RERANK_BATCH_BYTES = 32 * 2**20  # candidate vectors gathered at once during a 
 
 
 def _l2_normalize(array: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(array, axis=-1, keepdims=True)
-    return array / np.maximum(norms, np.finfo(np.float32).tiny)
+    """Rows divided by their L2 norm (float32; an all-zero row stays zero). Each row is first divided by its
+    largest magnitude, so the squares neither overflow (values near 1e38: a norm of inf would zero the row) nor
+    underflow (values near 1e-25: a norm of 0)."""
+    tiny = np.finfo(np.float32).tiny
+    peak = np.abs(array).max(axis=-1, keepdims=True) if array.shape[-1] else np.ones((*array.shape[:-1], 1))
+    scaled = (array / np.maximum(peak, tiny)).astype(np.float32, copy=False)
+    norms = np.linalg.norm(scaled, axis=-1, keepdims=True)
+    return scaled / np.maximum(norms, tiny)
 
 
 class _StoredVectors:
@@ -87,6 +93,15 @@ class _StoredVectors:
             return codes.astype(np.float32) * self.scales[:dim]
         scales = np.take(self.scales, rows, axis=0)
         return codes.astype(np.float32) * self._expand_block_scales(scales, self.blocks, dim)
+
+    def zero_rows(self, dim: int) -> np.ndarray:
+        """Row numbers whose first `dim` stored features are all zero (never for binary: signs read as +-1)."""
+        if self.storage == "binary":
+            return np.zeros(0, dtype=np.int64)
+        codes = self.codes[:, :dim]
+        if self.storage == "bfloat16":
+            codes = codes & np.uint16(0x7FFF)  # -0.0 is zero too
+        return np.flatnonzero(~codes.any(axis=1))
 
     @property
     def nbytes(self) -> int:

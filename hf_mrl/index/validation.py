@@ -55,20 +55,43 @@ def _check_queries(queries, dim: int) -> np.ndarray:
     return _check_nonzero_rows(_to_float_matrix(queries, "queries"), dim, "queries")
 
 
+def _shown(values) -> str:
+    """The first five of `values`, comma-separated, and how many more."""
+    values = list(values)
+    return ", ".join(str(value) for value in values[:5]) + (f" (and {len(values) - 5} more)" if len(values) > 5 else "")
+
+
+def _zero_rows(array: np.ndarray, dim: int) -> np.ndarray:
+    """Row numbers of `array` whose first `dim` features are all zero."""
+    return np.flatnonzero(~array[:, :dim].any(axis=1))
+
+
 def _check_nonzero_rows(queries: np.ndarray, dim: int, name: str) -> np.ndarray:
     """Refuses query rows whose first `dim` features are all zero: they have no direction, so every cosine is 0
     and the "best" ids would be arbitrary."""
-    zero = ~queries[:, :dim].any(axis=1)
-    if zero.any():
-        rows = np.flatnonzero(zero)
-        shown = ", ".join(str(row) for row in rows[:5]) + (f" (and {len(rows) - 5} more)" if len(rows) > 5 else "")
+    rows = _zero_rows(queries, dim)
+    if len(rows):
         where = "" if dim == queries.shape[1] else f" in the first {dim} features (the smallest dim searched)"
-        rows_are = f"rows {shown} are" if len(rows) > 1 else f"row {shown} is"
+        rows_are = f"rows {_shown(rows)} are" if len(rows) > 1 else f"row {rows[0]} is"
         raise ValueError(
             f"`{name}` {rows_are} all zeros{where}: a zero vector has no direction, so its scores would be 0 and "
             "its ids arbitrary; pass non-zero query embeddings."
         )
     return queries
+
+
+def _check_nonzero_database(embeddings: np.ndarray, dim: int, dim_name: str, name: str = "embeddings") -> np.ndarray:
+    """Refuses database rows whose first `dim` features (the smallest dim the index stores or searches) are all
+    zero: they have no direction there, score 0 against every query and could never be found."""
+    rows = _zero_rows(embeddings, dim)
+    if len(rows):
+        where = "" if dim == embeddings.shape[1] else f" in the first {dim} features ({dim_name})"
+        rows_are = f"rows {_shown(rows)} are" if len(rows) > 1 else f"row {rows[0]} is"
+        raise ValueError(
+            f"`{name}` {rows_are} all zeros{where}: a zero vector has no direction, so it would score 0 against "
+            "every query and never be found; remove it or pass a non-zero embedding."
+        )
+    return embeddings
 
 
 def _check_dim_list(value, upper: int, name: str, upper_name: str) -> list[int]:
@@ -124,15 +147,36 @@ def _check_nesting_dims(nesting_dims, stored_dim: int) -> list[int]:
     return sorted({int(value) for value in nesting_dims} | {stored_dim})
 
 
-def _check_ids(ids, count: int) -> np.ndarray | None:
+_MAX_ID = 2**63 - 1  # ids are stored as int64
+
+
+def _check_ids(ids, count: int, unique_because: str = "a search would return one id for several vectors") -> np.ndarray | None:
+    """One id per vector: unique integers from 0 to 2**63 - 1 (-1 marks "not found" in search results) -> int64.
+    Shared by `MatryoshkaIndex` and `QdrantMatryoshkaIndex`; `unique_because` says why repeats are refused."""
     if ids is None:
         return None
     if isinstance(ids, torch.Tensor):
         ids = ids.detach().cpu().numpy()
     ids = np.asarray(ids)
+    if ids.dtype == object and ids.shape == (count,) and all(_is_int(value) for value in ids):
+        values = [int(value) for value in ids]  # Python ints beyond 64 bits: numpy keeps them as objects
+        big = [value for value in values if value > _MAX_ID]
+        if big:
+            raise ValueError(f"`ids` must be integers from 0 to 2**63 - 1 (stored as int64), got {_shown(big)}.")
+        ids = np.asarray(values, dtype=np.int64)
     if ids.shape != (count,) or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
         raise ValueError(f"`ids` must be {count} integers (one per vector), got shape {ids.shape} dtype {ids.dtype}.")
-    return ids.astype(np.int64)
+    if ids.size and np.issubdtype(ids.dtype, np.unsignedinteger) and ids.max() > _MAX_ID:
+        big = ids[ids > _MAX_ID]
+        raise ValueError(f"`ids` must be integers from 0 to 2**63 - 1 (stored as int64), got {_shown(big.tolist())}.")
+    ids = ids.astype(np.int64)
+    if ids.size and ids.min() < 0:
+        raise ValueError(f"`ids` must be non-negative (-1 marks \"not found\" in search results, and Qdrant point ids "
+                         f"are unsigned), got {_shown(ids[ids < 0].tolist())}.")
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"`ids` must be unique ({unique_because}): {_shown(unique[counts > 1].tolist())} repeats.")
+    return ids
 
 
 def _check_funnel_sizes(sizes, num_stages: int, k: int) -> list[int]:

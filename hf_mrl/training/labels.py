@@ -29,17 +29,23 @@ def set_class_names(model, dataset) -> None:
         config.label2id = {name: index for index, name in enumerate(names)}
 
 
-def check_label_range(dataset, num_labels: int) -> None:
-    """The class ids of a map-style dataset must fit the heads (or be -100, left out of the loss): checked before
-    training, rather than found by the loss at the batch that holds the first bad id."""
+def check_label_range(dataset, num_labels: int, where: str = "The dataset") -> None:
+    """The class ids of a map-style dataset must fit the heads (or be -100, left out of the loss), and at least one
+    must not be -100 (a set whose every label is -100 has nothing to score: NaN loss): checked before training,
+    rather than found by the loss at the batch that holds the first bad id. `where` names the dataset."""
     if not isinstance(dataset, datasets.Dataset) or "label" not in dataset.column_names or len(dataset) == 0:
         return
     labels = np.asarray(dataset["label"])
     kept = labels[labels != -100]
+    if not kept.size:
+        raise ValueError(
+            f"{where}'s `label` column holds only -100 (left out of the loss) in its {len(labels)} rows: nothing to "
+            f"train or score on (the loss would be NaN); give class ids from 0 to {num_labels - 1}."
+        )
     if kept.size and (kept.min() < 0 or kept.max() >= num_labels):
         bad = int(kept.max()) if kept.max() >= num_labels else int(kept.min())
         raise ValueError(
-            f"The dataset's `label` column holds label {bad}, but the model's heads have num_labels={num_labels} "
+            f"{where}'s `label` column holds label {bad}, but the model's heads have num_labels={num_labels} "
             f"(`config.num_labels`: class ids 0 to {num_labels - 1}); build the model with num_labels={max(int(kept.max()) + 1, num_labels)} "
             "or fix the labels."
         )
