@@ -169,11 +169,12 @@ def test_only_the_wanted_gradients_and_none_without_grad(chunk_size, trainable, 
     torch.testing.assert_close(quiet.loss, want, atol=1e-9, rtol=0)
 
 
-def test_all_rows_ignored_gives_nan_like_cross_entropy(device):
+def test_all_rows_ignored_is_refused_not_nan(device):
     heads = make_heads(True, torch.float64, device)
     inputs, labels = make_batch(torch.float64, device, batch=2, ignored=(0, 1))
-    output = nested_heads_cross_entropy(heads, inputs, labels, [1.0] * len(DIMS))
-    assert torch.isnan(output.loss) and torch.isnan(F.cross_entropy(inputs[:, :NUM_LABELS], labels))
+    assert torch.isnan(F.cross_entropy(inputs[:, :NUM_LABELS], labels))  # what the plain loss would give
+    with pytest.raises(ValueError, match=r"`labels` are all -100"):
+        nested_heads_cross_entropy(heads, inputs, labels, [1.0] * len(DIMS))
 
 
 def test_fused_takes_plain_tensors_and_any_leading_shape(device):

@@ -19,7 +19,7 @@ from hf_mrl.modeling_dual_encoder import MatryoshkaDualEncoderModel
 
 from .tiny import tiny_bert_config, tiny_inputs, tiny_vit_config
 
-RESULTS = {"fmnist_dim8_top1": 0.6, "fmnist_dim16_top1": 0.7, "fmnist_dim32_top1": 0.75}
+RESULTS = {"fmnist_dim8_top1": 0.6, "fmnist_dim16_top1": 0.7}
 CODE_FILES = {"configuration_matryoshka.py", "modeling_matryoshka.py", "nesting.py", "fused_cross_entropy.py"}
 # What the dual encoder's modeling file imports on top (the classifiers' needs only the fused cross-entropy).
 LOSS_FILES = {"losses.py", "contrastive_loss.py", "contrastive_loss_reference.py", "fused_infonce.py", "distributed.py"}

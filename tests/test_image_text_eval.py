@@ -160,7 +160,7 @@ def test_evaluator_rejects_bad_arguments(fashion_pairs, tiny_dual_encoder, minil
     with pytest.raises(ValueError, match=r"needs both `class_prompts` and `label_column`"):
         MatryoshkaImageTextEvaluator(fashion_pairs, tokenizer, label_column="label")
     listed = datasets.Dataset.from_dict({"image": fashion_pairs["image"][:2], "text": [["a", "b"], ["c"]]})
-    with pytest.raises(ValueError, match=r"must hold one caption string per row"):
+    with pytest.raises(ValueError, match=r"column 'text' row 0 is list \['a', 'b'\], not a string"):
         MatryoshkaImageTextEvaluator(listed, tokenizer)
     evaluator = MatryoshkaImageTextEvaluator(fashion_pairs, tokenizer, dims=[8, 32])
     with pytest.raises(ValueError, match=r"32"):

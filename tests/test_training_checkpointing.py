@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from hf_mrl.files import record_written_files
 from hf_mrl.training import (
     TEMP_PREFIX,
     checkpoint_path,
@@ -34,12 +35,16 @@ def test_training_saves_rotates_and_keeps_the_newest(tmp_path):
 def test_half_written_checkpoint_is_ignored(tmp_path):
     save_checkpoint_at(tmp_path, 1)
     (tmp_path / f"{TEMP_PREFIX}2.tmp-save").mkdir()  # a save killed before its rename
-    (tmp_path / "checkpoint-3").mkdir()  # no trainer_state.json: not ours or not complete
+    cut_short = tmp_path / "checkpoint-3"  # a rotation killed after deleting the trainer state: ours, incomplete
+    cut_short.mkdir()
+    (cut_short / "optimizer.pt").write_bytes(b"left over")
+    record_written_files(cut_short)
     assert resolve_resume_checkpoint(tmp_path, "latest") == checkpoint_path(tmp_path, 1)
     assert resolve_resume_checkpoint(tmp_path, True) == checkpoint_path(tmp_path, 1)
     save_checkpoint_at(tmp_path, 2)
     assert [step for step, _ in list_checkpoints(tmp_path)] == [1, 2]
-    assert not (tmp_path / f"{TEMP_PREFIX}2.tmp-save").exists()  # the next save removed the leftover
+    assert not (tmp_path / f"{TEMP_PREFIX}2.tmp-save").exists()  # the next save removed the leftovers
+    assert not cut_short.exists()
 
 
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path):

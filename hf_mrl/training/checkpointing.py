@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from ..file_checks import check_safetensors_file, check_torch_state_file
-from ..files import FolderKind, recorded_files, remove_saved_folder
+from ..files import RECORD_NAME, FolderKind, check_folder_target, recorded_files, remove_saved_folder
 
 __all__ = [
     "CHECKPOINT_PREFIX",
@@ -65,26 +65,19 @@ def list_checkpoints(output_dir) -> list[tuple[int, Path]]:
 
 
 def check_checkpoint_folders(output_dir) -> None:
-    """Before training: every `checkpoint-<step>` folder under `output_dir` is a complete checkpoint. The rest of
-    a deletion cut short (no trainer state, hf_mrl's record of its files) is removed; any other folder of that
-    name (the user's) raises `ValueError` naming it: a save at that step would refuse to replace it after hours of
-    training, and a resume would pass it over without a word."""
+    """Before training: every `checkpoint-<step>` folder under `output_dir` is a complete checkpoint, or empty.
+    The rest of a deletion cut short (no trainer state, hf_mrl's record of its files) is removed; any other
+    folder of that name (the user's) raises `ValueError` naming it and what it holds: a save at that step would
+    refuse to replace it after hours of training, and a resume would pass it over without a word."""
     root = Path(output_dir)
     if not root.is_dir():
         return
-    foreign = []
     for entry in sorted(root.iterdir()):
         if not (_CHECKPOINT.match(entry.name) and entry.is_dir()) or (entry / TRAINER_STATE_NAME).is_file():
             continue
-        if recorded_files(entry) and not remove_saved_folder(entry, CHECKPOINT_FOLDER):
+        if (entry / RECORD_NAME).is_file() and not remove_saved_folder(entry, CHECKPOINT_FOLDER):
             continue  # only hf_mrl's files were left: gone now
-        foreign.append(entry.name)
-    if foreign:
-        raise ValueError(
-            f"`output_dir` {str(root)!r} holds {', '.join(foreign)}, not training checkpoints (no "
-            f"{TRAINER_STATE_NAME}); a checkpoint save would collide with them and a resume would skip them. Move "
-            "them, or choose another `output_dir`."
-        )
+        check_folder_target(entry, CHECKPOINT_FOLDER, "output_dir")
 
 
 def latest_checkpoint(output_dir) -> Path | None:

@@ -195,7 +195,7 @@ def test_a_users_checkpoint_named_folder_is_refused_before_training(tmp_path, re
     (tmp_path / "checkpoint-3").mkdir()
     (tmp_path / "checkpoint-3" / "notes.txt").write_text("mine")
     monkeypatch.setattr(Trainer, "train", lambda *args, **kwargs: pytest.fail("training started"))
-    with pytest.raises(ValueError, match=r"checkpoint-3, not training checkpoints"):
+    with pytest.raises(ValueError, match=r"checkpoint-3' is not a saved training checkpoint folder \(it holds notes.txt\); refusing to replace"):
         tiny_trainer(tmp_path, max_steps=3, save_strategy="steps", save_steps=3).train(resume_from_checkpoint=resume)
     assert (tmp_path / "checkpoint-3" / "notes.txt").read_text() == "mine"
 

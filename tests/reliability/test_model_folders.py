@@ -216,8 +216,10 @@ def test_card_escapes_html_pipes_and_newlines_in_user_strings():
     results.update({f"{name}_dim{dim}_a|b": 0.25 for dim in model.config.matryoshka_dims})
     card = card_from_results(
         results, model, model_name="title\n# Injected title", description="see <img src=z onerror=alert(3)>",
-        datasets=["data<img src=w onerror=alert(4)>", "d|e"],
+        datasets=["org/data"],
     )
+    with pytest.raises(ValueError, match="not a Hub dataset id"):
+        card_from_results(results, model, datasets=["data<img src=w onerror=alert(4)>", "d|e"])
     assert "<img" not in card
     assert not any(line.startswith("# Injected") for line in card.splitlines())
     table, widths = [], []
