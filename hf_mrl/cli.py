@@ -388,6 +388,88 @@ def _reference_split(args, data_args, split: str) -> str | None:
     return reference
 
 
+def _check_eval_dims(args) -> None:
+    """`--dims` against the model's embedding dim, read from its config before any data or weights load (a config
+    that cannot be read here is reported by `_load_model`)."""
+    if args.dims is None:
+        return
+    from transformers import AutoConfig
+
+    from .configuration_matryoshka import MatryoshkaConfig
+    from .evaluation.base import validate_eval_dims
+
+    try:
+        config = AutoConfig.from_pretrained(args.model)
+    except (OSError, ValueError, KeyError):
+        return
+    if isinstance(config, MatryoshkaConfig):
+        validate_eval_dims(args.dims, config.embedding_dim, name="--dims")
+
+
+def _same_source(data_args, first: str, second: str) -> str | None:
+    """How two split names read the same data: the same name, or data files that are one file or hold the same
+    bytes (a description for the error), else None."""
+    import filecmp
+    import os
+
+    if first == second:
+        return f"both read split {first!r}"
+    if data_args.dataset_name is not None:
+        return None
+    files = {name: getattr(data_args, f"{name}_file", None) for name in (first, second)}
+    if None in files.values():
+        return None
+    one, other = (files[first], files[second])
+    flags = f"--{first}_file and --{second}_file"
+    try:
+        if os.path.samefile(one, other):
+            return f"{flags} are the same file {one!r}"
+        if filecmp.cmp(one, other, shallow=False):
+            return f"{flags} hold the same rows ({one!r}, {other!r})"
+    except OSError:
+        return None
+    return None
+
+
+def _slices_overlap(first: str | None, second: str | None) -> bool:
+    """Whether two slices of one split may share rows: always when either is the whole split; percentage slices
+    are compared on a nominal length, absolute ones as given; mixed forms are trusted to be disjoint."""
+    import datasets
+
+    if first is None or second is None or first.replace(" ", "") == second.replace(" ", ""):
+        return True
+    units = {"%" in first, "%" in second}
+    if len(units) != 1:
+        return False
+    length = 10**6 if "%" in first else 10**12
+    (a,) = datasets.ReadInstruction.from_spec(f"split{first}").to_absolute({"split": length})
+    (b,) = datasets.ReadInstruction.from_spec(f"split{second}").to_absolute({"split": length})
+    return max(a.from_, b.from_) < min(a.to, b.to)
+
+
+def _check_distinct_splits(data_args, split: str, reference_split: str | None) -> None:
+    """Refuses (before the model loads) a k-NN / retrieval reference that holds the evaluated rows themselves: each
+    row would find itself (1-NN 1.0 whatever the model); leave-one-out is `--reference_split none`."""
+    if reference_split is None:
+        return
+    from .data.resolve import _parse_split_spec
+
+    name, bracket = _parse_split_spec(split, "split")
+    reference_name, reference_bracket = _parse_split_spec(reference_split, "reference_split")
+    same = _same_source(data_args, name, reference_name)
+    if same is None or not _slices_overlap(bracket, reference_bracket):
+        return
+    leave_one_out = (
+        f"--split {name} --reference_split none" if data_args.dataset_name is not None
+        else "the file once as --train_file with --split train --reference_split none"
+    )
+    raise ValueError(
+        f"--split {split!r} and --reference_split {reference_split!r} hold the same rows ({same}): each evaluated row "
+        f"would find itself among the references (a score of 1.0 whatever the model); for leave-one-out pass "
+        f"{leave_one_out}, else give a separate reference split."
+    )
+
+
 def _eval_output_names(task: str, name: str) -> list[str]:
     """The files `hf-mrl eval` may write into --output_dir (the plot is named after the primary metric: top-1 of
     the heads, else 1-NN; retrieval: mAP@10)."""
@@ -412,12 +494,14 @@ def _run_eval(args, extra) -> int:
     from .output_folder import check_output_names, write_output
 
     _check_paths(args, output_dir=True)
+    _check_eval_dims(args)
     data_args = _data_arguments(args)
     name = args.name or _default_name(data_args)
     if args.output_dir is not None:  # a file of the user's under a name eval writes: refused before any loading
         check_output_names(args.output_dir, _eval_output_names(args.task, name), "--output_dir")
     split = args.split or _default_eval_split(data_args)
     reference_split = _reference_split(args, data_args, split)
+    _check_distinct_splits(data_args, split, reference_split)
     model = _load_model(args.model)
     collate_fn = collator_for_model(model, args.model, processor=args.processor)
     dataset = load_split(data_args, split, argument="split")

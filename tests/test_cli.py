@@ -161,10 +161,11 @@ def test_eval_of_a_split_against_itself_is_leave_one_out(tmp_path, text_model_di
     assert results["train_dim8_1nn"] == results["train_dim16_1nn"] == 0.0
     assert json.loads((tmp_path / "loo" / "eval_info.json").read_text())["reference_split"] == "leave-one-out"
     assert "k-NN database: leave-one-out" in capsys.readouterr().out
-    # A reference naming the same rows differently is searched as given: each row finds itself.
+    # A reference naming the same rows differently would let each row find itself: refused.
     assert main(["eval", str(text_model_dir), *data, "--split", "train", "--reference_split", "train[:100%]",
-                 "--output_dir", str(tmp_path / "self")]) == 0
-    assert json.loads((tmp_path / "self" / "results.json").read_text())["train_dim16_1nn"] == 1.0
+                 "--output_dir", str(tmp_path / "self")]) == 1
+    assert "hold the same rows" in capsys.readouterr().err
+    assert not (tmp_path / "self" / "results.json").exists()
 
 
 REVIEWS = ["--train_file", "TRAIN", "--test_file", "TEST", "--text_column", "body", "--label_column", "stars"]

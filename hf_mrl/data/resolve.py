@@ -233,6 +233,15 @@ def validate_data_arguments(data_args: DataArguments, task: str = "classificatio
     for argument, value in columns.items():
         if value is not None and (not isinstance(value, str) or not value):
             raise ValueError(f"`{argument}` must be a non-empty column name, got {value!r}.")
+    # The label column: given, else "label" for classification (image-text data has labels only when named).
+    label_column = data_args.label_column or ("label" if task == "classification" else None)
+    for argument in ("text_column", "image_column"):
+        if label_column is not None and columns[argument] == label_column:
+            raise ValueError(
+                f"`{argument}` and `label_column` name the same column {label_column!r}"
+                + ("" if data_args.label_column else " (the default label column)")
+                + "; the inputs and the labels must be two different columns."
+            )
     if task == "classification" and data_args.text_column is not None and data_args.image_column is not None:
         raise ValueError(
             f"Give `text_column` or `image_column`, not both (got {data_args.text_column!r} and "

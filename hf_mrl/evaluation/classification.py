@@ -23,6 +23,7 @@ from .base import (
     MatryoshkaEvaluator,
     build_search_index,
     check_not_empty,
+    check_several_classes,
     encode_dataset,
     per_dim_embeddings,
     run_search,
@@ -208,6 +209,12 @@ class MatryoshkaClassificationEvaluator(MatryoshkaEvaluator):
         self.reference_collate_fn = reference_collate_fn or collate_fn
         self.labels = np.asarray(dataset[label_column])
         self.reference_labels = None if reference_dataset is None else np.asarray(reference_dataset[label_column])
+        # k-NN votes among one class are always right: 1.0 whatever the model (the class named, not its id).
+        all_labels = self.labels if self.reference_labels is None else np.concatenate([self.labels, self.reference_labels])
+        feature = (getattr(dataset, "features", None) or {}).get(label_column)
+        if len(np.unique(all_labels)) == 1 and hasattr(feature, "int2str") and all_labels.dtype.kind in "iu":
+            all_labels = np.asarray(feature.int2str([int(label) for label in all_labels[:1]]) * len(all_labels))
+        check_several_classes(all_labels, "dataset" if reference_dataset is None else "dataset and reference_dataset")
         if self.reference_labels is not None:
             check_labels_in_reference(self.labels, self.reference_labels, label_column)
         self.use_heads = use_heads

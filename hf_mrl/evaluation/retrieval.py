@@ -216,6 +216,14 @@ class MatryoshkaRetrievalEvaluator(MatryoshkaEvaluator):
         self.search = search
         self.search_params = dict(search_params or {})
         self.primary_metric_name = f"{primary_metric_name}@{self.ks[-1]}"
+        # A corpus smaller than a cut-off puts every item in the top K: @K metrics near 1.0 whatever the model.
+        corpus_size = len(queries) - 1 if corpus is None else len(corpus)
+        if self.ks[-1] > corpus_size:
+            searched = "`corpus`" if corpus is not None else "the leave-one-out corpus (`queries` less the query)"
+            raise ValueError(
+                f"`ks` holds {self.ks[-1]}, more than the {corpus_size} items of {searched}; @{self.ks[-1]} metrics "
+                f"would rank the whole corpus. Give a corpus of at least {self.ks[-1]} items or smaller `ks`."
+            )
 
     def encode(self, model) -> dict:
         inputs = {

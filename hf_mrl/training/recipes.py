@@ -87,6 +87,8 @@ class SupervisedModelArguments:
         if (self.backbone is None) == (self.model_name_or_path is None):
             raise ValueError("Give exactly one of `--backbone` (vit/bert from scratch) and `--model_name_or_path`.")
         check_local_path(self.model_name_or_path, "--model_name_or_path")
+        if self.model_name_or_path is not None:
+            self.encoder_config()  # refuses an hf_mrl model folder before any work
         if self.backbone is not None:
             check_local_path(self.tokenizer_name, "--tokenizer_name")
             if self.backbone == "bert" and self.tokenizer_name is None:
@@ -106,7 +108,18 @@ class SupervisedModelArguments:
         )
 
     def encoder_config(self):
-        return AutoConfig.from_pretrained(self.model_name_or_path) if self.model_name_or_path else None
+        """The pretrained encoder's config; an hf_mrl model folder (a `MatryoshkaConfig`) is refused: the classifier
+        is built on a plain encoder, whose hidden size and weights it starts from."""
+        if not self.model_name_or_path:
+            return None
+        config = AutoConfig.from_pretrained(self.model_name_or_path)
+        if isinstance(config, MatryoshkaConfig):
+            raise ValueError(
+                f"`--model_name_or_path` {self.model_name_or_path!r} is an hf_mrl {config.model_type} model folder; "
+                "train_supervised.py starts from a plain pretrained encoder (a BERT / ViT Hub id or folder, or a "
+                "sentence-transformers folder), or use `--backbone` to train one from scratch."
+            )
+        return config
 
     def hidden_size_of_encoder(self) -> int:
         return self.encoder_config().hidden_size if self.model_name_or_path else self.hidden_size

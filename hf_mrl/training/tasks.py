@@ -10,8 +10,10 @@ trainer has its forwards run through the wrapped model (DDP, FSDP, compiled) at 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
+import datasets
 import torch
 from torch import nn
 
@@ -73,6 +75,10 @@ def infer_task(model, dataset) -> str:
     )
 
 
+def _is_label_column(name: str, features) -> bool:
+    return name in ("label", "labels") or isinstance(features.get(name), datasets.ClassLabel)
+
+
 def pair_columns(dataset, anchor_column: str | None = None, positive_column: str | None = None) -> tuple[str, str]:
     """The two text columns of a pair dataset: the named ones, else `anchor` / `positive`, else its only two
     text columns."""
@@ -83,6 +89,15 @@ def pair_columns(dataset, anchor_column: str | None = None, positive_column: str
         features = getattr(dataset, "features", None) or {}
         texts = [name for name in columns if getattr(features.get(name), "dtype", None) in ("string", "large_string")]
         if len(texts) == 2:
+            labels = [name for name in texts if _is_label_column(name, features)]
+            if labels:  # (text, class name) pairs would train the encoder to match texts to their label strings
+                raise ValueError(
+                    f"The dataset's only two text columns are {texts}, and {labels[0]!r} is a label column; a pair "
+                    "dataset needs two text columns to pair (columns: "
+                    f"{columns}); pass `--anchor_column` and `--positive_column` (or rename them anchor / positive)."
+                )
+            print(f"pairs: training on the text columns {texts[0]!r} (anchor) and {texts[1]!r} (positive); "
+                  "choose others with --anchor_column / --positive_column", file=sys.stderr)
             return texts[0], texts[1]
         raise ValueError(
             f"Pass `anchor_column` and `positive_column`: the dataset has no `anchor` / `positive` columns and not "

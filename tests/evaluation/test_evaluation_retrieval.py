@@ -130,7 +130,7 @@ def test_per_dim_mapping_input_and_default_dims():
 def test_bad_arguments(model):
     data = image_rows(10, 0)
     with pytest.raises(ValueError, match=r"`dims` must be an integer from 1 to 32.*got 33"):
-        MatryoshkaRetrievalEvaluator(data, dims=[8, 33])(model)
+        MatryoshkaRetrievalEvaluator(data, dims=[8, 33], ks=(5,))(model)
     with pytest.raises(ValueError, match="`ks` must be a non-empty list of positive integers"):
         MatryoshkaRetrievalEvaluator(data, ks=(0,))
     with pytest.raises(ValueError, match="`search` must be one of"):
@@ -146,6 +146,8 @@ def test_bad_arguments(model):
     with pytest.raises(ValueError, match="`name` must be a non-empty string"):
         MatryoshkaRetrievalEvaluator(data, name="")
     embeddings = np.random.default_rng(0).normal(size=(10, 8))
+    with pytest.raises(ValueError, match="`ks` holds 10, more than the 9 items of the leave-one-out corpus"):
+        MatryoshkaRetrievalEvaluator(data)
     with pytest.raises(ValueError, match="exactly one of `query_labels` or `relevant_ids`"):
         retrieval_metrics(embeddings)
     with pytest.raises(ValueError, match=r"`query_labels` must have shape \(10,\)"):
@@ -155,4 +157,4 @@ def test_bad_arguments(model):
     with pytest.raises(ValueError, match="unknown keys"):
         retrieval_metrics(embeddings, query_labels=np.zeros(10), search="hnsw", search_params={"efSearch": 8})
     with pytest.raises(ValueError, match="Pass `corpus_embeddings` exactly when"):
-        MatryoshkaRetrievalEvaluator(data).compute_metrics(embeddings, embeddings)
+        MatryoshkaRetrievalEvaluator(data, ks=(5,)).compute_metrics(embeddings, embeddings)
