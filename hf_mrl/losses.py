@@ -7,8 +7,6 @@
   sentence-transformers style InfoNCE at every nesting dim, for about the cost of one full-dim similarity matrix.
 - `gather_with_grad` (`distributed.py`): all-gathers features across processes with gradients, so the
   contrastive loss sees the global batch under Accelerate / torchrun.
-- `matryoshka_contrastive_loss_reference` (`contrastive_loss_reference.py`): the naive per-dim loop the fast
-  loss is tested against.
 
 The pieces are flat sibling modules imported with single-dot imports, not a package: a trust_remote_code
 folder (`hf_mrl.hub`) copies the modeling files and what they import relatively into one flat folder.
@@ -22,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from .contrastive_loss import MatryoshkaContrastiveOutput, matryoshka_contrastive_loss
-from .contrastive_loss_reference import matryoshka_contrastive_loss_reference
 from .distributed import gather_with_grad
 from .fused_cross_entropy import nested_linear_cross_entropy
 from .input_checks import check_class_labels, check_finite, check_number, check_tensor
@@ -33,7 +30,6 @@ __all__ = [
     "nested_linear_cross_entropy",
     "MatryoshkaContrastiveOutput",
     "matryoshka_contrastive_loss",
-    "matryoshka_contrastive_loss_reference",
     "gather_with_grad",
 ]
 

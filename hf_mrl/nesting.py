@@ -28,7 +28,6 @@ __all__ = [
     "default_direct_dims",
     "NestedLinear",
     "check_saved_head_shapes",
-    "nested_linear_reference",
 ]
 
 
@@ -359,11 +358,3 @@ class NestedLinear(nn.Module):
         if self.efficient:
             return F.linear(inputs[..., :dim], self.classifier.weight[:, :dim], self.classifier.bias)
         return self.heads[self.dims.index(dim)](inputs[..., :dim])
-
-
-def nested_linear_reference(module: NestedLinear, inputs: torch.Tensor) -> torch.Tensor:
-    """Naive per-dim loop (one full matmul per nesting dim): the reference the fast paths are tested against."""
-    if module.efficient:
-        weight, bias = module.classifier.weight, module.classifier.bias
-        return torch.stack([F.linear(inputs[..., :dim], weight[:, :dim], bias) for dim in module.dims])
-    return torch.stack([head(inputs[..., :dim]) for dim, head in zip(module.dims, module.heads)])

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from hf_mrl.benchmarking import PEAK_MEMORY_SOURCE, peak_memory
-from hf_mrl.losses import matryoshka_contrastive_loss, matryoshka_contrastive_loss_reference
+from hf_mrl.modeling.losses import matryoshka_contrastive_loss
+from hf_mrl.testing_utils import matryoshka_contrastive_loss_reference
 
 
 def parse_args() -> argparse.Namespace:

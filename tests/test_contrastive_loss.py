@@ -14,8 +14,8 @@ from hf_mrl.losses import (
     MatryoshkaContrastiveOutput,
     gather_with_grad,
     matryoshka_contrastive_loss,
-    matryoshka_contrastive_loss_reference,
 )
+from hf_mrl.testing_utils import matryoshka_contrastive_loss_reference
 
 from .launch import free_port
 

@@ -14,7 +14,8 @@ from hf_mrl import (
     fused_cross_entropy,
 )
 from hf_mrl.fused_cross_entropy import nested_heads_cross_entropy, nested_linear_cross_entropy
-from hf_mrl.nesting import NestedLinear, nested_linear_reference
+from hf_mrl.modeling.nesting import NestedLinear
+from hf_mrl.testing_utils import nested_linear_reference
 
 from .tiny import BACKBONES, tiny_inputs
 
