@@ -11,7 +11,6 @@ from transformers import (
     AutoModelForSequenceClassification,
 )
 
-from .configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
 from .data import (
     BUILTIN_DATASETS,
     DataArguments,
@@ -46,15 +45,16 @@ from .hub import (
     save_with_card,
 )
 from .index import MatryoshkaIndex, QdrantMatryoshkaIndex
-from .losses import (
+from .modeling.configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
+from .modeling.losses import (
     MatryoshkaContrastiveOutput,
     gather_with_grad,
     matryoshka_contrastive_loss,
     matryoshka_cross_entropy,
     nested_linear_cross_entropy,
 )
-from .modeling_dual_encoder import MatryoshkaDualEncoderModel, MatryoshkaDualEncoderOutput
-from .modeling_matryoshka import (
+from .modeling.modeling_dual_encoder import MatryoshkaDualEncoderModel, MatryoshkaDualEncoderOutput
+from .modeling.modeling_matryoshka import (
     MatryoshkaClassifierOutput,
     MatryoshkaForImageClassification,
     MatryoshkaForSequenceClassification,
@@ -62,7 +62,7 @@ from .modeling_matryoshka import (
     MatryoshkaModelOutput,
     MatryoshkaPreTrainedModel,
 )
-from .nesting import NestedLinear, default_matryoshka_dims, truncate_embeddings
+from .modeling.nesting import NestedLinear, default_matryoshka_dims, truncate_embeddings
 from .training import MatryoshkaTrainer, MatryoshkaTrainingArguments
 
 __version__ = "0.1.0"

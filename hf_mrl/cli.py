@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_demo(args, extra: list[str]) -> int:
-    from . import demo
+    from .recipes import demo
 
     parser = argparse.ArgumentParser(prog="hf-mrl demo", description=demo.__doc__)
     demo.add_arguments(parser)
@@ -278,8 +278,8 @@ def _run_demo(args, extra: list[str]) -> int:
 def _check_paths(args, output_dir: bool = False, output_kind=None) -> None:
     """Before any loading: local model / processor paths exist ("folder not found: PATH"), `--output_dir` is no
     file, and the `output` folder is new, empty or of `output_kind` (the kind of folder the command replaces)."""
-    from .file_checks import check_local_path
-    from .files import check_folder_target, check_output_folder
+    from .modeling.file_checks import check_local_path
+    from .modeling.files import check_folder_target, check_output_folder
 
     check_local_path(args.model, "model")
     for name in ("processor", "tokenizer"):
@@ -293,8 +293,8 @@ def _check_paths(args, output_dir: bool = False, output_kind=None) -> None:
 
 def _load_model(name_or_path: str):
     """A `MatryoshkaModel` or classifier (the commands encode with `model(**batch).embeddings`)."""
-    from .configuration_matryoshka import MatryoshkaConfig
     from .hub import load_matryoshka_model
+    from .modeling.configuration_matryoshka import MatryoshkaConfig
 
     model = load_matryoshka_model(name_or_path).eval()
     if not isinstance(model.config, MatryoshkaConfig):
@@ -395,8 +395,8 @@ def _check_eval_dims(args) -> None:
         return
     from transformers import AutoConfig
 
-    from .configuration_matryoshka import MatryoshkaConfig
     from .evaluation.base import validate_eval_dims
+    from .modeling.configuration_matryoshka import MatryoshkaConfig
 
     try:
         config = AutoConfig.from_pretrained(args.model)
@@ -490,7 +490,7 @@ def _run_eval(args, extra) -> int:
         plot_metric_vs_dim,
         save_results,
     )
-    from .files import write_file_atomically
+    from .modeling.files import write_file_atomically
     from .output_folder import check_output_names, write_output
 
     _check_paths(args, output_dir=True)
@@ -638,7 +638,7 @@ def _open_index(args):
 def _run_index_search(args, extra) -> int:
     if bool(args.query) == bool(args.query_image):
         raise ValueError("give text queries (--query) or image queries (--query_image), one kind and at least one.")
-    from .encoding import has_text
+    from .modeling.encoding import has_text
 
     blank = next((i for i, text in enumerate(args.query) if not has_text(text)), None)
     if blank is not None:
@@ -724,8 +724,8 @@ def _check_search_arguments(index, args) -> None:
 
 def _run_export(args, extra) -> int:
     from .evaluation import load_results
-    from .files import MODEL_FOLDER
     from .hub import export_sentence_transformer
+    from .modeling.files import MODEL_FOLDER
 
     _check_paths(args, output_kind=MODEL_FOLDER)
     results = load_results(args.results) if args.results is not None else None

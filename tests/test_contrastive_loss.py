@@ -9,8 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from hf_mrl import fused_infonce
-from hf_mrl.losses import (
+from hf_mrl.modeling import fused_infonce
+from hf_mrl.modeling.losses import (
     MatryoshkaContrastiveOutput,
     gather_with_grad,
     matryoshka_contrastive_loss,

@@ -13,7 +13,7 @@ from hf_mrl import (
     MatryoshkaForSequenceClassification,
     fused_cross_entropy,
 )
-from hf_mrl.fused_cross_entropy import nested_heads_cross_entropy, nested_linear_cross_entropy
+from hf_mrl.modeling.fused_cross_entropy import nested_heads_cross_entropy, nested_linear_cross_entropy
 from hf_mrl.modeling.nesting import NestedLinear
 from hf_mrl.testing_utils import nested_linear_reference
 

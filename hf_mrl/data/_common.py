@@ -19,7 +19,7 @@ import numpy as np
 import PIL.Image
 import pyarrow.compute as pc
 
-from ..encoding import image_array
+from ..modeling.encoding import image_array
 
 # Extensions of single data files and the `datasets` builder that reads them.
 DATA_FILE_BUILDERS = {

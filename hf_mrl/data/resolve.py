@@ -21,7 +21,7 @@ from pathlib import Path
 
 import datasets
 
-from ..file_checks import looks_like_local_path
+from ..modeling.file_checks import looks_like_local_path
 from ._common import check_image_cells, first_rows, load_source
 from .emoji import load_emoji_pairs
 from .fashion_mnist import load_fashion_mnist, load_fashion_mnist_captions

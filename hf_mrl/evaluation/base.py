@@ -22,10 +22,10 @@ from sentence_transformers.sentence_transformer.evaluation import SentenceEvalua
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..encoding import has_text
-from ..input_checks import check_finite, check_positive_int
-from ..modeling_matryoshka import as_matryoshka_model
-from ..nesting import truncate_embeddings, validate_dim
+from ..modeling.checks import check_finite, check_positive_int
+from ..modeling.encoding import has_text
+from ..modeling.modeling_matryoshka import as_matryoshka_model
+from ..modeling.nesting import truncate_embeddings, validate_dim
 from .report import group_by_dim, save_results
 
 __all__ = [

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..index import MatryoshkaIndex
 from ..index.validation import _to_float_matrix
-from ..input_checks import check_positive_int
+from ..modeling.checks import check_positive_int
 from .adaptive import MatryoshkaCascade, _check_dims, _check_logits
 from .base import build_search_index, encode_dataset, per_dim_embeddings
 from .metrics import top_k_accuracy

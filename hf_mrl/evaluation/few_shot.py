@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..input_checks import check_positive_int, check_positive_ints
+from ..modeling.checks import check_positive_int, check_positive_ints
 from .base import MatryoshkaEvaluator, check_not_empty, encode_dataset, per_dim_embeddings, validate_eval_dims
 from .classification import _default_dims, _num_rows
 

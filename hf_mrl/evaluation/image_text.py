@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.collators import ImageCollator, ids_by_value
-from ..input_checks import check_positive_ints
+from ..modeling.checks import check_positive_ints
 from .base import (
     MatryoshkaEvaluator,
     build_search_index,

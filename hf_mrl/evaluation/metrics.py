@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..input_checks import check_positive_int
+from ..modeling.checks import check_positive_int
 
 __all__ = [
     "top_k_ids",

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..modeling_matryoshka import as_matryoshka_model
+from ..modeling.modeling_matryoshka import as_matryoshka_model
 from .base import (
     MatryoshkaEvaluator,
     build_search_index,

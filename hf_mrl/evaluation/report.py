@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
-from ..files import write_file_atomically
+from ..modeling.files import write_file_atomically
 
 __all__ = [
     "save_results",
@@ -42,7 +42,7 @@ def _plain(value):
 
 def _atomic_write(path, write) -> None:
     """Calls `write(handle)` on a temporary file beside `path`, then renames it over `path`
-    (`hf_mrl.files.write_file_atomically`: a full disk is reported in plain words, with the path)."""
+    (`hf_mrl.modeling.files.write_file_atomically`: a full disk is reported in plain words, with the path)."""
 
     def write_file(temporary) -> None:
         with open(temporary, "wb") as handle:

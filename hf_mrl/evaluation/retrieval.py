@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..input_checks import check_positive_ints
-from ..nesting import default_matryoshka_dims
+from ..modeling.checks import check_positive_ints
+from ..modeling.nesting import default_matryoshka_dims
 from .base import (
     SEARCH_MODES,
     MatryoshkaEvaluator,

@@ -23,8 +23,8 @@ import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from ..configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
 from ..evaluation.report import markdown_table, parse_metric_key
+from ..modeling.configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
 
 __all__ = [
     "TEMPLATE_PATH",

@@ -17,17 +17,17 @@ from pathlib import Path
 from transformers import AutoConfig, PreTrainedModel
 from transformers.dynamic_module_utils import get_relative_import_files
 
-from ..configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
-from ..file_checks import check_local_path
-from ..files import (
+from ..modeling.configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
+from ..modeling.file_checks import check_local_path
+from ..modeling.files import (
     MODEL_FOLDER,
     check_folder_target,
     record_written_files,
     write_file_atomically,
     write_folder_atomically,
 )
-from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
-from ..modeling_matryoshka import (
+from ..modeling.modeling_dual_encoder import MatryoshkaDualEncoderModel
+from ..modeling.modeling_matryoshka import (
     MatryoshkaForImageClassification,
     MatryoshkaForSequenceClassification,
     MatryoshkaModel,
@@ -35,8 +35,8 @@ from ..modeling_matryoshka import (
     is_matryoshka_folder,
     is_sentence_transformer,
 )
+from ..modeling.sentence_transformers_format import is_sentence_transformers_folder
 from ..output_folder import check_output_names, record_outputs
-from ..sentence_transformers_format import is_sentence_transformers_folder
 from .card import PLOT_FILE, card_from_results, describe_model, save_results_plot
 
 __all__ = [
@@ -173,7 +173,7 @@ def save_with_card(
 
     Everything is checked, and the card rendered, before anything is written; the folder appears complete or
     not at all. An existing hf_mrl model folder at `path` is replaced (files in it that hf_mrl did not write
-    are kept); any other non-empty folder is refused (see `hf_mrl.files.write_folder_atomically`).
+    are kept); any other non-empty folder is refused (see `hf_mrl.modeling.files.write_folder_atomically`).
     `card_kwargs` go to `card_from_results` (`repo_id`, `base_model`, `datasets`, `license`, ...).
     """
     _check_model(model)

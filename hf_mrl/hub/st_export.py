@@ -23,11 +23,11 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
-from ..configuration_matryoshka import MatryoshkaConfig
-from ..encoding import FALLBACK_MAX_LENGTH, tokenizer_max_length
-from ..files import MODEL_FOLDER, check_folder_target, temporary_folder, write_folder_atomically
-from ..input_checks import check_positive_int, max_input_tokens
-from ..nesting import validate_dim
+from ..modeling.checks import check_positive_int, max_input_tokens
+from ..modeling.configuration_matryoshka import MatryoshkaConfig
+from ..modeling.encoding import FALLBACK_MAX_LENGTH, tokenizer_max_length
+from ..modeling.files import MODEL_FOLDER, check_folder_target, temporary_folder, write_folder_atomically
+from ..modeling.nesting import validate_dim
 from .card import card_from_results
 from .saving import README_FILE
 

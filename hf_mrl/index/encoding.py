@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..modeling_matryoshka import as_matryoshka_model
+from ..modeling.modeling_matryoshka import as_matryoshka_model
 from .validation import _check_positive_int
 
 

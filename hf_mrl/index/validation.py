@@ -9,9 +9,9 @@ from itertools import pairwise
 import numpy as np
 import torch
 
-from ..input_checks import check_positive_int as _check_positive_int
-from ..input_checks import is_int as _is_int
-from ..nesting import default_matryoshka_dims
+from ..modeling.checks import check_positive_int as _check_positive_int
+from ..modeling.checks import is_int as _is_int
+from ..modeling.nesting import default_matryoshka_dims
 from .shortlists import DEFAULT_INDEX_PARAMS
 
 

@@ -14,8 +14,8 @@ import numpy as np
 from ..data import ImageCollator, TextCollator
 from ..evaluation import MatryoshkaClassificationEvaluator, MatryoshkaRetrievalEvaluator
 from ..evaluation.image_text import DEFAULT_PROMPT_TEMPLATE, MatryoshkaImageTextEvaluator
-from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
-from ..nesting import default_matryoshka_dims
+from ..modeling.modeling_dual_encoder import MatryoshkaDualEncoderModel
+from ..modeling.nesting import default_matryoshka_dims
 
 __all__ = ["evaluation_dims", "sorted_by_length", "default_evaluator", "pair_retrieval_evaluator"]
 

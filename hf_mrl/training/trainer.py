@@ -37,9 +37,9 @@ from transformers import Trainer
 from transformers.trainer_utils import TrainOutput
 
 from ..data.generic import align_class_labels, check_label_dtype
-from ..file_checks import describe_os_error
-from ..files import check_folder_target, check_output_folder, move_into_place, remove_stale_temp_folders
 from ..hub import push_to_hub_with_card, save_with_card
+from ..modeling.file_checks import describe_os_error
+from ..modeling.files import check_folder_target, check_output_folder, move_into_place, remove_stale_temp_folders
 from .arguments import (
     REFUSED_TRAINER_ARGUMENTS,
     as_matryoshka_arguments,

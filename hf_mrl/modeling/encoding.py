@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .input_checks import check_bool, check_optional_bool, check_positive_int, max_input_tokens
+from .checks import check_bool, check_optional_bool, check_positive_int, max_input_tokens
 from .nesting import truncate_embeddings, validate_dim
 
 __all__ = ["inference", "load_processor", "saved_processor", "default_image_processor", "encode_inputs", "tokenizer_max_length",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import AutoConfig, PreTrainedConfig
 
-from .input_checks import check_bool, check_number, check_positive_int
+from .checks import check_bool, check_number, check_positive_int
 from .nesting import (
     default_matryoshka_dims,
     matryoshka_weights_preset,
@@ -130,7 +130,7 @@ class MatryoshkaConfig(PreTrainedConfig):
             to `embedding_dim`, with `embedding_dim` itself always included. Stored ascending.
         matryoshka_weights (`list[float]` or `str`, *optional*, defaults to all 1.0):
             Relative loss weight of each nesting dim, in the order `matryoshka_dims` was given, or the name of a
-            preset of `hf_mrl.nesting.MATRYOSHKA_WEIGHT_PRESETS` ("uniform", "paper_8x2", "paper_8x2_16x1.5");
+            preset of `hf_mrl.modeling.nesting.MATRYOSHKA_WEIGHT_PRESETS` ("uniform", "paper_8x2", "paper_8x2_16x1.5");
             stored as the list of weights.
         efficient (`bool`, *optional*, defaults to `False`):
             MRL-E: the classification heads at every dim share one weight matrix (its first d columns form

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .input_checks import check_bool, check_number, is_int
+from .checks import check_bool, check_number, is_int
 
 __all__ = [
     "default_matryoshka_dims",

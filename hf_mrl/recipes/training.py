@@ -18,21 +18,21 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer, ViTConfig, set_seed
 
-from ..configuration_matryoshka import MatryoshkaConfig
 from ..data import DataArguments, check_splits, load_splits, validate_data_arguments
 from ..evaluation import parse_metric_key, save_results
-from ..file_checks import check_local_path
-from ..files import MODEL_FOLDER, check_folder_target
 from ..hub import save_results_plot
-from ..input_checks import check_positive_int
-from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
-from ..modeling_matryoshka import MatryoshkaModel
-from ..nesting import default_matryoshka_dims, validate_matryoshka_dims, validate_matryoshka_weights
+from ..modeling.checks import check_positive_int
+from ..modeling.configuration_matryoshka import MatryoshkaConfig
+from ..modeling.file_checks import check_local_path
+from ..modeling.files import MODEL_FOLDER, check_folder_target
+from ..modeling.modeling_dual_encoder import MatryoshkaDualEncoderModel
+from ..modeling.modeling_matryoshka import MatryoshkaModel
+from ..modeling.nesting import default_matryoshka_dims, validate_matryoshka_dims, validate_matryoshka_weights
 from ..output_folder import check_output_names, write_output
-from .arguments import MatryoshkaTrainingArguments
-from .checkpointing import read_trainer_state, resolve_resume_checkpoint
-from .evaluators import evaluation_dims
-from .models import (
+from ..training.arguments import MatryoshkaTrainingArguments
+from ..training.checkpointing import read_trainer_state, resolve_resume_checkpoint
+from ..training.evaluators import evaluation_dims
+from ..training.models import (
     BACKBONE_KINDS,
     HEAD_KINDS,
     build_classifier,
@@ -40,8 +40,8 @@ from .models import (
     is_vision_config,
     scratch_backbone_config,
 )
-from .tracking import results_table
-from .trainer import MatryoshkaTrainer
+from ..training.tracking import results_table
+from ..training.trainer import MatryoshkaTrainer
 
 __all__ = ["SupervisedModelArguments", "ContrastiveModelArguments", "run_supervised", "run_contrastive"]
 
@@ -421,7 +421,7 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
     trainer = MatryoshkaTrainer(model=model, args=training_args, train_dataset=splits.train, eval_dataset=splits.eval,
                                 processing_class=tokenizer, name=name)
     if model_args.loss == "st-mrl":
-        from .sentence_transformers_loss import SentenceTransformersMatryoshkaLoss
+        from ..training.sentence_transformers_loss import SentenceTransformersMatryoshkaLoss
 
         if training_args.world_size > 1:
             # Its forward runs sentence-transformers' module on the encoder, outside the DDP wrapper: the processes'

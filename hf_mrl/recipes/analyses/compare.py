@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ..evaluation import group_by_dim, save_results
-from ..evaluation.report import _atomic_write, _pyplot, save_figure
+from ...evaluation import group_by_dim, save_results
+from ...evaluation.report import _atomic_write, _pyplot, save_figure
 from .runs import load_classifier
 
 __all__ = ["comparison_table", "evaluate_mrl_and_ff", "plot_panels", "score_models", "write_analysis"]

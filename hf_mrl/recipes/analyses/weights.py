@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..configuration_matryoshka import resolve_nesting
-from ..evaluation import encode_dataset, group_by_dim, save_results, top_k_accuracy
-from ..nesting import MATRYOSHKA_WEIGHT_PRESETS, matryoshka_weights_preset
+from ...evaluation import encode_dataset, group_by_dim, save_results, top_k_accuracy
+from ...modeling.configuration_matryoshka import resolve_nesting
+from ...modeling.nesting import MATRYOSHKA_WEIGHT_PRESETS, matryoshka_weights_preset
 from .runs import check_run, ff_arguments, load_classifier, mrl_arguments, run_settings, train_run
 
 __all__ = [
@@ -87,8 +87,8 @@ def validation_split(base_arguments: Sequence[str]):
     split): the rows the search and the choice are scored on."""
     from transformers import HfArgumentParser
 
-    from ..data import DataArguments, load_splits
-    from ..training.recipes import SupervisedModelArguments
+    from ...data import DataArguments, load_splits
+    from ..training import SupervisedModelArguments
 
     model_args, data_args, _ = HfArgumentParser((SupervisedModelArguments, DataArguments)).parse_args_into_dataclasses(
         args=list(base_arguments), return_remaining_strings=True
