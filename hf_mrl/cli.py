@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from .index import SHORTLIST_INDEXES, STORAGES
+from .index.choices import SHORTLIST_INDEXES, STORAGES
 
 __all__ = ["main", "build_parser"]
 

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .choices import INT8_SCALES, SHORTLIST_INDEXES, STORAGES
 from .encoding import check_index_model, check_model_record, encode_for_index
 from .persistence import load_index_folder, save_index_folder
-from .shortlists import SHORTLIST_INDEXES, _build_shortlist, _search_shortlist, faiss_index_nbytes
-from .storage import INT8_SCALES, STORAGES, _l2_normalize, _rerank, _StoredVectors
+from .shortlists import _build_shortlist, _search_shortlist, faiss_index_nbytes
+from .storage import _l2_normalize, _rerank, _StoredVectors
 from .validation import (
     _check_choice,
     _check_dim,

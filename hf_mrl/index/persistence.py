@@ -14,8 +14,8 @@ import faiss
 import numpy as np
 
 from ..modeling.files import FolderKind, read_json_object, remove_debris, write_folder_atomically
-from .shortlists import SHORTLIST_INDEXES
-from .storage import INT8_SCALES, STORAGES, _StoredVectors
+from .choices import INT8_SCALES, SHORTLIST_INDEXES, STORAGES
+from .storage import _StoredVectors
 from .validation import _check_choice, _check_positive_int
 
 if TYPE_CHECKING:
