@@ -6,6 +6,7 @@ Reads top-down: output dataclasses, building blocks (backbone construction, pool
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from dataclasses import dataclass
 
@@ -30,7 +31,11 @@ from .file_checks import check_local_path, check_weights_folder
 from .files import MODEL_FOLDER, remove_debris, save_pretrained_atomically, temporary_folder
 from .fused_cross_entropy import nested_heads_cross_entropy
 from .nesting import NestedLinear, check_saved_head_shapes, truncate_embeddings, validate_dim
-from .sentence_transformers_format import is_sentence_transformers_folder, read_sentence_transformers_folder
+from .sentence_transformers_format import (
+    is_sentence_transformers_folder,
+    read_sentence_transformers_folder,
+    write_sentence_transformers_files,
+)
 
 __all__ = [
     "MatryoshkaModelOutput",
@@ -218,11 +223,8 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
         if processor is None:
             return
         processor.save_pretrained(save_directory)
-        if self.main_input_name == "input_ids":
-            try:  # absent where the folder's own code runs without hf_mrl (trust_remote_code)
-                from hf_mrl.hub.st_export import write_sentence_transformers_files
-            except ImportError:
-                return
+        if self.main_input_name == "input_ids" and importlib.util.find_spec("sentence_transformers") is not None:
+            # the sentence-transformers layout beside ours (where that library is installed)
             write_sentence_transformers_files(self, save_directory, processor)
 
     @classmethod
