@@ -288,14 +288,6 @@ class MatryoshkaImageTextEvaluator(MatryoshkaEvaluator):
         default_primary = f"t2i_recall@{self.ks[-1]}"
         self.primary_metric_name = primary_metric_name or default_primary
 
-    def resolve_dims(self, model) -> list[int]:
-        """The given dims, checked against the dual encoder's `projection_dim`, or its nesting dims."""
-        config = model.config
-        if self.dims is None:
-            return list(config.matryoshka_dims)
-        validate_eval_dims(self.dims, config.projection_dim)
-        return list(self.dims)
-
     @torch.no_grad()
     def _encode_texts(self, model, texts: list[str], description: str) -> np.ndarray:
         device, chunks = _model_device(model), []

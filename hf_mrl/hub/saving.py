@@ -208,9 +208,7 @@ def write_card(path, model, results: Mapping | None = None, *, plot: bool = True
     check_output_names(path.parent, [path.name] + ([plot_file] if plot_file else []), "path")
     path.parent.mkdir(parents=True, exist_ok=True)
     if plot_file is not None:
-        write_file_atomically(
-            path.parent / plot_file, lambda file: save_results_plot(results, file, card_kwargs.get("metrics"))
-        )
+        save_results_plot(results, path.parent / plot_file, card_kwargs.get("metrics"))  # atomic itself
     write_file_atomically(path, lambda file: file.write_text(card, encoding="utf-8"))
     record_outputs(path.parent, [path.name] + ([plot_file] if plot_file else []))  # the next card may replace them
     return path

@@ -27,11 +27,15 @@ from ..modeling.file_checks import check_local_path
 from ..modeling.files import MODEL_FOLDER, check_folder_target
 from ..modeling.modeling_dual_encoder import MatryoshkaDualEncoderModel
 from ..modeling.modeling_matryoshka import MatryoshkaModel
-from ..modeling.nesting import default_matryoshka_dims, validate_matryoshka_dims, validate_matryoshka_weights
+from ..modeling.nesting import (
+    default_matryoshka_dims,
+    resolve_dims,
+    validate_matryoshka_dims,
+    validate_matryoshka_weights,
+)
 from ..output_folder import check_output_names, write_output
 from ..training.arguments import MatryoshkaTrainingArguments
 from ..training.checkpointing import read_trainer_state, resolve_resume_checkpoint
-from ..training.evaluators import evaluation_dims
 from ..training.models import (
     BACKBONE_KINDS,
     HEAD_KINDS,
@@ -450,7 +454,7 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
     initial = next((entry for entry in history if entry["step"] == 0), None)  # `eval_on_start`
     return _write_summary({
         "task": model_args.task, "loss": model_args.loss, "dataset": name,
-        "matryoshka_dims": model_args.matryoshka_dims, "eval_dims": evaluation_dims(model, training_args.eval_dims),
+        "matryoshka_dims": model_args.matryoshka_dims, "eval_dims": resolve_dims(model, training_args.eval_dims, name="eval_dims"),
         "final_split": final_split, "steps": steps, "steps_this_run": steps - start_step,
         "train_seconds": round(train_seconds, 2),
         "seconds_per_step": round(train_seconds / (steps - start_step), 4) if steps > start_step else None,
