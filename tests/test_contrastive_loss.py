@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+import torch.distributed.nn  # noqa: F401 - all_gather with gradients, used by a hook below
 import torch.multiprocessing as mp
 
 from hf_mrl.modeling import fused_infonce

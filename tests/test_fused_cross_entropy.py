@@ -245,6 +245,7 @@ def test_classifier_outputs_agree_with_and_without_matryoshka_logits(backbone_ki
     torch.testing.assert_close(unlabelled.logits, fused.logits)
 
 
+@pytest.mark.slow
 def test_bench_heads_with_loss_runs_on_a_tiny_problem():
     import subprocess
     import sys

@@ -27,7 +27,9 @@ def score_models(make_evaluator: Callable, mrl_run, ff_runs: Mapping[int, str | 
     scores = {"MRL": score(make_evaluator(collate_fn), model), "FF": {}}
     for dim, run in sorted(ff_runs.items()):
         model, collate_fn = load_classifier(run)
-        scores["FF"][dim] = score(make_evaluator(collate_fn), model)
+        evaluator = make_evaluator(collate_fn)
+        evaluator.dims = list(model.config.matryoshka_dims)  # an FF model is scored at the one dim it was trained at
+        scores["FF"][dim] = score(evaluator, model)
     return scores
 
 
