@@ -18,20 +18,16 @@ library `ValueError`s and `OSError`s are printed as one line `hf-mrl: error: ...
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import typing
 from pathlib import Path
 
-from .index import SHORTLIST_INDEXES, STORAGES
+from .index.choices import SHORTLIST_INDEXES, STORAGES
 
 __all__ = ["main", "build_parser"]
-
-DATASETS_HELP = (
-    "a built-in dataset ('wordnet-nouns': WordNet noun definitions, 26 classes; 'fashion-mnist': images, 10 classes), "
-    "a Hub id, a local dataset folder or a data file with text/image and label columns"
-)
-
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -65,24 +61,46 @@ def _option(group, name: str, *aliases: str, **kwargs) -> argparse.Action:
     return action
 
 
+# The data flags every data-reading command takes: `DataArguments` fields (the one source of their type, default and
+# help), each with its aliases. `--split` is the CLI's own (one split per command).
+DATA_FLAGS: dict[str, tuple[str, ...]] = {
+    "dataset_name": ("--dataset",),
+    "dataset_config_name": (),
+    "train_file": (),
+    "validation_file": (),
+    "test_file": (),
+    "max_eval_samples": ("--limit",),
+    "text_column": (),
+    "image_column": (),
+    "label_column": (),
+}
+
+
+def _add_dataclass_flags(group, dataclass_type, flags: dict[str, tuple[str, ...]], extra_help: dict[str, str]) -> None:
+    """`--<field>` (and its aliases) for each field of `dataclass_type` named in `flags`, as `HfArgumentParser`
+    builds them: the type from the annotation (`X | None` reads X; an `int` is a count, so a positive integer), the
+    field's default, and the help of its metadata (plus `extra_help[name]`)."""
+    hints = typing.get_type_hints(dataclass_type)
+    for spec in dataclasses.fields(dataclass_type):
+        if spec.name not in flags:
+            continue
+        kind = next((arg for arg in typing.get_args(hints[spec.name]) if arg is not type(None)), hints[spec.name])
+        help_text = spec.metadata.get("help", "") + extra_help.get(spec.name, "")
+        kwargs = {"action": "store_true"} if kind is bool else {"type": _positive_int if kind is int else kind}
+        _option(group, f"--{spec.name}", *flags[spec.name], default=spec.default, help=help_text, **kwargs)
+
+
 def _add_data_arguments(parser: argparse.ArgumentParser, split: str | None, dataset_default: bool = True) -> None:
+    from .data.arguments import DataArguments
+
     group = parser.add_argument_group("data")
-    default = " (default: wordnet-nouns when no data file is given)" if dataset_default else ""
-    _option(group, "--dataset_name", "--dataset", help=f"{DATASETS_HELP}{default}")
-    _option(group, "--dataset_config_name", help="configuration of a Hub dataset")
-    _option(group, "--train_file", help="train data file (.csv, .tsv, .json, .jsonl, .parquet)")
-    _option(group, "--validation_file", help="validation data file, as --train_file")
-    _option(group, "--test_file", help="test data file, as --train_file")
+    extra = {"dataset_name": " (default: wordnet-nouns when no data file is given)"} if dataset_default else {}
+    _add_dataclass_flags(group, DataArguments, DATA_FLAGS, extra)
     split_help = f"split to use, slicing allowed: train[:90%%], test[100:200] (default: {split})" if split else (
         "split to evaluate, slicing allowed: train[:90%%], test[100:200] (default: test; for data files without "
         "--test_file: validation, else train)"
     )
     _option(group, "--split", default=split, help=split_help)
-    _option(group, "--max_eval_samples", "--limit", type=_positive_int,
-            help="keep the first N rows of the split (WordNet: a seeded sample of N; quick runs)")
-    _option(group, "--text_column", help="text column of a Hub / local dataset")
-    _option(group, "--image_column", help="image column of a Hub / local dataset")
-    _option(group, "--label_column", help="label column of a Hub / local dataset (default: label)")
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser, batch_size: bool = True) -> None:
@@ -268,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_demo(args, extra: list[str]) -> int:
-    from . import demo
+    from .recipes import demo
 
     parser = argparse.ArgumentParser(prog="hf-mrl demo", description=demo.__doc__)
     demo.add_arguments(parser)
@@ -278,8 +296,8 @@ def _run_demo(args, extra: list[str]) -> int:
 def _check_paths(args, output_dir: bool = False, output_kind=None) -> None:
     """Before any loading: local model / processor paths exist ("folder not found: PATH"), `--output_dir` is no
     file, and the `output` folder is new, empty or of `output_kind` (the kind of folder the command replaces)."""
-    from .file_checks import check_local_path
-    from .files import check_folder_target, check_output_folder
+    from .modeling.file_checks import check_local_path
+    from .modeling.files import check_folder_target, check_output_folder
 
     check_local_path(args.model, "model")
     for name in ("processor", "tokenizer"):
@@ -293,8 +311,8 @@ def _check_paths(args, output_dir: bool = False, output_kind=None) -> None:
 
 def _load_model(name_or_path: str):
     """A `MatryoshkaModel` or classifier (the commands encode with `model(**batch).embeddings`)."""
-    from .configuration_matryoshka import MatryoshkaConfig
     from .hub import load_matryoshka_model
+    from .modeling.configuration_matryoshka import MatryoshkaConfig
 
     model = load_matryoshka_model(name_or_path).eval()
     if not isinstance(model.config, MatryoshkaConfig):
@@ -395,15 +413,15 @@ def _check_eval_dims(args) -> None:
         return
     from transformers import AutoConfig
 
-    from .configuration_matryoshka import MatryoshkaConfig
-    from .evaluation.base import validate_eval_dims
+    from .modeling.configuration_matryoshka import MatryoshkaConfig
+    from .modeling.nesting import resolve_dims
 
     try:
         config = AutoConfig.from_pretrained(args.model)
     except (OSError, ValueError, KeyError):
         return
     if isinstance(config, MatryoshkaConfig):
-        validate_eval_dims(args.dims, config.embedding_dim, name="--dims")
+        resolve_dims(config, args.dims, name="--dims")
 
 
 def _same_source(data_args, first: str, second: str) -> str | None:
@@ -490,7 +508,7 @@ def _run_eval(args, extra) -> int:
         plot_metric_vs_dim,
         save_results,
     )
-    from .files import write_file_atomically
+    from .modeling.files import write_file_atomically
     from .output_folder import check_output_names, write_output
 
     _check_paths(args, output_dir=True)
@@ -638,7 +656,7 @@ def _open_index(args):
 def _run_index_search(args, extra) -> int:
     if bool(args.query) == bool(args.query_image):
         raise ValueError("give text queries (--query) or image queries (--query_image), one kind and at least one.")
-    from .encoding import has_text
+    from .modeling.encoding import has_text
 
     blank = next((i for i, text in enumerate(args.query) if not has_text(text)), None)
     if blank is not None:
@@ -724,8 +742,8 @@ def _check_search_arguments(index, args) -> None:
 
 def _run_export(args, extra) -> int:
     from .evaluation import load_results
-    from .files import MODEL_FOLDER
     from .hub import export_sentence_transformer
+    from .modeling.files import MODEL_FOLDER
 
     _check_paths(args, output_kind=MODEL_FOLDER)
     results = load_results(args.results) if args.results is not None else None

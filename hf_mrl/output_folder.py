@@ -5,7 +5,7 @@ beside whatever the folder holds. It writes only under names no user file holds:
 
 - `check_output_names(folder, names)`: before any work, refuses (`ValueError`, naming them) the names a file of
   the user's holds. A file an earlier hf_mrl run wrote there may be replaced: every write is recorded in the
-  folder's record of what hf_mrl wrote (`hf_mrl.files.RECORD_NAME`, the one record every save keeps), and a
+  folder's record of what hf_mrl wrote (`hf_mrl.modeling.files.RECORD_NAME`, the one record every save keeps), and a
   recorded file changed since is the user's now.
 - `write_output(folder, name, write)`: checks the name again, calls `write(path)` (an atomic writer such as
   `save_results`), records the file.
@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .files import check_output_folder, not_written_by_hf_mrl, record_written_files
+from .modeling.files import check_output_folder, not_written_by_hf_mrl, record_written_files
 
 __all__ = ["check_default_output_folder", "check_output_names", "record_outputs", "write_output"]
 

@@ -1,11 +1,11 @@
 """Forward + backward time of the Matryoshka contrastive loss against one full-dim CLIP loss.
 
 Measured side by side in one run, on synthetic random embeddings (only the shapes matter for speed):
-  (a) `hf_mrl.losses.matryoshka_contrastive_loss` over the nesting dims (symmetric, like CLIP);
+  (a) `hf_mrl.modeling.losses.matryoshka_contrastive_loss` over the nesting dims (symmetric, like CLIP);
   (b) one full-dim CLIP loss: normalise, one matmul, symmetric cross-entropy;
   (c) the naive per-dim loop: truncate, normalise, full matmul and symmetric cross-entropy at every dim.
 Prints the median time of each (after warm-up) and the ratios (a)/(b) (target <= 1.3) and (c)/(b), and the peak
-memory of one more, untimed step of each beside it (`hf_mrl.benchmarking.peak_memory`).
+memory of one more, untimed step of each beside it (`benchmarking.peak_memory`).
 
     python scripts/bench_contrastive_loss.py                  # batch 4096, dim 1024, 9 dims (4 ... 1024)
     python scripts/bench_contrastive_loss.py --batch 1024 --dim 512 --repeats 5 --device cuda
@@ -19,9 +19,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from benchmarking import PEAK_MEMORY_SOURCE, peak_memory
 
-from hf_mrl.benchmarking import PEAK_MEMORY_SOURCE, peak_memory
-from hf_mrl.losses import matryoshka_contrastive_loss, matryoshka_contrastive_loss_reference
+from hf_mrl.modeling.losses import matryoshka_contrastive_loss
+from hf_mrl.testing_utils import matryoshka_contrastive_loss_reference
 
 
 def parse_args() -> argparse.Namespace:

@@ -17,7 +17,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 import hf_mrl
-from hf_mrl.training.recipes import default_text_model
+from hf_mrl.recipes.training import default_text_model
 
 
 def parse_args(argv=None) -> argparse.Namespace:

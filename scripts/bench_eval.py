@@ -16,7 +16,7 @@ the texts 9 times, so it dominates the run time):
   per-dim      encoding the texts again for each of the 9 dims (what a per-dim evaluator
                such as sentence-transformers' `truncate_dim` does), then scoring that dim
 Target: nine dims <= 1.2x one dim. Peak memory of one more, untimed run of each is printed beside its time
-(`hf_mrl.benchmarking.peak_memory`). With `--output-dir`, also writes the per-dim results (with PCA
+(`benchmarking.peak_memory`). With `--output-dir`, also writes the per-dim results (with PCA
 and random-subset baselines on the same embeddings) as JSON, a markdown table and a PNG plot.
 """
 
@@ -30,11 +30,11 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
+from benchmarking import PEAK_MEMORY_SOURCE, peak_memory
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from hf_mrl import MatryoshkaModel
-from hf_mrl.benchmarking import PEAK_MEMORY_SOURCE, peak_memory
 from hf_mrl.evaluation import (
     MatryoshkaRetrievalEvaluator,
     baseline_embeddings,

@@ -31,12 +31,12 @@ import statistics
 
 import torch
 import torch.nn.functional as F
+from benchmarking import PEAK_MEMORY_SOURCE, make_clock, peak_memory
 from torch import nn
 
-from hf_mrl.benchmarking import PEAK_MEMORY_SOURCE, make_clock, peak_memory
-from hf_mrl.fused_cross_entropy import DEFAULT_CHUNK_SIZE, _add_mm, _mm_into, nested_heads_cross_entropy
-from hf_mrl.losses import matryoshka_cross_entropy
-from hf_mrl.nesting import NestedLinear, block_bounds, default_matryoshka_dims
+from hf_mrl.modeling.fused_cross_entropy import DEFAULT_CHUNK_SIZE, _add_mm, _mm_into, nested_heads_cross_entropy
+from hf_mrl.modeling.losses import matryoshka_cross_entropy
+from hf_mrl.modeling.nesting import NestedLinear, block_bounds, default_matryoshka_dims
 
 
 def make_step(head: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, with_loss: bool, nested: bool,

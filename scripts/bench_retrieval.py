@@ -68,7 +68,7 @@ from hf_mrl.evaluation.sweep import (
     timed_search,
 )
 from hf_mrl.index import MatryoshkaIndex, QdrantMatryoshkaIndex, encode_embeddings
-from hf_mrl.modeling_matryoshka import MatryoshkaModel
+from hf_mrl.modeling.modeling_matryoshka import MatryoshkaModel
 
 K = 10
 EQUAL_QUALITY = 0.005  # "equal mAP@10": within 0.5 point of exact full-dim search
@@ -131,7 +131,7 @@ def load_model(spec: str, data: str):
     """-> (model, tokenizer or None, image (mean, std) or None, fingerprint for the cache)."""
     from transformers import AutoTokenizer, ViTConfig
 
-    from hf_mrl.configuration_matryoshka import MatryoshkaConfig
+    from hf_mrl.modeling.configuration_matryoshka import MatryoshkaConfig
 
     if spec == "random-vit":
         torch.manual_seed(0)

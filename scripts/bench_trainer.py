@@ -6,7 +6,7 @@ all-MiniLM-L6-v2 weights, the same WordNet (definition, word) pairs, batch 64, t
 direction, AdamW at the same learning rate. Each trainer runs its own whole loop (data loading, callbacks,
 logging); a callback times each optimizer step (collation excluded, as all three fetch the batch first). The three
 are run in turn, `--repeats` times (interleaved: all see the same machine load), and the medians compared. Peak
-memory: one more forward + backward of each, measured by `hf_mrl.benchmarking.peak_memory`.
+memory: one more forward + backward of each, measured by `benchmarking.peak_memory`.
 
     python scripts/bench_trainer.py                     # 12 timed steps after 3 warm-up steps, 3 repeats
     python scripts/bench_trainer.py --steps 4 --warmup 1 --repeats 1 --num_pairs 512   # a quick look
@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 import torch
+from benchmarking import peak_memory
 from transformers import TrainerCallback
 
 import hf_mrl
-from hf_mrl.benchmarking import peak_memory
+from hf_mrl.recipes.training import default_text_model
 from hf_mrl.training import MatryoshkaTrainer, MatryoshkaTrainingArguments
-from hf_mrl.training.recipes import default_text_model
 from hf_mrl.training.tasks import PairContrastiveLoss
 
 DIMS = [8, 16, 32, 64, 128, 256, 384]

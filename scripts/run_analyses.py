@@ -25,8 +25,14 @@ import os
 import sys
 from pathlib import Path
 
-from hf_mrl.analyses import IMAGE_ANALYSES, TEXT_ANALYSES, AnalysisSettings, run_image_analyses, run_text_analyses
 from hf_mrl.data.corruptions import check_corruption
+from hf_mrl.recipes.analyses import (
+    IMAGE_ANALYSES,
+    TEXT_ANALYSES,
+    AnalysisSettings,
+    run_image_analyses,
+    run_text_analyses,
+)
 from hf_mrl.training.launch import run_script
 
 REPO = Path(__file__).resolve().parents[1]

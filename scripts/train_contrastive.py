@@ -27,9 +27,9 @@ encoder (`--task image-text`), with the contrastive loss at every nesting dim. T
 import sys
 
 from hf_mrl.data import DataArguments
+from hf_mrl.recipes.training import ContrastiveModelArguments, run_contrastive
 from hf_mrl.training import MatryoshkaTrainingArguments
 from hf_mrl.training.launch import parse_arguments, run_script
-from hf_mrl.training.recipes import ContrastiveModelArguments, run_contrastive
 
 
 def main(argv=None) -> dict:

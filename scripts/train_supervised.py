@@ -27,9 +27,9 @@ model card with per-dim results), `results.json` (final top-1 and 1-NN per dim, 
 import sys
 
 from hf_mrl.data import DataArguments
+from hf_mrl.recipes.training import SupervisedModelArguments, run_supervised
 from hf_mrl.training import MatryoshkaTrainingArguments
 from hf_mrl.training.launch import parse_arguments, run_script
-from hf_mrl.training.recipes import SupervisedModelArguments, run_supervised
 
 
 def main(argv=None) -> dict:

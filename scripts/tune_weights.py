@@ -21,16 +21,16 @@ import os
 import sys
 from pathlib import Path
 
-from hf_mrl.analyses.runs import FMNIST_DIMS, fmnist_arguments
-from hf_mrl.analyses.studies import WEIGHTS_STUDY_FILES, weights_study
-from hf_mrl.analyses.weights import (
+from hf_mrl.modeling.files import check_output_folder
+from hf_mrl.output_folder import check_default_output_folder, check_output_names, record_outputs
+from hf_mrl.recipes.analyses.runs import FMNIST_DIMS, fmnist_arguments
+from hf_mrl.recipes.analyses.studies import WEIGHTS_STUDY_FILES, weights_study
+from hf_mrl.recipes.analyses.weights import (
     DEFAULT_PRESETS,
     check_weights_config,
     tune_matryoshka_weights,
     write_weights_to_config,
 )
-from hf_mrl.files import check_output_folder
-from hf_mrl.output_folder import check_default_output_folder, check_output_names, record_outputs
 from hf_mrl.training.launch import run_script
 
 DEFAULT_OUTPUT_DIR = Path("tune_weights_output")

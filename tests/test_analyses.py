@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from accelerate.state import AcceleratorState
 
-from hf_mrl.analyses import load_classifier, train_run
-from hf_mrl.analyses.runs import ff_arguments, mrl_arguments
-from hf_mrl.analyses.studies import few_shot_study, long_tail_study, routing_study, shift_study
 from hf_mrl.data import load_fashion_mnist
 from hf_mrl.evaluation import MatryoshkaShiftEvaluator, load_results
+from hf_mrl.recipes.analyses import load_classifier, train_run
+from hf_mrl.recipes.analyses.runs import ff_arguments, mrl_arguments
+from hf_mrl.recipes.analyses.studies import few_shot_study, long_tail_study, routing_study, shift_study
 
 REPO = Path(__file__).resolve().parents[1]
 DIMS = [8, 16, 32]

@@ -57,11 +57,11 @@ def test_unknown_arguments_and_missing_files_fail_cleanly(capsys, tmp_path):
 
 def test_demo_is_wired_to_hf_mrl_demo(monkeypatch):
     calls = []
-    demo = types.ModuleType("hf_mrl.demo")
+    demo = types.ModuleType("hf_mrl.recipes.demo")
     demo.add_arguments = lambda parser: parser.add_argument("--steps", type=int, default=1)
     demo.main = lambda args: calls.append(args.steps) or 0
-    monkeypatch.setitem(sys.modules, "hf_mrl.demo", demo)
-    monkeypatch.setattr("hf_mrl.demo", demo, raising=False)
+    monkeypatch.setitem(sys.modules, "hf_mrl.recipes.demo", demo)
+    monkeypatch.setattr("hf_mrl.recipes.demo", demo, raising=False)
     assert main(["demo", "--steps", "3"]) == 0
     assert calls == [3]
 

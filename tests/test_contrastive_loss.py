@@ -7,15 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+import torch.distributed.nn  # noqa: F401 - all_gather with gradients, used by a hook below
 import torch.multiprocessing as mp
 
-from hf_mrl import fused_infonce
-from hf_mrl.losses import (
+from hf_mrl.modeling import fused_infonce
+from hf_mrl.modeling.losses import (
     MatryoshkaContrastiveOutput,
     gather_with_grad,
     matryoshka_contrastive_loss,
-    matryoshka_contrastive_loss_reference,
 )
+from hf_mrl.testing_utils import matryoshka_contrastive_loss_reference
 
 from .launch import free_port
 

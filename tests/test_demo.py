@@ -9,8 +9,8 @@ import torch
 from transformers import AutoModelForImageClassification
 
 import hf_mrl  # noqa: F401
-from hf_mrl import demo
 from hf_mrl.cli import main as cli_main
+from hf_mrl.recipes import demo
 
 QUICK = [
     "--max_steps", "3", "--batch_size", "16", "--hidden_size", "32", "--num_layers", "1", "--limit_train", "64",

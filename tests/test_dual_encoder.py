@@ -4,8 +4,8 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel
 
 from hf_mrl import MatryoshkaConfig, MatryoshkaDualEncoderConfig, MatryoshkaDualEncoderModel, MatryoshkaModel
-from hf_mrl.losses import matryoshka_contrastive_loss
-from hf_mrl.modeling_dual_encoder import MAX_LOGIT_SCALE
+from hf_mrl.modeling.losses import matryoshka_contrastive_loss
+from hf_mrl.modeling.modeling_dual_encoder import MAX_LOGIT_SCALE
 
 from .tiny import tiny_bert_config, tiny_inputs, tiny_vit_config
 

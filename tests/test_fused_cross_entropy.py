@@ -13,8 +13,9 @@ from hf_mrl import (
     MatryoshkaForSequenceClassification,
     fused_cross_entropy,
 )
-from hf_mrl.fused_cross_entropy import nested_heads_cross_entropy, nested_linear_cross_entropy
-from hf_mrl.nesting import NestedLinear, nested_linear_reference
+from hf_mrl.modeling.fused_cross_entropy import nested_heads_cross_entropy, nested_linear_cross_entropy
+from hf_mrl.modeling.nesting import NestedLinear
+from hf_mrl.testing_utils import nested_linear_reference
 
 from .tiny import BACKBONES, tiny_inputs
 
@@ -244,6 +245,7 @@ def test_classifier_outputs_agree_with_and_without_matryoshka_logits(backbone_ki
     torch.testing.assert_close(unlabelled.logits, fused.logits)
 
 
+@pytest.mark.slow
 def test_bench_heads_with_loss_runs_on_a_tiny_problem():
     import subprocess
     import sys

@@ -12,9 +12,9 @@ from hf_mrl import (
     MatryoshkaForSequenceClassification,
     MatryoshkaModel,
 )
-from hf_mrl.configuration_matryoshka import MatryoshkaDualEncoderConfig
 from hf_mrl.hub import MRL_CITATION, TEMPLATE_PATH, card_from_results, describe_model, group_results, save_results_plot
-from hf_mrl.modeling_dual_encoder import MatryoshkaDualEncoderModel
+from hf_mrl.modeling.configuration_matryoshka import MatryoshkaDualEncoderConfig
+from hf_mrl.modeling.modeling_dual_encoder import MatryoshkaDualEncoderModel
 
 from .tiny import tiny_bert_config, tiny_vit_config
 

@@ -12,17 +12,18 @@ from hf_mrl import (
     MatryoshkaForSequenceClassification,
     MatryoshkaModel,
 )
-from hf_mrl.configuration_matryoshka import MatryoshkaDualEncoderConfig
-from hf_mrl.files import RECORD_NAME
 from hf_mrl.hub import make_trust_remote_code_ready, remote_code_auto_map, save_with_card
-from hf_mrl.modeling_dual_encoder import MatryoshkaDualEncoderModel
+from hf_mrl.modeling.configuration_matryoshka import MatryoshkaDualEncoderConfig
+from hf_mrl.modeling.files import RECORD_NAME
+from hf_mrl.modeling.modeling_dual_encoder import MatryoshkaDualEncoderModel
 
 from .tiny import tiny_bert_config, tiny_inputs, tiny_vit_config
 
 RESULTS = {"fmnist_dim8_top1": 0.6, "fmnist_dim16_top1": 0.7}
-CODE_FILES = {"configuration_matryoshka.py", "modeling_matryoshka.py", "nesting.py", "fused_cross_entropy.py"}
+CODE_FILES = {"configuration_matryoshka.py", "modeling_matryoshka.py", "nesting.py", "fused_cross_entropy.py", "checks.py",
+              "encoding.py", "files.py", "file_checks.py", "sentence_transformers_format.py"}
 # What the dual encoder's modeling file imports on top (the classifiers' needs only the fused cross-entropy).
-LOSS_FILES = {"losses.py", "contrastive_loss.py", "contrastive_loss_reference.py", "fused_infonce.py", "distributed.py"}
+LOSS_FILES = {"losses.py", "fused_infonce.py"}
 
 
 def build(name: str):
@@ -159,6 +160,7 @@ def test_make_trust_remote_code_ready_on_a_plain_save(tmp_path):
     make_trust_remote_code_ready(tmp_path / "plain")
     files = {path.name for path in (tmp_path / "plain").iterdir()}
     assert CODE_FILES | LOSS_FILES | {"modeling_dual_encoder.py", "model.safetensors"} <= files
+    assert "testing_utils.py" not in files and not any("reference" in name for name in files)  # no test code
     assert not [name for name in files if name.startswith(".") and name != RECORD_NAME]  # no temporary files left
     auto_map = json.loads((tmp_path / "plain" / "config.json").read_text())["auto_map"]
     assert auto_map == remote_code_auto_map(MatryoshkaDualEncoderConfig)

@@ -1,5 +1,5 @@
 """Any PNG that training accepts encodes the same way: RGBA, palette with transparency, 16-bit and grey images go
-through one preparation (`hf_mrl.encoding.prepared_image`) in the collators and in `encode`."""
+through one preparation (`hf_mrl.modeling.encoding.prepared_image`) in the collators and in `encode`."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from PIL import Image
 
 from hf_mrl import MatryoshkaConfig, MatryoshkaModel
 from hf_mrl.data import ImageCollator
-from hf_mrl.encoding import prepared_image
+from hf_mrl.modeling.encoding import prepared_image
 
 from .tiny import tiny_vit_config
 

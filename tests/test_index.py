@@ -8,10 +8,10 @@ import pytest
 import torch
 from datasets import Dataset
 
-from hf_mrl.configuration_matryoshka import MatryoshkaConfig
-from hf_mrl.files import RECORD_NAME
 from hf_mrl.index import STORAGES, MatryoshkaIndex, encode_embeddings
-from hf_mrl.modeling_matryoshka import MatryoshkaModel
+from hf_mrl.modeling.configuration_matryoshka import MatryoshkaConfig
+from hf_mrl.modeling.files import RECORD_NAME
+from hf_mrl.modeling.modeling_matryoshka import MatryoshkaModel
 
 from .index_vectors import DIM, NUM_VECTORS
 from .tiny import tiny_vit_config

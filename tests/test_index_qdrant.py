@@ -11,11 +11,11 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Value
 from qdrant_client import QdrantClient, models
 
-from hf_mrl.configuration_matryoshka import MatryoshkaConfig
 from hf_mrl.index import MatryoshkaIndex, QdrantMatryoshkaIndex, encode_embeddings
 from hf_mrl.index.encoding import dataset_payloads
 from hf_mrl.index.qdrant_engines import _ClientCollection, _EdgeCollection
-from hf_mrl.modeling_matryoshka import MatryoshkaModel
+from hf_mrl.modeling.configuration_matryoshka import MatryoshkaConfig
+from hf_mrl.modeling.modeling_matryoshka import MatryoshkaModel
 
 from .index_vectors import NUM_VECTORS
 from .tiny import tiny_vit_config

@@ -1,17 +1,17 @@
 import pytest
 import torch
 
-from hf_mrl.nesting import (
+from hf_mrl.modeling.nesting import (
     NestedLinear,
     block_bounds,
     default_direct_dims,
     default_matryoshka_dims,
-    nested_linear_reference,
     truncate_embeddings,
     validate_dim,
     validate_matryoshka_dims,
     validate_matryoshka_weights,
 )
+from hf_mrl.testing_utils import nested_linear_reference
 
 
 def test_default_dims_are_powers_of_two_plus_the_full_dim():

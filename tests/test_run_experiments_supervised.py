@@ -10,9 +10,9 @@ import pytest
 from accelerate.state import AcceleratorState
 
 from hf_mrl.data import DataArguments
+from hf_mrl.recipes.training import SupervisedModelArguments
 from hf_mrl.training import MatryoshkaTrainingArguments
 from hf_mrl.training.launch import parse_arguments
-from hf_mrl.training.recipes import SupervisedModelArguments
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 

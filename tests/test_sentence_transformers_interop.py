@@ -63,6 +63,7 @@ def test_an_unsupported_module_is_refused(st_dense_folder, tmp_path):
         hf_mrl.MatryoshkaModel.from_backbone(str(tmp_path / "tanh"))
 
 
+@pytest.mark.slow
 def test_hf_mrl_folder_loads_in_sentence_transformers_without_hf_mrl(st_dense_folder, tmp_path):
     model = hf_mrl.MatryoshkaModel.from_backbone(st_dense_folder, matryoshka_dims=[8, 16, 24])
     model.save_pretrained(tmp_path / "mrl")

@@ -275,8 +275,8 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path):
 def test_help_names_each_default_once(capsys):
     """A help text that names its own default ("default: full") gets no "(default: None)" from argparse."""
     from hf_mrl.data import DataArguments
+    from hf_mrl.recipes.training import SupervisedModelArguments
     from hf_mrl.training.launch import parse_arguments
-    from hf_mrl.training.recipes import SupervisedModelArguments
 
     with pytest.raises(SystemExit):
         parse_arguments((SupervisedModelArguments, DataArguments, MatryoshkaTrainingArguments), ["--help"])

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from transformers import EarlyStoppingCallback, TrainingArguments
 
 from hf_mrl import MatryoshkaDualEncoderModel, MatryoshkaModel
-from hf_mrl.configuration_matryoshka import MatryoshkaDualEncoderConfig
+from hf_mrl.modeling.configuration_matryoshka import MatryoshkaDualEncoderConfig
 from hf_mrl.training import NOT_EXERCISED_FIELDS, MatryoshkaTrainer, MatryoshkaTrainingArguments, checkpoint_path
 from hf_mrl.training.arguments import REFUSED
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from hf_mrl.files import record_written_files
+from hf_mrl.modeling.files import record_written_files
 from hf_mrl.training import (
     TEMP_PREFIX,
     checkpoint_path,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from hf_mrl import MatryoshkaConfig
-from hf_mrl.analyses import pareto_front, propose_weightings, write_weights_to_config
-from hf_mrl.analyses.weights import SEARCH_MULTIPLIERS
-from hf_mrl.nesting import MATRYOSHKA_WEIGHT_PRESETS, matryoshka_weights_preset
+from hf_mrl.modeling.nesting import MATRYOSHKA_WEIGHT_PRESETS, matryoshka_weights_preset
+from hf_mrl.recipes.analyses import pareto_front, propose_weightings, write_weights_to_config
+from hf_mrl.recipes.analyses.weights import SEARCH_MULTIPLIERS
 
 from .tiny import tiny_vit_config
 

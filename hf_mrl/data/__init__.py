@@ -8,35 +8,35 @@ read from a Debian package and also takes Hub ids or local folders. Collators tu
 rows into the tensors the models take.
 """
 
-from .collators import ImageCollator, ImageTextCollator, PairCollator, TextCollator, ids_by_value
-from .corruptions import CORRUPTION_SEVERITIES, CORRUPTIONS, corrupt_dataset, corrupt_image, corrupted_datasets
-from .emoji import emoji_base, load_emoji_pairs
-from .fashion_mnist import (
-    FASHION_MNIST_CAPTION_TEMPLATES,
-    FASHION_MNIST_CLASS_NAMES,
-    fashion_mnist_class_prompts,
-    load_fashion_mnist,
-    load_fashion_mnist_captions,
-)
-from .generic import (
-    load_classification_dataset,
-    load_image_text_dataset,
-    standardize_classification_columns,
-    standardize_image_text_columns,
-)
-from .resolve import (
-    BUILTIN_DATASETS,
-    DataArguments,
-    DatasetSplits,
-    check_splits,
-    load_split,
-    load_splits,
-    slice_split,
-    split_names,
-    validate_data_arguments,
-)
-from .subsets import long_tailed_counts, long_tailed_subset, split_classes
-from .wordnet import WORDNET_NOUN_CATEGORIES, load_wordnet_nouns, load_wordnet_pairs, wordnet_noun_super_classes
+from ..modeling.lazy_exports import lazy_exports
+
+# Loaded on first use: `datasets` is imported only by what needs it (`hf-mrl --help` reads `DataArguments` alone).
+_EXPORTS = {
+    "arguments": ["BUILTIN_DATASETS", "DataArguments"],
+    "collators": ["ImageCollator", "ImageTextCollator", "PairCollator", "TextCollator", "ids_by_value"],
+    "corruptions": ["CORRUPTION_SEVERITIES", "CORRUPTIONS", "corrupt_dataset", "corrupt_image", "corrupted_datasets"],
+    "emoji": ["emoji_base", "load_emoji_pairs"],
+    "fashion_mnist": [
+        "FASHION_MNIST_CAPTION_TEMPLATES",
+        "FASHION_MNIST_CLASS_NAMES",
+        "fashion_mnist_class_prompts",
+        "load_fashion_mnist",
+        "load_fashion_mnist_captions",
+    ],
+    "generic": [
+        "load_classification_dataset",
+        "load_image_text_dataset",
+        "standardize_classification_columns",
+        "standardize_image_text_columns",
+    ],
+    "resolve": [
+        "DatasetSplits", "check_splits", "load_split", "load_splits", "slice_split", "split_names",
+        "validate_data_arguments",
+    ],
+    "subsets": ["long_tailed_counts", "long_tailed_subset", "split_classes"],
+    "wordnet": ["WORDNET_NOUN_CATEGORIES", "load_wordnet_nouns", "load_wordnet_pairs", "wordnet_noun_super_classes"],
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "BUILTIN_DATASETS",

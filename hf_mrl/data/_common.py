@@ -9,8 +9,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -19,7 +17,8 @@ import numpy as np
 import PIL.Image
 import pyarrow.compute as pc
 
-from ..encoding import image_array
+from ..modeling.encoding import image_array
+from ..modeling.files import FolderKind, write_folder_atomically
 
 # Extensions of single data files and the `datasets` builder that reads them.
 DATA_FILE_BUILDERS = {
@@ -268,16 +267,11 @@ def fingerprint(*parts) -> str:
     return hashlib.blake2b(json.dumps(items, sort_keys=True).encode(), digest_size=4).hexdigest()
 
 
+DATASET_CACHE = FolderKind("rendered dataset", is_saved_dataset)
+
+
 def save_atomically(dataset: datasets.Dataset, target: Path) -> None:
-    """`save_to_disk` into a temporary folder next to `target`, then rename it into place, so a
-    reader never sees a half-written cache. If another process won the race, keeps theirs."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        dataset.save_to_disk(str(staging))
-        os.replace(staging, target)
-    except OSError:
-        if not is_saved_dataset(target):
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """`save_to_disk` through `write_folder_atomically`, so a reader never sees a half-written cache. A cache
+    already at `target` (another process won the race) is kept."""
+    if not is_saved_dataset(target):
+        write_folder_atomically(target, lambda staging: dataset.save_to_disk(str(staging)), DATASET_CACHE, "target")

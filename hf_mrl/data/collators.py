@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..encoding import image_array, prepared_image
+from ..modeling.encoding import image_array, prepared_image
 
 __all__ = ["ids_by_value", "ImageCollator", "TextCollator", "ImageTextCollator", "PairCollator", "collator_for_model"]
 
@@ -318,7 +318,7 @@ def collator_for_model(model, name_or_path, processor: str | None = None, label_
 
     from transformers import AutoImageProcessor, AutoTokenizer
 
-    from ..encoding import tokenizer_max_length
+    from ..modeling.encoding import tokenizer_max_length
 
     if model.main_input_name == "input_ids":
         tokenizer = AutoTokenizer.from_pretrained(processor or name_or_path)

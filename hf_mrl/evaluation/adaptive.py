@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..nesting import validate_matryoshka_dims
+from ..modeling.nesting import validate_matryoshka_dims
 
 __all__ = [
     "MatryoshkaCascade",

@@ -1,5 +1,5 @@
-"""What every Matryoshka evaluator shares: encoding a dataset once, per-dim views of the embeddings,
-faiss search, and the evaluator contract.
+"""What every Matryoshka evaluator shares: encoding a dataset once (`hf_mrl.modeling.encoding.encode_dataset`),
+per-dim views of the embeddings, faiss search, and the evaluator contract.
 
 The contract (as in sentence-transformers): an evaluator is built once from its data, then
 `evaluator(model)` encodes the data once at the full dim and returns a flat dict of floats keyed
@@ -10,8 +10,7 @@ The contract (as in sentence-transformers): an evaluator is built once from its 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import datasets
@@ -19,13 +18,11 @@ import faiss
 import numpy as np
 import torch
 from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from ..encoding import has_text
-from ..input_checks import check_finite, check_positive_int
-from ..modeling_matryoshka import as_matryoshka_model
-from ..nesting import truncate_embeddings, validate_dim
+from ..modeling.checks import check_finite, check_positive_int
+from ..modeling.encoding import MODEL_INPUT_NAMES, EncodedDataset, encode_dataset, has_text
+from ..modeling.modeling_matryoshka import as_matryoshka_model
+from ..modeling.nesting import resolve_dims, truncate_embeddings, validate_eval_dims
 from .report import group_by_dim, save_results
 
 __all__ = [
@@ -43,61 +40,7 @@ __all__ = [
     "validate_eval_dims",
 ]
 
-# Batch keys passed to the model; anything else a collator returns (labels, ids) stays out.
-MODEL_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
 SEARCH_MODES = ("exact", "hnsw", "ivf")
-
-
-@dataclass
-class EncodedDataset:
-    """A dataset encoded once at the full dim.
-
-    embeddings: (n, d) float32, as the model returns them (not normalised).
-    matryoshka_logits: (num_nesting_dims, n, num_labels) float32 from the nested heads, or None.
-    """
-
-    embeddings: np.ndarray
-    matryoshka_logits: np.ndarray | None = None
-
-
-def _default_collate(examples: list[dict]) -> dict:
-    keys = [key for key in examples[0] if key in MODEL_INPUT_NAMES]
-    return {key: torch.stack([torch.as_tensor(example[key]) for example in examples]) for key in keys}
-
-
-@torch.no_grad()
-def encode_dataset(
-    model,
-    dataset,
-    collate_fn: Callable[[list[dict]], dict] | None = None,
-    batch_size: int = 64,
-    description: str = "Encoding",
-) -> EncodedDataset:
-    """Runs `model(**batch)` over `dataset` once, in batches, without gradients, and keeps
-    `.embeddings` and, when the model has nested heads, `.matryoshka_logits`. `collate_fn` turns a list of rows into
-    a dict of tensors (e.g. `ImageCollator`, `TextCollator`); None stacks the rows' model-input columns."""
-    check_positive_int(batch_size, "batch_size")
-    if len(dataset) == 0:
-        raise ValueError("`dataset` is empty; nothing to encode.")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn or _default_collate)
-    embeddings, logits = [], []
-    try:
-        for batch in tqdm(loader, desc=description, leave=False):
-            inputs = {key: value.to(device) for key, value in batch.items() if key in MODEL_INPUT_NAMES}
-            outputs = model(**inputs)
-            embeddings.append(outputs.embeddings.float().cpu())
-            nested = getattr(outputs, "matryoshka_logits", None)
-            if nested is not None:
-                logits.append(nested.float().cpu())
-    finally:
-        model.train(was_training)
-    return EncodedDataset(
-        embeddings=torch.cat(embeddings).numpy(),
-        matryoshka_logits=torch.cat(logits, dim=1).numpy() if logits else None,
-    )
 
 
 def check_not_empty(named: Mapping) -> None:
@@ -136,20 +79,6 @@ def check_several_classes(labels, argument: str) -> None:
             f"`{argument}` holds a single class ({classes[0].item()!r}, {len(labels)} rows); a k-NN or retrieval score "
             "of one class is 1 whatever the model; give rows of at least two classes."
         )
-
-
-def validate_eval_dims(dims, embedding_dim: int | None, name: str = "dims") -> list[int]:
-    """Evaluation dims: distinct integers from 1 to `embedding_dim` (any, not only nesting dims; no upper
-    bound when None), ascending."""
-    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or len(dims) == 0:
-        raise ValueError(f"`{name}` must be a non-empty list of integers, got {dims!r}.")
-    for dim in dims:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"`{name}` must hold positive integers, got {dim!r} in {list(dims)!r}.")
-    checked = [validate_dim(dim, embedding_dim, name=name) for dim in dims] if embedding_dim else list(dims)
-    if len(set(checked)) != len(checked):
-        raise ValueError(f"`{name}` holds duplicates in {list(dims)!r}; each dim must appear once.")
-    return sorted(checked)
 
 
 def per_dim_embeddings(embeddings, dims: Sequence[int], name: str = "embeddings") -> dict[int, np.ndarray]:
@@ -239,16 +168,8 @@ class MatryoshkaEvaluator(SentenceEvaluator, ABC):
         return self.key(dims[-1], self.primary_metric_name) if dims else None
 
     def resolve_dims(self, model) -> list[int]:
-        """The evaluation dims for `model`: the ones given, checked against its embedding dim, or its nesting dims."""
-        config = getattr(model, "config", None)
-        embedding_dim = getattr(config, "embedding_dim", None)
-        if self.dims is None:
-            if embedding_dim is None:
-                raise ValueError("`dims` must be given for a model whose config has no `embedding_dim`.")
-            return list(getattr(config, "matryoshka_dims", None) or [embedding_dim])
-        if embedding_dim is not None:
-            validate_eval_dims(self.dims, embedding_dim)
-        return list(self.dims)
+        """The evaluation dims for `model`: `hf_mrl.modeling.nesting.resolve_dims` of the dims given."""
+        return resolve_dims(model, self.dims)
 
     @primary_metric.setter
     def primary_metric(self, value) -> None:

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..input_checks import check_positive_ints
-from ..nesting import default_matryoshka_dims
+from ..modeling.checks import check_positive_ints
+from ..modeling.nesting import resolve_dims
 from .base import (
     SEARCH_MODES,
     MatryoshkaEvaluator,
@@ -27,7 +27,6 @@ from .base import (
     encode_dataset,
     per_dim_embeddings,
     run_search,
-    validate_eval_dims,
 )
 from .metrics import knn_accuracy, remove_ids, top_k_accuracy
 from .report import group_by_dim
@@ -39,12 +38,6 @@ def _num_rows(embeddings) -> int:
     if isinstance(embeddings, Mapping):
         return len(next(iter(embeddings.values())))
     return len(embeddings)
-
-
-def _default_dims(embeddings, nesting_dims) -> list[int]:
-    if isinstance(embeddings, Mapping):
-        return sorted(embeddings)
-    return list(nesting_dims) if nesting_dims is not None else default_matryoshka_dims(np.asarray(embeddings).shape[1])
 
 
 def classification_metrics(
@@ -81,10 +74,7 @@ def classification_metrics(
     top_k, knn_k = check_positive_ints(top_k, "top_k"), check_positive_ints(knn_k, "knn_k")
     if search not in SEARCH_MODES:
         raise ValueError(f"`search` must be one of {list(SEARCH_MODES)}, got {search!r}.")
-    if dims is None:
-        dims = _default_dims(embeddings, nesting_dims)
-    full_dim = None if isinstance(embeddings, Mapping) else np.asarray(embeddings).shape[1]
-    dims = validate_eval_dims(list(dims), full_dim)
+    dims = resolve_dims(embeddings, dims, nesting_dims=nesting_dims)
     if (reference_embeddings is None) != (reference_labels is None):
         raise ValueError("Give both `reference_embeddings` and `reference_labels`, or neither (leave-one-out).")
     leave_one_out = reference_embeddings is None

@@ -22,9 +22,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..input_checks import check_positive_int, check_positive_ints
-from .base import MatryoshkaEvaluator, check_not_empty, encode_dataset, per_dim_embeddings, validate_eval_dims
-from .classification import _default_dims, _num_rows
+from ..modeling.checks import check_positive_int, check_positive_ints
+from ..modeling.nesting import resolve_dims
+from .base import MatryoshkaEvaluator, check_not_empty, encode_dataset, per_dim_embeddings
+from .classification import _num_rows
 
 __all__ = ["FEW_SHOT_METHODS", "MatryoshkaFewShotEvaluator", "few_shot_metrics", "sample_episodes"]
 
@@ -154,10 +155,7 @@ def few_shot_metrics(
     )
     methods = _check_methods(methods)
     episodes = sample_episodes(support_labels, classes, shots, num_episodes, seed)
-    if dims is None:
-        dims = _default_dims(support_embeddings, None)
-    full_dim = None if isinstance(support_embeddings, Mapping) else np.asarray(support_embeddings).shape[1]
-    dims = validate_eval_dims(list(dims), full_dim)
+    dims = resolve_dims(support_embeddings, dims)
     return _score(support_embeddings, support_labels, query_embeddings, query_labels, episodes, classes,
                   novel_classes, methods, dims, name)
 
@@ -259,9 +257,7 @@ class MatryoshkaFewShotEvaluator(MatryoshkaEvaluator):
             )
         if _num_rows(query_embeddings) != len(self.query_labels):
             raise ValueError(f"`query_embeddings` has {_num_rows(query_embeddings)} rows for {len(self.query_labels)} queries.")
-        dims = dims or self.dims or _default_dims(support_embeddings, None)
-        full_dim = None if isinstance(support_embeddings, Mapping) else np.asarray(support_embeddings).shape[1]
-        dims = validate_eval_dims(list(dims), full_dim)
+        dims = resolve_dims(support_embeddings, dims or self.dims)
         results = _score(support_embeddings, self.support_labels, query_embeddings, self.query_labels, self.episodes,
                          self.classes, self.novel_classes, self.methods, dims, self.name)
         return self.remember(results, self.primary_metric_name)

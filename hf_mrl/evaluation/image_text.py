@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.collators import ImageCollator, ids_by_value
-from ..input_checks import check_positive_ints
+from ..modeling.checks import check_positive_ints
 from .base import (
     MatryoshkaEvaluator,
     build_search_index,
@@ -287,14 +287,6 @@ class MatryoshkaImageTextEvaluator(MatryoshkaEvaluator):
         self.max_length = max_length
         default_primary = f"t2i_recall@{self.ks[-1]}"
         self.primary_metric_name = primary_metric_name or default_primary
-
-    def resolve_dims(self, model) -> list[int]:
-        """The given dims, checked against the dual encoder's `projection_dim`, or its nesting dims."""
-        config = model.config
-        if self.dims is None:
-            return list(config.matryoshka_dims)
-        validate_eval_dims(self.dims, config.projection_dim)
-        return list(self.dims)
 
     @torch.no_grad()
     def _encode_texts(self, model, texts: list[str], description: str) -> np.ndarray:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..input_checks import check_positive_int
+from ..modeling.checks import check_positive_int
 
 __all__ = [
     "top_k_ids",
@@ -38,6 +38,7 @@ __all__ = [
     "mrr",
     "top_k_accuracy",
     "knn_accuracy",
+    "pareto_optimal",
 ]
 
 MAP_VARIANTS = ("mrl", "ir")
@@ -272,3 +273,15 @@ def knn_accuracy(neighbor_labels: np.ndarray, labels: np.ndarray, k: int) -> flo
     winner = preference.argmax(axis=1)
     predicted = np.where(counts[np.arange(num_rows), winner] > 0, classes[winner], -1)
     return float(((predicted == labels) & (predicted >= 0)).mean())
+
+
+def pareto_optimal(scores) -> np.ndarray:
+    """Bool mask (n,) of the rows of `scores` (n, m), higher is better in every column, that no other row
+    dominates (at least as good in every column, better in one); equal rows are all kept. Negate a column
+    where lower is better (a cost)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2:
+        raise ValueError(f"`scores` must be 2-D (n, m), got shape {scores.shape}.")
+    return np.array([
+        not ((scores >= row).all(axis=1) & (scores > row).any(axis=1)).any() for row in scores
+    ], dtype=bool)

@@ -24,16 +24,16 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..modeling_matryoshka import as_matryoshka_model
+from ..modeling.modeling_matryoshka import as_matryoshka_model
+from ..modeling.nesting import resolve_dims
 from .base import (
     MatryoshkaEvaluator,
     build_search_index,
     check_not_empty,
     per_dim_embeddings,
     run_search,
-    validate_eval_dims,
 )
-from .classification import _default_dims, _num_rows, encode_classification_inputs
+from .classification import _num_rows, encode_classification_inputs
 from .metrics import remove_ids
 
 __all__ = [
@@ -343,9 +343,7 @@ class MatryoshkaPerClassEvaluator(MatryoshkaEvaluator):
             raise ValueError(f"`embeddings` has {_num_rows(embeddings)} rows for the {len(self.labels)} rows of `dataset`.")
         if not self.use_heads:
             matryoshka_logits = logits_at = None
-        dims = dims or self.dims or _default_dims(embeddings, nesting_dims)
-        full_dim = None if isinstance(embeddings, Mapping) else np.asarray(embeddings).shape[1]
-        dims = validate_eval_dims(list(dims), full_dim)
+        dims = resolve_dims(embeddings, dims or self.dims, nesting_dims=nesting_dims)
         predictions, sources = per_dim_predictions(
             embeddings, dims, reference_embeddings, self.reference_labels, matryoshka_logits, nesting_dims, logits_at,
             labels=self.labels, search=self.search,

@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
-from ..files import write_file_atomically
+from ..modeling.files import write_file_atomically
 
 __all__ = [
     "save_results",
@@ -23,6 +23,7 @@ __all__ = [
     "draw_qps_vs_metric",
     "plot_metric_vs_dim",
     "plot_qps_vs_metric",
+    "pyplot",
     "save_figure",
 ]
 
@@ -42,7 +43,7 @@ def _plain(value):
 
 def _atomic_write(path, write) -> None:
     """Calls `write(handle)` on a temporary file beside `path`, then renames it over `path`
-    (`hf_mrl.files.write_file_atomically`: a full disk is reported in plain words, with the path)."""
+    (`hf_mrl.modeling.files.write_file_atomically`: a full disk is reported in plain words, with the path)."""
 
     def write_file(temporary) -> None:
         with open(temporary, "wb") as handle:
@@ -124,10 +125,11 @@ def markdown_table(
 def save_figure(figure, path) -> None:
     """Writes a matplotlib `figure` as PNG at `path`, atomically (temp file + rename), then closes it."""
     _atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120, bbox_inches="tight"))
-    _pyplot().close(figure)
+    pyplot().close(figure)
 
 
-def _pyplot():
+def pyplot():
+    """`matplotlib.pyplot` on the non-interactive Agg backend (imported on first use, never by `import hf_mrl`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,13 +138,13 @@ def _pyplot():
     return plt
 
 
-def _plot_one(path, draw) -> None:
+def _plot_one(path, draw, figsize: tuple[float, float] = (6, 4)) -> None:
     """`draw(axis)` on a new one-panel figure, saved as PNG at `path` (the figure is closed on errors too)."""
-    figure, axis = _pyplot().subplots(figsize=(6, 4))
+    figure, axis = pyplot().subplots(figsize=figsize)
     try:
         draw(axis)
     except BaseException:
-        _pyplot().close(figure)
+        pyplot().close(figure)
         raise
     save_figure(figure, path)
 
@@ -174,31 +176,61 @@ def plot_metric_vs_dim(
     _plot_one(path, lambda axis: draw_metric_vs_dim(axis, results_by_label, metric, title))
 
 
+def _check_points(points, name: str) -> None:
+    for point in points:
+        if len(point) != 2 or not all(math.isfinite(value) for value in point) or point[1] <= 0:
+            raise ValueError(f"`{name}` holds {point!r}; points must be (metric, qps > 0).")
+
+
 def draw_qps_vs_metric(
-    axis, series: Mapping[str, Sequence[tuple[float, float]]], metric: str = "recall@10", title: str | None = None
+    axis,
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    metric: str = "recall@10",
+    title: str | None = None,
+    *,
+    scatter: Sequence[str] = (),
+    front: Sequence[tuple[float, float]] = (),
+    notes: Sequence[tuple[str, tuple[float, float]]] = (),
+    quality_floor: float | None = None,
 ):
     """Draws speed against quality on the matplotlib `axis`: `series` maps a label (e.g. an index setting)
-    to (metric value, queries per second) points; QPS on a log axis."""
+    to (metric value, queries per second) points, drawn as a line through them (loose dots for the labels in
+    `scatter`); the metric across, QPS up on a log axis. `front` (points) is drawn as the "Pareto front" line,
+    `notes` ((text, point) pairs) label points, `quality_floor` (a metric value) is the "equal quality" line."""
     if not isinstance(series, Mapping) or not series or not all(len(points) for points in series.values()):
         raise ValueError("`series` must be a non-empty dict {label: [(metric value, qps), ...]} with points.")
     for label, points in series.items():
-        for point in points:
-            if len(point) != 2 or not all(math.isfinite(value) for value in point) or point[1] <= 0:
-                raise ValueError(f"`series[{label!r}]` holds {point!r}; points must be (metric, qps > 0).")
+        _check_points(points, f"series[{label!r}]")
+    _check_points(front, "front")
     for label, points in series.items():
         points = sorted(points)
-        axis.plot([value for value, _ in points], [qps for _, qps in points], marker="o", label=label)
+        if label in scatter:
+            axis.scatter([value for value, _ in points], [qps for _, qps in points], s=18, alpha=0.6, label=label)
+        else:
+            axis.plot([value for value, _ in points], [qps for _, qps in points], marker="o", label=label)
+    if front:
+        front = sorted(front)
+        axis.plot([value for value, _ in front], [qps for _, qps in front], "-o", c="tab:red", ms=5,
+                  label="Pareto front")
+    for text, point in notes:
+        axis.annotate(text, point, fontsize=7, xytext=(4, 4), textcoords="offset points")
+    if quality_floor is not None:
+        axis.axvline(quality_floor, ls="--", c="grey", lw=1, label=f"equal quality ({quality_floor:.2f})")
     axis.set_yscale("log")
     axis.set_xlabel(metric)
     axis.set_ylabel("queries per second")
     axis.set_title(title or f"QPS vs {metric}")
-    axis.grid(True, alpha=0.3)
-    axis.legend()
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8)
 
 
 def plot_qps_vs_metric(
-    series: Mapping[str, Sequence[tuple[float, float]]], path, metric: str = "recall@10", title: str | None = None
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    path,
+    metric: str = "recall@10",
+    title: str | None = None,
+    figsize: tuple[float, float] = (6, 4),
+    **options,
 ) -> None:
-    """Speed against quality: `series` maps a label (e.g. an index setting) to (metric value, queries per
-    second) points; QPS on a log axis. Saved as PNG at `path`."""
-    _plot_one(path, lambda axis: draw_qps_vs_metric(axis, series, metric, title))
+    """Speed against quality (`draw_qps_vs_metric`, which takes `options`), saved as PNG at `path`."""
+    _plot_one(path, lambda axis: draw_qps_vs_metric(axis, series, metric, title, **options), figsize)

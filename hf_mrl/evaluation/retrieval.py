@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..input_checks import check_positive_ints
-from ..nesting import default_matryoshka_dims
+from ..modeling.checks import check_positive_ints
+from ..modeling.nesting import resolve_dims
 from .base import (
     SEARCH_MODES,
     MatryoshkaEvaluator,
@@ -26,7 +26,6 @@ from .base import (
     encode_dataset,
     per_dim_embeddings,
     run_search,
-    validate_eval_dims,
 )
 from .metrics import (
     ir_map_at_k,
@@ -91,14 +90,7 @@ def retrieval_metrics(
     queries_are_corpus = corpus_embeddings is None
     first = query_embeddings if not isinstance(query_embeddings, Mapping) else next(iter(query_embeddings.values()))
     num_queries = len(first)
-    if dims is None:
-        dims = (
-            sorted(query_embeddings)
-            if isinstance(query_embeddings, Mapping)
-            else default_matryoshka_dims(np.asarray(first).shape[1])
-        )
-    full_dim = None if isinstance(query_embeddings, Mapping) else np.asarray(first).shape[1]
-    dims = validate_eval_dims(list(dims), full_dim)
+    dims = resolve_dims(query_embeddings, dims)
     if (query_labels is None) == (relevant_ids is None):
         raise ValueError("Give relevance as exactly one of `query_labels` or `relevant_ids`.")
     if query_labels is not None:

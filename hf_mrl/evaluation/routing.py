@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from .adaptive import (
     _check_logits,
     evaluate_cascade,
@@ -21,6 +19,7 @@ from .adaptive import (
     fit_cascade_thresholds,
     oracle_accuracy,
 )
+from .metrics import pareto_optimal
 
 __all__ = ["ROUTING_METHODS", "accuracy_at_budget", "cost_accuracy_envelope", "routing_tradeoffs"]
 
@@ -84,10 +83,10 @@ def accuracy_at_budget(points: Sequence[dict], budget: float) -> float | None:
 
 
 def cost_accuracy_envelope(points: Sequence[dict]) -> list[tuple[float, float]]:
-    """(expected_dim, accuracy) of the points no cheaper point beats, ascending in cost (for plots)."""
-    best, envelope = -np.inf, []
-    for point in sorted(points, key=lambda p: (p["expected_dim"], -p["accuracy"])):
-        if point["accuracy"] > best:
-            best = point["accuracy"]
-            envelope.append((point["expected_dim"], point["accuracy"]))
-    return envelope
+    """(expected_dim, accuracy) of the points no cheaper point beats, ascending in cost (for plots): the Pareto
+    front of (cost, accuracy), each point once."""
+    pairs = [(point["expected_dim"], point["accuracy"]) for point in points]
+    if not pairs:
+        return []
+    front = pareto_optimal([(-cost, accuracy) for cost, accuracy in pairs])
+    return sorted(dict.fromkeys(pair for pair, kept in zip(pairs, front, strict=True) if kept))

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from ..data.corruptions import corrupted_datasets
-from ..input_checks import check_positive_ints
+from ..modeling.checks import check_positive_ints
 from .base import SEARCH_MODES, MatryoshkaEvaluator, check_not_empty, check_several_classes, encode_dataset
 from .classification import _efficient_logits_at, classification_metrics
 from .report import parse_metric_key

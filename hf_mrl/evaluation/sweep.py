@@ -21,19 +21,26 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import faiss
 import numpy as np
+from faiss.contrib.evaluation import RepeatTimer, knn_intersection_measure
 from tqdm.auto import tqdm
 
 from ..index import STORAGES, MatryoshkaIndex, faiss_index_nbytes
 from ..index.validation import _check_funnel_sizes
-from .metrics import mrl_map_at_k, precision_at_k, recall_at_k, relevance_from_ids, relevance_from_labels
+from ..modeling.files import write_file_atomically
+from .metrics import (
+    mrl_map_at_k,
+    pareto_optimal,
+    precision_at_k,
+    recall_at_k,
+    relevance_from_ids,
+    relevance_from_labels,
+)
+from .report import plot_qps_vs_metric
 
 __all__ = [
     "label_relevance",
@@ -99,13 +106,11 @@ def timed_search(
     if timing not in TIMINGS:
         raise ValueError(f"`timing` must be one of {list(TIMINGS)}, got {timing!r}.")
     search(queries[:16])
-    seconds = []
     _reset_faiss_stats()
-    for _ in range(repeats):
-        start = time.perf_counter()
+    timer = RepeatTimer(runs=repeats)
+    for _ in timer:
         scores, ids = search(queries)
-        seconds.append(time.perf_counter() - start)
-    elapsed = min(seconds) if timing == "best" else float(np.median(seconds))
+    elapsed = float(np.min(timer.times) if timing == "best" else np.median(timer.times))
     distances = _faiss_distance_count() / (repeats * len(queries))
     return scores, ids, len(queries) / max(elapsed, 1e-9), distances
 
@@ -135,7 +140,7 @@ def score_results(ids: np.ndarray, relevance: Relevance, k: int, exact_ids: np.n
         f"precision@{k}": precision_at_k(hits, num_relevant, k),
     }
     if exact_ids is not None:
-        scores[f"nn_recall@{k}"] = recall_at_k(ids, np.asarray(exact_ids)[:, :k], k)
+        scores[f"nn_recall@{k}"] = knn_intersection_measure(ids[:, :k], np.asarray(exact_ids)[:, :k])
     return scores
 
 
@@ -363,10 +368,9 @@ def sweep_adaptive_retrieval(
 def mark_pareto_front(rows: list[dict], x: str = "qps", y: str = "map@10") -> list[dict]:
     """Sets `row["pareto"]` on every row: True when no other row has x and y both >= and one of them >.
     Returns `rows` (changed in place)."""
-    for row in rows:
-        row["pareto"] = not any(
-            other[x] >= row[x] and other[y] >= row[y] and (other[x] > row[x] or other[y] > row[y]) for other in rows
-        )
+    front = pareto_optimal([(row[x], row[y]) for row in rows]) if rows else []
+    for row, kept in zip(rows, front, strict=True):
+        row["pareto"] = bool(kept)
     return rows
 
 
@@ -383,47 +387,26 @@ def _label(row: dict) -> str:
 def plot_sweep(
     rows: list[dict], path, y: str = "map@10", title: str | None = None, quality_floor: float | None = None
 ) -> Path:
-    """Scatter of QPS (log scale) vs `y`, the Pareto front as a line with our settings on it labelled; rows
-    whose `method` is neither "adaptive" nor "funnel" (baselines) are drawn as stars, one legend entry per
-    method. `quality_floor` (same scale as `y`) draws the "equal quality" line. Saved as PNG at `path`."""
-    import matplotlib
+    """`y` (in %) against QPS (log scale) through `plot_qps_vs_metric`: our settings as dots, one line per
+    baseline `method` (neither "adaptive" nor "funnel"), the Pareto front as a line with our settings on it
+    labelled. `quality_floor` (same scale as `y`) draws the "equal quality" line. Saved as PNG at `path`."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def point(row):
+        return 100 * row[y], row["qps"]
 
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(9, 6))
     ours = [row for row in rows if row.get("method", "adaptive") in ("adaptive", "funnel")]
-    baselines = [row for row in rows if row not in ours]
-    ax.scatter([row["qps"] for row in ours], [100 * row[y] for row in ours], s=18, c="tab:blue", alpha=0.6,
-               label="adaptive / funnel settings")
-    for method in dict.fromkeys(row["method"] for row in baselines):
-        group = [row for row in baselines if row["method"] == method]
-        ax.scatter([row["qps"] for row in group], [100 * row[y] for row in group], marker="*", s=160, zorder=3,
-                   label=method)
-    front = sorted((row for row in rows if row.get("pareto")), key=lambda row: row["qps"])
-    if front:
-        ax.plot([row["qps"] for row in front], [100 * row[y] for row in front], "-o", c="tab:red", ms=5,
-                label="Pareto front")
-        for row in front:
-            if row in ours:
-                ax.annotate(_label(row), (row["qps"], 100 * row[y]), fontsize=7, xytext=(4, 4),
-                            textcoords="offset points")
-    if quality_floor is not None:
-        ax.axhline(100 * quality_floor, ls="--", c="grey", lw=1, label=f"equal quality ({100 * quality_floor:.2f})")
-    ax.set_xscale("log")
-    ax.set_xlabel("queries per second (log scale)")
-    ax.set_ylabel(f"{y} (%)")
-    ax.set_title(title or f"Adaptive retrieval: QPS vs {y}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".png", delete=False) as handle:
-        fig.savefig(handle.name, dpi=120)
-    os.replace(handle.name, path)
-    plt.close(fig)
-    return path
+    series = {"adaptive / funnel settings": [point(row) for row in ours]} if ours else {}
+    for row in rows:
+        if row not in ours:
+            series.setdefault(row["method"], []).append(point(row))
+    front = [row for row in rows if row.get("pareto")]
+    plot_qps_vs_metric(
+        series, path, f"{y} (%)", title or f"Adaptive retrieval: QPS vs {y}", figsize=(9, 6),
+        scatter=["adaptive / funnel settings"], front=[point(row) for row in front],
+        notes=[(_label(row), point(row)) for row in front if row in ours],
+        quality_floor=None if quality_floor is None else 100 * quality_floor,
+    )
+    return Path(path)
 
 
 def save_sweep(
@@ -432,11 +415,7 @@ def save_sweep(
 ) -> None:
     """Writes `rows` as JSON (atomically: temp file, then rename) and / or the plot of `plot_sweep`."""
     if json_path is not None:
-        json_path = Path(json_path)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=json_path.parent, prefix=f".{json_path.name}.", delete=False) as handle:
-            json.dump(rows, handle, indent=2, default=float)
-            handle.write("\n")
-        os.replace(handle.name, json_path)
+        text = json.dumps(rows, indent=2, default=float) + "\n"
+        write_file_atomically(json_path, lambda file: file.write_text(text, encoding="utf-8"))
     if plot_path is not None:
         plot_sweep(rows, plot_path, y=y, title=title, quality_floor=quality_floor)

@@ -23,8 +23,8 @@ import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from ..configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
-from ..evaluation.report import markdown_table, parse_metric_key
+from ..evaluation.report import markdown_table, parse_metric_key, pyplot, save_figure
+from ..modeling.configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
 
 __all__ = [
     "TEMPLATE_PATH",
@@ -227,14 +227,10 @@ def _eval_results(grouped, modality: str, dataset_ids: Mapping[str, str], task_t
 
 
 def save_results_plot(results: Mapping, path, metrics: Sequence[str] | None = None) -> Path:
-    """Metric against embedding dim (log2 axis), one panel per evaluator, one line per metric; PNG at `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Metric against embedding dim (log2 axis), one panel per evaluator, one line per metric; PNG at `path`
+    (written atomically)."""
     grouped = group_results(results)
-    figure, axes = plt.subplots(1, len(grouped), figsize=(5 * len(grouped), 3.6), squeeze=False)
+    figure, axes = pyplot().subplots(1, len(grouped), figsize=(5 * len(grouped), 3.6), squeeze=False)
     for axis, (name, by_dim) in zip(axes[0], grouped.items()):
         shown = metrics or sorted({metric for row in by_dim.values() for metric in row})
         for metric in shown:
@@ -246,10 +242,8 @@ def save_results_plot(results: Mapping, path, metrics: Sequence[str] | None = No
         axis.set_title(name)
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize="small")
-    path = Path(path)
-    figure.savefig(path, format="png", dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    save_figure(figure, path)
+    return Path(path)
 
 
 def _example_dims(dims: list[int]) -> tuple[int, int]:

@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 from transformers import AutoConfig, PreTrainedModel
-from transformers.dynamic_module_utils import get_relative_import_files
+from transformers.dynamic_module_utils import custom_object_save
 
-from ..configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
-from ..file_checks import check_local_path
-from ..files import (
+from ..modeling.configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
+from ..modeling.file_checks import check_local_path
+from ..modeling.files import (
     MODEL_FOLDER,
     check_folder_target,
     record_written_files,
+    temporary_folder,
     write_file_atomically,
     write_folder_atomically,
 )
-from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
-from ..modeling_matryoshka import (
+from ..modeling.modeling_dual_encoder import MatryoshkaDualEncoderModel
+from ..modeling.modeling_matryoshka import (
     MatryoshkaForImageClassification,
     MatryoshkaForSequenceClassification,
     MatryoshkaModel,
@@ -35,8 +35,8 @@ from ..modeling_matryoshka import (
     is_matryoshka_folder,
     is_sentence_transformer,
 )
+from ..modeling.sentence_transformers_format import is_sentence_transformers_folder, write_sentence_transformers_files
 from ..output_folder import check_output_names, record_outputs
-from ..sentence_transformers_format import is_sentence_transformers_folder
 from .card import PLOT_FILE, card_from_results, describe_model, save_results_plot
 
 __all__ = [
@@ -105,28 +105,22 @@ def remote_code_auto_map(config_class) -> dict[str, str]:
     }
 
 
-def _code_files(config_class) -> list[Path]:
-    """The config and modeling source files plus every file they import relatively (nesting, losses, ...)."""
-    classes = [config_class, *_AUTO_CLASSES[config_class].values()]
-    files: dict[str, Path] = {}
-    for cls in classes:
-        source = Path(sys.modules[cls.__module__].__file__)
-        for path in [source, *map(Path, get_relative_import_files(str(source)))]:
-            files.setdefault(path.name, path)
-    return list(files.values())
-
-
 def _write_remote_code(folder: Path, config_class) -> None:
-    """Copies the code files, then rewrites config.json with `auto_map` last: each file is written under a
-    temporary name and renamed, so an interrupted call leaves a folder that loads as before."""
-    sources = _code_files(config_class)
-    for source in sources:
-        write_file_atomically(folder / source.name, lambda file, source=source: shutil.copyfile(source, file))
+    """transformers' `custom_object_save` gathers the code (each class's module and every file it imports
+    relatively: nesting, losses, checks, ...) into a scratch folder; each file is then written into `folder`
+    through a temporary name, and config.json last with `auto_map`, so an interrupted call leaves a folder that
+    loads as before."""
+    with temporary_folder("hf_mrl-code-") as scratch:
+        for cls in [config_class, *_AUTO_CLASSES[config_class].values()]:
+            custom_object_save(cls, scratch)
+        names = sorted(path.name for path in scratch.iterdir())
+        for name in names:
+            write_file_atomically(folder / name, lambda file, source=scratch / name: shutil.copyfile(source, file))
     config_path = folder / CONFIG_FILE
     config = json.loads(config_path.read_text())
     config["auto_map"] = remote_code_auto_map(config_class)
     write_file_atomically(config_path, lambda file: file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
-    record_written_files(folder, [source.name for source in sources] + [CONFIG_FILE])  # ours: a re-save replaces them
+    record_written_files(folder, [*names, CONFIG_FILE])  # ours: a re-save replaces them
 
 
 def make_trust_remote_code_ready(path) -> Path:
@@ -173,7 +167,7 @@ def save_with_card(
 
     Everything is checked, and the card rendered, before anything is written; the folder appears complete or
     not at all. An existing hf_mrl model folder at `path` is replaced (files in it that hf_mrl did not write
-    are kept); any other non-empty folder is refused (see `hf_mrl.files.write_folder_atomically`).
+    are kept); any other non-empty folder is refused (see `hf_mrl.modeling.files.write_folder_atomically`).
     `card_kwargs` go to `card_from_results` (`repo_id`, `base_model`, `datasets`, `license`, ...).
     """
     _check_model(model)
@@ -190,8 +184,6 @@ def save_with_card(
         if processor is not None:
             processor.save_pretrained(staging)
             if isinstance(model.config, MatryoshkaConfig) and model.main_input_name == "input_ids":
-                from .st_export import write_sentence_transformers_files  # it imports this module
-
                 # the sentence-transformers files take this tokenizer too: one max length, one embedding
                 write_sentence_transformers_files(model, staging, processor)
         if plot_file is not None:
@@ -216,9 +208,7 @@ def write_card(path, model, results: Mapping | None = None, *, plot: bool = True
     check_output_names(path.parent, [path.name] + ([plot_file] if plot_file else []), "path")
     path.parent.mkdir(parents=True, exist_ok=True)
     if plot_file is not None:
-        write_file_atomically(
-            path.parent / plot_file, lambda file: save_results_plot(results, file, card_kwargs.get("metrics"))
-        )
+        save_results_plot(results, path.parent / plot_file, card_kwargs.get("metrics"))  # atomic itself
     write_file_atomically(path, lambda file: file.write_text(card, encoding="utf-8"))
     record_outputs(path.parent, [path.name] + ([plot_file] if plot_file else []))  # the next card may replace them
     return path

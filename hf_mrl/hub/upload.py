@@ -13,7 +13,7 @@ from pathlib import Path
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from ..files import temporary_folder
+from ..modeling.files import temporary_folder
 from .saving import _check_model, save_with_card
 
 __all__ = ["push_to_hub_with_card", "check_repo_id"]

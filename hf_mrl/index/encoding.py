@@ -10,10 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ..modeling_matryoshka import as_matryoshka_model
-from .validation import _check_positive_int
+from ..modeling.encoding import encode_dataset
+from ..modeling.modeling_matryoshka import as_matryoshka_model
 
 
 def encode_embeddings(
@@ -27,47 +26,24 @@ def encode_embeddings(
     show_progress: bool = True,
 ) -> np.ndarray:
     """Full embeddings (N, D) float32 of every row of `dataset`, in order: `model(**batch).embeddings` for
-    `batch = collate_fn(rows)` (minus `exclude_keys`), batched, without gradients.
+    `batch = collate_fn(rows)` (minus `exclude_keys`), batched, without gradients (`hf_mrl.modeling.encoding.
+    encode_dataset`; a `SentenceTransformer` is encoded through the `MatryoshkaModel` computing the same embeddings).
 
     With an `accelerate.Accelerator` (one is made when none is given and the script runs under
     `accelerate launch` / torchrun with several processes), batches are split across its processes and
-    gathered back with `gather_for_metrics` (which drops the duplicated samples that even out the last
-    batch); every process gets all N rows in dataset order.
+    gathered back; every process gets all N rows in dataset order.
     """
-    batch_size = _check_positive_int(batch_size, "batch_size")
-    model = as_matryoshka_model(model)  # a SentenceTransformer is encoded through the same computation
-    if len(dataset) == 0:
-        raise ValueError("`dataset` is empty (0 rows); there is nothing to encode.")
+    return _encode(as_matryoshka_model(model), dataset, collate_fn, batch_size, accelerator, exclude_keys, show_progress)
+
+
+def _encode(model, dataset, collate_fn, batch_size, accelerator, exclude_keys, show_progress) -> np.ndarray:
+    """`encode_embeddings` for a model converted already."""
     if accelerator is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import Accelerator
 
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
-    if accelerator is not None:
-        loader = accelerator.prepare(loader)
-        device = accelerator.device
-        model = model.to(device)
-        show_progress = show_progress and accelerator.is_local_main_process
-    else:
-        device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    parts = []
-    try:
-        with torch.inference_mode():
-            for batch in tqdm(loader, desc="encoding", disable=not show_progress):
-                inputs = {
-                    key: value.to(device) if isinstance(value, torch.Tensor) else value
-                    for key, value in batch.items()
-                    if key not in exclude_keys
-                }
-                embeddings = model(**inputs).embeddings
-                if accelerator is not None:
-                    embeddings = accelerator.gather_for_metrics(embeddings)
-                parts.append(embeddings.float().cpu().numpy())
-    finally:
-        model.train(was_training)
-    return np.concatenate(parts)
+    return encode_dataset(model, dataset, collate_fn, batch_size, "encoding", accelerator=accelerator,
+                          exclude_keys=tuple(exclude_keys), show_progress=show_progress).embeddings
 
 
 def dataset_ids(dataset, id_column: str | None) -> np.ndarray | None:
@@ -121,7 +97,11 @@ def model_fingerprint(model) -> str:
     (name, dtype, shape, bytes), in name order. Deterministic: the same weights and settings give the same
     digest in any process, before and after `save_pretrained` / `from_pretrained`; one changed weight changes it.
     Reads the weights once (about 0.1 s per 100 MB)."""
-    model = as_matryoshka_model(model)
+    return _fingerprint(as_matryoshka_model(model))
+
+
+def _fingerprint(model) -> str:
+    """`model_fingerprint` of a model converted already."""
     digest = hashlib.sha256()
     digest.update(json.dumps(_stable_config(model.config.to_dict()), sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
@@ -132,8 +112,9 @@ def model_fingerprint(model) -> str:
 
 
 def model_record(model) -> dict:
-    """What an index built by `model` records of it: `{"fingerprint": model_fingerprint(model), "name_or_path": ...}`."""
-    return {"fingerprint": model_fingerprint(model), "name_or_path": getattr(model, "name_or_path", "") or ""}
+    """What an index built by `model` (converted already) records of it: `{"fingerprint": model_fingerprint(model),
+    "name_or_path": ...}`."""
+    return {"fingerprint": _fingerprint(model), "name_or_path": getattr(model, "name_or_path", "") or ""}
 
 
 def check_model_record(record) -> dict | None:
@@ -149,10 +130,7 @@ def encode_for_index(model, dataset, collate_fn, batch_size: int, *, accelerator
     `model` (see `encode_embeddings`, `dataset_ids`, `model_record`)."""
     ids = dataset_ids(dataset, id_column)
     model = as_matryoshka_model(model)  # once: a SentenceTransformer is converted for both uses below
-    embeddings = encode_embeddings(
-        model, dataset, collate_fn, batch_size, accelerator=accelerator, exclude_keys=exclude_keys,
-        show_progress=show_progress,
-    )
+    embeddings = _encode(model, dataset, collate_fn, batch_size, accelerator, exclude_keys, show_progress)
     return embeddings, ids, model_record(model)
 
 

@@ -19,36 +19,36 @@ Memory per vector: `memory_per_vector()` (total bytes) and `memory_breakdown()` 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 
-from .encoding import check_index_model, check_model_record, encode_for_index
+from .base import DEFAULT_SHORTLIST_SIZE, MatryoshkaIndexBase
+from .choices import INT8_SCALES, SHORTLIST_INDEXES, STORAGES
+from .encoding import check_model_record
 from .persistence import load_index_folder, save_index_folder
-from .shortlists import SHORTLIST_INDEXES, _build_shortlist, _search_shortlist, faiss_index_nbytes
-from .storage import INT8_SCALES, STORAGES, _l2_normalize, _rerank, _StoredVectors
+from .shortlists import _build_shortlist, _search_shortlist, faiss_index_nbytes
+from .storage import _l2_normalize, _rerank, _StoredVectors
 from .validation import (
     _check_choice,
     _check_dim,
-    _check_funnel_sizes,
     _check_ids,
     _check_index_params,
     _check_nesting_dims,
     _check_nonzero_database,
     _check_nonzero_rows,
     _check_positive_int,
-    _check_queries,
     _check_shortlist_dims,
     _shown,
     _to_float_matrix,
 )
 
-DEFAULT_SHORTLIST_SIZE = 200  # the MRL paper's adaptive-retrieval shortlist
+__all__ = ["MatryoshkaIndex", "DEFAULT_SHORTLIST_SIZE", "DEFAULT_FUNNEL_SIZES"]
+
 DEFAULT_FUNNEL_SIZES = (800, 400, 200, 50, 10)  # the MRL paper's funnel
 
 
-class MatryoshkaIndex:
+class MatryoshkaIndex(MatryoshkaIndexBase):
     """Adaptive retrieval over Matryoshka embeddings: a faiss shortlist at a low dim, an exact re-rank at a
     higher dim (see `storage.py` for the storage rules).
 
@@ -123,37 +123,6 @@ class MatryoshkaIndex:
             for d in shortlist_dims
         }
 
-    # -- building from a dataset -----------------------------------------------------------------------------
-
-    @classmethod
-    def from_dataset(
-        cls,
-        model,
-        dataset,
-        collate_fn,
-        batch_size: int = 64,
-        *,
-        accelerator=None,
-        id_column: str | None = None,
-        exclude_keys: Sequence[str] = ("labels",),
-        show_progress: bool = True,
-        **index_kwargs,
-    ) -> MatryoshkaIndex:
-        """Encodes `dataset` with `model` (see `encode_embeddings`) and builds an index over the embeddings.
-        `id_column` names an int column of `dataset` holding each row's id; `index_kwargs` go to `__init__`.
-        The index records the model's fingerprint (see `model_fingerprint` and `check_model`)."""
-        embeddings, ids, record = encode_for_index(
-            model, dataset, collate_fn, batch_size, accelerator=accelerator, id_column=id_column,
-            exclude_keys=exclude_keys, show_progress=show_progress,
-        )
-        return cls(embeddings, ids, show_progress=show_progress, model=record, **index_kwargs)
-
-    def check_model(self, model, name: str | None = None) -> None:
-        """Raises `ValueError` when the index was built from a model (`from_dataset`) and `model` is another one
-        (its `model_fingerprint` differs): its embeddings would not match the stored ones, whatever their width.
-        `name` (e.g. the model's path) goes into the message. An index built from raw embeddings accepts any model."""
-        check_index_model(self.model, model, name)
-
     # -- properties ------------------------------------------------------------------------------------------
 
     @property
@@ -192,24 +161,20 @@ class MatryoshkaIndex:
 
     # -- search ----------------------------------------------------------------------------------------------
 
-    def _check_queries(self, queries) -> np.ndarray:
-        return _check_queries(queries, self.dim)
-
     def _check_k(self, k) -> int:
-        k = _check_positive_int(k, "k")
+        k = super()._check_k(k)
         if k > self.count:
             raise ValueError(f"`k` is {k}, more than the {self.count} vectors in the index; allowed: 1 to {self.count}.")
         return k
 
-    def _check_shortlist_dim(self, shortlist_dim, name: str = "shortlist_dim") -> int:
-        if shortlist_dim is None:
-            return self.shortlist_dims[0]
-        if shortlist_dim not in self._shortlists:
-            raise ValueError(
-                f"`{name}` is {shortlist_dim!r}, but shortlist indexes exist only at dims {self.shortlist_dims} "
-                "(chosen at build time with `shortlist_dim`)."
-            )
-        return int(shortlist_dim)
+    def _check_stage_dim(self, value, name: str) -> int:
+        return _check_dim(value, self.stored_dim, name, "the stored dim")
+
+    def _default_funnel_dims(self) -> list[int]:
+        dims = [self.shortlist_dims[0]]
+        while dims[-1] * 2 < self.stored_dim:
+            dims.append(dims[-1] * 2)
+        return dims + [self.stored_dim] if dims[-1] < self.stored_dim else dims
 
     def _check_stored_rows(self, dim: int, what: str = "`rerank_dim` is") -> None:
         """Refuses a re-rank at `dim` when some stored vectors are all zeros in their first `dim` features (below
@@ -266,14 +231,7 @@ class MatryoshkaIndex:
             `(scores, ids)`: float32 (nq, k) cosines at `rerank_dim`, best first, and int64 (nq, k) ids
             (the `ids` given at build time, else row numbers); -1 ids / -inf scores where fewer were found.
         """
-        queries = self._check_queries(queries)
-        k = self._check_k(k)
-        shortlist_dim = self._check_shortlist_dim(shortlist_dim)
-        size = max(k, DEFAULT_SHORTLIST_SIZE) if shortlist_size is None else _check_positive_int(shortlist_size, "shortlist_size")
-        if size < k:
-            raise ValueError(f"`shortlist_size` is {size}, fewer than `k`={k}; allowed: at least k.")
-        rerank_dim = self.stored_dim if rerank_dim is None else _check_dim(
-            rerank_dim, self.stored_dim, "rerank_dim", "the stored dim")
+        queries, k, shortlist_dim, size, rerank_dim = self._check_search(queries, k, shortlist_dim, shortlist_size, rerank_dim)
         _check_nonzero_rows(queries, min(shortlist_dim, rerank_dim), "queries")
         self._check_stored_rows(rerank_dim)
         candidates = self._shortlist(queries, shortlist_dim, min(size, self.count), ef_search, nprobe)
@@ -298,10 +256,7 @@ class MatryoshkaIndex:
         `shortlist_sizes` = 800 halved at each stage, the last being max(k, 10) (the paper's
         [800, 400, 200, 50, 10] for five stages is a good explicit choice). Sizes are clipped to N.
         """
-        queries = self._check_queries(queries)
-        k = self._check_k(k)
-        dims = self._check_funnel_dims(dims)
-        sizes = _check_funnel_sizes(shortlist_sizes, len(dims), k)
+        queries, k, dims, sizes = self._check_funnel(queries, k, dims, shortlist_sizes)
         sizes = [min(size, self.count) for size in sizes]
         _check_nonzero_rows(queries, dims[0], "queries")
         for dim in dims:
@@ -313,21 +268,6 @@ class MatryoshkaIndex:
         if scores is None:  # a one-stage funnel is a plain shortlist: score it at its dim
             scores, candidates = _rerank(self._vectors, queries, candidates, dims[0], k)
         return scores[:, :k], self._to_ids(candidates[:, :k])
-
-    def _check_funnel_dims(self, dims) -> list[int]:
-        if dims is None:
-            dims = [self.shortlist_dims[0]]
-            while dims[-1] * 2 < self.stored_dim:
-                dims.append(dims[-1] * 2)
-            return dims + [self.stored_dim] if dims[-1] < self.stored_dim else dims
-        if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or len(dims) == 0:
-            raise ValueError(f"`dims` must be a non-empty list of rising integers, got {dims!r}.")
-        for value in dims:
-            _check_dim(value, self.stored_dim, "dims", "the stored dim")
-        if any(later <= earlier for earlier, later in pairwise(dims)):
-            raise ValueError(f"`dims` must be strictly rising, got {list(dims)!r}.")
-        self._check_shortlist_dim(dims[0], name="dims[0]")
-        return [int(value) for value in dims]
 
     # -- save / load -----------------------------------------------------------------------------------------
 

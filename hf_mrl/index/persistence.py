@@ -1,5 +1,5 @@
 """Saving and loading a `MatryoshkaIndex` folder: arrays, faiss files and a manifest with the sha256 of every
-file and of every manifest field, written atomically (`hf_mrl.files.write_folder_atomically`: staging folder,
+file and of every manifest field, written atomically (`hf_mrl.modeling.files.write_folder_atomically`: staging folder,
 then rename; only an index folder is ever replaced) and fully checked on load."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from ..files import FolderKind, read_json_object, remove_debris, write_folder_atomically
-from .shortlists import SHORTLIST_INDEXES
-from .storage import INT8_SCALES, STORAGES, _StoredVectors
+from ..modeling.files import FolderKind, read_json_object, remove_debris, write_folder_atomically
+from .choices import INT8_SCALES, SHORTLIST_INDEXES, STORAGES
+from .storage import _StoredVectors
 from .validation import _check_choice, _check_positive_int
 
 if TYPE_CHECKING:

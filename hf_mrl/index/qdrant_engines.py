@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import new_temporary_folder
+from ..modeling.files import new_temporary_folder
 from .storage import _l2_normalize
 
 FORMAT_NAME = "hf_mrl.QdrantMatryoshkaIndex"

@@ -15,13 +15,12 @@ Where the collection lives (see `qdrant_engines.py`): Qdrant Edge, the embedded 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import pairwise
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .encoding import check_index_model, check_model_record, dataset_payloads, encode_for_index
-from .matryoshka_index import DEFAULT_SHORTLIST_SIZE
+from .base import MatryoshkaIndexBase
+from .encoding import check_model_record, dataset_payloads
 from .qdrant_build import (
     BUILDING,
     COMPLETE,
@@ -52,11 +51,9 @@ from .storage import _l2_normalize
 from .validation import (
     _check_choice,
     _check_dim_list,
-    _check_funnel_sizes,
     _check_nonzero_database,
     _check_nonzero_rows,
     _check_positive_int,
-    _check_queries,
     _check_shortlist_dims,
     _is_int,
     _to_float_matrix,
@@ -66,7 +63,7 @@ _CONNECTION = {"collection_name": DEFAULT_COLLECTION, "location": None, "path": 
                "api_key": None, "client": None}
 
 
-class QdrantMatryoshkaIndex:
+class QdrantMatryoshkaIndex(MatryoshkaIndexBase):
     """Adaptive retrieval (low-dim shortlist, higher-dim re-rank) served by Qdrant: the same `search` /
     `funnel_search` as `MatryoshkaIndex`, each one Query API request per batch of queries.
 
@@ -104,6 +101,8 @@ class QdrantMatryoshkaIndex:
         overwrite (`bool`, defaults to False): replace a collection of the same name that holds another build
             (other vectors, ids, payloads, settings or model); without it such a build is refused.
     """
+
+    _shortlists_held = "shortlist vectors are stored only"
 
     def __init__(
         self,
@@ -233,11 +232,10 @@ class QdrantMatryoshkaIndex:
         finally:
             probe.close()
         payloads = dataset_payloads(dataset, payload_columns)
-        embeddings, ids, record = encode_for_index(
+        return super().from_dataset(
             model, dataset, collate_fn, batch_size, accelerator=accelerator, id_column=id_column,
-            exclude_keys=exclude_keys, show_progress=show_progress,
+            exclude_keys=exclude_keys, show_progress=show_progress, payloads=payloads, **index_kwargs,
         )
-        return cls(embeddings, ids, payloads=payloads, show_progress=show_progress, model=record, **index_kwargs)
 
     @classmethod
     def open(
@@ -271,10 +269,6 @@ class QdrantMatryoshkaIndex:
         self = cls.__new__(cls)
         self._attach(engine, metadata)
         return self
-
-    def check_model(self, model, name: str | None = None) -> None:
-        """Raises `ValueError` when the collection was built from another model (see `MatryoshkaIndex.check_model`)."""
-        check_index_model(self.model, model, name)
 
     def _attach(self, engine, metadata: dict) -> None:
         self.model = metadata.get("model")
@@ -360,13 +354,7 @@ class QdrantMatryoshkaIndex:
             `(scores, ids)`: float32 (nq, k) cosines at `rerank_dim`, best first, and int64 (nq, k) point ids;
             -1 ids / -inf scores where fewer were found (a small collection, a narrow filter).
         """
-        queries = _check_queries(queries, self.dim)
-        k = _check_positive_int(k, "k")
-        shortlist_dim = self._check_shortlist_dim(shortlist_dim)
-        size = max(k, DEFAULT_SHORTLIST_SIZE) if shortlist_size is None else _check_positive_int(shortlist_size, "shortlist_size")
-        if size < k:
-            raise ValueError(f"`shortlist_size` is {size}, fewer than `k`={k}; allowed: at least k.")
-        rerank_dim = self.stored_dim if rerank_dim is None else self._check_stored_dim(rerank_dim, "rerank_dim")
+        queries, k, shortlist_dim, size, rerank_dim = self._check_search(queries, k, shortlist_dim, shortlist_size, rerank_dim)
         return self._query(queries, [Stage(shortlist_dim, size), Stage(rerank_dim, k)], k, ef_search, exact, filter)
 
     def funnel_search(
@@ -387,10 +375,7 @@ class QdrantMatryoshkaIndex:
         Defaults: `dims` = the smallest shortlist dim, then every larger stored dim; `shortlist_sizes` = 800
         halved at each stage, the last being max(k, 10). `ef_search`, `exact` and `filter` as in `search`.
         """
-        queries = _check_queries(queries, self.dim)
-        k = _check_positive_int(k, "k")
-        dims = self._check_funnel_dims(dims)
-        sizes = _check_funnel_sizes(shortlist_sizes, len(dims), k)
+        queries, k, dims, sizes = self._check_funnel(queries, k, dims, shortlist_sizes)
         stages = [Stage(dim, size) for dim, size in zip(dims[:-1], sizes[:-1], strict=True)] + [Stage(dims[-1], k)]
         return self._query(queries, stages, k, ef_search, exact, filter)
 
@@ -409,17 +394,7 @@ class QdrantMatryoshkaIndex:
                 ids[row, column], scores[row, column] = int(point_id), score
         return scores, ids
 
-    def _check_shortlist_dim(self, shortlist_dim, name: str = "shortlist_dim") -> int:
-        if shortlist_dim is None:
-            return self.shortlist_dims[0]
-        if shortlist_dim not in self.shortlist_dims:
-            raise ValueError(
-                f"`{name}` is {shortlist_dim!r}, but shortlist vectors are stored only at dims {self.shortlist_dims} "
-                "(chosen at build time with `shortlist_dim`)."
-            )
-        return int(shortlist_dim)
-
-    def _check_stored_dim(self, value, name: str) -> int:
+    def _check_stage_dim(self, value, name: str) -> int:
         if not _is_int(value) or value not in self.stored_dims:
             raise ValueError(
                 f"`{name}` is {value!r}, but the collection stores vectors only at dims {self.stored_dims} "
@@ -427,15 +402,6 @@ class QdrantMatryoshkaIndex:
             )
         return int(value)
 
-    def _check_funnel_dims(self, dims) -> list[int]:
-        if dims is None:
-            first = self.shortlist_dims[0]
-            return [first] + [d for d in self.stored_dims if d > first]
-        if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or len(dims) == 0:
-            raise ValueError(f"`dims` must be a non-empty list of rising integers, got {dims!r}.")
-        for value in dims:
-            self._check_stored_dim(value, "dims")
-        if any(later <= earlier for earlier, later in pairwise(dims)):
-            raise ValueError(f"`dims` must be strictly rising, got {list(dims)!r}.")
-        self._check_shortlist_dim(dims[0], name="dims[0]")
-        return [int(value) for value in dims]
+    def _default_funnel_dims(self) -> list[int]:
+        first = self.shortlist_dims[0]
+        return [first] + [d for d in self.stored_dims if d > first]

@@ -9,7 +9,6 @@ from tqdm.auto import tqdm
 
 from .storage import _l2_normalize
 
-SHORTLIST_INDEXES = ("flat", "hnsw", "ivf")
 DEFAULT_INDEX_PARAMS = {"hnsw_m": 32, "ef_construction": 80, "ef_search": 64, "nlist": None, "nprobe": 16}
 _ADD_CHUNK = 65536
 _FAISS_SQ_TYPES = {"float16": "QT_fp16", "bfloat16": "QT_bf16", "int8": "QT_8bit"}

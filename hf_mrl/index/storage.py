@@ -23,8 +23,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-STORAGES = ("float32", "float16", "bfloat16", "int8", "binary")
-INT8_SCALES = ("dimension", "vector")
 _RERANK_BATCH_BYTES = 32 * 2**20  # candidate vectors gathered at once during a re-rank
 
 

@@ -9,9 +9,9 @@ from itertools import pairwise
 import numpy as np
 import torch
 
-from ..input_checks import check_positive_int as _check_positive_int
-from ..input_checks import is_int as _is_int
-from ..nesting import default_matryoshka_dims
+from ..modeling.checks import check_positive_int as _check_positive_int
+from ..modeling.checks import is_int as _is_int
+from ..modeling.nesting import resolve_dims
 from .shortlists import DEFAULT_INDEX_PARAMS
 
 
@@ -139,7 +139,7 @@ def _check_index_params(index_params, count: int) -> dict:
 
 def _check_nesting_dims(nesting_dims, stored_dim: int) -> list[int]:
     if nesting_dims is None:
-        return default_matryoshka_dims(stored_dim)
+        return resolve_dims(stored_dim)
     if isinstance(nesting_dims, (str, bytes)) or not isinstance(nesting_dims, Sequence) or not nesting_dims:
         raise ValueError(f"`nesting_dims` must be a non-empty list of integers, got {nesting_dims!r}.")
     for value in nesting_dims:

@@ -16,8 +16,8 @@ import torch
 from transformers import TrainingArguments
 
 from ..data._common import check_image_cells
-from ..files import check_output_folder
-from ..input_checks import check_number, check_positive_int, is_int
+from ..modeling.checks import check_number, check_positive_int, is_int
+from ..modeling.files import check_output_folder
 from .checkpointing import check_save_total_limit
 
 __all__ = [

@@ -15,8 +15,8 @@ import re
 import warnings
 from pathlib import Path
 
-from ..file_checks import check_safetensors_file, check_torch_state_file
-from ..files import RECORD_NAME, FolderKind, check_folder_target, recorded_files, remove_saved_folder
+from ..modeling.file_checks import check_safetensors_file, check_torch_state_file
+from ..modeling.files import RECORD_NAME, FolderKind, check_folder_target, recorded_files, remove_saved_folder
 
 __all__ = [
     "CHECKPOINT_PREFIX",
@@ -41,7 +41,7 @@ TRAINER_STATE_NAME = "trainer_state.json"
 RNG_STATE_KEYS = ("python", "numpy", "cpu")  # what Trainer's `_save_rng_state` writes
 _CHECKPOINT = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
 # A checkpoint is recognised by its trainer state; what a rotation may delete is what the save recorded
-# (`hf_mrl.files.record_written_files`), so a user's notes.txt in a checkpoint folder is never taken for ours.
+# (`hf_mrl.modeling.files.record_written_files`), so a user's notes.txt in a checkpoint folder is never taken for ours.
 CHECKPOINT_FOLDER = FolderKind("training checkpoint", lambda folder: (folder / TRAINER_STATE_NAME).is_file())
 
 

@@ -14,24 +14,9 @@ import numpy as np
 from ..data import ImageCollator, TextCollator
 from ..evaluation import MatryoshkaClassificationEvaluator, MatryoshkaRetrievalEvaluator
 from ..evaluation.image_text import DEFAULT_PROMPT_TEMPLATE, MatryoshkaImageTextEvaluator
-from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
-from ..nesting import default_matryoshka_dims
+from ..modeling.nesting import resolve_dims
 
-__all__ = ["evaluation_dims", "sorted_by_length", "default_evaluator", "pair_retrieval_evaluator"]
-
-
-def evaluation_dims(model, eval_dims=None) -> list[int]:
-    """`eval_dims`, else the model's nesting dims; a one-dim (fixed-feature) model is scored at every power of two
-    of its embedding, like any truncated baseline."""
-    config = model.config
-    full = config.projection_dim if isinstance(model, MatryoshkaDualEncoderModel) else config.embedding_dim
-    if eval_dims:
-        dims = sorted(set(eval_dims))
-        if dims[0] < 1 or dims[-1] > full:
-            raise ValueError(f"`eval_dims` must lie in [1, {full}] (the embedding dim), got {list(eval_dims)}.")
-        return dims
-    dims = list(config.matryoshka_dims)
-    return default_matryoshka_dims(full) if len(dims) == 1 else dims
+__all__ = ["sorted_by_length", "default_evaluator", "pair_retrieval_evaluator"]
 
 
 def sorted_by_length(dataset: datasets.Dataset, column: str = "text") -> datasets.Dataset:
@@ -60,7 +45,7 @@ def pair_retrieval_evaluator(dataset, columns, tokenizer, max_length, dims, name
 def default_evaluator(task, model, dataset, *, collate_fn, processor, args, name, reference_dataset=None,
                       columns=None):
     """The task's evaluator on `dataset` (see the module docstring)."""
-    dims = evaluation_dims(model, args.eval_dims)
+    dims = resolve_dims(model, args.eval_dims, name="eval_dims")
     batch_size = args.per_device_eval_batch_size
     if task == "classification":
         if "text" in dataset.column_names:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from transformers import AutoConfig, BertConfig, PreTrainedConfig, ViTConfig
 
-from ..configuration_matryoshka import MatryoshkaConfig
-from ..input_checks import check_number, check_positive_int
-from ..modeling_matryoshka import MatryoshkaForImageClassification, MatryoshkaForSequenceClassification
-from ..nesting import default_matryoshka_dims, validate_matryoshka_dims
+from ..modeling.checks import check_number, check_positive_int
+from ..modeling.configuration_matryoshka import MatryoshkaConfig
+from ..modeling.modeling_matryoshka import MatryoshkaForImageClassification, MatryoshkaForSequenceClassification
+from ..modeling.nesting import default_matryoshka_dims, validate_matryoshka_dims
 
 __all__ = [
     "HEAD_KINDS",

@@ -17,12 +17,16 @@ import datasets
 import torch
 from torch import nn
 
-from ..configuration_matryoshka import MatryoshkaConfig
 from ..data import ImageCollator, ImageTextCollator, PairCollator, TextCollator
-from ..input_checks import max_input_tokens
-from ..losses import matryoshka_contrastive_loss
-from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
-from ..modeling_matryoshka import MatryoshkaForImageClassification, MatryoshkaForSequenceClassification, MatryoshkaModel
+from ..modeling.checks import max_input_tokens
+from ..modeling.configuration_matryoshka import MatryoshkaConfig
+from ..modeling.losses import matryoshka_contrastive_loss
+from ..modeling.modeling_dual_encoder import MatryoshkaDualEncoderModel
+from ..modeling.modeling_matryoshka import (
+    MatryoshkaForImageClassification,
+    MatryoshkaForSequenceClassification,
+    MatryoshkaModel,
+)
 
 __all__ = [
     "TASKS",

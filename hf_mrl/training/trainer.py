@@ -37,9 +37,10 @@ from transformers import Trainer
 from transformers.trainer_utils import TrainOutput
 
 from ..data.generic import align_class_labels, check_label_dtype
-from ..file_checks import describe_os_error
-from ..files import check_folder_target, check_output_folder, move_into_place, remove_stale_temp_folders
 from ..hub import push_to_hub_with_card, save_with_card
+from ..modeling.file_checks import describe_os_error
+from ..modeling.files import check_folder_target, check_output_folder, move_into_place, remove_stale_temp_folders
+from ..modeling.nesting import resolve_dims
 from .arguments import (
     REFUSED_TRAINER_ARGUMENTS,
     as_matryoshka_arguments,
@@ -57,7 +58,7 @@ from .checkpointing import (
     resolve_resume_checkpoint,
     rotate_checkpoints,
 )
-from .evaluators import default_evaluator, evaluation_dims
+from .evaluators import default_evaluator
 from .flat_loss import FlatLossWatch
 from .labels import check_label_range, encode_label_strings, set_class_names
 from .sampling import EpochShuffleSampler
@@ -109,8 +110,8 @@ class MatryoshkaTrainer(Trainer):
         args = as_matryoshka_arguments(args)
         if train_dataset is None and eval_dataset is None and evaluator is None:
             raise ValueError("Give a `train_dataset` (to train) or an `eval_dataset` / `evaluator` (to evaluate).")
-        if args.eval_dims:
-            evaluation_dims(model, args.eval_dims)  # every dim within the embedding, checked before any work
+        # every dim within the embedding, checked once, before any work
+        eval_dims = resolve_dims(model, args.eval_dims, name="eval_dims") if args.eval_dims else None
         self.name = name
         train_dataset, eval_dataset = self._prepare_datasets(model, args, train_dataset, eval_dataset)
         # The collators need the tokenizer, and an image classifier saves its image processor.
@@ -126,7 +127,8 @@ class MatryoshkaTrainer(Trainer):
                                                           self.columns)
         self._evaluator = evaluator
         if evaluator is None and args.metric_for_best_model:
-            _check_metric_for_best_model(args.metric_for_best_model, name, evaluation_dims(model, args.eval_dims))
+            _check_metric_for_best_model(args.metric_for_best_model, name,
+                                         eval_dims or resolve_dims(model, args.eval_dims, name="eval_dims"))
         self.loss = loss if loss is not None else default_loss(self.task, model, args, self.columns)
         self._per_dim_sum: torch.Tensor | None = None
         self._per_dim_count = 0

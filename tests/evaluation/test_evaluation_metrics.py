@@ -196,3 +196,14 @@ def test_mismatched_shapes_are_rejected():
         M.map_at_k(np.zeros((1, 2), dtype=int), [[0]], 2, variant="trec")
     with pytest.raises(ValueError, match="outside the corpus"):
         M.relevance_from_labels(np.array([[5]]), np.array([0]), np.array([0, 1]))
+
+
+def test_pareto_optimal_against_naive_dominance():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        scores = rng.integers(0, 5, (int(rng.integers(1, 20)), int(rng.integers(1, 4)))).astype(float)
+        naive = [not any((other >= row).all() and (other > row).any() for other in scores) for row in scores]
+        assert M.pareto_optimal(scores).tolist() == naive
+    assert M.pareto_optimal([[1.0, 2.0], [1.0, 2.0]]).tolist() == [True, True]  # equal rows: both kept
+    with pytest.raises(ValueError, match=r"`scores` must be 2-D"):
+        M.pareto_optimal([1.0, 2.0])

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from hf_mrl import MatryoshkaConfig, MatryoshkaForImageClassification, MatryoshkaModel
-from hf_mrl.configuration_matryoshka import MatryoshkaDualEncoderConfig
-from hf_mrl.modeling_dual_encoder import MatryoshkaDualEncoderModel
+from hf_mrl.modeling.configuration_matryoshka import MatryoshkaDualEncoderConfig
+from hf_mrl.modeling.modeling_dual_encoder import MatryoshkaDualEncoderModel
 
 from ..tiny import tiny_bert_config, tiny_vit_config
 

@@ -143,6 +143,7 @@ def test_argparse_errors_exit_2(folders, tmp_path, capsys, no_work, template, wo
     assert "Traceback" not in error
 
 
+@pytest.mark.slow
 def test_a_bad_argument_in_a_subprocess(folders, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "hf_mrl.cli", "eval", folders["text"], "--dataset_name", "wordnet-nouns", "--split", "nosuch"],

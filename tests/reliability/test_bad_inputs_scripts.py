@@ -235,6 +235,7 @@ def test_text_pairs_for_an_image_text_model(tmp_path, capsys, no_work, tiny_text
     assert_one_line_error(error, "train_contrastive.py", ["image", "columns", "anchor", "positive"])
 
 
+@pytest.mark.slow
 def test_the_script_in_a_subprocess(tmp_path):
     """`python scripts/train_supervised.py ...` as users run it (one case: a subprocess pays the imports, ~5 s)."""
     argv, words = [*SUPERVISED, "--learning_rate", "nan"], ["learning_rate", "nan"]

@@ -12,7 +12,7 @@ from hf_mrl import MatryoshkaModel
 from hf_mrl.cli import main as cli_main
 from hf_mrl.hub import load_matryoshka_model
 from hf_mrl.index import MatryoshkaIndex
-from hf_mrl.modeling_dual_encoder import MatryoshkaDualEncoderModel
+from hf_mrl.modeling.modeling_dual_encoder import MatryoshkaDualEncoderModel
 from hf_mrl.training import resolve_resume_checkpoint
 
 from ..trainer_helpers import save_checkpoint_at, tiny_classifier, tiny_trainer

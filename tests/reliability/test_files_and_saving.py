@@ -1,7 +1,7 @@
 """Saving never deletes what it did not write, never leaves debris, and says "disk full" in plain words.
 
 Every saver of hf_mrl (models, cards, indexes, sentence-transformers exports, checkpoints, the CLI) goes through
-`hf_mrl.files.write_folder_atomically`; these tests hold each of them to the same rules.
+`hf_mrl.modeling.files.write_folder_atomically`; these tests hold each of them to the same rules.
 """
 
 import errno
@@ -13,10 +13,10 @@ import torch
 from safetensors import SafetensorError
 
 from hf_mrl.cli import main as cli_main
-from hf_mrl.file_checks import describe_os_error
-from hf_mrl.files import MODEL_FOLDER, RECORD_NAME, remove_stale_temp_folders
 from hf_mrl.hub import export_sentence_transformer, load_matryoshka_model, save_with_card
 from hf_mrl.index import MatryoshkaIndex
+from hf_mrl.modeling.file_checks import describe_os_error
+from hf_mrl.modeling.files import MODEL_FOLDER, RECORD_NAME, remove_stale_temp_folders
 from hf_mrl.training import list_checkpoints
 
 from ..trainer_helpers import save_checkpoint_at

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from hf_mrl.files import RECORD_NAME, not_written_by_hf_mrl
 from hf_mrl.hub import save_with_card
 from hf_mrl.index import MatryoshkaIndex
-from hf_mrl.modeling_matryoshka import MatryoshkaModel
+from hf_mrl.modeling.files import RECORD_NAME, not_written_by_hf_mrl
+from hf_mrl.modeling.modeling_matryoshka import MatryoshkaModel
 from hf_mrl.training.checkpointing import rotate_checkpoints
 
 from ..trainer_helpers import save_checkpoint_at

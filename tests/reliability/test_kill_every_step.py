@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-import hf_mrl.files as files
-from hf_mrl.files import move_into_place, remove_stale_temp_folders
+import hf_mrl.modeling.files as files
 from hf_mrl.index import MatryoshkaIndex
-from hf_mrl.modeling_matryoshka import MatryoshkaModel
+from hf_mrl.modeling.files import move_into_place, remove_stale_temp_folders
+from hf_mrl.modeling.modeling_matryoshka import MatryoshkaModel
 from hf_mrl.training.checkpointing import CHECKPOINT_FOLDER, check_checkpoint_files, list_checkpoints
 
 from ..trainer_helpers import save_checkpoint_at

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from hf_mrl.analyses.runs import RUN_RECORD
-from hf_mrl.files import RECORD_NAME
+from hf_mrl.modeling.files import RECORD_NAME
 from hf_mrl.output_folder import (
     check_default_output_folder,
     check_output_names,
     record_outputs,
     write_output,
 )
+from hf_mrl.recipes.analyses.runs import RUN_RECORD
 from hf_mrl.training import MatryoshkaTrainer
 from hf_mrl.training.launch import run_script
 
@@ -63,11 +63,11 @@ def no_work(monkeypatch):
 
     for name in ("train", "evaluate", "save_model"):
         monkeypatch.setattr(MatryoshkaTrainer, name, spy)
-    monkeypatch.setattr("hf_mrl.training.recipes.load_splits", spy)
-    monkeypatch.setattr("hf_mrl.training.recipes.AutoTokenizer.from_pretrained", spy)
+    monkeypatch.setattr("hf_mrl.recipes.training.load_splits", spy)
+    monkeypatch.setattr("hf_mrl.recipes.training.AutoTokenizer.from_pretrained", spy)
     monkeypatch.setattr("hf_mrl.cli._load_model", spy)
-    monkeypatch.setattr("hf_mrl.analyses.weights.train_run", spy)
-    monkeypatch.setattr("hf_mrl.analyses.weights.validation_split", spy)
+    monkeypatch.setattr("hf_mrl.recipes.analyses.weights.train_run", spy)
+    monkeypatch.setattr("hf_mrl.recipes.analyses.weights.validation_split", spy)
 
 
 def run(script, argv, capsys, prog) -> tuple[int, str]:

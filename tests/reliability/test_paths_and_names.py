@@ -17,10 +17,10 @@ from hf_mrl import (
 )
 from hf_mrl.cli import main as cli_main
 from hf_mrl.data import BUILTIN_DATASETS, DataArguments, load_split
-from hf_mrl.file_checks import check_local_path, looks_like_local_path
 from hf_mrl.hub import load_matryoshka_model
 from hf_mrl.index import MatryoshkaIndex
-from hf_mrl.modeling_dual_encoder import MatryoshkaDualEncoderModel
+from hf_mrl.modeling.file_checks import check_local_path, looks_like_local_path
+from hf_mrl.modeling.modeling_dual_encoder import MatryoshkaDualEncoderModel
 from hf_mrl.training import MatryoshkaTrainer, MatryoshkaTrainingArguments
 
 from .files_helpers import snapshot, tiny_model

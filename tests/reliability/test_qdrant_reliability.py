@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
-import hf_mrl.index.qdrant_index as qdrant_index_module
+import hf_mrl.index.base as index_base_module
 from hf_mrl.index import QdrantMatryoshkaIndex
 from hf_mrl.index.qdrant_build import _MB
 from hf_mrl.index.qdrant_engines import TEMPORARY_PREFIX, _EdgeCollection
@@ -169,7 +169,7 @@ def test_user_folder_of_the_collection_name_is_refused_before_work(tmp_path, mon
         QdrantMatryoshkaIndex(vectors(), path=tmp_path, **QUIET)
     with pytest.raises(ValueError, match="did not write"):
         QdrantMatryoshkaIndex(vectors(), path=tmp_path, overwrite=True, **QUIET)
-    forbid(monkeypatch, qdrant_index_module, "encode_for_index")
+    forbid(monkeypatch, index_base_module, "encode_for_index")
     with pytest.raises(ValueError, match="did not write"):
         QdrantMatryoshkaIndex.from_dataset(None, [], None, path=tmp_path)
     assert snapshot(tmp_path) == before
@@ -263,7 +263,7 @@ def test_url_with_nothing_listening_is_a_connection_error_before_work(monkeypatc
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ConnectionError, match=rf"`url` '{url}': no Qdrant server answers there"):
         QdrantMatryoshkaIndex(vectors(), url=url, **QUIET)
-    forbid(monkeypatch, qdrant_index_module, "encode_for_index")
+    forbid(monkeypatch, index_base_module, "encode_for_index")
     with pytest.raises(ConnectionError, match="no Qdrant server answers there"):
         QdrantMatryoshkaIndex.from_dataset(None, [], None, url=url)
     with pytest.raises(ConnectionError, match="no Qdrant server answers there"):

@@ -15,9 +15,9 @@ from transformers import BertTokenizerFast
 from hf_mrl import MatryoshkaConfig, MatryoshkaModel
 from hf_mrl.data import ImageCollator, TextCollator
 from hf_mrl.data.generic import load_classification_dataset
-from hf_mrl.encoding import image_array, prepared_image
 from hf_mrl.evaluation import MatryoshkaClassificationEvaluator, MatryoshkaRetrievalEvaluator
 from hf_mrl.hub.card import card_from_results
+from hf_mrl.modeling.encoding import image_array, prepared_image
 
 from ..tiny import tiny_bert_config, tiny_vit_config
 from ..trainer_helpers import image_rows, tiny_classifier, tiny_trainer

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import DataArguments, load_splits
-from .evaluation import deployment_report, format_deployment_report, group_by_dim, save_results
-from .evaluation.report import draw_metric_vs_dim, save_figure
-from .nesting import default_matryoshka_dims
-from .training import MatryoshkaTrainer, MatryoshkaTrainingArguments, build_classifier, scratch_backbone_config
+from ..data import DataArguments, load_splits
+from ..evaluation import deployment_report, format_deployment_report, group_by_dim, save_results
+from ..evaluation.report import draw_metric_vs_dim, save_figure
+from ..modeling.nesting import default_matryoshka_dims
+from ..training import MatryoshkaTrainer, MatryoshkaTrainingArguments, build_classifier, scratch_backbone_config
 
 __all__ = ["add_arguments", "main", "run_demo", "truncated_head_logits", "leads_and_trails"]
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from transformers import AutoConfig, PreTrainedConfig
+from transformers import PreTrainedConfig
 
-from .input_checks import check_bool, check_number, check_positive_int
+from .checks import check_bool, check_number, check_positive_int
 from .nesting import (
     default_matryoshka_dims,
     matryoshka_weights_preset,
@@ -24,6 +24,14 @@ __all__ = [
 POOLING_MODES = ("cls", "mean")
 
 
+
+def _config_for_model(model_type: str, **values) -> PreTrainedConfig:
+    """`AutoConfig.for_model`, imported here: hf_mrl registers its own configs as the Auto classes load, which
+    must not happen while this module is itself being imported."""
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(model_type, **values)
+
 def resolve_sub_config(value, name: str) -> PreTrainedConfig:
     """A transformers config from a config object or its dict (as read back from config.json)."""
     if isinstance(value, PreTrainedConfig):
@@ -32,7 +40,7 @@ def resolve_sub_config(value, name: str) -> PreTrainedConfig:
         if "model_type" not in value:
             raise ValueError(f"`{name}` given as a dict must have a 'model_type' key, got keys {sorted(value)}.")
         values = dict(value)
-        return AutoConfig.for_model(values.pop("model_type"), **values)
+        return _config_for_model(values.pop("model_type"), **values)
     raise ValueError(f"`{name}` must be a transformers config or its dict, got {type(value).__name__}.")
 
 
@@ -130,7 +138,7 @@ class MatryoshkaConfig(PreTrainedConfig):
             to `embedding_dim`, with `embedding_dim` itself always included. Stored ascending.
         matryoshka_weights (`list[float]` or `str`, *optional*, defaults to all 1.0):
             Relative loss weight of each nesting dim, in the order `matryoshka_dims` was given, or the name of a
-            preset of `hf_mrl.nesting.MATRYOSHKA_WEIGHT_PRESETS` ("uniform", "paper_8x2", "paper_8x2_16x1.5");
+            preset of `hf_mrl.modeling.nesting.MATRYOSHKA_WEIGHT_PRESETS` ("uniform", "paper_8x2", "paper_8x2_16x1.5");
             stored as the list of weights.
         efficient (`bool`, *optional*, defaults to `False`):
             MRL-E: the classification heads at every dim share one weight matrix (its first d columns form
@@ -162,7 +170,7 @@ class MatryoshkaConfig(PreTrainedConfig):
         kwargs.pop("is_matryoshka", None)
         kwargs.pop("matryoshka_dimensions", None)
         if backbone_config is None:
-            backbone_config = AutoConfig.for_model("bert")
+            backbone_config = _config_for_model("bert")
         self.backbone_config = check_encoder_config(resolve_sub_config(backbone_config, "backbone_config"), "backbone_config")
         hidden_size = self.backbone_config.hidden_size
         self.embedding_dim = hidden_size if embedding_dim is None else check_positive_int(embedding_dim, "embedding_dim")
@@ -230,10 +238,10 @@ class MatryoshkaDualEncoderConfig(PreTrainedConfig):
         kwargs.pop("is_matryoshka", None)
         kwargs.pop("matryoshka_dimensions", None)
         self.vision_config = check_encoder_config(resolve_sub_config(
-            AutoConfig.for_model("vit") if vision_config is None else vision_config, "vision_config"
+            _config_for_model("vit") if vision_config is None else vision_config, "vision_config"
         ), "vision_config", "image")
         self.text_config = check_encoder_config(resolve_sub_config(
-            AutoConfig.for_model("bert") if text_config is None else text_config, "text_config"
+            _config_for_model("bert") if text_config is None else text_config, "text_config"
         ), "text_config", "text")
         self.projection_dim = check_positive_int(projection_dim, "projection_dim")
         self.matryoshka_dims, self.matryoshka_weights = resolve_nesting(

@@ -17,6 +17,14 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from .checks import (
+    check_bool,
+    check_group_ids,
+    check_optional_bool,
+    check_pixel_values,
+    check_token_inputs,
+    refuse_pickled_weights,
+)
 from .configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
 from .encoding import (
     default_image_processor,
@@ -28,8 +36,6 @@ from .encoding import (
 )
 from .file_checks import check_local_path, check_weights_folder
 from .files import MODEL_FOLDER, remove_debris, save_pretrained_atomically
-from .input_checks import check_bool, check_group_ids, check_optional_bool, check_pixel_values, check_token_inputs
-from .loading_checks import refuse_pickled_weights
 from .losses import matryoshka_contrastive_loss
 from .modeling_matryoshka import build_backbone, pool_hidden_states
 from .nesting import truncate_embeddings, validate_dim
@@ -105,7 +111,7 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
             init.constant_(self.logit_scale, math.log(1.0 / self.config.temperature_init))
 
     def check_image_inputs(self, pixel_values) -> int:
-        """Checks the image tower's input before any work (see `hf_mrl.input_checks`); returns the batch size."""
+        """Checks the image tower's input before any work (see `hf_mrl.modeling.checks`); returns the batch size."""
         if pixel_values is None:
             raise ValueError("`pixel_values` (batch, channels, height, width) is required.")
         return check_pixel_values(pixel_values, self.config.vision_config).shape[0]
@@ -117,7 +123,7 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
         return check_token_inputs(input_ids, attention_mask, token_type_ids, self.config.text_config).shape[0]
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, written atomically (a temporary folder, then renamed); an existing
-        folder is replaced only when it holds an hf_mrl model (see `hf_mrl.files.write_folder_atomically`)."""
+        folder is replaced only when it holds an hf_mrl model (see `hf_mrl.modeling.files.write_folder_atomically`)."""
         save_pretrained_atomically(self, super().save_pretrained, save_directory, *args, **kwargs)
 
     @classmethod

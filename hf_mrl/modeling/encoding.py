@@ -14,6 +14,7 @@ import contextlib
 import os
 import unicodedata
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +22,17 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .input_checks import check_bool, check_optional_bool, check_positive_int, max_input_tokens
+from .checks import check_bool, check_optional_bool, check_positive_int, max_input_tokens
 from .nesting import truncate_embeddings, validate_dim
 
-__all__ = ["inference", "load_processor", "saved_processor", "default_image_processor", "encode_inputs", "tokenizer_max_length",
-           "prepared_image", "image_array", "float_pixels", "has_text"]
+__all__ = ["MODEL_INPUT_NAMES", "EncodedDataset", "encode_dataset", "inference", "load_processor", "saved_processor",
+           "default_image_processor", "encode_inputs", "tokenizer_max_length", "prepared_image", "image_array",
+           "float_pixels", "has_text"]
 
 _WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+# Batch keys passed to the model by `encode_dataset`; anything else a collator returns (labels, ids) stays out.
+MODEL_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
 
 # Tokenizers without a configured length report a huge sentinel; texts are then cut at this many tokens.
 FALLBACK_MAX_LENGTH = 512
@@ -299,3 +304,69 @@ def encode_inputs(
         chunks.append(truncate_embeddings(forward(batch).float(), dim, normalize=normalize))
     embeddings = torch.cat(chunks)[torch.from_numpy(np.argsort(order, kind="stable"))]
     return embeddings.cpu().numpy() if convert_to_numpy else embeddings
+
+
+@dataclass
+class EncodedDataset:
+    """A dataset encoded once at the full dim.
+
+    embeddings: (n, d) float32, as the model returns them (not normalised).
+    matryoshka_logits: (num_nesting_dims, n, num_labels) float32 from the nested heads, or None.
+    """
+
+    embeddings: np.ndarray
+    matryoshka_logits: np.ndarray | None = None
+
+
+def _stack_model_inputs(examples: list[dict]) -> dict:
+    keys = [key for key in examples[0] if key in MODEL_INPUT_NAMES]
+    return {key: torch.stack([torch.as_tensor(example[key]) for example in examples]) for key in keys}
+
+
+def encode_dataset(
+    model,
+    dataset,
+    collate_fn: Callable[[list[dict]], dict] | None = None,
+    batch_size: int = 64,
+    description: str = "Encoding",
+    *,
+    accelerator=None,
+    exclude_keys: Sequence[str] | None = None,
+    show_progress: bool = True,
+) -> EncodedDataset:
+    """The one loop that encodes a dataset: `model(**batch)` over `dataset` once, in order, in batches, in eval mode
+    under `torch.inference_mode()`, keeping `.embeddings` and, when the model has nested heads, `.matryoshka_logits`.
+
+    `collate_fn` turns a list of rows into a dict of tensors (e.g. `ImageCollator`, `TextCollator`); None stacks the
+    rows' model-input columns. The model gets the batch's `MODEL_INPUT_NAMES`, or, with `exclude_keys`, every key
+    but those. With an `accelerate.Accelerator`, batches are split across its processes and gathered back with
+    `gather_for_metrics` (which drops the samples that even out the last batch): every process gets all rows."""
+    check_positive_int(batch_size, "batch_size")
+    if len(dataset) == 0:
+        raise ValueError("`dataset` is empty (0 rows); there is nothing to encode.")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                         collate_fn=collate_fn or _stack_model_inputs)
+    if accelerator is not None:
+        loader = accelerator.prepare(loader)
+        model = model.to(accelerator.device)
+        show_progress = show_progress and accelerator.is_local_main_process
+    device = next(model.parameters()).device
+    wanted = (lambda key: key in MODEL_INPUT_NAMES) if exclude_keys is None else (lambda key: key not in exclude_keys)
+    embeddings, logits = [], []
+    with inference(model):
+        for batch in tqdm(loader, desc=description, leave=False, disable=not show_progress):
+            inputs = {key: value.to(device) if isinstance(value, torch.Tensor) else value
+                      for key, value in batch.items() if wanted(key)}
+            outputs = model(**inputs)
+            batch_embeddings, nested = outputs.embeddings, getattr(outputs, "matryoshka_logits", None)
+            if accelerator is not None:  # rows: the first axis of the embeddings, the second of the logits
+                batch_embeddings = accelerator.gather_for_metrics(batch_embeddings)
+                if nested is not None:
+                    nested = accelerator.gather_for_metrics(nested.transpose(0, 1)).transpose(0, 1)
+            embeddings.append(batch_embeddings.float().cpu())
+            if nested is not None:
+                logits.append(nested.float().cpu())
+    return EncodedDataset(
+        embeddings=torch.cat(embeddings).numpy(),
+        matryoshka_logits=torch.cat(logits, dim=1).numpy() if logits else None,
+    )

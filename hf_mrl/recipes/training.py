@@ -18,21 +18,25 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer, ViTConfig, set_seed
 
-from ..configuration_matryoshka import MatryoshkaConfig
 from ..data import DataArguments, check_splits, load_splits, validate_data_arguments
 from ..evaluation import parse_metric_key, save_results
-from ..file_checks import check_local_path
-from ..files import MODEL_FOLDER, check_folder_target
 from ..hub import save_results_plot
-from ..input_checks import check_positive_int
-from ..modeling_dual_encoder import MatryoshkaDualEncoderModel
-from ..modeling_matryoshka import MatryoshkaModel
-from ..nesting import default_matryoshka_dims, validate_matryoshka_dims, validate_matryoshka_weights
+from ..modeling.checks import check_positive_int
+from ..modeling.configuration_matryoshka import MatryoshkaConfig
+from ..modeling.file_checks import check_local_path
+from ..modeling.files import MODEL_FOLDER, check_folder_target
+from ..modeling.modeling_dual_encoder import MatryoshkaDualEncoderModel
+from ..modeling.modeling_matryoshka import MatryoshkaModel
+from ..modeling.nesting import (
+    default_matryoshka_dims,
+    resolve_dims,
+    validate_matryoshka_dims,
+    validate_matryoshka_weights,
+)
 from ..output_folder import check_output_names, write_output
-from .arguments import MatryoshkaTrainingArguments
-from .checkpointing import read_trainer_state, resolve_resume_checkpoint
-from .evaluators import evaluation_dims
-from .models import (
+from ..training.arguments import MatryoshkaTrainingArguments
+from ..training.checkpointing import read_trainer_state, resolve_resume_checkpoint
+from ..training.models import (
     BACKBONE_KINDS,
     HEAD_KINDS,
     build_classifier,
@@ -40,8 +44,8 @@ from .models import (
     is_vision_config,
     scratch_backbone_config,
 )
-from .tracking import results_table
-from .trainer import MatryoshkaTrainer
+from ..training.tracking import results_table
+from ..training.trainer import MatryoshkaTrainer
 
 __all__ = ["SupervisedModelArguments", "ContrastiveModelArguments", "run_supervised", "run_contrastive"]
 
@@ -421,7 +425,7 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
     trainer = MatryoshkaTrainer(model=model, args=training_args, train_dataset=splits.train, eval_dataset=splits.eval,
                                 processing_class=tokenizer, name=name)
     if model_args.loss == "st-mrl":
-        from .sentence_transformers_loss import SentenceTransformersMatryoshkaLoss
+        from ..training.sentence_transformers_loss import SentenceTransformersMatryoshkaLoss
 
         if training_args.world_size > 1:
             # Its forward runs sentence-transformers' module on the encoder, outside the DDP wrapper: the processes'
@@ -450,7 +454,7 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
     initial = next((entry for entry in history if entry["step"] == 0), None)  # `eval_on_start`
     return _write_summary({
         "task": model_args.task, "loss": model_args.loss, "dataset": name,
-        "matryoshka_dims": model_args.matryoshka_dims, "eval_dims": evaluation_dims(model, training_args.eval_dims),
+        "matryoshka_dims": model_args.matryoshka_dims, "eval_dims": resolve_dims(model, training_args.eval_dims, name="eval_dims"),
         "final_split": final_split, "steps": steps, "steps_this_run": steps - start_step,
         "train_seconds": round(train_seconds, 2),
         "seconds_per_step": round(train_seconds / (steps - start_step), 4) if steps > start_step else None,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.corruptions import corrupted_datasets
-from ..evaluation import (
+from ...data.corruptions import corrupted_datasets
+from ...evaluation import (
     MatryoshkaFewShotEvaluator,
     MatryoshkaPerClassEvaluator,
     MatryoshkaShiftEvaluator,

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import torch
 
-from .input_checks import check_class_labels, check_finite, check_number, check_tensor, is_int
+from .checks import check_class_labels, check_finite, check_number, check_tensor, is_int
 from .nesting import NestedLinear, block_bounds, check_head_inputs, validate_matryoshka_weights
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "NestedCrossEntropyOutput", "nested_linear_cross_entropy", "nested_heads_cross_entropy"]

@@ -1,6 +1,17 @@
-"""`matryoshka_contrastive_loss`: CLIP / ALIGN / sentence-transformers style InfoNCE at every nesting dim, for
-about the cost of one full-dim similarity matrix. This file checks the arguments and arranges the batch (local,
-or all-gathered across processes); the fused kernel is in `fused_infonce.py`."""
+"""Matryoshka losses. They take tensors, not models: the models return what the losses need.
+
+- `matryoshka_cross_entropy`: classification, one cross-entropy per nesting dim, from every dim's logits.
+- `nested_linear_cross_entropy` (`fused_cross_entropy.py`): the same loss fused with the nested heads, chunked over
+  the labels, never materialising every dim's logits (what the classifiers' forward uses).
+- `matryoshka_contrastive_loss` (kernel in `fused_infonce.py`): CLIP / ALIGN / sentence-transformers style
+  InfoNCE at every nesting dim, for about the cost of one full-dim similarity matrix; this file checks the
+  arguments and arranges the batch (local, or all-gathered across processes).
+- `gather_with_grad`: all-gathers features across processes with gradients, so the contrastive loss sees the
+  global batch under Accelerate / torchrun (apart from the loss, as in open_clip).
+
+Single-dot imports only: a trust_remote_code folder (`hf_mrl.hub`) copies the modeling files and what they
+import relatively into one flat folder.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +21,85 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from transformers.utils import ModelOutput
 
-from .distributed import _distributed_world, _gather_row_counts, _gather_rows
+from .checks import check_class_labels, check_finite, check_group_ids, check_number, check_tensor
+from .fused_cross_entropy import nested_linear_cross_entropy
 from .fused_infonce import _make_plan, _MatryoshkaInfoNCE, _positive_pairs
-from .input_checks import check_finite, check_group_ids
 from .nesting import default_matryoshka_dims, validate_matryoshka_dims, validate_matryoshka_weights
+
+__all__ = [
+    "matryoshka_cross_entropy",
+    "nested_linear_cross_entropy",
+    "MatryoshkaContrastiveOutput",
+    "matryoshka_contrastive_loss",
+    "gather_with_grad",
+]
+
+
+def _distributed_world(group=None) -> int:
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size(group)
+
+
+def _gather_row_counts(rows: int, device: torch.device, group=None) -> list[int]:
+    counts = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(counts, torch.tensor([rows], dtype=torch.long, device=device), group=group)
+    return [int(count) for count in counts]
+
+
+class _AllGatherRows(torch.autograd.Function):
+    """All-gather along dim 0 (row counts may differ between processes). Backward: every process holds the
+    gradient of its own loss w.r.t. the global tensor; they are summed (all-reduce) and each process keeps
+    its own rows. All-reduce works on every backend (gloo has no reduce-scatter)."""
+
+    @staticmethod
+    def forward(ctx, tensor, counts, group):
+        rank = dist.get_rank(group)
+        most = max(counts)
+        padded = tensor.contiguous()
+        if tensor.shape[0] < most:
+            padded = torch.cat([padded, padded.new_zeros(most - tensor.shape[0], *tensor.shape[1:])])
+        pieces = [torch.empty_like(padded) for _ in counts]
+        dist.all_gather(pieces, padded, group=group)
+        ctx.group = group
+        ctx.rows = slice(sum(counts[:rank]), sum(counts[: rank + 1]))
+        return torch.cat([piece[:count] for piece, count in zip(pieces, counts, strict=True)])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_gathered):
+        grad = grad_gathered.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad[ctx.rows], None, None
+
+
+def _gather_rows(tensor: torch.Tensor, group=None, counts: list[int] | None = None) -> tuple[torch.Tensor, int]:
+    """(global tensor, offset of this process's rows in it); the tensor itself when not distributed."""
+    if _distributed_world(group) == 1:
+        return tensor, 0
+    if counts is None:
+        counts = _gather_row_counts(tensor.shape[0], tensor.device, group)
+    gathered = _AllGatherRows.apply(tensor, counts, group)
+    return gathered, sum(counts[: dist.get_rank(group)])
+
+
+def gather_with_grad(tensor: torch.Tensor, group=None) -> torch.Tensor:
+    """All-gathers `tensor` (local_batch, ...) from every process, keeping gradients.
+
+    Returns (global_batch, ...): the processes' rows concatenated in rank order (local batch sizes may
+    differ). Gradients flow back to every process's own rows, summed over the processes' losses. Without
+    an initialised process group of more than one process, returns `tensor` unchanged.
+
+    Gradient scale: each process's loss, back-propagated through the gather, gives its local rows the
+    sum over processes of d(loss_p)/d(rows). DDP then averages parameter gradients over processes, so
+    each process's loss should be world_size x its share of the global loss (as `matryoshka_contrastive_loss`
+    arranges); a per-process mean over local rows is exactly that when local batches are equal.
+    """
+    return _gather_rows(tensor, group)[0]
 
 
 @dataclass
@@ -256,3 +340,37 @@ def _gathered_loss(images, texts, scale, dims, weights, smoothing, symmetric, im
     values = torch.cat([share.detach().reshape(1), per_dim_share]) / world
     dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return share + (values[0] - share).detach(), values[1:]
+
+
+def matryoshka_cross_entropy(
+    matryoshka_logits: torch.Tensor,
+    labels: torch.Tensor,
+    weights: Sequence[float],
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted sum over nesting dims of the cross-entropy of each dim's logits.
+
+    Args:
+        matryoshka_logits: (num_dims, batch, num_labels) logits, one slice per nesting dim.
+        labels: (batch,) class ids (-100 leaves a row out, as in `F.cross_entropy`).
+        weights: one relative weight per nesting dim (finite, >= 0, not all zero).
+
+    Returns:
+        (loss, per_dim_losses): the weighted scalar loss, and the (num_dims,) unweighted losses (detached).
+    """
+    check_tensor(matryoshka_logits, "matryoshka_logits", 3, "(num_dims, batch, num_labels)", "float")
+    num_dims, batch, num_labels = matryoshka_logits.shape
+    weights = validate_matryoshka_weights(weights, num_dims, "weights")
+    check_class_labels(labels, batch, num_labels)
+    check_number(label_smoothing, "label_smoothing", 0, 1)
+    check_finite(matryoshka_logits, "matryoshka_logits")
+    # One cross-entropy call over all dims at once: (num_dims * batch, num_labels).
+    per_item = F.cross_entropy(
+        matryoshka_logits.reshape(-1, num_labels).float(),
+        labels.repeat(num_dims),
+        reduction="none",
+        label_smoothing=label_smoothing,
+    )
+    per_dim = per_item.view(num_dims, batch).mean(dim=1)
+    weight_tensor = torch.as_tensor(weights, dtype=per_dim.dtype, device=per_dim.device)
+    return (per_dim * weight_tensor).sum(), per_dim.detach()

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import datasets
 
-from ..data._common import is_saved_dataset, save_atomically
-from ..data.collators import collator_for_model
-from ..training.models import classifier_class
+from ...data._common import is_saved_dataset, save_atomically
+from ...data.collators import collator_for_model
+from ...training.models import classifier_class
 
 __all__ = [
     "FMNIST_DIMS",
@@ -87,9 +87,9 @@ RUN_RECORD = "run_arguments.json"
 
 
 def _argument_types():
-    from ..data import DataArguments
-    from ..training import MatryoshkaTrainingArguments
-    from ..training.recipes import SupervisedModelArguments
+    from ...data import DataArguments
+    from ...training import MatryoshkaTrainingArguments
+    from ..training import SupervisedModelArguments
 
     return SupervisedModelArguments, DataArguments, MatryoshkaTrainingArguments
 
@@ -146,9 +146,9 @@ def check_run(arguments: Sequence[str], output_dir: str | Path, ignore: Sequence
     pass `train_supervised.py`'s checks; a run already in `output_dir` was trained with the same settings
     (`ignore`: flags left out of that comparison); an unfinished run's outputs have no user file in the way.
     Returns whether the run finished already. Refusals are `ValueError`s."""
-    from ..output_folder import check_output_names
-    from ..training.launch import parse_arguments
-    from ..training.recipes import SUPERVISED_OUTPUTS
+    from ...output_folder import check_output_names
+    from ...training.launch import parse_arguments
+    from ..training import SUPERVISED_OUTPUTS
 
     output_dir = Path(output_dir)
     parse_arguments(_argument_types(), [*arguments, "--output_dir", str(output_dir)])
@@ -164,10 +164,10 @@ def train_run(arguments: Sequence[str], output_dir: str | Path) -> dict:
     A folder holding a run with other settings is refused (`check_run`)."""
     from accelerate.state import AcceleratorState
 
-    from ..evaluation import save_results
-    from ..output_folder import write_output
-    from ..training.launch import parse_arguments
-    from ..training.recipes import run_supervised
+    from ...evaluation import save_results
+    from ...output_folder import write_output
+    from ...training.launch import parse_arguments
+    from ..training import run_supervised
 
     output_dir = Path(output_dir)
     try:

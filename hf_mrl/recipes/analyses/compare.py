@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ..evaluation import group_by_dim, save_results
-from ..evaluation.report import _atomic_write, _pyplot, save_figure
+from ...evaluation import group_by_dim, save_results
+from ...evaluation.report import pyplot, save_figure
+from ...modeling.files import write_file_atomically
 from .runs import load_classifier
 
 __all__ = ["comparison_table", "evaluate_mrl_and_ff", "plot_panels", "score_models", "write_analysis"]
@@ -26,7 +27,9 @@ def score_models(make_evaluator: Callable, mrl_run, ff_runs: Mapping[int, str | 
     scores = {"MRL": score(make_evaluator(collate_fn), model), "FF": {}}
     for dim, run in sorted(ff_runs.items()):
         model, collate_fn = load_classifier(run)
-        scores["FF"][dim] = score(make_evaluator(collate_fn), model)
+        evaluator = make_evaluator(collate_fn)
+        evaluator.dims = list(model.config.matryoshka_dims)  # an FF model is scored at the one dim it was trained at
+        scores["FF"][dim] = score(evaluator, model)
     return scores
 
 
@@ -67,7 +70,7 @@ def comparison_table(
 def plot_panels(path, panels: Sequence[tuple[str, Callable]], columns: int = 2) -> None:
     """One figure of `panels` ((title, draw(axis)) each), `columns` per row, saved as PNG at `path`."""
     rows = -(-len(panels) // columns)
-    figure, axes = _pyplot().subplots(rows, columns, figsize=(5.5 * columns, 3.8 * rows), squeeze=False)
+    figure, axes = pyplot().subplots(rows, columns, figsize=(5.5 * columns, 3.8 * rows), squeeze=False)
     try:
         for axis, (title, draw) in zip(axes.flat, panels):
             draw(axis)
@@ -77,7 +80,7 @@ def plot_panels(path, panels: Sequence[tuple[str, Callable]], columns: int = 2) 
             axis.axis("off")
         figure.tight_layout()
     except BaseException:
-        _pyplot().close(figure)
+        pyplot().close(figure)
         raise
     save_figure(figure, path)
 
@@ -87,5 +90,5 @@ def write_analysis(folder, name: str, markdown: str, data: Mapping) -> Path:
     folder = Path(folder)
     save_results(data, folder / f"{name}.json")
     path = folder / f"{name}.md"
-    _atomic_write(path, lambda file: file.write(markdown.encode()))
+    write_file_atomically(path, lambda file: file.write_bytes(markdown.encode()))
     return path

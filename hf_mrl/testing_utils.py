@@ -1,5 +1,6 @@
-"""The naive Matryoshka contrastive loss, the reference the fused `matryoshka_contrastive_loss` is tested
-against."""
+"""Reference oracles the tests hold the fast paths to: naive per-dim loops, never used by the library itself
+(and never shipped with a checkpoint). `matryoshka_contrastive_loss_reference` for the fused contrastive loss,
+`nested_linear_reference` for the nested heads."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .contrastive_loss import MatryoshkaContrastiveOutput
+from .modeling.losses import MatryoshkaContrastiveOutput
+from .modeling.nesting import NestedLinear
 
 
 def matryoshka_contrastive_loss_reference(
@@ -47,3 +49,11 @@ def matryoshka_contrastive_loss_reference(
     per_dim = torch.stack(per_dim)
     total = (per_dim * torch.as_tensor(weights, dtype=per_dim.dtype, device=per_dim.device)).sum()
     return MatryoshkaContrastiveOutput(loss=total, per_dim_losses=per_dim.detach())
+
+
+def nested_linear_reference(module: NestedLinear, inputs: torch.Tensor) -> torch.Tensor:
+    """Naive per-dim loop (one full matmul per nesting dim): the reference the fast paths are tested against."""
+    if module.efficient:
+        weight, bias = module.classifier.weight, module.classifier.bias
+        return torch.stack([F.linear(inputs[..., :dim], weight[:, :dim], bias) for dim in module.dims])
+    return torch.stack([head(inputs[..., :dim]) for dim, head in zip(module.dims, module.heads)])

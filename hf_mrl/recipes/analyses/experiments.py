@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import (
+from ...data import (
     FASHION_MNIST_CLASS_NAMES,
     WORDNET_NOUN_CATEGORIES,
     load_fashion_mnist,
@@ -153,7 +153,7 @@ def run_image_analyses(settings: AnalysisSettings, analyses=IMAGE_ANALYSES) -> d
 
 def run_text_analyses(settings: AnalysisSettings, analyses=TEXT_ANALYSES, model_name_or_path: str | None = None) -> dict:
     """The WordNet analyses named in `analyses` (of `TEXT_ANALYSES`) on all-MiniLM-L6-v2 (or `model_name_or_path`)."""
-    from ..training.recipes import default_text_model
+    from ..training import default_text_model
 
     unknown = sorted(set(analyses) - set(TEXT_ANALYSES))
     if unknown:

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..configuration_matryoshka import resolve_nesting
-from ..evaluation import encode_dataset, group_by_dim, save_results, top_k_accuracy
-from ..nesting import MATRYOSHKA_WEIGHT_PRESETS, matryoshka_weights_preset
+from ...evaluation import encode_dataset, group_by_dim, save_results, top_k_accuracy
+from ...evaluation.metrics import pareto_optimal
+from ...modeling.configuration_matryoshka import resolve_nesting
+from ...modeling.nesting import MATRYOSHKA_WEIGHT_PRESETS, matryoshka_weights_preset
 from .runs import check_run, ff_arguments, load_classifier, mrl_arguments, run_settings, train_run
 
 __all__ = [
@@ -55,12 +56,8 @@ def pareto_front(scores: Mapping[str, Sequence[float]]) -> list[str]:
     lengths = {array.shape for array in arrays.values()}
     if len(lengths) != 1 or len(next(iter(lengths))) != 1:
         raise ValueError(f"Every entry of `scores` must be a 1-D list of the same length, got shapes {sorted(lengths)}.")
-
-    def dominated(label):
-        mine = arrays[label]
-        return any((other >= mine).all() and (other > mine).any() for key, other in arrays.items() if key != label)
-
-    return [label for label in arrays if not dominated(label)]
+    front = pareto_optimal(np.stack(list(arrays.values())))
+    return [label for label, kept in zip(arrays, front, strict=True) if kept]
 
 
 def propose_weightings(dims: Sequence[int], num: int, seed: int = 0, exclude: Sequence[Sequence[float]] = ()) -> dict:
@@ -87,8 +84,8 @@ def validation_split(base_arguments: Sequence[str]):
     split): the rows the search and the choice are scored on."""
     from transformers import HfArgumentParser
 
-    from ..data import DataArguments, load_splits
-    from ..training.recipes import SupervisedModelArguments
+    from ...data import DataArguments, load_splits
+    from ..training import SupervisedModelArguments
 
     model_args, data_args, _ = HfArgumentParser((SupervisedModelArguments, DataArguments)).parse_args_into_dataclasses(
         args=list(base_arguments), return_remaining_strings=True

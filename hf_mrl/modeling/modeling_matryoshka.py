@@ -6,6 +6,7 @@ Reads top-down: output dataclasses, building blocks (backbone construction, pool
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from dataclasses import dataclass
 
@@ -15,15 +16,26 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 from transformers.utils import ModelOutput
 
+from .checks import (
+    check_bool,
+    check_class_labels,
+    check_optional_bool,
+    check_pixel_values,
+    check_token_inputs,
+    refuse_pickled_weights,
+    saved_weight_shapes,
+)
 from .configuration_matryoshka import MatryoshkaConfig
 from .encoding import encode_inputs, inference, load_processor
 from .file_checks import check_local_path, check_weights_folder
 from .files import MODEL_FOLDER, remove_debris, save_pretrained_atomically, temporary_folder
 from .fused_cross_entropy import nested_heads_cross_entropy
-from .input_checks import check_bool, check_class_labels, check_optional_bool, check_pixel_values, check_token_inputs
-from .loading_checks import refuse_pickled_weights, saved_weight_shapes
 from .nesting import NestedLinear, check_saved_head_shapes, truncate_embeddings, validate_dim
-from .sentence_transformers_format import is_sentence_transformers_folder, read_sentence_transformers_folder
+from .sentence_transformers_format import (
+    is_sentence_transformers_folder,
+    read_sentence_transformers_folder,
+    write_sentence_transformers_files,
+)
 
 __all__ = [
     "MatryoshkaModelOutput",
@@ -68,7 +80,7 @@ class MatryoshkaClassifierOutput(ModelOutput):
         matryoshka_logits (`torch.FloatTensor` of shape `(num_dims, batch_size, num_labels)`, *optional*):
             Logits of the head at every nesting dim, in `config.matryoshka_dims` order (ascending). Returned when no
             `labels` are given, or when `output_matryoshka_logits=True`: with labels, the loss is computed fused with
-            the heads (`hf_mrl.fused_cross_entropy`) without materialising them.
+            the heads (`hf_mrl.modeling.fused_cross_entropy`) without materialising them.
         matryoshka_losses (`torch.FloatTensor` of shape `(num_dims,)`, *optional*):
             Unweighted, detached cross-entropy at each nesting dim, for logging.
         embeddings (`torch.FloatTensor` of shape `(batch_size, embedding_dim)`):
@@ -202,7 +214,7 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
         """`PreTrainedModel.save_pretrained`, plus the tokenizer / image processor `encode` uses, so the folder
         embeds raw inputs on its own. Written atomically (a temporary folder, then renamed): a kill or a full disk
         never leaves a half-written folder. An existing folder is replaced only when it holds an hf_mrl model,
-        keeping files hf_mrl did not write (see `hf_mrl.files.write_folder_atomically`)."""
+        keeping files hf_mrl did not write (see `hf_mrl.modeling.files.write_folder_atomically`)."""
         save_pretrained_atomically(self, self._write_pretrained, save_directory, *args, **kwargs)
 
     def _write_pretrained(self, save_directory, *args, **kwargs) -> None:
@@ -211,11 +223,8 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
         if processor is None:
             return
         processor.save_pretrained(save_directory)
-        if self.main_input_name == "input_ids":
-            try:  # absent where the folder's own code runs without hf_mrl (trust_remote_code)
-                from hf_mrl.hub.st_export import write_sentence_transformers_files
-            except ImportError:
-                return
+        if self.main_input_name == "input_ids" and importlib.util.find_spec("sentence_transformers") is not None:
+            # the sentence-transformers layout beside ours (where that library is installed)
             write_sentence_transformers_files(self, save_directory, processor)
 
     @classmethod
@@ -256,7 +265,7 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
 
     @property
     def processor(self):
-        """The tokenizer or image processor `encode` uses on raw inputs (see `hf_mrl.encoding.load_processor`)."""
+        """The tokenizer or image processor `encode` uses on raw inputs (see `hf_mrl.modeling.encoding.load_processor`)."""
         return load_processor(self, self.config.backbone_config, self.main_input_name == "pixel_values")
 
     @processor.setter
@@ -338,7 +347,7 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
 
     def check_inputs(self, input_ids=None, attention_mask=None, token_type_ids=None, pixel_values=None, **kwargs) -> int:
         """Checks `forward`'s inputs before any work (types, shapes, dtypes, vocabulary, image size, empty mask rows,
-        NaN / inf pixels; see `hf_mrl.input_checks`) and returns the batch size."""
+        NaN / inf pixels; see `hf_mrl.modeling.checks`) and returns the batch size."""
         backbone_config = self.config.backbone_config
         if self.main_input_name == "pixel_values":
             if pixel_values is None:

@@ -7,16 +7,19 @@ Everything that works "at every granularity" goes through these functions, so th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .input_checks import check_bool, check_number, is_int
+from .checks import check_bool, check_number, is_int
 
 __all__ = [
     "default_matryoshka_dims",
+    "resolve_dims",
+    "validate_eval_dims",
     "validate_matryoshka_dims",
     "validate_matryoshka_weights",
     "MATRYOSHKA_WEIGHT_PRESETS",
@@ -28,7 +31,6 @@ __all__ = [
     "default_direct_dims",
     "NestedLinear",
     "check_saved_head_shapes",
-    "nested_linear_reference",
 ]
 
 
@@ -41,6 +43,60 @@ def default_matryoshka_dims(embedding_dim: int) -> list[int]:
         dim *= 2
     dims.append(embedding_dim)
     return dims
+
+
+def _full_and_nesting_dims(source) -> tuple[int | None, list[int] | None]:
+    if isinstance(source, Mapping):  # precomputed {dim: (n, dim)} embeddings: their dims are all there is
+        return None, sorted(source)
+    if is_int(source):
+        return int(source), None
+    config = getattr(source, "config", source)
+    if hasattr(config, "embedding_dim") or hasattr(config, "projection_dim"):
+        full = getattr(config, "projection_dim", None) or getattr(config, "embedding_dim", None)
+        return full, getattr(config, "matryoshka_dims", None)
+    if hasattr(source, "shape") or isinstance(source, (list, tuple)):  # (n, d) embeddings
+        return int(np.asarray(source).shape[-1]), None
+    return None, getattr(config, "matryoshka_dims", None)
+
+
+def resolve_dims(source, dims=None, *, nesting_dims=None, name: str = "dims") -> list[int]:
+    """Which dims to score, index or document: the one rule every part of hf_mrl uses.
+
+    `source`: a model, its config, the full embedding dim (an int), (n, d) embeddings, or precomputed per-dim
+    embeddings `{dim: (n, dim)}`. The full dim is a config's `projection_dim` (dual encoder) or `embedding_dim`.
+
+    1. `dims` given: checked (distinct integers from 1 to the full dim, see `validate_eval_dims`), ascending.
+    2. Otherwise the nesting dims (`nesting_dims`, else the config's `matryoshka_dims`; a mapping's own dims) when
+       there are two or more (a mapping's, however many).
+    3. Otherwise (no nesting dims, or one: a fixed-feature or non-MRL model, raw embeddings)
+       `default_matryoshka_dims(full dim)`: the powers of two from 8 below the full dim, and the full dim, the
+       truncations a non-MRL baseline is scored at.
+    """
+    full, own_nesting_dims = _full_and_nesting_dims(source)
+    if dims is not None:
+        return validate_eval_dims(list(dims) if isinstance(dims, (tuple, range)) else dims, full, name=name)
+    if isinstance(source, Mapping):
+        return own_nesting_dims
+    nesting_dims = own_nesting_dims if nesting_dims is None else nesting_dims
+    if nesting_dims is not None and len(nesting_dims) > 1:
+        return sorted(nesting_dims)
+    if full is None:
+        raise ValueError(f"`{name}` must be given for a model whose config has no `embedding_dim`.")
+    return default_matryoshka_dims(full)
+
+
+def validate_eval_dims(dims, embedding_dim: int | None, name: str = "dims") -> list[int]:
+    """Evaluation dims: distinct integers from 1 to `embedding_dim` (any, not only nesting dims; no upper
+    bound when None), ascending."""
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or len(dims) == 0:
+        raise ValueError(f"`{name}` must be a non-empty list of integers, got {dims!r}.")
+    for dim in dims:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"`{name}` must hold positive integers, got {dim!r} in {list(dims)!r}.")
+    checked = [validate_dim(dim, embedding_dim, name=name) for dim in dims] if embedding_dim else list(dims)
+    if len(set(checked)) != len(checked):
+        raise ValueError(f"`{name}` holds duplicates in {list(dims)!r}; each dim must appear once.")
+    return sorted(checked)
 
 
 def validate_matryoshka_dims(dims, embedding_dim: int, name: str = "matryoshka_dims") -> list[int]:
@@ -359,11 +415,3 @@ class NestedLinear(nn.Module):
         if self.efficient:
             return F.linear(inputs[..., :dim], self.classifier.weight[:, :dim], self.classifier.bias)
         return self.heads[self.dims.index(dim)](inputs[..., :dim])
-
-
-def nested_linear_reference(module: NestedLinear, inputs: torch.Tensor) -> torch.Tensor:
-    """Naive per-dim loop (one full matmul per nesting dim): the reference the fast paths are tested against."""
-    if module.efficient:
-        weight, bias = module.classifier.weight, module.classifier.bias
-        return torch.stack([F.linear(inputs[..., :dim], weight[:, :dim], bias) for dim in module.dims])
-    return torch.stack([head(inputs[..., :dim]) for dim, head in zip(module.dims, module.heads)])
