@@ -11,8 +11,8 @@ from hf_mrl import (
     MatryoshkaConfig,
     MatryoshkaForImageClassification,
     MatryoshkaForSequenceClassification,
-    fused_cross_entropy,
 )
+from hf_mrl.modeling import fused_cross_entropy
 from hf_mrl.modeling.fused_cross_entropy import nested_heads_cross_entropy, nested_linear_cross_entropy
 from hf_mrl.modeling.nesting import NestedLinear
 from hf_mrl.testing_utils import nested_linear_reference
