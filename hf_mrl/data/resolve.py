@@ -21,7 +21,7 @@ from pathlib import Path
 
 import datasets
 
-from ..modeling.file_checks import looks_like_local_path
+from ..modeling.file_checks import first_line, looks_like_local_path
 from ._common import check_image_cells, first_rows, load_source
 from .arguments import _SPEC_EXAMPLES, BUILTIN_DATASETS, DEFAULT_VALIDATION_PERCENTAGE, DataArguments
 from .emoji import load_emoji_pairs
@@ -92,7 +92,7 @@ def _parse_split_spec(spec, argument: str, allow_empty_name: bool = False) -> tu
             datasets.ReadInstruction.from_spec(f"split{match['slice']}")
         except (ValueError, AssertionError) as error:
             raise ValueError(
-                f"`{argument}` {spec!r} has a bad slice ({_first_line(error).replace('split[', name + '[')}); "
+                f"`{argument}` {spec!r} has a bad slice ({first_line(error).replace('split[', name + '[')}); "
                 f"use e.g. {_SPEC_EXAMPLES}."
             ) from None
     return name, match["slice"]
@@ -218,17 +218,12 @@ def validate_data_arguments(data_args: DataArguments, task: str = "classificatio
 # -- opening a source ---------------------------------------------------------------------------------------
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _root_cause(error: BaseException) -> str:
     """The first line of the innermost error (`datasets` wraps the parser's "why" in "An error occurred while
     generating the dataset")."""
     while error.__cause__ is not None or error.__context__ is not None:
         error = error.__cause__ or error.__context__
-    return _first_line(error)
+    return first_line(error)
 
 
 def _hub_failure(error: BaseException) -> str:
@@ -236,7 +231,7 @@ def _hub_failure(error: BaseException) -> str:
     for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         if os.environ.get(variable, "").strip().lower() in ("1", "true", "yes", "on"):
             return f"offline mode is on ({variable}=1), so it was not downloaded and is not in the local cache"
-    return f"no such dataset, or the Hub is unreachable ({_first_line(error)})"
+    return f"no such dataset, or the Hub is unreachable ({first_line(error)})"
 
 
 def _builtin_source(name: str, image_size: int | None) -> _Source:
@@ -267,7 +262,7 @@ def _read_file(path: str, argument: str) -> datasets.Dataset:
     try:
         blank = resolved.suffix.lower() != ".parquet" and _is_blank(resolved)
     except OSError as error:  # permissions, a folder, a device: one line naming the file
-        raise ValueError(f"Could not read `{argument}` {path!r}: {error.strerror or _first_line(error)}.") from None
+        raise ValueError(f"Could not read `{argument}` {path!r}: {error.strerror or first_line(error)}.") from None
     if blank:
         raise no_rows
     try:
@@ -322,7 +317,7 @@ def _open_local(data_args: DataArguments) -> tuple[str, dict[str, datasets.Datas
         loaded = load_source(name, **kwargs)
     except Exception as error:  # noqa: BLE001 - `datasets` / Hub errors become one line
         if path.exists():
-            raise ValueError(f"`dataset_name` {name!r} could not be loaded as a local folder: {_first_line(error)}") from None
+            raise ValueError(f"`dataset_name` {name!r} could not be loaded as a local folder: {first_line(error)}") from None
         raise ValueError(
             f"`dataset_name` {name!r} is not a built-in dataset (built-in: {', '.join(BUILTIN_DATASETS)}) nor a local "
             f"folder or file, and the Hugging Face Hub could not provide it: {_hub_failure(error)}."

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from ..modeling.files import FolderKind, read_json_object, remove_debris, write_folder_atomically
+from ..modeling.files import FolderKind, read_json_object, remove_debris, sha256_of_file, write_folder_atomically
 from .choices import INT8_SCALES, SHORTLIST_INDEXES, STORAGES
 from .storage import _StoredVectors
 from .validation import _check_choice, _check_positive_int
@@ -36,14 +36,6 @@ def _is_index_folder(folder: Path) -> bool:
 INDEX_FOLDER = FolderKind("MatryoshkaIndex", _is_index_folder)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(2**22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _field_sha256(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
@@ -63,7 +55,7 @@ def save_index_folder(matryoshka_index: MatryoshkaIndex, path) -> Path:
             writer = faiss.write_index_binary if isinstance(index, faiss.IndexBinary) else faiss.write_index
             writer(index, str(staging / name))
         files = {
-            file.name: {"sha256": _sha256(file), "bytes": file.stat().st_size} for file in sorted(staging.iterdir())
+            file.name: {"sha256": sha256_of_file(file), "bytes": file.stat().st_size} for file in sorted(staging.iterdir())
         }
         manifest = {
             "format": FORMAT_NAME,
@@ -111,7 +103,7 @@ def load_index_folder(path) -> tuple[dict, _StoredVectors, np.ndarray | None, di
             raise ValueError(
                 f"{file} has {size} bytes but the manifest says {info['bytes']}: the file is truncated or replaced."
             )
-        digest = _sha256(file)
+        digest = sha256_of_file(file)
         if digest != info["sha256"]:
             raise ValueError(f"{file} fails its checksum (sha256 {digest}, manifest {info['sha256']}): it is corrupted.")
 

@@ -19,6 +19,7 @@ __all__ = [
     "check_torch_state_file",
     "check_weights_folder",
     "describe_os_error",
+    "first_line",
     "looks_like_local_path",
 ]
 
@@ -87,7 +88,8 @@ def check_local_path(name_or_path, argument: str) -> None:
 # -- corrupted files ------------------------------------------------------------------------------------------
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when empty), for one-line reports."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
@@ -100,7 +102,7 @@ def check_safetensors_file(path) -> None:
         with safe_open(str(path), framework="pt") as handle:
             handle.keys()
     except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
-        raise ValueError(f"{path} is corrupted or unreadable (not a valid safetensors file: {_first_line(error)}).") from None
+        raise ValueError(f"{path} is corrupted or unreadable (not a valid safetensors file: {first_line(error)}).") from None
 
 
 def check_torch_state_file(path) -> None:
@@ -112,7 +114,7 @@ def check_torch_state_file(path) -> None:
         with zipfile.ZipFile(path) as archive:
             broken = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise ValueError(f"{path} is corrupted or unreadable (not an intact torch.save archive: {_first_line(error)}).") from None
+        raise ValueError(f"{path} is corrupted or unreadable (not an intact torch.save archive: {first_line(error)}).") from None
     if broken is not None:
         raise ValueError(f"{path} is corrupted (its member {broken!r} fails its CRC check).")
 

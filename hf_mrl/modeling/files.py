@@ -50,6 +50,7 @@ __all__ = [
     "recorded_files",
     "remove_saved_folder",
     "remove_stale_temp_folders",
+    "sha256_of_file",
     "staging_folder",
     "temporary_folder",
     "write_file_atomically",
@@ -149,7 +150,8 @@ def _write_through(path: Path) -> Path:
 # -- the record of what a save wrote --------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
+def sha256_of_file(path: Path) -> str:
+    """The hex sha256 of a file's bytes, read in 4 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(2**22), b""):
@@ -182,7 +184,7 @@ def record_written_files(folder, names: list[str] | None = None) -> None:
         path = folder / name
         if name != RECORD_NAME and path.is_file() and not path.is_symlink():
             stat = path.stat()
-            files[name] = {"sha256": _sha256(path), "bytes": stat.st_size}
+            files[name] = {"sha256": sha256_of_file(path), "bytes": stat.st_size}
     text = json.dumps({"format": _RECORD_FORMAT, "files": files}, indent=1, sort_keys=True) + "\n"
     temporary = folder / f".{RECORD_NAME}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     temporary.write_text(text, encoding="utf-8")
@@ -204,7 +206,7 @@ def _unchanged(path: Path, entry) -> bool:
     if not isinstance(entry, dict) or path.is_symlink() or not path.is_file():
         return False
     # the content decides (a copy that keeps the mtime, `cp -p` / `rsync -a`, may change a file of the same size)
-    return path.stat().st_size == entry.get("bytes") and _sha256(path) == entry.get("sha256")
+    return path.stat().st_size == entry.get("bytes") and sha256_of_file(path) == entry.get("sha256")
 
 
 def not_written_by_hf_mrl(folder) -> tuple[list[str], list[str]]:
@@ -264,7 +266,7 @@ def _same_file(first: Path, second: Path) -> bool:
         if os.path.samefile(first, second):
             return True
         return (first.is_file() and second.is_file() and first.stat().st_size == second.stat().st_size
-                and _sha256(first) == _sha256(second))
+                and sha256_of_file(first) == sha256_of_file(second))
     except OSError:
         return False
 

@@ -156,12 +156,13 @@ def test_a_checkpoint_of_another_model_names_the_checkpoint(checkpoint):
 
 def _with_updated_checksum(name, corrupt):
     """Corrupts `name` and records its new size and sha256 in the manifest (the checksums alone cannot tell)."""
-    from hf_mrl.index.persistence import _field_sha256, _sha256
+    from hf_mrl.index.persistence import _field_sha256
+    from hf_mrl.modeling.files import sha256_of_file
 
     def apply(folder):
         corrupt(folder / name)
         manifest = json.loads((folder / "manifest.json").read_text())
-        manifest["files"][name] = {"sha256": _sha256(folder / name), "bytes": (folder / name).stat().st_size}
+        manifest["files"][name] = {"sha256": sha256_of_file(folder / name), "bytes": (folder / name).stat().st_size}
         manifest["field_sha256"]["files"] = _field_sha256(manifest["files"])
         (folder / "manifest.json").write_text(json.dumps(manifest))
 
