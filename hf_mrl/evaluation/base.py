@@ -20,7 +20,14 @@ import torch
 from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 
 from ..modeling.checks import check_finite, check_positive_int
-from ..modeling.encoding import MODEL_INPUT_NAMES, EncodedDataset, encode_dataset, has_text
+from ..modeling.encoding import (
+    FALLBACK_MAX_LENGTH,
+    MODEL_INPUT_NAMES,
+    EncodedDataset,
+    encode_dataset,
+    has_text,
+    tokenizer_max_length,
+)
 from ..modeling.modeling_matryoshka import as_matryoshka_model
 from ..modeling.nesting import resolve_dims, truncate_embeddings, validate_eval_dims
 from .report import group_by_dim, save_results
@@ -136,6 +143,36 @@ def run_search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndar
     """faiss search: scores and ids (num_queries, k), best first; ids are -1 past the corpus size."""
     return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
+
+
+def collator_from_model(model, dataset):
+    """The collate function an evaluator given none encodes `dataset` with: None (the rows' model inputs stacked)
+    when the dataset holds model inputs, else a collator with the model's own tokenizer / image processor at the
+    length `encode` cuts at, so raw texts or images are embedded as `model.encode` embeds them."""
+    columns = list(getattr(dataset, "column_names", None) or [])
+    if any(name in columns for name in MODEL_INPUT_NAMES):
+        return None
+    from ..data.collators import ImageCollator, TextCollator
+
+    reads_text = model.main_input_name == "input_ids"
+    wanted = "text" if reads_text else "image"
+    column = wanted if wanted in columns else None
+    if column is None:
+        features = getattr(dataset, "features", None) or {}
+        kind = (lambda f: isinstance(f, datasets.Value) and f.dtype in ("string", "large_string")) if reads_text \
+            else (lambda f: isinstance(f, datasets.Image))
+        candidates = [name for name, feature in features.items() if kind(feature)]
+        if len(candidates) != 1:
+            raise ValueError(
+                f"`dataset` holds no model inputs ({', '.join(MODEL_INPUT_NAMES)}) and not one {wanted} column to "
+                f"encode (columns: {columns}); name it {wanted!r}, or pass `collate_fn`."
+            )
+        column = candidates[0]
+    processor = model.processor
+    if reads_text:
+        length = tokenizer_max_length(processor) or FALLBACK_MAX_LENGTH
+        return TextCollator(processor, max_length=length, text_column=column, label_column=None)
+    return ImageCollator(processor, image_column=column, label_column=None)
 
 class MatryoshkaEvaluator(SentenceEvaluator, ABC):
     """Base of the evaluators: naming of keys, `primary_metric`, and `__call__(model)` -> flat dict. They are

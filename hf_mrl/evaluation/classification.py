@@ -24,6 +24,7 @@ from .base import (
     build_search_index,
     check_not_empty,
     check_several_classes,
+    collator_from_model,
     encode_dataset,
     per_dim_embeddings,
     run_search,
@@ -270,12 +271,13 @@ def encode_classification_inputs(evaluator, model) -> dict:
     """The `compute_metrics` inputs of a classification-style evaluator (`dataset`, `collate_fn`, `batch_size`,
     `name`, `reference_dataset`, `reference_collate_fn`, `use_heads`): embeddings in one encoding pass, the
     reference's, and the nested heads' logits (MRL-E: a function giving the logits at any dim)."""
-    encoded = encode_dataset(model, evaluator.dataset, evaluator.collate_fn, evaluator.batch_size,
-                             f"Encoding {evaluator.name}")
+    collate_fn = evaluator.collate_fn or collator_from_model(model, evaluator.dataset)
+    encoded = encode_dataset(model, evaluator.dataset, collate_fn, evaluator.batch_size, f"Encoding {evaluator.name}")
     inputs = {"embeddings": encoded.embeddings}
     if evaluator.reference_dataset is not None:
+        reference_collate_fn = evaluator.reference_collate_fn or collator_from_model(model, evaluator.reference_dataset)
         inputs["reference_embeddings"] = encode_dataset(
-            model, evaluator.reference_dataset, evaluator.reference_collate_fn, evaluator.batch_size,
+            model, evaluator.reference_dataset, reference_collate_fn, evaluator.batch_size,
             f"Encoding {evaluator.name} reference",
         ).embeddings
     if evaluator.use_heads and encoded.matryoshka_logits is not None:

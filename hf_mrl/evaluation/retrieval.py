@@ -23,6 +23,7 @@ from .base import (
     MatryoshkaEvaluator,
     build_search_index,
     check_not_empty,
+    collator_from_model,
     encode_dataset,
     per_dim_embeddings,
     run_search,
@@ -145,7 +146,8 @@ class MatryoshkaRetrievalEvaluator(MatryoshkaEvaluator):
         corpus (`datasets.Dataset`, *optional*): the searched rows; None searches the queries themselves,
             skipping each query's own row.
         collate_fn / corpus_collate_fn (callable, *optional*): list of rows -> dict of tensors; the corpus
-            one defaults to `collate_fn`; None stacks the rows' model-input columns.
+            one defaults to `collate_fn`; None stacks the rows' model-input columns, or encodes a raw "text" /
+            "image" column with the model's own tokenizer / image processor (`collator_from_model`).
         label_column (`str`, defaults to "label"): relevance by equal labels (in both datasets).
         relevant_ids (`str`, `dict` or sequence, *optional*): explicit relevance instead of labels: a column
             of `queries` holding lists of corpus rows, a dict {query row: corpus rows}, or one collection of
@@ -220,12 +222,14 @@ class MatryoshkaRetrievalEvaluator(MatryoshkaEvaluator):
     def encode(self, model) -> dict:
         inputs = {
             "query_embeddings": encode_dataset(
-                model, self.queries, self.collate_fn, self.batch_size, f"Encoding {self.name} queries"
+                model, self.queries, self.collate_fn or collator_from_model(model, self.queries), self.batch_size,
+                f"Encoding {self.name} queries",
             ).embeddings
         }
         if self.corpus is not None:
             inputs["corpus_embeddings"] = encode_dataset(
-                model, self.corpus, self.corpus_collate_fn, self.batch_size, f"Encoding {self.name} corpus"
+                model, self.corpus, self.corpus_collate_fn or collator_from_model(model, self.corpus), self.batch_size,
+                f"Encoding {self.name} corpus",
             ).embeddings
         return inputs
 
