@@ -81,6 +81,14 @@ NEW_LAYER_PREFIXES = ("heads.", "matryoshka.projection.", "projection.", "visual
 _WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "module.", "_orig_mod.")
 
 
+
+def _started_from_weights(model) -> bool:
+    """Whether `model` (or its backbone / towers) was loaded from saved weights rather than built from a config:
+    the flat-loss advice differs."""
+    config = model.config
+    configs = [config] + [getattr(config, key, None) for key in ("backbone_config", "vision_config", "text_config")]
+    return any(getattr(each, "_name_or_path", "") for each in configs if each is not None)
+
 class MatryoshkaTrainer(Trainer):
     """Trains a Matryoshka model with transformers' `Trainer`; the task (nested-head cross-entropy, text-pair or
     image-text contrastive loss) follows from the model and the dataset's columns (see `hf_mrl.training.tasks`).
@@ -132,7 +140,7 @@ class MatryoshkaTrainer(Trainer):
         self.loss = loss if loss is not None else default_loss(self.task, model, args, self.columns)
         self._per_dim_sum: torch.Tensor | None = None
         self._per_dim_count = 0
-        self._flat_loss = FlatLossWatch(args.warmup_steps, args.learning_rate)
+        self._flat_loss = FlatLossWatch(args.warmup_steps, args.learning_rate, pretrained=_started_from_weights(model))
         self._card_results: dict[str, float] | None = None
         self._card: dict = {}  # description / metrics of the model card, from the last save_model()
         super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
