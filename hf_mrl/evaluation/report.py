@@ -149,6 +149,22 @@ def _plot_one(path, draw, figsize: tuple[float, float] = (6, 4)) -> None:
     save_figure(figure, path)
 
 
+def keep_y_span(axis, values, minimum: float = 0.1) -> None:
+    """Widens the y axis to at least `minimum` around `values` (scores in [0, 1]: kept inside [0, 1]), so that
+    differences in the third decimal are not drawn across the whole height as if they were a trend."""
+    values = [value for value in values if math.isfinite(value)]
+    if not values:
+        return
+    low, high = min(values), max(values)
+    if high - low >= minimum:
+        return
+    middle = (low + high) / 2
+    low, high = middle - minimum / 2, middle + minimum / 2
+    if 0 <= min(values) and max(values) <= 1:  # a score: the window stays within [0, 1]
+        low, high = (0.0, minimum) if low < 0 else (1 - minimum, 1.0) if high > 1 else (low, high)
+    axis.set_ylim(low - 0.05 * minimum, high + 0.05 * minimum)
+
+
 def draw_metric_vs_dim(axis, results_by_label: Mapping[str, Mapping[str, float]], metric: str, title: str | None = None):
     """Draws one line per label: `metric` against dim (log2 axis), on the matplotlib `axis`."""
     grouped = _check_results_by_label(results_by_label)
@@ -161,6 +177,7 @@ def draw_metric_vs_dim(axis, results_by_label: Mapping[str, Mapping[str, float]]
     for label, points in series.items():
         if points:
             axis.plot([dim for dim, _ in points], [value for _, value in points], marker="o", label=label)
+    keep_y_span(axis, [value for points in series.values() for _, value in points])
     axis.set_xscale("log", base=2)
     axis.set_xlabel("embedding dim")
     axis.set_ylabel(metric)

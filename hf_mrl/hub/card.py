@@ -23,7 +23,7 @@ import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from ..evaluation.report import markdown_table, parse_metric_key, pyplot, save_figure
+from ..evaluation.report import keep_y_span, markdown_table, parse_metric_key, pyplot, save_figure
 from ..modeling.configuration_matryoshka import MatryoshkaConfig, MatryoshkaDualEncoderConfig
 
 __all__ = [
@@ -237,6 +237,7 @@ def save_results_plot(results: Mapping, path, metrics: Sequence[str] | None = No
             points = [(dim, row[metric]) for dim, row in by_dim.items() if metric in row]
             if points:
                 axis.plot(*zip(*points), marker="o", label=metric)
+        keep_y_span(axis, [row[metric] for row in by_dim.values() for metric in shown if metric in row])
         axis.set_xscale("log", base=2)
         axis.set_xlabel("embedding dim")
         axis.set_title(name)

@@ -73,3 +73,19 @@ def test_plots_are_png_files(tmp_path):
     with pytest.raises(ValueError, match="points must be"):
         plot_qps_vs_metric({"hnsw": [(0.9, 0.0)]}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_plots_keep_a_readable_y_span():
+    from hf_mrl.evaluation.report import keep_y_span, pyplot
+
+    figure, axis = pyplot().subplots()
+    try:
+        axis.plot([8, 16, 32], [0.808, 0.812, 0.815])
+        keep_y_span(axis, [0.808, 0.812, 0.815])
+        low, high = axis.get_ylim()
+        assert high - low >= 0.1 and low <= 0.808 and high >= 0.815
+        axis.plot([8, 16], [0.999, 1.0])
+        keep_y_span(axis, [0.999, 1.0])
+        assert axis.get_ylim()[1] <= 1.0 + 0.01 and axis.get_ylim()[0] <= 0.9
+    finally:
+        pyplot().close(figure)
