@@ -1,10 +1,7 @@
 """scripts/run_experiments_supervised.py: every run's command parses as `train_supervised.py` flags with the
 experiments' hyper-parameters, and the summary reads the results JSON that `train_supervised.py` writes."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from accelerate.state import AcceleratorState
@@ -14,16 +11,7 @@ from hf_mrl.recipes.training import SupervisedModelArguments
 from hf_mrl.training import MatryoshkaTrainingArguments
 from hf_mrl.training.launch import parse_arguments
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
+from .script_loading import load_script
 
 experiments = load_script("run_experiments_supervised")
 

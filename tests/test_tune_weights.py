@@ -1,10 +1,7 @@
 """Loss-weight presets, the per-dim Pareto front, the search's proposals, writing a weighting into a config, and
 scripts/tune_weights.py end to end on a tiny ViT and a slice of Fashion-MNIST."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -13,17 +10,8 @@ from hf_mrl.modeling.nesting import MATRYOSHKA_WEIGHT_PRESETS, matryoshka_weight
 from hf_mrl.recipes.analyses import pareto_front, propose_weightings, write_weights_to_config
 from hf_mrl.recipes.analyses.weights import SEARCH_MULTIPLIERS
 
+from .script_loading import load_script
 from .tiny import tiny_vit_config
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_presets_give_one_weight_per_dim_and_reach_the_config():

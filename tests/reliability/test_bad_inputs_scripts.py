@@ -3,7 +3,6 @@ own errors: 2), no traceback, before any work. The scripts' `main` runs in-proce
 `python scripts/x.py` does; training, evaluation and saving are replaced by spies that fail the test if reached.
 One case runs the real script in a subprocess."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -14,15 +13,11 @@ import pytest
 from hf_mrl.training import MatryoshkaTrainer
 from hf_mrl.training.launch import run_script
 
+from ..script_loading import load_script
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 train_supervised = load_script("train_supervised")

@@ -9,19 +9,11 @@ from qdrant_client import models
 
 from hf_mrl.index import MatryoshkaIndex, QdrantMatryoshkaIndex
 
+from .refusals import never, raises_one_line
+
 DIM = 16
 
 
-def _raises(call, *words, error=ValueError) -> str:
-    with pytest.raises(error) as raised:
-        call()
-    message = str(raised.value)
-    assert "\n" not in message and not [word for word in words if word not in message], message
-    return message
-
-
-def _never(*args, **kwargs):
-    raise AssertionError("work started before the refusal")
 
 
 @pytest.fixture
@@ -31,13 +23,13 @@ def database():
 
 @pytest.fixture
 def no_faiss(monkeypatch):
-    monkeypatch.setattr("hf_mrl.index.matryoshka_index._build_shortlist", _never)
+    monkeypatch.setattr("hf_mrl.index.matryoshka_index._build_shortlist", never)
 
 
 @pytest.fixture
 def no_qdrant(monkeypatch):
-    monkeypatch.setattr("hf_mrl.index.qdrant_index.open_engine", _never)
-    monkeypatch.setattr("hf_mrl.index.qdrant_checks.connect", _never)
+    monkeypatch.setattr("hf_mrl.index.qdrant_index.open_engine", never)
+    monkeypatch.setattr("hf_mrl.index.qdrant_checks.connect", never)
 
 
 def _qdrant(database, **kwargs):
@@ -52,7 +44,7 @@ def test_all_zero_database_row_is_refused(database, backend, no_faiss, no_qdrant
     database[[3, 7]] = 0
     build = (lambda: MatryoshkaIndex(database, shortlist_dim=8, show_progress=False)) if backend == "faiss" else (
         lambda: _qdrant(database))
-    _raises(build, "`embeddings`", "rows 3, 7", "all zeros", "never be found")
+    raises_one_line(build, "`embeddings`", "rows 3, 7", "all zeros", "never be found")
 
 
 @pytest.mark.parametrize("backend", ["faiss", "qdrant"])
@@ -60,15 +52,15 @@ def test_database_row_zero_in_the_smallest_dim_is_refused(database, backend, no_
     database[5, :8] = 0
     build = (lambda: MatryoshkaIndex(database, shortlist_dim=8, show_progress=False)) if backend == "faiss" else (
         lambda: _qdrant(database))
-    _raises(build, "`embeddings`", "row 5", "first 8 features", "never be found")
+    raises_one_line(build, "`embeddings`", "row 5", "first 8 features", "never be found")
 
 
 def test_rerank_below_the_shortlist_dim_refuses_zero_stored_rows(database, monkeypatch):
     database[4, :4] = 0
     index = MatryoshkaIndex(database, shortlist_dim=8, show_progress=False)
-    monkeypatch.setattr(index, "_shortlist", _never)
+    monkeypatch.setattr(index, "_shortlist", never)
     queries = database[:2] + 1
-    _raises(lambda: index.search(queries, 2, rerank_dim=4), "`rerank_dim` is 4", "rows 4", "first 4 features")
+    raises_one_line(lambda: index.search(queries, 2, rerank_dim=4), "`rerank_dim` is 4", "rows 4", "first 4 features")
     monkeypatch.undo()
     assert index.search(queries, 2, rerank_dim=8)[1].shape == (2, 2)  # non-zero from dim 8 on: searchable
 
@@ -89,7 +81,7 @@ def test_rerank_below_the_shortlist_dim_refuses_zero_stored_rows(database, monke
 def test_bad_ids_are_refused(database, backend, ids, words, no_faiss, no_qdrant):
     build = (lambda: MatryoshkaIndex(database, ids=ids, shortlist_dim=8, show_progress=False)) if backend == "faiss" \
         else (lambda: _qdrant(database, ids=ids))
-    message = _raises(build, *words)
+    message = raises_one_line(build, *words)
     assert "-9223372036854775" not in message  # the real value, not the int64 wrap-around
 
 
@@ -146,8 +138,8 @@ def typed_index(database):
     ],
 )
 def test_filter_of_another_type_is_refused(typed_index, database, condition, words, monkeypatch):
-    monkeypatch.setattr(typed_index._engine, "query", _never)
-    _raises(lambda: typed_index.search(database[:1], 3, filter=models.Filter(must=[condition])), "`filter`", *words)
+    monkeypatch.setattr(typed_index._engine, "query", never)
+    raises_one_line(lambda: typed_index.search(database[:1], 3, filter=models.Filter(must=[condition])), "`filter`", *words)
 
 
 def test_filter_of_the_right_type_still_works(typed_index, database):
@@ -174,19 +166,19 @@ def test_filter_of_the_right_type_still_works(typed_index, database):
 def test_bad_payloads_are_refused(database, bad, words, no_qdrant):
     payloads = [{"a": 1} for _ in range(50)]
     payloads[2] = bad
-    _raises(lambda: _qdrant(database, payloads=payloads), *words)
+    raises_one_line(lambda: _qdrant(database, payloads=payloads), *words)
 
 
 def test_payloads_of_wrong_length_are_refused(database, no_qdrant):
-    _raises(lambda: _qdrant(database, payloads=[{}] * 3), "`payloads` must be 50 dicts", "3 items")
+    raises_one_line(lambda: _qdrant(database, payloads=[{}] * 3), "`payloads` must be 50 dicts", "3 items")
 
 
 def test_path_with_memory_location_is_refused(database, tmp_path, monkeypatch):
-    monkeypatch.setattr("hf_mrl.index.qdrant_checks.connect", _never)  # the check runs in `open_engine`, before it
-    _raises(lambda: _qdrant(database, path=tmp_path / "q", location=":memory:"), "`location` ':memory:'", "`path`",
+    monkeypatch.setattr("hf_mrl.index.qdrant_checks.connect", never)  # the check runs in `open_engine`, before it
+    raises_one_line(lambda: _qdrant(database, path=tmp_path / "q", location=":memory:"), "`location` ':memory:'", "`path`",
             str(tmp_path / "q"))
-    _raises(lambda: QdrantMatryoshkaIndex.open(path=tmp_path / "q", location=":memory:"), "`location`", "`path`")
-    _raises(lambda: _qdrant(database, url="http://localhost:1", location=":memory:"), "`location`", "`url`")
+    raises_one_line(lambda: QdrantMatryoshkaIndex.open(path=tmp_path / "q", location=":memory:"), "`location`", "`path`")
+    raises_one_line(lambda: _qdrant(database, url="http://localhost:1", location=":memory:"), "`location`", "`url`")
 
 
 def test_path_alone_still_builds(database, tmp_path):

@@ -6,9 +6,7 @@ every argument and every run folder of its study before the first training run.
 
 Scripts run in-process; training, data loading and model loading are spies that fail the test if reached."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,15 +22,11 @@ from hf_mrl.recipes.analyses.runs import RUN_RECORD
 from hf_mrl.training import MatryoshkaTrainer
 from hf_mrl.training.launch import run_script
 
+from ..script_loading import load_script
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 train_supervised = load_script("train_supervised")

@@ -1,8 +1,6 @@
 """Paths and names: a missing local folder is "folder not found: PATH" (never a Hub error), an unknown dataset
 name lists the built-in ones, and an output path that is a file is refused before any work."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import datasets
@@ -23,22 +21,16 @@ from hf_mrl.modeling.file_checks import check_local_path, looks_like_local_path
 from hf_mrl.modeling.modeling_dual_encoder import MatryoshkaDualEncoderModel
 from hf_mrl.training import MatryoshkaTrainer, MatryoshkaTrainingArguments
 
+from ..script_loading import load_script
 from .files_helpers import snapshot, tiny_model
 
-REPO = Path(__file__).resolve().parents[2]
 HUB_WORDS = ("repo id", "repo_id", "huggingface.co", "connection", "couldn't reach", "valid model identifier")
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"reliability_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
-train_supervised = _script("train_supervised")
-train_contrastive = _script("train_contrastive")
+train_supervised = load_script("train_supervised", "reliability_train_supervised")
+train_contrastive = load_script("train_contrastive", "reliability_train_contrastive")
 TINY_VIT = ["--backbone", "vit", "--hidden_size", "32", "--num_layers", "2", "--num_attention_heads", "2"]
 
 

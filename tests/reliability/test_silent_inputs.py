@@ -22,19 +22,7 @@ from hf_mrl.training.tasks import default_collator
 
 from ..tiny import tiny_bert_config, tiny_vit_config
 from ..trainer_helpers import image_rows, tiny_classifier, tiny_trainer
-
-
-def _raises(call, *words, error=ValueError) -> str:
-    with pytest.raises(error) as raised:
-        call()
-    message = str(raised.value)
-    assert "\n" not in message and not [word for word in words if word not in message], message
-    return message
-
-
-def _never(*args, **kwargs):
-    raise AssertionError("work started before the refusal")
-
+from .refusals import never, raises_one_line
 
 # -- 1. an all-zero query -------------------------------------------------------------------------------------
 
@@ -45,18 +33,18 @@ def index() -> MatryoshkaIndex:
 
 
 def test_an_all_zero_query_is_refused_naming_its_rows(index, monkeypatch):
-    monkeypatch.setattr("hf_mrl.index.matryoshka_index._search_shortlist", _never)
+    monkeypatch.setattr("hf_mrl.index.matryoshka_index._search_shortlist", never)
     queries = np.random.default_rng(1).normal(size=(4, 32)).astype(np.float32)
     queries[[1, 3]] = 0
-    _raises(lambda: index.search(queries, k=5), "`queries`", "rows 1, 3", "all zeros")
-    _raises(lambda: index.funnel_search(queries, k=5), "`queries`", "rows 1, 3", "all zeros")
+    raises_one_line(lambda: index.search(queries, k=5), "`queries`", "rows 1, 3", "all zeros")
+    raises_one_line(lambda: index.funnel_search(queries, k=5), "`queries`", "rows 1, 3", "all zeros")
 
 
 def test_a_query_zero_at_the_searched_dim_is_refused(index, monkeypatch):
-    monkeypatch.setattr("hf_mrl.index.matryoshka_index._search_shortlist", _never)
+    monkeypatch.setattr("hf_mrl.index.matryoshka_index._search_shortlist", never)
     queries = np.random.default_rng(1).normal(size=(2, 32)).astype(np.float32)
     queries[0, :8] = 0  # non-zero at 32, but the shortlist reads the first 8 features
-    _raises(lambda: index.search(queries, k=5), "`queries`", "row 0", "first 8 features")
+    raises_one_line(lambda: index.search(queries, k=5), "`queries`", "row 0", "first 8 features")
 
 
 # -- 2. trainer: an empty dataset, a drop_last epoch of no batch ------------------------------------------------
@@ -64,19 +52,19 @@ def test_a_query_zero_at_the_searched_dim_is_refused(index, monkeypatch):
 
 @pytest.fixture
 def no_training(monkeypatch):
-    monkeypatch.setattr("transformers.Trainer.train", _never)
+    monkeypatch.setattr("transformers.Trainer.train", never)
 
 
 def test_an_empty_train_dataset_is_refused_at_construction(tmp_path, no_training):
-    _raises(lambda: tiny_trainer(tmp_path, train_dataset=image_rows(0)), "`train_dataset`", "empty", "0 rows")
+    raises_one_line(lambda: tiny_trainer(tmp_path, train_dataset=image_rows(0)), "`train_dataset`", "empty", "0 rows")
 
 
 def test_an_empty_eval_dataset_is_refused_at_construction(tmp_path, no_training):
-    _raises(lambda: tiny_trainer(tmp_path, eval_dataset=image_rows(0)), "`eval_dataset`", "empty", "0 rows")
+    raises_one_line(lambda: tiny_trainer(tmp_path, eval_dataset=image_rows(0)), "`eval_dataset`", "empty", "0 rows")
 
 
 def test_drop_last_with_fewer_rows_than_a_batch_is_refused(tmp_path, no_training):
-    _raises(
+    raises_one_line(
         lambda: tiny_trainer(tmp_path, train_dataset=image_rows(8), per_device_train_batch_size=16,
                              dataloader_drop_last=True, max_steps=-1, num_train_epochs=1),
         "`dataloader_drop_last`", "8 rows", "batch of 16", "0 batches",
@@ -112,35 +100,35 @@ def test_a_nan_pixel_in_a_batch_is_refused_naming_the_row():
     image = _float_image()
     image[3, 4] = np.nan
     collator = ImageCollator(image_size=28, num_channels=1, label_column=None)
-    _raises(lambda: collator([{"image": _float_image()}, {"image": image}]), "`image` row 1", "NaN")
+    raises_one_line(lambda: collator([{"image": _float_image()}, {"image": image}]), "`image` row 1", "NaN")
 
 
 def test_a_nan_pixel_in_a_float_image_column_is_refused_before_training(tmp_path, no_training):
     images = [_float_image(seed) for seed in range(8)]
     images[5][0, 0] = np.nan
     rows = datasets.Dataset.from_dict({"image": images, "label": [index % 4 for index in range(8)]})
-    _raises(lambda: tiny_trainer(tmp_path, train_dataset=rows), "Row 5", "`train_dataset`", "NaN")
+    raises_one_line(lambda: tiny_trainer(tmp_path, train_dataset=rows), "Row 5", "`train_dataset`", "NaN")
 
 
 # -- 4. shift on one class, per-class bounds -------------------------------------------------------------------
 
 
 def test_the_shift_evaluator_refuses_a_one_class_set(monkeypatch):
-    monkeypatch.setattr("hf_mrl.evaluation.shift.corrupted_datasets", _never)
-    _raises(lambda: MatryoshkaShiftEvaluator(image_rows(6, num_labels=1), corruptions=["noise"]),
+    monkeypatch.setattr("hf_mrl.evaluation.shift.corrupted_datasets", never)
+    raises_one_line(lambda: MatryoshkaShiftEvaluator(image_rows(6, num_labels=1), corruptions=["noise"]),
             "`dataset`", "single class", "at least two classes")
     two = image_rows(6, num_labels=2)
-    _raises(lambda: MatryoshkaShiftEvaluator(two, corruptions=["noise"], reference_dataset=image_rows(6, num_labels=1)),
+    raises_one_line(lambda: MatryoshkaShiftEvaluator(two, corruptions=["noise"], reference_dataset=image_rows(6, num_labels=1)),
             "`reference_dataset`", "single class")
 
 
 def test_the_per_class_evaluator_refuses_bad_frequency_bounds():
     rows = image_rows(8)
-    _raises(lambda: MatryoshkaPerClassEvaluator(rows, frequency_bounds=(10, 5)), "`frequency_bounds`", "(10, 5)",
+    raises_one_line(lambda: MatryoshkaPerClassEvaluator(rows, frequency_bounds=(10, 5)), "`frequency_bounds`", "(10, 5)",
             "`train_labels`")
-    _raises(lambda: MatryoshkaPerClassEvaluator(rows, frequency_bounds=(5, 10)), "`frequency_bounds`",
+    raises_one_line(lambda: MatryoshkaPerClassEvaluator(rows, frequency_bounds=(5, 10)), "`frequency_bounds`",
             "many >= few", "(5, 10)")
-    _raises(lambda: MatryoshkaPerClassEvaluator(rows, train_labels=[0, 1], frequency_bounds=(5, 10)),
+    raises_one_line(lambda: MatryoshkaPerClassEvaluator(rows, train_labels=[0, 1], frequency_bounds=(5, 10)),
             "`frequency_bounds`", "many >= few")
 
 
@@ -150,10 +138,10 @@ def test_the_per_class_evaluator_refuses_bad_frequency_bounds():
 @pytest.mark.parametrize("efficient", [False, True])
 def test_predict_refuses_a_float_dim(efficient, monkeypatch):
     model = tiny_classifier(efficient=efficient)
-    monkeypatch.setattr(model.matryoshka, "forward", _never)
+    monkeypatch.setattr(model.matryoshka, "forward", never)
     pixel_values = torch.randn(2, 1, 28, 28)
     words = ("`dim`", "8.0", "[8, 16]") if not efficient else ("`dim`", "8.0", "integer from 1 to 16")
-    _raises(lambda: model.predict(dim=8.0, pixel_values=pixel_values), *words)
+    raises_one_line(lambda: model.predict(dim=8.0, pixel_values=pixel_values), *words)
 
 
 # -- 6. empty evaluator datasets ---------------------------------------------------------------------------------
@@ -173,7 +161,7 @@ EMPTY = [
 
 @pytest.mark.parametrize(("build", "argument"), EMPTY)
 def test_an_empty_evaluator_dataset_is_refused_at_construction(build, argument):
-    _raises(lambda: build(image_rows(0), image_rows(8)), argument, "empty", "0 rows")
+    raises_one_line(lambda: build(image_rows(0), image_rows(8)), argument, "empty", "0 rows")
 
 
 # -- 7. broken images in a data file or folder; PNG kinds to a 1-channel model ------------------------------------
@@ -203,7 +191,7 @@ def _csv(folder, last: str):
     ("truncated.png", ["Row 5", "truncated.png", "cannot be read"]),
 ])
 def test_a_broken_image_in_a_data_file_is_named_by_row_and_path(image_files, last, words):
-    _raises(lambda: load_splits(_csv(image_files, last)), "`train_split`", "data.csv", *words)
+    raises_one_line(lambda: load_splits(_csv(image_files, last)), "`train_split`", "data.csv", *words)
 
 
 def test_a_broken_image_in_an_image_folder_is_named_by_path(image_files):
@@ -213,7 +201,7 @@ def test_a_broken_image_in_an_image_folder_is_named_by_path(image_files):
         for index in range(3):
             (folder / "train" / label / f"{index}.png").write_bytes((image_files / "images" / f"{index}.png").read_bytes())
     (folder / "train" / "b" / "broken.png").write_text("not an image")
-    _raises(lambda: load_splits(DataArguments(dataset_name=str(folder), eval_split="train")), "Row", "broken.png",
+    raises_one_line(lambda: load_splits(DataArguments(dataset_name=str(folder), eval_split="train")), "Row", "broken.png",
             "cannot be read")
 
 
@@ -258,19 +246,19 @@ LABELS = [
 
 @pytest.mark.parametrize(("name", "text", "words"), LABELS)
 def test_a_bad_label_cell_is_named_by_column_and_row(tmp_path, name, text, words):
-    _raises(lambda: load_splits(_labels_file(tmp_path, name, text)), *words)
+    raises_one_line(lambda: load_splits(_labels_file(tmp_path, name, text)), *words)
 
 
 def test_a_nan_label_is_refused_by_the_trainer(tmp_path, no_training):
     rows = image_rows(8).cast_column("label", datasets.Value("float64"))
     rows = rows.map(lambda row, index: {"label": float("nan") if index == 6 else row["label"]}, with_indices=True)
-    _raises(lambda: tiny_trainer(tmp_path, train_dataset=rows), "`label_column` 'label'", "NaN at row 6")
+    raises_one_line(lambda: tiny_trainer(tmp_path, train_dataset=rows), "`label_column` 'label'", "NaN at row 6")
 
 
 def test_a_train_file_that_is_not_a_csv_is_named(tmp_path):
     (tmp_path / "train.csv").write_bytes(b"text,label\n" + np.random.default_rng(0).integers(128, 256, 3000, dtype=np.uint8).tobytes()
                                          + b"\nx,1\n")
-    message = _raises(lambda: load_splits(DataArguments(train_file=str(tmp_path / "train.csv"))),
+    message = raises_one_line(lambda: load_splits(DataArguments(train_file=str(tmp_path / "train.csv"))),
                       "Could not read `train_file`", "train.csv", ".csv file")
     assert "utf" in message.lower() and "error occurred while generating" not in message, message  # the parser's why
 
@@ -283,7 +271,7 @@ def test_an_unreadable_train_file_is_named(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied", str(file))
 
     monkeypatch.setattr("hf_mrl.data.resolve.open", denied, raising=False)
-    _raises(lambda: load_splits(DataArguments(train_file=str(path))), "Could not read `train_file`", "train.csv",
+    raises_one_line(lambda: load_splits(DataArguments(train_file=str(path))), "Could not read `train_file`", "train.csv",
             "Permission denied")
 
 

@@ -1,7 +1,6 @@
 """Inputs of the second user-style sweep: each is refused before any work with one line naming the argument, the
 value and what is allowed, instead of a silent (often perfect) score or a traceback."""
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -22,20 +21,15 @@ from hf_mrl.data import DataArguments, validate_data_arguments
 from hf_mrl.evaluation import MatryoshkaClassificationEvaluator, MatryoshkaRetrievalEvaluator
 from hf_mrl.training.tasks import pair_columns
 
+from ..script_loading import load_script
 from ..tiny import tiny_bert_config
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
-train_supervised = _load_script("train_supervised")
+train_supervised = load_script("train_supervised")
 
 
 @pytest.fixture(scope="module")

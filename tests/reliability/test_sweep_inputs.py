@@ -22,18 +22,7 @@ from hf_mrl.modeling.encoding import image_array, prepared_image
 from ..tiny import tiny_bert_config, tiny_vit_config
 from ..trainer_helpers import image_rows, tiny_classifier, tiny_trainer
 from .files_helpers import tiny_model
-
-
-def _raises(call, *words, error=ValueError) -> str:
-    with pytest.raises(error) as raised:
-        call()
-    message = str(raised.value)
-    assert "\n" not in message and not [word for word in words if word not in message], message
-    return message
-
-
-def _never(*args, **kwargs):
-    raise AssertionError("work started before the refusal")
+from .refusals import never, raises_one_line
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +52,11 @@ def text_model(tokenizer):
 
 def test_a_float_image_in_0_2_is_refused_naming_the_index_and_range(image_model, monkeypatch):
     image = np.random.default_rng(0).random((28, 28)) * 2
-    monkeypatch.setattr(MatryoshkaModel, "forward", _never)
-    _raises(lambda: image_model.encode([np.zeros((28, 28), np.uint8), image]), "`inputs[1]`", "0", "2",
+    monkeypatch.setattr(MatryoshkaModel, "forward", never)
+    raises_one_line(lambda: image_model.encode([np.zeros((28, 28), np.uint8), image]), "`inputs[1]`", "0", "2",
             "[0, 1]", "whole numbers from 0 to 255")
     as_pil = Image.fromarray(image.astype(np.float32), "F")
-    _raises(lambda: image_model.encode([as_pil]), "`inputs[0]`", "[0, 1]", "whole numbers")
+    raises_one_line(lambda: image_model.encode([as_pil]), "`inputs[0]`", "[0, 1]", "whole numbers")
 
 
 def test_float_images_by_the_rule_give_the_8_bit_pixels():
@@ -77,15 +66,15 @@ def test_float_images_by_the_rule_give_the_8_bit_pixels():
     np.testing.assert_array_equal(np.asarray(prepared_image(Image.fromarray(grey.astype(np.float32), "F"), 1)), grey)
     np.testing.assert_array_equal(np.asarray(prepared_image(Image.fromarray((grey / 255.0).astype(np.float32), "F"), 1)),
                                   np.rint((grey / 255.0).astype(np.float32) * 255.0).astype(np.uint8))
-    _raises(lambda: image_array(grey + 0.5, "`inputs[2]`"), "`inputs[2]`", "0.5", "255.5")
+    raises_one_line(lambda: image_array(grey + 0.5, "`inputs[2]`"), "`inputs[2]`", "0.5", "255.5")
 
 
 def test_the_training_collator_refuses_a_float_image_in_0_2_naming_the_row():
     collator = ImageCollator(image_size=28, num_channels=1, label_column=None)
     good = np.random.default_rng(0).random((28, 28))
-    _raises(lambda: collator([{"image": good}, {"image": good * 2}]), "`image` row 1", "[0, 1]")
+    raises_one_line(lambda: collator([{"image": good}, {"image": good * 2}]), "`image` row 1", "[0, 1]")
     as_pil = Image.fromarray((good * 2).astype(np.float32), "F")
-    _raises(lambda: collator([{"image": good}, {"image": as_pil}]), "`image` row 1", "whole numbers")
+    raises_one_line(lambda: collator([{"image": good}, {"image": as_pil}]), "`image` row 1", "whole numbers")
 
 
 # -- 2. labels that are all -100 -------------------------------------------------------------------------------------
@@ -94,8 +83,8 @@ def test_the_training_collator_refuses_a_float_image_in_0_2_naming_the_row():
 def test_a_classifier_forward_with_every_label_ignored_is_refused(monkeypatch):
     model = tiny_model("classifier")
     pixels = torch.randn(3, 1, 28, 28)
-    monkeypatch.setattr(type(model.matryoshka), "forward_checked", _never)
-    _raises(lambda: model(pixel_values=pixels, labels=torch.full((3,), -100)), "`labels`", "-100", "NaN", "0 to 2")
+    monkeypatch.setattr(type(model.matryoshka), "forward_checked", never)
+    raises_one_line(lambda: model(pixel_values=pixels, labels=torch.full((3,), -100)), "`labels`", "-100", "NaN", "0 to 2")
 
 
 def test_a_classifier_forward_with_some_labels_ignored_still_trains():
@@ -105,9 +94,9 @@ def test_a_classifier_forward_with_some_labels_ignored_still_trains():
 
 
 def test_the_trainer_refuses_a_train_set_whose_labels_are_all_ignored(tmp_path, monkeypatch):
-    monkeypatch.setattr("transformers.Trainer.train", _never)
+    monkeypatch.setattr("transformers.Trainer.train", never)
     rows = image_rows(8).cast_column("label", datasets.Value("int64")).map(lambda row: {"label": -100})
-    _raises(lambda: tiny_trainer(tmp_path, model=tiny_classifier(), train_dataset=rows).train(),
+    raises_one_line(lambda: tiny_trainer(tmp_path, model=tiny_classifier(), train_dataset=rows).train(),
             "train dataset", "`label`", "-100", "8 rows")
 
 
@@ -116,22 +105,22 @@ def test_the_trainer_refuses_a_train_set_whose_labels_are_all_ignored(tmp_path, 
 
 @pytest.mark.parametrize("text", ["", "   ", "\t\n", "\x00\x01", "\u200b"])
 def test_encode_refuses_an_empty_text_naming_its_index(text_model, monkeypatch, text):
-    monkeypatch.setattr(MatryoshkaModel, "forward", _never)
-    _raises(lambda: text_model.encode(["a cat", "a dog", "big", text]), "`inputs[3]` is empty", "nothing to embed")
-    _raises(lambda: text_model.encode(text), "`inputs[0]` is empty")
+    monkeypatch.setattr(MatryoshkaModel, "forward", never)
+    raises_one_line(lambda: text_model.encode(["a cat", "a dog", "big", text]), "`inputs[3]` is empty", "nothing to embed")
+    raises_one_line(lambda: text_model.encode(text), "`inputs[0]` is empty")
 
 
 def test_evaluators_name_the_column_and_row_of_an_empty_text(tokenizer):
     rows = datasets.Dataset.from_dict({"text": ["a cat", "a dog", None, "big"], "label": [0, 1, 0, 1]})
     collate = TextCollator(tokenizer)
-    _raises(lambda: MatryoshkaClassificationEvaluator(rows, collate_fn=collate, knn_k=[1]),
+    raises_one_line(lambda: MatryoshkaClassificationEvaluator(rows, collate_fn=collate, knn_k=[1]),
             "`dataset`", "'text'", "row 2", "None")
     blank = datasets.Dataset.from_dict({"text": ["a cat", " ", "red", "big"], "label": [0, 1, 0, 1]})
-    _raises(lambda: MatryoshkaClassificationEvaluator(rows.select([0, 1]), reference_dataset=blank,
+    raises_one_line(lambda: MatryoshkaClassificationEvaluator(rows.select([0, 1]), reference_dataset=blank,
                                                       collate_fn=collate, knn_k=[1]),
             "`reference_dataset`", "'text'", "row 1", "empty")
     queries = datasets.Dataset.from_dict({"text": ["a cat", ""], "label": [0, 1]})
-    _raises(lambda: MatryoshkaRetrievalEvaluator(queries, collate_fn=collate), "`queries`", "row 1", "empty")
+    raises_one_line(lambda: MatryoshkaRetrievalEvaluator(queries, collate_fn=collate), "`queries`", "row 1", "empty")
 
 
 # -- 4. a CSV header that repeats a column ---------------------------------------------------------------------------
@@ -140,10 +129,10 @@ def test_evaluators_name_the_column_and_row_of_an_empty_text(tokenizer):
 def test_a_csv_header_repeating_a_column_is_refused_naming_file_and_column(tmp_path):
     path = tmp_path / "data.csv"
     path.write_text("text,text,label\na cat,a dog,0\nbig,small,1\n")
-    _raises(lambda: load_classification_dataset(str(path), split="train"), "data.csv", "'text'", "repeats")
+    raises_one_line(lambda: load_classification_dataset(str(path), split="train"), "data.csv", "'text'", "repeats")
     tsv = tmp_path / "data.tsv"
     tsv.write_text("label\ttext\tlabel\n0\ta cat\t1\n")
-    _raises(lambda: load_classification_dataset(str(tsv), split="train"), "data.tsv", "'label'", "repeats")
+    raises_one_line(lambda: load_classification_dataset(str(tsv), split="train"), "data.tsv", "'label'", "repeats")
 
 
 # -- 5. test labels absent from the reference labels -----------------------------------------------------------------
@@ -152,7 +141,7 @@ def test_a_csv_header_repeating_a_column_is_refused_naming_file_and_column(tmp_p
 def test_no_test_label_in_the_reference_set_is_refused_naming_the_labels():
     test = image_rows(6, num_labels=2)
     reference = datasets.Dataset.from_dict({"image": test["image"], "label": [5, 6, 5, 6, 5, 6]})
-    _raises(lambda: MatryoshkaClassificationEvaluator(test, reference_dataset=reference, knn_k=[1]),
+    raises_one_line(lambda: MatryoshkaClassificationEvaluator(test, reference_dataset=reference, knn_k=[1]),
             "`dataset`", "`reference_dataset`", "0, 1", "5, 6", "0.0")
 
 
@@ -171,14 +160,14 @@ def test_some_test_labels_missing_from_the_reference_warn_once():
 
 def test_a_card_refuses_results_at_a_dim_the_model_does_not_have():
     model = tiny_model("embedding")  # 24-d, nesting dims [8, 24]
-    _raises(lambda: card_from_results({"eval_dim8_1nn": 0.5, "eval_dim999_1nn": 0.4}, model),
+    raises_one_line(lambda: card_from_results({"eval_dim8_1nn": 0.5, "eval_dim999_1nn": 0.4}, model),
             "eval_dim999_1nn", "999", "24", "[8, 24]")
     assert "eval" in card_from_results({"eval_dim8_1nn": 0.5, "eval_dim24_1nn": 0.6}, model)
 
 
 @pytest.mark.parametrize("license", ["mit\nfoo: bar", "apache 2.0", "", "mit'"])
 def test_a_card_refuses_a_licence_that_is_not_one_hub_identifier(license):
-    _raises(lambda: card_from_results(None, tiny_model("embedding"), license=license), "`license`", repr(license),
+    raises_one_line(lambda: card_from_results(None, tiny_model("embedding"), license=license), "`license`", repr(license),
             "apache-2.0")
 
 
@@ -186,9 +175,9 @@ def test_a_card_accepts_hub_licences_and_refuses_bad_dataset_ids():
     model = tiny_model("embedding")
     for license in ("mit", "apache-2.0", "other", "cc-by-4.0"):
         assert f"license: {license}" in card_from_results(None, model, license=license)
-    _raises(lambda: card_from_results(None, model, datasets=["org/data", "bad id\nfoo: bar"]), "`datasets`",
+    raises_one_line(lambda: card_from_results(None, model, datasets=["org/data", "bad id\nfoo: bar"]), "`datasets`",
             "bad id", "Hub dataset id")
-    _raises(lambda: card_from_results(None, model, datasets="a/b/c"), "`datasets`", "'a/b/c'")
+    raises_one_line(lambda: card_from_results(None, model, datasets="a/b/c"), "`datasets`", "'a/b/c'")
 
 
 @pytest.mark.parametrize("query", ["", "  ", "\x01"])
