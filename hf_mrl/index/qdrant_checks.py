@@ -149,43 +149,43 @@ def check_layout(engine, expected: dict | None = None) -> dict:
     return metadata
 
 
-def filter_keys(condition) -> list[str]:
-    """The payload keys a `qdrant_client.models.Filter` names (the top-level key of `a.b` / `a[]` paths)."""
+def _leaf_conditions(condition) -> list:
+    """The conditions of a `qdrant_client.models.Filter` (or a list of them) that are not filters themselves:
+    must, should, must_not and min_should, walked down through nested filters (not into nested conditions)."""
     from qdrant_client import models
 
     if condition is None:
         return []
     if isinstance(condition, list):
-        return [key for item in condition for key in filter_keys(item)]
+        return [leaf for item in condition for leaf in _leaf_conditions(item)]
     if isinstance(condition, models.Filter):
         parts = [condition.must, condition.should, condition.must_not]
         parts.append(None if condition.min_should is None else condition.min_should.conditions)
-        return [key for part in parts for key in filter_keys(part if isinstance(part, list) else [part] if part else [])]
-    for key in (
-        getattr(condition, "key", None),
-        getattr(getattr(condition, "is_empty", None), "key", None),
-        getattr(getattr(condition, "is_null", None), "key", None),
-        getattr(getattr(condition, "nested", None), "key", None),
-    ):
-        if isinstance(key, str):
-            return [key.split(".", 1)[0].split("[", 1)[0]]
-    return []
+        return [leaf for part in parts for leaf in _leaf_conditions(part if isinstance(part, list) else [part] if part else [])]
+    return [condition]
+
+
+def filter_keys(condition) -> list[str]:
+    """The payload keys a `qdrant_client.models.Filter` names (the top-level key of `a.b` / `a[]` paths)."""
+    keys = []
+    for leaf in _leaf_conditions(condition):
+        for key in (
+            getattr(leaf, "key", None),
+            getattr(getattr(leaf, "is_empty", None), "key", None),
+            getattr(getattr(leaf, "is_null", None), "key", None),
+            getattr(getattr(leaf, "nested", None), "key", None),
+        ):
+            if isinstance(key, str):
+                keys.append(key.split(".", 1)[0].split("[", 1)[0])
+                break
+    return keys
 
 
 def field_conditions(condition) -> list:
     """The `models.FieldCondition`s of a `qdrant_client.models.Filter` outside nested conditions."""
     from qdrant_client import models
 
-    if condition is None:
-        return []
-    if isinstance(condition, list):
-        return [field for item in condition for field in field_conditions(item)]
-    if isinstance(condition, models.Filter):
-        parts = [condition.must, condition.should, condition.must_not]
-        parts.append(None if condition.min_should is None else condition.min_should.conditions)
-        return [field for part in parts for field in field_conditions(part if isinstance(part, list) else
-                                                                         [part] if part else [])]
-    return [condition] if isinstance(condition, models.FieldCondition) else []
+    return [leaf for leaf in _leaf_conditions(condition) if isinstance(leaf, models.FieldCondition)]
 
 
 def _matched_types(field) -> tuple[str, list[str]] | None:

@@ -66,32 +66,29 @@ def _zero_rows(array: np.ndarray, dim: int) -> np.ndarray:
     return np.flatnonzero(~array[:, :dim].any(axis=1))
 
 
-def _check_nonzero_rows(queries: np.ndarray, dim: int, name: str) -> np.ndarray:
-    """Refuses query rows whose first `dim` features are all zero: they have no direction, so every cosine is 0
-    and the "best" ids would be arbitrary."""
-    rows = _zero_rows(queries, dim)
+def _refuse_zero_rows(array: np.ndarray, dim: int, name: str, where: str, consequence: str) -> np.ndarray:
+    """Refuses the rows of `array` whose first `dim` features are all zero (`where` says which dim that is when it
+    is not the full width; `consequence` what such a row would do)."""
+    rows = _zero_rows(array, dim)
     if len(rows):
-        where = "" if dim == queries.shape[1] else f" in the first {dim} features (the smallest dim searched)"
+        where = "" if dim == array.shape[1] else f" in the first {dim} features ({where})"
         rows_are = f"rows {_shown(rows)} are" if len(rows) > 1 else f"row {rows[0]} is"
-        raise ValueError(
-            f"`{name}` {rows_are} all zeros{where}: a zero vector has no direction, so its scores would be 0 and "
-            "its ids arbitrary; pass non-zero query embeddings."
-        )
-    return queries
+        raise ValueError(f"`{name}` {rows_are} all zeros{where}: a zero vector has no direction, so {consequence}.")
+    return array
+
+
+def _check_nonzero_rows(queries: np.ndarray, dim: int, name: str) -> np.ndarray:
+    """Refuses query rows whose first `dim` features are all zero: every cosine is 0 and the "best" ids would be
+    arbitrary."""
+    return _refuse_zero_rows(queries, dim, name, "the smallest dim searched",
+                             "its scores would be 0 and its ids arbitrary; pass non-zero query embeddings")
 
 
 def _check_nonzero_database(embeddings: np.ndarray, dim: int, dim_name: str, name: str = "embeddings") -> np.ndarray:
     """Refuses database rows whose first `dim` features (the smallest dim the index stores or searches) are all
-    zero: they have no direction there, score 0 against every query and could never be found."""
-    rows = _zero_rows(embeddings, dim)
-    if len(rows):
-        where = "" if dim == embeddings.shape[1] else f" in the first {dim} features ({dim_name})"
-        rows_are = f"rows {_shown(rows)} are" if len(rows) > 1 else f"row {rows[0]} is"
-        raise ValueError(
-            f"`{name}` {rows_are} all zeros{where}: a zero vector has no direction, so it would score 0 against "
-            "every query and never be found; remove it or pass a non-zero embedding."
-        )
-    return embeddings
+    zero: they score 0 against every query and could never be found."""
+    return _refuse_zero_rows(embeddings, dim, name, dim_name, "it would score 0 against every query and never be "
+                             "found; remove it or pass a non-zero embedding")
 
 
 def _check_dim_list(value, upper: int, name: str, upper_name: str) -> list[int]:
