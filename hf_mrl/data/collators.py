@@ -12,7 +12,9 @@ Output keys:
   `image_ids` long (B,) when `image_id_column` is set (rows showing the same thing share one).
 - `PairCollator` (text-text): one nested dict of tokenizer outputs per column, e.g.
   `batch["anchor"]["input_ids"]`, `batch["positive"]["attention_mask"]`, plus
-  `anchor_ids` / `positive_ids` long (B,) where equal texts share an id. Nested dicts keep the
+  `anchor_ids` / `positive_ids` long (B,) where equal texts share an id; with hard-negative
+  columns (a third column on), `candidate_ids` long (B * (columns - 1),) numbers the positives
+  then each negative column together, so a negative equal to another row's positive is known. Nested dicts keep the
   two towers' inputs apart without renaming them; `accelerate` and the `Trainer` move nested
   dicts to the device as they do flat ones.
 """
@@ -245,6 +247,9 @@ class PairCollator:
             texts = _column(examples, column, "columns")
             batch[column] = _tokenize(self.tokenizer, texts, self.max_length, "columns")
             batch[f"{column}_ids"] = ids_by_value(texts)
+        if len(self.columns) > 2:  # positives and hard negatives numbered together
+            candidates = [text for column in self.columns[1:] for text in _column(examples, column, "columns")]
+            batch["candidate_ids"] = ids_by_value(candidates)
         return batch
 
 

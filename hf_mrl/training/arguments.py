@@ -193,6 +193,16 @@ class MatryoshkaTrainingArguments(TrainingArguments):
         eval_dims (`list[int]`, *optional*): dims scored by the default evaluators (default: the model's
             nesting dims; every power of two for a one-dim baseline).
         shuffle_buffer (`int`, defaults to 10000): shuffle buffer of a streamed training set.
+        mini_batch_size (`int`, *optional*): contrastive tasks: encode each batch in mini-batches of this many rows
+            and back-propagate through cached embedding gradients (GradCache): the loss sees the whole batch's
+            in-batch negatives, memory is that of a mini-batch. Default: no caching.
+        prompts (`str` or `dict`, *optional*): text prefixes added in training, as sentence-transformers' training
+            argument: one string for every text column, `{column: prompt}`, or `{dataset_name: {column: prompt}}`.
+        batch_sampler (`str`, defaults to "batch_sampler"): "no_duplicates" keeps a text out of a batch that already
+            holds it (no false in-batch negatives), as sentence-transformers' `BatchSamplers.NO_DUPLICATES`.
+        multi_dataset_batch_sampler (`str`, defaults to "proportional"): with a dict of training datasets (each batch
+            from one of them), "proportional" draws batches in proportion to the datasets' sizes, "round_robin"
+            takes one batch from each in turn until the smallest runs out.
     """
 
     head_learning_rate: float | None = field(
@@ -208,6 +218,16 @@ class MatryoshkaTrainingArguments(TrainingArguments):
     contrastive_label_smoothing: float = field(default=0.0, metadata={"help": "pairs: label smoothing"})
     eval_dims: list[int] | None = field(default=None, metadata={"help": "dims the evaluators score (default: the model's nesting dims)"})
     shuffle_buffer: int = field(default=10_000, metadata={"help": "shuffle buffer of a streamed training set"})
+    mini_batch_size: int | None = field(
+        default=None, metadata={"help": "contrastive: encode in mini-batches of this size with cached gradients (GradCache)"}
+    )
+    prompts: str | None = field(  # or a dict in Python; a JSON dict string from the command line
+        default=None, metadata={"help": 'text prefixes in training: a string, or JSON {"anchor": "query: ", ...}'}
+    )
+    batch_sampler: str = field(default="batch_sampler", metadata={"help": "batch_sampler or no_duplicates"})
+    multi_dataset_batch_sampler: str = field(
+        default="proportional", metadata={"help": "several training datasets: proportional or round_robin"}
+    )
     # Evaluation encodes whole splits: transformers' default of 8 rows a batch makes it needlessly slow.
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "rows per evaluation batch"})
 
@@ -243,6 +263,8 @@ class MatryoshkaTrainingArguments(TrainingArguments):
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                      "max_seq_length", "shuffle_buffer"):
             check_positive_int(getattr(self, name), name)
+        if self.mini_batch_size is not None:
+            check_positive_int(self.mini_batch_size, "mini_batch_size")
         if self.eval_dims is not None and (not self.eval_dims or not all(is_int(dim) and dim > 0 for dim in self.eval_dims)):
             raise ValueError(f"`eval_dims` must be positive integers, got {self.eval_dims!r}.")
         if not self.use_cpu and not torch.cuda.is_available():
