@@ -349,12 +349,15 @@ def test_text_text_pairs_with_one_shared_tower():
 # Two processes (gloo, CPU)
 # --------------------------------------------------------------------------------------------------------
 
-# (local batch sizes, symmetric, ids, label smoothing, gather): every rank checks itself against one
-# process holding the whole global batch.
+# (local batch sizes, symmetric, ids, label smoothing, gather, hard negatives per row, mini_batch_size): every rank
+# checks itself against one process holding the whole global batch.
 DISTRIBUTED_CASES = [
-    ((5, 5), True, "text", 0.0, True),
-    ((6, 3), False, "image and text", 0.1, True),
-    ((4, 4), True, "none", 0.1, "hook"),
+    ((5, 5), True, "text", 0.0, True, 0, None),
+    ((6, 3), False, "image and text", 0.1, True, 0, None),
+    ((4, 4), True, "none", 0.1, "hook", 0, None),
+    ((5, 5), True, "text", 0.0, True, 2, None),
+    ((6, 3), False, "none", 0.1, True, 1, 2),
+    ((4, 4), True, "image and text", 0.0, "hook", 2, 3),
 ]
 
 
@@ -367,32 +370,45 @@ def _distributed_worker(rank: int, world: int, port: int) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        for counts, symmetric, ids, smoothing, gather in DISTRIBUTED_CASES:
-            _check_against_one_process(rank, world, counts, symmetric, ids, smoothing, gather)
+        for case in DISTRIBUTED_CASES:
+            _check_against_one_process(rank, world, *case)
         _check_gather_with_grad(rank, world)
     finally:
         dist.destroy_process_group()
 
 
-def _check_against_one_process(rank, world, counts, symmetric, ids, smoothing, gather):
+def _check_against_one_process(rank, world, counts, symmetric, ids, smoothing, gather, num_negatives, mini_batch):
     total = sum(counts)
     images, texts = make_pairs(batch=total, seed=total)  # identical on every rank
     text_ids = torch.arange(total) % 4 if ids != "none" else None  # repeats across the two ranks
     image_ids = torch.arange(total) % 3 if ids == "image and text" else None
     mine = slice(sum(counts[:rank]), sum(counts[: rank + 1]))
-    kwargs = dict(label_smoothing=smoothing, symmetric=symmetric)
+    kwargs = dict(label_smoothing=smoothing, symmetric=symmetric, mini_batch_size=mini_batch)
+    negatives = negative_ids = None
+    if num_negatives:
+        negatives = torch.randn(total, num_negatives, images.shape[1], dtype=torch.float64,
+                                generator=torch.Generator().manual_seed(total)).requires_grad_()
+        if text_ids is not None:  # one negative repeats another row's positive text
+            negative_ids = torch.arange(total * num_negatives).reshape(total, num_negatives) + 100
+            negative_ids[0, 0] = text_ids[1]
 
     single_temperature = torch.tensor(0.07, dtype=torch.float64, requires_grad=True)
     single = matryoshka_contrastive_loss(
-        images, texts, DIMS, WEIGHTS, single_temperature, text_ids=text_ids, image_ids=image_ids, **kwargs
+        images, texts, DIMS, WEIGHTS, single_temperature, text_ids=text_ids, image_ids=image_ids,
+        negative_embeds=negatives, negative_ids=negative_ids, **kwargs
     )
-    single_grads = torch.autograd.grad(single.loss, [images, texts, single_temperature])
+    inputs = [images, texts, single_temperature] + ([negatives] if num_negatives else [])
+    single_grads = torch.autograd.grad(single.loss, inputs)
 
     local_images, local_texts = (tensor.detach()[mine].clone().requires_grad_() for tensor in (images, texts))
     temperature = torch.tensor(0.07, dtype=torch.float64, requires_grad=True)
     local_ids = dict(
         text_ids=None if text_ids is None else text_ids[mine], image_ids=None if image_ids is None else image_ids[mine]
     )
+    if num_negatives:
+        local_negatives = negatives.detach()[mine].clone().requires_grad_()
+        local_ids.update(negative_embeds=local_negatives,
+                         negative_ids=None if negative_ids is None else negative_ids[mine])
     gathered = matryoshka_contrastive_loss(
         local_images,
         local_texts,
@@ -412,6 +428,8 @@ def _check_against_one_process(rank, world, counts, symmetric, ids, smoothing, g
     # world, so local gradient / world must equal the single process's gradient for these rows.
     torch.testing.assert_close(local_images.grad / world, single_grads[0][mine])
     torch.testing.assert_close(local_texts.grad / world, single_grads[1][mine])
+    if num_negatives:
+        torch.testing.assert_close(local_negatives.grad / world, single_grads[3][mine])
     # The temperature is replicated like a parameter: DDP's average of the ranks' gradients is the global one.
     temperature_grad = temperature.grad.clone()
     dist.all_reduce(temperature_grad)

@@ -25,9 +25,10 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from transformers.utils import ModelOutput
 
-from .checks import check_class_labels, check_finite, check_group_ids, check_number, check_tensor
+from .checks import check_class_labels, check_finite, check_group_ids, check_number, check_positive_int, check_tensor
 from .fused_cross_entropy import nested_linear_cross_entropy
 from .fused_infonce import _make_plan, _MatryoshkaInfoNCE, _positive_pairs
+from .infonce_rows import positive_pairs, score_direction
 from .nesting import default_matryoshka_dims, validate_matryoshka_dims, validate_matryoshka_weights
 
 __all__ = [
@@ -162,6 +163,9 @@ def matryoshka_contrastive_loss(
     image_ids: torch.Tensor | Sequence[int] | None = None,
     text_ids: torch.Tensor | Sequence[int] | None = None,
     gather: bool | Callable[[torch.Tensor], torch.Tensor] = False,
+    negative_embeds: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    negative_ids: torch.Tensor | Sequence[Sequence[int]] | None = None,
+    mini_batch_size: int | None = None,
 ) -> MatryoshkaContrastiveOutput:
     """Matryoshka InfoNCE: the contrastive loss at every nesting dim, weighted and summed.
 
@@ -205,6 +209,17 @@ def matryoshka_contrastive_loss(
             against the global batch. A callable replaces `gather_with_grad`: it takes a (local_batch, ...)
             tensor and returns every process's rows in rank order over the default group, with equal local
             batch sizes (e.g. `torch.cat(torch.distributed.nn.functional.all_gather(t))`).
+        negative_embeds: optional hard negatives of the second tower: (batch, num_negatives, embedding_dim), or a
+            list of (batch, embedding_dim) tensors (one per negative column, as sentence-transformers' `negative_1`,
+            `negative_2`, ... columns). Each first-tower item is scored against every positive AND every negative of
+            the batch (sentence-transformers' MultipleNegativesRankingLoss); with `symmetric=True` the second
+            direction scores the positives against the first tower only (negatives have no pair of their own).
+            Under `gather`, negatives are all-gathered like positives.
+        negative_ids: optional (batch, num_negatives) ids of the negatives in `text_ids`' numbering: a negative
+            with a positive's id is a positive of that positive's pairs (not pushed away). Needs `text_ids`.
+        mini_batch_size: score this many rows of the similarity matrix at a time: the loss keeps (num_dims + 3) x
+            mini_batch_size x candidates floats instead of x batch, with the same value and gradients (what a
+            cached, GradCache, batch of thousands of rows needs). None: all rows at once.
 
     Returns:
         `MatryoshkaContrastiveOutput` with `loss` (scalar) and `per_dim_losses` ((num_dims,), detached, in
@@ -241,11 +256,17 @@ def matryoshka_contrastive_loss(
         raise ValueError(f"`symmetric` must be True or False, got {symmetric!r}.")
     if not isinstance(gather, bool) and not callable(gather):
         raise ValueError(f"`gather` must be True, False or an all-gather callable, got {gather!r}.")
+    if mini_batch_size is not None:
+        check_positive_int(mini_batch_size, "mini_batch_size")
     device = image_embeds.device
     image_ids = check_group_ids(image_ids, batch, "image_ids", device)
     text_ids = check_group_ids(text_ids, batch, "text_ids", device)
+    negatives = _check_negatives(negative_embeds, batch, embedding_dim)
+    negative_ids = _check_negative_ids(negative_ids, negatives, text_ids, device)
     check_finite(image_embeds, "image_embeds")
     check_finite(text_embeds, "text_embeds")
+    if negatives is not None:
+        check_finite(negatives, "negative_embeds")
 
     order = sorted(range(len(given_dims)), key=given_dims.__getitem__)
     sorted_dims = tuple(given_dims[i] for i in order)
@@ -258,26 +279,20 @@ def matryoshka_contrastive_loss(
     scale = 1.0 / scale_tensor if temperature is not None else scale_tensor
 
     world = _distributed_world() if gather else 1
+    settings = _Settings(sorted_dims, sorted_weights, label_smoothing, symmetric, mini_batch_size)
     with torch.autocast(device.type, enabled=False):
         images, texts = image_embeds.to(dtype), text_embeds.to(dtype)
-        if world == 1:
+        negatives = None if negatives is None else negatives.to(dtype)
+        if world == 1 and negatives is None and mini_batch_size is None:
             total, per_dim = _local_loss(
                 images, texts, scale, sorted_dims, sorted_weights, label_smoothing, symmetric, image_ids, text_ids
             )
+        elif world == 1:
+            total, per_dim = _directional_loss(images, texts, negatives, scale, settings, image_ids, text_ids,
+                                               negative_ids)
         else:
-            total, per_dim = _gathered_loss(
-                images,
-                texts,
-                scale,
-                sorted_dims,
-                sorted_weights,
-                label_smoothing,
-                symmetric,
-                image_ids,
-                text_ids,
-                gather,
-                world,
-            )
+            total, per_dim = _gathered_loss(images, texts, negatives, scale, settings, image_ids, text_ids,
+                                            negative_ids, gather, world)
     inverse = torch.empty(len(order), dtype=torch.long, device=per_dim.device)
     inverse[torch.tensor(order, device=per_dim.device)] = torch.arange(len(order), device=per_dim.device)
     return MatryoshkaContrastiveOutput(loss=total, per_dim_losses=per_dim[inverse].detach())
@@ -297,11 +312,93 @@ def _local_loss(images, texts, scale, dims, weights, smoothing, symmetric, image
     return _MatryoshkaInfoNCE.apply(images, texts, scale, plan, _needs_grad(images, texts, scale))
 
 
-def _gathered_loss(images, texts, scale, dims, weights, smoothing, symmetric, image_ids, text_ids, gather, world):
-    """Each process scores its own images against all texts (and its own texts against all images): the
+@dataclass(frozen=True)
+class _Settings:
+    dims: tuple[int, ...]
+    weights: tuple[float, ...]
+    smoothing: float
+    symmetric: bool
+    block_rows: int | None
+
+
+def _check_negatives(negative_embeds, batch: int, embedding_dim: int) -> torch.Tensor | None:
+    """Hard negatives as one (batch, num_negatives, embedding_dim) tensor."""
+    if negative_embeds is None:
+        return None
+    if isinstance(negative_embeds, torch.Tensor) and negative_embeds.ndim == 2:
+        negative_embeds = negative_embeds[:, None]
+    elif not isinstance(negative_embeds, torch.Tensor):
+        columns = list(negative_embeds)
+        for index, column in enumerate(columns):
+            _check_embeddings(f"negative_embeds[{index}]", column)
+        if not columns:
+            return None
+        if len({tuple(column.shape) for column in columns}) != 1:
+            shapes = [tuple(column.shape) for column in columns]
+            raise ValueError(f"`negative_embeds` columns must share one shape (batch, embedding_dim), got {shapes}.")
+        negative_embeds = torch.stack(columns, dim=1)
+    allowed = f"(batch={batch}, num_negatives, embedding_dim={embedding_dim})"
+    if negative_embeds.ndim != 3 or not negative_embeds.is_floating_point():
+        raise ValueError(f"`negative_embeds` must be a floating-point tensor {allowed}, got {tuple(negative_embeds.shape)}.")
+    if negative_embeds.shape[0] != batch or negative_embeds.shape[2] != embedding_dim or negative_embeds.shape[1] == 0:
+        raise ValueError(f"`negative_embeds` must have shape {allowed}, got {tuple(negative_embeds.shape)}.")
+    return negative_embeds
+
+
+def _check_negative_ids(negative_ids, negatives, text_ids, device) -> torch.Tensor | None:
+    if negative_ids is None:
+        return None
+    if negatives is None:
+        raise ValueError("`negative_ids` needs `negative_embeds`: they number the hard negatives.")
+    if text_ids is None:
+        raise ValueError("`negative_ids` needs `text_ids`: negatives are numbered in the positives' ids.")
+    batch, count = negatives.shape[:2]
+    ids = check_group_ids(torch.as_tensor(negative_ids, device=device).reshape(-1), batch * count, "negative_ids",
+                          device)
+    return ids.reshape(batch, count)
+
+
+def _candidates(texts, negatives, text_ids, negative_ids):
+    """The candidates of the first tower's items: every positive, then each negative column's rows (as
+    sentence-transformers orders them), with their ids (None without `text_ids`)."""
+    if negatives is None:
+        return texts, text_ids
+    columns = negatives.transpose(0, 1).reshape(-1, texts.shape[1])
+    ids = None
+    if text_ids is not None and negative_ids is not None:
+        ids = torch.cat([text_ids, negative_ids.t().reshape(-1)])
+    elif text_ids is not None:  # negatives without ids are distinct from everything
+        ids = torch.cat([text_ids, torch.arange(columns.shape[0], device=text_ids.device) + int(text_ids.max()) + 1])
+    return torch.cat([texts, columns]), ids
+
+
+def _score(queries, candidates, scale, settings: _Settings, coef: float, offset: int, positives):
+    return score_direction(queries, candidates, scale, settings.dims, settings.weights, coef, offset, positives,
+                           settings.smoothing, settings.block_rows, _needs_grad(queries, candidates, scale))
+
+
+def _directional_loss(images, texts, negatives, scale, settings: _Settings, image_ids, text_ids, negative_ids):
+    """One process, with hard negatives or in row blocks: the first tower against every candidate, and (symmetric)
+    the positives against the first tower."""
+    batch = images.shape[0]
+    candidates, candidate_ids = _candidates(texts, negatives, text_ids, negative_ids)
+    positives = positive_pairs(image_ids, candidate_ids, batch, candidates.shape[0], images.device)
+    coef = (0.5 if settings.symmetric else 1.0) / batch
+    total, per_dim = _score(images, candidates, scale, settings, coef, 0, positives)
+    if settings.symmetric:
+        back = None if positives is None else positives[:, :batch].t()
+        total_back, per_dim_back = _score(texts, images, scale, settings, coef, 0, back)
+        total, per_dim = total + total_back, per_dim + per_dim_back
+    return total, per_dim
+
+
+def _gathered_loss(images, texts, negatives, scale, settings: _Settings, image_ids, text_ids, negative_ids, gather,
+                   world):
+    """Each process scores its own images against all candidates (and its own texts against all images): the
     union over processes is the global batch's loss, each row computed once."""
     batch, embedding_dim = images.shape
-    both = torch.cat([images, texts], dim=1)  # one collective for both towers
+    parts = [images, texts] if negatives is None else [images, texts, negatives.reshape(batch, -1)]
+    both = torch.cat(parts, dim=1)  # one collective for both towers and the negatives
     if callable(gather):
         gathered, offset = gather(both), dist.get_rank() * batch
         if gathered.shape[0] != world * batch:
@@ -317,25 +414,24 @@ def _gathered_loss(images, texts, scale, dims, weights, smoothing, symmetric, im
         def gather_ids(ids):
             return _gather_rows(ids, counts=counts)[0]
 
-    all_images, all_texts = gathered[:, :embedding_dim], gathered[:, embedding_dim:]
+    all_images, all_texts = gathered[:, :embedding_dim], gathered[:, embedding_dim : 2 * embedding_dim]
+    all_negatives = None if negatives is None else gathered[:, 2 * embedding_dim :].reshape(
+        gathered.shape[0], -1, embedding_dim)
     total_batch = gathered.shape[0]
     all_image_ids = None if image_ids is None else gather_ids(image_ids)
     all_text_ids = None if text_ids is None else gather_ids(text_ids)
-    positives = _positive_pairs(all_image_ids, all_text_ids, total_batch, images.device)
+    all_negative_ids = None if negative_ids is None else gather_ids(negative_ids)
+    candidates, candidate_ids = _candidates(all_texts, all_negatives, all_text_ids, all_negative_ids)
+    positives = positive_pairs(all_image_ids, candidate_ids, total_batch, candidates.shape[0], images.device)
     mine = slice(offset, offset + batch)
     # world x this process's share (see gather_with_grad): DDP's average then gives the global gradient.
-    coef = world * (0.5 if symmetric else 1.0) / total_batch
-    directions = [(images, all_texts, None if positives is None else positives[mine])]
-    if symmetric:
-        directions.append((texts, all_images, None if positives is None else positives[:, mine].t()))
-    share = per_dim_share = None
-    for queries, keys, rows_positives in directions:
-        plan = _make_plan(
-            dims, weights, coef, 0.0, offset, rows_positives, smoothing, (batch, total_batch), images.dtype
-        )
-        total, per_dim = _MatryoshkaInfoNCE.apply(queries, keys, scale, plan, _needs_grad(queries, keys, scale))
-        share = total if share is None else share + total
-        per_dim_share = per_dim if per_dim_share is None else per_dim_share + per_dim
+    coef = world * (0.5 if settings.symmetric else 1.0) / total_batch
+    share, per_dim_share = _score(images, candidates, scale, settings, coef, offset,
+                                  None if positives is None else positives[mine])
+    if settings.symmetric:
+        back = None if positives is None else positives[:, :total_batch][:, mine].t()
+        total, per_dim = _score(texts, all_images, scale, settings, coef, offset, back)
+        share, per_dim_share = share + total, per_dim_share + per_dim
     # Report the global-batch values on every process; the gradient stays that of this process's share.
     values = torch.cat([share.detach().reshape(1), per_dim_share]) / world
     dist.all_reduce(values, op=dist.ReduceOp.SUM)
