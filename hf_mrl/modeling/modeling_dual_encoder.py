@@ -31,6 +31,7 @@ from .encoding import (
     encode_inputs,
     inference,
     load_processor,
+    resolve_prompt,
     runs_remote_code,
     saved_processor,
 )
@@ -64,7 +65,10 @@ class MatryoshkaDualEncoderOutput(ModelOutput):
         matryoshka_losses (`torch.FloatTensor` of shape `(num_dims,)`, *optional*):
             Unweighted, detached loss at each nesting dim (`config.matryoshka_dims` order), for logging.
         logit_scale (`torch.FloatTensor` of shape `()`):
-            The (clamped) inverse temperature used.
+            The (clamped) inverse temperature used (with its graph in training, so a loss computed outside the
+            forward, as the cached trainer step does, trains it).
+        image_features / text_features (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
+            The projections before normalisation: what the Matryoshka loss truncates, then normalises.
     """
 
     loss: torch.FloatTensor | None = None
@@ -74,6 +78,8 @@ class MatryoshkaDualEncoderOutput(ModelOutput):
     text_embeds: torch.FloatTensor | None = None
     matryoshka_losses: torch.FloatTensor | None = None
     logit_scale: torch.FloatTensor | None = None
+    image_features: torch.FloatTensor | None = None
+    text_features: torch.FloatTensor | None = None
 
 
 class MatryoshkaDualEncoderModel(PreTrainedModel):
@@ -135,11 +141,15 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
         refuse_pickled_weights(pretrained_model_name_or_path)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
-    def _image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def _image_embeddings(self, pixel_values: torch.Tensor, check: bool = False) -> torch.Tensor:
+        if check:  # the tower-only forward; the two-tower one checks both first
+            self.check_image_inputs(pixel_values)
         hidden = self.vision_model(pixel_values=pixel_values, return_dict=True).last_hidden_state
         return self.visual_projection(pool_hidden_states(hidden, None, self.config.vision_pooling))
 
-    def _text_embeddings(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+    def _text_embeddings(self, input_ids, attention_mask=None, token_type_ids=None, check: bool = False) -> torch.Tensor:
+        if check:  # the tower-only forward; the two-tower one checks both first
+            self.check_text_inputs(input_ids, attention_mask, token_type_ids)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         hidden = self.text_model(**{k: v for k, v in inputs.items() if v is not None}, return_dict=True).last_hidden_state
         return self.text_projection(pool_hidden_states(hidden, attention_mask, self.config.text_pooling))
@@ -198,17 +208,20 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
         self._image_processor = value
 
     def encode_text(self, inputs, *, dim=None, batch_size=32, normalize=True, show_progress_bar=None,
-                    convert_to_numpy=False, device=None):
+                    convert_to_numpy=False, device=None, prompt: str | None = None, prompt_name: str | None = None):
         """Raw texts -> text embeddings truncated to `dim` and renormalised, rows in input order (see
-        `MatryoshkaModel.encode`)."""
-        return self._encode(inputs, False, dim, batch_size, normalize, show_progress_bar, convert_to_numpy, device)
+        `MatryoshkaModel.encode`, also for `prompt` / `prompt_name` and `config.default_prompt_name`)."""
+        text_prompt = resolve_prompt(self.config.prompts, self.config.default_prompt_name, prompt, prompt_name)
+        return self._encode(inputs, False, dim, batch_size, normalize, show_progress_bar, convert_to_numpy, device,
+                            text_prompt)
 
     def encode_image(self, inputs, *, dim=None, batch_size=32, normalize=True, show_progress_bar=None,
                      convert_to_numpy=False, device=None):
         """Raw images (PIL images, arrays or paths) -> image embeddings truncated to `dim` and renormalised."""
         return self._encode(inputs, True, dim, batch_size, normalize, show_progress_bar, convert_to_numpy, device)
 
-    def _encode(self, inputs, vision, dim, batch_size, normalize, show_progress_bar, convert_to_numpy, device):
+    def _encode(self, inputs, vision, dim, batch_size, normalize, show_progress_bar, convert_to_numpy, device,
+                prompt=None):
         if device is not None:
             self.to(device)
 
@@ -224,7 +237,7 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
                 forward, inputs, self.image_processor if vision else self.tokenizer, vision=vision,
                 full_dim=self.config.projection_dim, dim=dim, batch_size=batch_size, normalize=normalize,
                 show_progress_bar=show_progress_bar, convert_to_numpy=convert_to_numpy, device=self.device,
-                num_channels=self.config.vision_config.num_channels if vision else None,
+                num_channels=self.config.vision_config.num_channels if vision else None, prompt=prompt,
             )
 
     def forward(
@@ -241,8 +254,14 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
     ) -> MatryoshkaDualEncoderOutput:
         """`image_ids` / `text_ids` (optional, (batch,) ints): items sharing an id are all positives of each
         other (repeated captions or images in a batch). `gather=True` all-gathers the embeddings across
-        processes (with gradients) before the loss, so each process scores the global batch."""
+        processes (with gradients) before the loss, so each process scores the global batch. Without
+        `return_loss`, one tower's inputs alone embed that side only (the other's outputs are None)."""
         check_optional_bool(return_loss, "return_loss")
+        if not return_loss and (pixel_values is None) != (input_ids is None):
+            image_raw = None if pixel_values is None else self._image_embeddings(pixel_values, check=True)
+            text_raw = None if input_ids is None else self._text_embeddings(input_ids, attention_mask, token_type_ids,
+                                                                           check=True)
+            return self._output(None, None, image_raw, text_raw)
         image_batch = self.check_image_inputs(pixel_values)
         text_batch = self.check_text_inputs(input_ids, attention_mask, token_type_ids)
         if return_loss:
@@ -255,32 +274,50 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
             check_group_ids(text_ids, text_batch, "text_ids")
         image_raw = self._image_embeddings(pixel_values)
         text_raw = self._text_embeddings(input_ids, attention_mask, token_type_ids)
-        logit_scale = self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
         loss = per_dim = None
         if return_loss:
-            result = matryoshka_contrastive_loss(
-                image_raw,
-                text_raw,
-                dims=self.config.matryoshka_dims,
-                weights=self.config.matryoshka_weights,
-                logit_scale=logit_scale,
-                label_smoothing=self.config.label_smoothing,
-                image_ids=image_ids,
-                text_ids=text_ids,
-                gather=gather,
-            )
+            result = self.contrastive_loss(image_raw, text_raw, image_ids=image_ids, text_ids=text_ids, gather=gather)
             loss, per_dim = result.loss, result.per_dim_losses
-        image_embeds = truncate_embeddings(image_raw)
-        text_embeds = truncate_embeddings(text_raw)
-        logits_per_text = logit_scale * text_embeds @ image_embeds.t()
+        return self._output(loss, per_dim, image_raw, text_raw)
+
+    def scale(self) -> torch.Tensor:
+        """The logit scale the loss uses: exp of the learnt log scale, clamped at 100."""
+        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+
+    def contrastive_loss(self, image_features, text_features, image_ids=None, text_ids=None, gather=False,
+                         logit_scale: torch.Tensor | None = None, mini_batch_size: int | None = None):
+        """The symmetric Matryoshka contrastive loss of un-normalised projections (`image_features`,
+        `text_features`) with this model's dims, weights, label smoothing and logit scale (or `logit_scale`)."""
+        return matryoshka_contrastive_loss(
+            image_features,
+            text_features,
+            dims=self.config.matryoshka_dims,
+            weights=self.config.matryoshka_weights,
+            logit_scale=self.scale() if logit_scale is None else logit_scale,
+            label_smoothing=self.config.label_smoothing,
+            image_ids=image_ids,
+            text_ids=text_ids,
+            gather=gather,
+            mini_batch_size=mini_batch_size,
+        )
+
+    def _output(self, loss, per_dim, image_raw, text_raw) -> MatryoshkaDualEncoderOutput:
+        logit_scale = self.scale()
+        image_embeds = None if image_raw is None else truncate_embeddings(image_raw)
+        text_embeds = None if text_raw is None else truncate_embeddings(text_raw)
+        logits_per_text = None
+        if image_embeds is not None and text_embeds is not None:
+            logits_per_text = logit_scale.detach() * text_embeds @ image_embeds.t()
         return MatryoshkaDualEncoderOutput(
             loss=loss,
-            logits_per_image=logits_per_text.t(),
+            logits_per_image=None if logits_per_text is None else logits_per_text.t(),
             logits_per_text=logits_per_text,
             image_embeds=image_embeds,
             text_embeds=text_embeds,
             matryoshka_losses=per_dim,
-            logit_scale=logit_scale.detach(),
+            logit_scale=logit_scale,
+            image_features=image_raw,
+            text_features=text_raw,
         )
 
     @classmethod
