@@ -201,11 +201,12 @@ def test_image_text_run_with_duplicate_captions(tiny_text_tower, tmp_path, recwa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["pairs", "image-text"])
-def test_accelerate_launch_two_processes(tiny_text_tower, tmp_path, task):
+@pytest.mark.parametrize("task, cached", [("pairs", False), ("image-text", False), ("pairs", True), ("image-text", True)])
+def test_accelerate_launch_two_processes(tiny_text_tower, tmp_path, task, cached):
+    """DDP on two CPU processes; cached: GradCache mini-batches (no_sync before the last one) under DDP."""
     output = tmp_path / "ddp"
     arguments = (pair_args if task == "pairs" else image_text_args)(
-        tiny_text_tower, output, "--max_steps", "2", "--save_steps", "2"
+        tiny_text_tower, output, "--max_steps", "2", "--save_steps", "2", *(["--mini_batch_size", "4"] if cached else [])
     )
     # `--cpu` would start ONE process; `--multi_gpu` with no GPU starts two CPU (gloo) processes.
     launch = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",

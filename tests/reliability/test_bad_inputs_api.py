@@ -143,7 +143,7 @@ FORWARD = [
     pytest.param(lambda m: m.dual(pixel_values=pixels(2, 1, 28, 28), input_ids=ids(), attention_mask=mask(zero_row=0)), ["attention_mask", "row 0"], id="dual-mask-zero-row"),
     pytest.param(lambda m: m.dual(pixel_values=pixels(3, 1, 28, 28), input_ids=ids(), return_loss=True), ["pixel_values", "3 items", "input_ids", "2"], id="dual-loss-batch-mismatch"),
     pytest.param(lambda m: m.dual(pixel_values=pixels(2, 1, 28, 28), input_ids=ids(), return_loss=True, image_ids=[0, 1, 2]), ["image_ids", "2 ints"], id="dual-image-ids-length"),
-    pytest.param(lambda m: m.dual(input_ids=ids()), ["pixel_values", "required"], id="dual-no-pixels"),
+    pytest.param(lambda m: m.dual(input_ids=ids(), return_loss=True), ["pixel_values", "required"], id="dual-no-pixels"),
     pytest.param(lambda m: m.dual.get_image_features(pixels(2, 1, 28, 28, fill=NAN)), ["pixel_values", "NaN"], id="image-features-nan"),
     pytest.param(lambda m: m.dual.get_image_features(pixels(1, 28, 28)), ["pixel_values", "4-D"], id="image-features-3d"),
     pytest.param(lambda m: m.dual.get_text_features(ids(), attention_mask=mask(length=5)), ["attention_mask", "(2, 5)"], id="text-features-mask-shape"),
