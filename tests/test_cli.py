@@ -98,7 +98,7 @@ def test_eval_retrieval_on_wordnet(tmp_path, text_model_dir, capsys):
     assert all(0.0 <= value <= 1.0 for value in results.values())
     output = capsys.readouterr().out
     assert "| dim |" in output and "retrieval corpus: split 'train'" in output and "noun.animal" in output
-    assert (tmp_path / "results.md").is_file() and (tmp_path / "wordnet_nouns_mrl_map@10.png").is_file()
+    assert (tmp_path / "results.md").is_file() and (tmp_path / "wordnet_nouns_ndcg@10.png").is_file()
     info = json.loads((tmp_path / "eval_info.json").read_text())
     assert (info["dataset"], info["split"], info["reference_split"]) == ("wordnet-nouns", "test", "train")
 

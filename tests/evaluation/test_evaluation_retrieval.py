@@ -78,7 +78,7 @@ def test_label_relevance_queries_as_corpus_matches_brute_force(model):
         expected = brute_force(embedded, embedded, relevant_sets, 10, exclude_self=True)
         assert results[f"toy_dim{dim}_mrr@10"] == pytest.approx(expected["mrr"])
     assert len(results) == 3 * (2 * 5 + 1)
-    assert evaluator.primary_metric == "toy_dim32_mrl_map@10"
+    assert evaluator.primary_metric == "toy_dim32_ndcg@10"
 
 
 def test_explicit_relevance_with_a_separate_corpus(model):
