@@ -4,8 +4,9 @@
     hf-mrl eval MODEL --dataset_name X      per-dim results table, JSON and plot
     hf-mrl index build MODEL OUT ...        encode a dataset into a MatryoshkaIndex folder
     hf-mrl index build MODEL --backend qdrant --path DIR (or --url URL)   ... into a Qdrant collection
-    hf-mrl index search INDEX --model ...   adaptive search (shortlist at few dims, re-rank at many);
-                                            INDEX: an index folder or a Qdrant folder (or --url URL)
+    hf-mrl index search INDEX --model ...   adaptive search (shortlist at few dims, re-rank at many; --exact:
+                                            every row at full dim); INDEX: an index folder or a Qdrant folder
+                                            (or --url URL); queries: --query, --queries_file or --query_image
     hf-mrl export-st MODEL OUT              plain sentence-transformers folder
     hf-mrl card RESULTS.json --model MODEL  README.md model card from evaluation results
 
@@ -204,29 +205,39 @@ def build_parser() -> argparse.ArgumentParser:
     search = index_commands.add_parser(
         "search",
         help="adaptive search of text or image queries",
-        description="Encodes the queries at full dim, shortlists at --shortlist_dim, re-ranks at --rerank_dim; "
-        "prints one JSON line per query. Pass the data options used at build time to show the rows found "
-        "(labels as class names).",
+        description="Encodes the queries at full dim, shortlists at --shortlist_dim, re-ranks at --rerank_dim "
+        "(--exact: scores every row at the full dim instead); prints one JSON line per query. Pass the data "
+        "options used at build time to show the rows found (labels as class names).",
         formatter_class=formatter,
         epilog=_epilog(
             'hf-mrl index search wordnet-index --model runs/wordnet-mrl --query "a large cat" -k 5 '
             "--dataset_name wordnet-nouns --split train",
             'hf-mrl index search wordnet-qdrant --model runs/wordnet-mrl --query "a large cat" -k 5',
+            "hf-mrl index search wordnet-index --model runs/wordnet-mrl --queries_file queries.txt --exact",
         ),
     )
     search.add_argument("index", type=Path, nargs="?",
                         help="folder written by `hf-mrl index build` (a MatryoshkaIndex, or a Qdrant --path)")
     qdrant_search = search.add_argument_group("qdrant collection")
     _add_qdrant_arguments(qdrant_search, path=False)
-    _option(qdrant_search, "--exact", action="store_true", help="exact shortlist: full scan, no quantisation")
+    _option(qdrant_search, "--exact_shortlist", action="store_true",
+            help="the shortlist by full scan without HNSW or quantisation, then the re-rank")
     _option(search, "--model", required=True, help="the model that built the index")
     _option(search, "--query", action="append", default=[], help="a text query (repeatable)")
+    _option(search, "--queries_file", type=Path,
+            help="text queries from a file: .txt one per line (blank lines skipped), or .jsonl / .csv with a "
+            "--queries_column column")
+    _option(search, "--queries_column", default="text", help="the text column of a .jsonl / .csv --queries_file "
+            "(default: text)")
     _option(search, "--query_image", action="append", default=[], type=Path, help="an image query file (repeatable)")
     _option(search, "-k", type=_positive_int, default=10, help="results per query (default: 10)")
+    _option(search, "--exact", action="store_true",
+            help="exact search of every row at the full dim (or --rerank_dim), no shortlist: brute force on the "
+            "float32 vectors (an index built with --storage float32), or Qdrant's exact search")
     _option(search, "--shortlist_dim", type=_positive_int, help="shortlist dim (default: the smallest built)")
     _option(search, "--shortlist_size", type=_positive_int, help="shortlist length (default: max(k, 200))")
     _option(search, "--rerank_dim", type=_positive_int, help="re-rank dim (default: the stored dim)")
-    _add_model_arguments(search, batch_size=False)
+    _add_model_arguments(search)
     _add_data_arguments(search, split="train", dataset_default=False)
     search.set_defaults(handler=_run_index_search)
 
@@ -490,8 +501,8 @@ def _check_distinct_splits(data_args, split: str, reference_split: str | None) -
 
 def _eval_output_names(task: str, name: str) -> list[str]:
     """The files `hf-mrl eval` may write into --output_dir (the plot is named after the primary metric: top-1 of
-    the heads, else 1-NN; retrieval: mAP@10)."""
-    plots = [f"{name}_top1.png", f"{name}_1nn.png"] if task == "classification" else [f"{name}_mrl_map@10.png"]
+    the heads, else 1-NN; retrieval: nDCG@10)."""
+    plots = [f"{name}_top1.png", f"{name}_1nn.png"] if task == "classification" else [f"{name}_ndcg@10.png"]
     return ["results.json", "eval_info.json", "results.md", *plots]
 
 
@@ -648,19 +659,80 @@ def _open_index(args):
         return QdrantMatryoshkaIndex.open(**_qdrant_connection(args, args.index))
     if args.index is None:
         raise ValueError("give INDEX (an index folder) or --url URL (a Qdrant server).")
-    if args.exact or args.collection_name != "hf_mrl":
-        raise ValueError(f"--exact and --collection_name apply to Qdrant collections; {args.index} is not a Qdrant folder.")
+    if args.exact_shortlist or args.collection_name != "hf_mrl":
+        raise ValueError(f"--exact_shortlist and --collection_name apply to Qdrant collections; {args.index} is not a "
+                         "Qdrant folder.")
     return MatryoshkaIndex.load(args.index)
 
 
+QUERIES_FILE_SUFFIXES = (".txt", ".jsonl", ".csv")
+
+
+def _read_queries_file(path: Path, column: str) -> list[str]:
+    """The text queries of `--queries_file`: a .txt file's lines (blank ones skipped), or the `column` of each row
+    of a .jsonl / .csv file. Every query must be a string with text in it; errors name the line."""
+    import csv
+
+    from .modeling.encoding import has_text
+
+    suffix = path.suffix.lower()
+    if suffix not in QUERIES_FILE_SUFFIXES:
+        raise ValueError(f"--queries_file {str(path)!r} has suffix {path.suffix!r}; allowed: {', '.join(QUERIES_FILE_SUFFIXES)}.")
+    if not path.is_file():
+        raise FileNotFoundError(f"--queries_file not found: {path}")
+    where = f"--queries_file {str(path)!r}"
+    with open(path, encoding="utf-8", newline="") as handle:
+        if suffix == ".txt":
+            rows = [(number, line.rstrip("\r\n")) for number, line in enumerate(handle, start=1) if line.strip()]
+        elif suffix == ".csv":
+            reader = csv.DictReader(handle)
+            if column not in (reader.fieldnames or []):
+                raise ValueError(f"--queries_column {column!r} is not a column of {where}; its columns: "
+                                 f"{reader.fieldnames or []}.")
+            rows = [(reader.line_num, row[column]) for row in reader]
+        else:
+            rows = []
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{where} line {number} is not JSON ({error.msg}); allowed: one JSON object per "
+                                     "line.") from None
+                if not isinstance(row, dict) or column not in row:
+                    found = f"keys {sorted(row)}" if isinstance(row, dict) else f"a {type(row).__name__}"
+                    raise ValueError(f"{where} line {number} has no --queries_column {column!r} (it holds {found}); "
+                                     f"allowed: an object with a {column!r} string.")
+                rows.append((number, row[column]))
+    for number, text in rows:
+        if not isinstance(text, str) or not has_text(text):
+            raise ValueError(f"{where} line {number}: the query is {text!r}, nothing to embed; allowed: a string with "
+                             "text in it.")
+    if not rows:
+        raise ValueError(f"{where} holds no queries; allowed: a file with at least one.")
+    return [text for _, text in rows]
+
+
 def _run_index_search(args, extra) -> int:
-    if bool(args.query) == bool(args.query_image):
-        raise ValueError("give text queries (--query) or image queries (--query_image), one kind and at least one.")
     from .modeling.encoding import has_text
 
     blank = next((i for i, text in enumerate(args.query) if not has_text(text)), None)
     if blank is not None:
         raise ValueError(f"--query #{blank + 1} {args.query[blank]!r} is empty: nothing to embed; give it text.")
+    if args.queries_file is None and args.queries_column != "text":
+        raise ValueError(f"--queries_column {args.queries_column!r} names a column of --queries_file; give the file.")
+    if args.queries_file is not None:
+        args.query = [*args.query, *_read_queries_file(args.queries_file, args.queries_column)]
+    if bool(args.query) == bool(args.query_image):
+        raise ValueError("give text queries (--query, --queries_file) or image queries (--query_image), one kind and "
+                         "at least one.")
+    if args.exact:
+        given = [flag for flag, value in (("--shortlist_dim", args.shortlist_dim), ("--shortlist_size", args.shortlist_size),
+                                          ("--exact_shortlist", args.exact_shortlist or None)) if value is not None]
+        if given:
+            raise ValueError(f"--exact scores every row without a shortlist, so {given[0]} does not apply; allowed: "
+                             f"--exact without {', '.join(given)}.")
     _check_paths(args)
     index = _open_index(args)
     try:
@@ -693,14 +765,21 @@ def _search_index(args, index) -> int:
                 f"{len(corpus)}; pass the data options used at build time."
             )
     collate_fn = collator_for_model(model, args.model, processor=args.processor, label_column=None)
-    rows = [{"text": text} for text in args.query] or [{"image": Image.open(path)} for path in args.query_image]
+    rows = [{"text": text} for text in args.query] or [{"image": path} for path in args.query_image]
+    batches = []
     with torch.no_grad():
-        queries = model(**{key: value for key, value in collate_fn(rows).items()}).embeddings
-    qdrant = {"exact": True} if args.exact else {}
-    scores, ids = index.search(
-        queries, args.k, shortlist_dim=args.shortlist_dim, shortlist_size=args.shortlist_size, rerank_dim=args.rerank_dim,
-        **qdrant,
-    )
+        for start in range(0, len(rows), args.batch_size):
+            batch = rows[start : start + args.batch_size]
+            if args.query_image:
+                batch = [{"image": Image.open(row["image"])} for row in batch]
+            batches.append(model(**collate_fn(batch)).embeddings)
+    queries = torch.cat(batches)
+    if args.exact:
+        scores, ids = index.search(queries, args.k, rerank_dim=args.rerank_dim, exact=True)
+    else:
+        qdrant = {"exact_shortlist": True} if args.exact_shortlist else {}
+        scores, ids = index.search(queries, args.k, shortlist_dim=args.shortlist_dim, shortlist_size=args.shortlist_size,
+                                   rerank_dim=args.rerank_dim, **qdrant)
     class_names = _class_names(corpus, model)
     shown = "text" if corpus is not None and "text" in corpus.column_names else None
     stored = hasattr(index, "payloads") and corpus is None  # a Qdrant collection keeps each row's text and label
@@ -738,6 +817,11 @@ def _check_search_arguments(index, args) -> None:
         raise ValueError(f"`--rerank_dim` must be from 1 to {index.stored_dim} (the stored dim), got {args.rerank_dim}.")
     if args.shortlist_size is not None and args.shortlist_size < args.k:
         raise ValueError(f"`--shortlist_size` is {args.shortlist_size}, fewer than -k {args.k}; allowed: at least k.")
+    storage = getattr(index, "storage", "float32")  # a Qdrant collection keeps float32 vectors
+    if args.exact and storage != "float32":
+        raise ValueError(f"--exact reads full-precision vectors, but {args.index} stores {storage} codes (built with "
+                         f"--storage {storage}); allowed: an index built with --storage float32 (--shortlist_storage "
+                         "binary keeps a binary shortlist beside it).")
 
 
 def _run_export(args, extra) -> int:

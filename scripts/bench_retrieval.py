@@ -456,7 +456,7 @@ def qdrant_row(index: QdrantMatryoshkaIndex, queries, relevance, exact_ids, repe
     """One search setting on the Qdrant collection, measured like the faiss index's rows: an adaptive setting
     (shortlist_dim, size, rerank_dim) or a funnel (dims, sizes); `ef_search=None` means an exact shortlist.
     MFLOPs per query are counted for exact shortlists only (the engine reports no HNSW distance counts)."""
-    search_kwargs = {"exact": True} if ef_search is None else {"ef_search": ef_search}
+    search_kwargs = {"exact_shortlist": True} if ef_search is None else {"ef_search": ef_search}
     if funnel is not None:
         dims, sizes = funnel
         search = lambda batch: index.funnel_search(batch, K, dims, sizes, **search_kwargs)  # noqa: E731

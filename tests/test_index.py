@@ -2,6 +2,7 @@
 integrity, argument errors, and building from a dataset with a tiny real model."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -13,24 +14,8 @@ from hf_mrl.modeling.configuration_matryoshka import MatryoshkaConfig
 from hf_mrl.modeling.files import RECORD_NAME
 from hf_mrl.modeling.modeling_matryoshka import MatryoshkaModel
 
-from .index_vectors import DIM, NUM_VECTORS
+from .index_vectors import DIM, NUM_VECTORS, exact_scores, exact_search, unit
 from .tiny import tiny_vit_config
-
-
-def unit(array: np.ndarray, dim: int) -> np.ndarray:
-    head = array[:, :dim].astype(np.float64)
-    return head / np.linalg.norm(head, axis=1, keepdims=True)
-
-
-def exact_scores(database: np.ndarray, queries: np.ndarray, dim: int) -> np.ndarray:
-    """Cosine at `dim` of every (query, vector) pair: truncate, renormalise, dot."""
-    return unit(queries, dim) @ unit(database, dim).T
-
-
-def exact_search(database, queries, dim, k):
-    scores = exact_scores(database, queries, dim)
-    ids = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(scores, ids, 1), ids
 
 
 def funnel_reference(database, queries, dims, sizes, k):
@@ -120,6 +105,82 @@ def test_int8_slices_keep_their_resolution_when_late_features_are_large(database
     np.testing.assert_allclose(scores, np.take_along_axis(exact_scores(loud_tail, queries, 8), ids, 1), atol=1e-2)
 
 
+# -- exact search: every vector, no shortlist -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("stored_dim", "rerank_dim"), [(None, None), (None, 20), (24, None), (24, 8)])
+def test_exact_search_is_brute_force_over_every_vector(database, queries, stored_dim, rerank_dim):
+    """exact=True skips the shortlist (an HNSW graph too narrow to find the top 10 here) and scores every stored
+    vector at `rerank_dim` (default: the stored dim): the ids and scores of a numpy brute force."""
+    ids = np.arange(NUM_VECTORS, dtype=np.int64)[::-1] * 3
+    index = MatryoshkaIndex(database, ids=ids, stored_dim=stored_dim, shortlist_dim=8, shortlist_index="hnsw",
+                            index_params={"hnsw_m": 4, "ef_search": 10}, show_progress=False)
+    dim = rerank_dim or stored_dim or DIM
+    ref_scores, ref_rows = exact_search(database, queries, dim, 10)
+    scores, found = index.search(queries, 10, rerank_dim=rerank_dim, exact=True)
+    np.testing.assert_array_equal(found, ids[ref_rows])
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    assert scores.dtype == np.float32 and found.dtype == np.int64
+    _, shortlisted = index.search(queries, 10, shortlist_size=10, rerank_dim=rerank_dim)  # the adaptive search misses some
+    assert (shortlisted != found).any()
+
+
+def test_exact_search_in_blocks_of_rows(database, queries, monkeypatch):
+    """The database is scored a block of rows at a time, keeping the best k across blocks."""
+    index = MatryoshkaIndex(database, shortlist_dim=8, show_progress=False)
+    monkeypatch.setattr("hf_mrl.index.storage._RERANK_BATCH_BYTES", 4 * (DIM + len(queries)) * 7)  # blocks of 7 rows
+    for k in (1, 25, NUM_VECTORS):
+        scores, found = index.search(queries, k, exact=True)
+        ref_scores, ref_rows = exact_search(database, queries, DIM, k)
+        np.testing.assert_array_equal(found, ref_rows)
+        np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+
+
+def test_exact_search_rejects_shortlist_options_and_quantised_storage(database, queries):
+    index = MatryoshkaIndex(database, shortlist_dim=8, show_progress=False)
+    for options, name in [(dict(shortlist_size=50), "shortlist_size"), (dict(shortlist_dim=8), "shortlist_dim"),
+                          (dict(nprobe=4), "nprobe"), (dict(ef_search=32), "ef_search")]:
+        with pytest.raises(ValueError, match=rf"`{name}` is .*, but `exact=True` scores every vector, without a "
+                                             rf"shortlist; allowed: leave `{name}` out with exact=True"):
+            index.search(queries, 10, exact=True, **options)
+    with pytest.raises(ValueError, match=r"`exact` must be True or False, got 'yes'"):
+        index.search(queries, 10, exact="yes")
+    with pytest.raises(ValueError, match=r"`rerank_dim` must be an integer from 1 to 32 \(the stored dim\), got 40"):
+        index.search(queries, 10, rerank_dim=40, exact=True)
+    int8 = MatryoshkaIndex(database, storage="int8", shortlist_dim=8, show_progress=False)
+    with pytest.raises(ValueError, match=r"`exact=True` reads full-precision vectors, but this index stores int8 codes "
+                                         r"\(`storage='int8'`\); allowed: an index built with storage='float32'"):
+        int8.search(queries, 10, exact=True)
+
+
+# -- binary storage ----------------------------------------------------------------------------------------------
+
+BINARY_WARNING = r"storage='binary' re-ranks on the sign bits \(no float vectors are kept\): expect about half"
+
+
+def recall_at_10(found: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, expected, strict=True)]))
+
+
+def test_binary_storage_warns_that_it_reranks_on_sign_bits(tmp_path, database, queries):
+    """The documented behaviour: even with every vector shortlisted, a re-rank on sign bits finds about half of the
+    exact top 10; the warning says so at build and at load. Float storage under a binary shortlist finds all."""
+    exact_ids = exact_search(database, queries, DIM, 10)[1]
+    with pytest.warns(UserWarning, match=BINARY_WARNING):
+        binary = MatryoshkaIndex(database, storage="binary", shortlist_dim=8, show_progress=False)
+    assert recall_at_10(binary.search(queries, 10, shortlist_size=NUM_VECTORS)[1], exact_ids) < 0.6
+    with pytest.warns(UserWarning, match=BINARY_WARNING):
+        MatryoshkaIndex.load(binary.save(tmp_path / "binary"))
+    with pytest.raises(ValueError, match=r"`exact=True` reads full-precision vectors, but this index stores binary codes"):
+        binary.search(queries, 10, exact=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: the re-rank reads floats
+        floats = MatryoshkaIndex(database, storage="float32", shortlist_storage="binary", shortlist_dim=16,
+                                 show_progress=False)
+    assert recall_at_10(floats.search(queries, 10, shortlist_size=NUM_VECTORS)[1], exact_ids) == 1.0
+
+
+@pytest.mark.filterwarnings("ignore:storage='binary' re-ranks")
 def test_binary_storage_scores_are_cosines_with_sign_vectors(database, queries):
     index = MatryoshkaIndex(database, storage="binary", shortlist_dim=8, show_progress=False)
     scores, ids = index.search(queries, 10, shortlist_size=NUM_VECTORS, rerank_dim=24)
@@ -193,6 +254,7 @@ def test_ids_torch_inputs_and_memory(database, queries):
 # -- save / load -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:storage='binary' re-ranks")
 @pytest.mark.parametrize(
     "settings",
     [
@@ -395,6 +457,7 @@ def test_encode_dataset_through_accelerate_matches_plain(tiny_model, image_datas
         MatryoshkaIndex.from_dataset(tiny_model, image_dataset, collate, id_column="missing")
 
 
+@pytest.mark.filterwarnings("ignore:storage='binary' re-ranks")
 def test_every_storage_name_is_accepted(database):
     for storage in STORAGES:
         assert MatryoshkaIndex(database[:50], storage=storage, shortlist_dim=8, show_progress=False).storage == storage

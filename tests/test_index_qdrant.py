@@ -1,7 +1,7 @@
 """QdrantMatryoshkaIndex on both engines (Qdrant Edge embedded, and qdrant-client's local mode, which makes the
-same calls as for a server): with an exact shortlist it returns MatryoshkaIndex's ids on random and on real
-(all-MiniLM-L6-v2 x WordNet) embeddings, for search and funnel; filters, resumed builds, opening collections,
-quantised shortlists and every argument error."""
+same calls as for a server): an exact search equals a numpy brute force; with an exact shortlist it returns
+MatryoshkaIndex's ids on random and on real (all-MiniLM-L6-v2 x WordNet) embeddings, for search and funnel;
+filters, resumed builds, opening collections, quantised shortlists and every argument error."""
 
 import json
 
@@ -17,7 +17,7 @@ from hf_mrl.index.qdrant_engines import _ClientCollection, _EdgeCollection
 from hf_mrl.modeling.configuration_matryoshka import MatryoshkaConfig
 from hf_mrl.modeling.modeling_matryoshka import MatryoshkaModel
 
-from .index_vectors import NUM_VECTORS
+from .index_vectors import NUM_VECTORS, exact_search
 from .tiny import tiny_vit_config
 
 ENGINES = ("edge", "client")
@@ -60,16 +60,66 @@ def assert_same_results(expected, found, atol=1e-5):
 @pytest.mark.parametrize(("shortlist_dim", "shortlist_size", "rerank_dim"), [(8, 50, 32), (16, 20, 24), (8, 600, 16)])
 def test_exact_search_returns_matryoshka_index_ids(qdrant_index, faiss_index, queries, shortlist_dim, shortlist_size,
                                                     rerank_dim):
-    scores, ids = qdrant_index.search(queries, 10, shortlist_dim, shortlist_size, rerank_dim, exact=True)
+    scores, ids = qdrant_index.search(queries, 10, shortlist_dim, shortlist_size, rerank_dim, exact_shortlist=True)
     expected = faiss_index.search(queries, 10, shortlist_dim, shortlist_size, rerank_dim)
     np.testing.assert_array_equal(ids, expected[1])
     np.testing.assert_allclose(scores, expected[0], atol=1e-5)
     assert scores.dtype == np.float32 and ids.dtype == np.int64 and ids.shape == (25, 10)
 
 
+@pytest.mark.parametrize("rerank_dim", [None, 24, 16])
+def test_exact_search_is_brute_force_over_every_point(qdrant_index, faiss_index, database, queries, rerank_dim):
+    """exact=True: one exact search of the `rerank_dim` vector (default: the full dim, 32) over every point, with no
+    shortlist (16 is a shortlist vector, with an HNSW graph): the ids and scores of a numpy brute force and of
+    MatryoshkaIndex.search(exact=True)."""
+    ref_scores, ref_ids = exact_search(database, queries, rerank_dim or 32, 10)
+    scores, ids = qdrant_index.search(queries, 10, rerank_dim=rerank_dim, exact=True)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    assert scores.dtype == np.float32 and ids.dtype == np.int64
+    faiss_scores, faiss_ids = faiss_index.search(queries, 10, rerank_dim=rerank_dim, exact=True)
+    np.testing.assert_array_equal(ids, faiss_ids)
+    np.testing.assert_allclose(scores, faiss_scores, atol=1e-5)
+    shortlisted = qdrant_index.search(queries, 10, shortlist_size=10, rerank_dim=rerank_dim, exact_shortlist=True)[1]
+    assert (shortlisted != ids).any()  # an exact shortlist of 10 at dim 8 is not the exact search
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_exact_search_finds_what_the_default_shortlist_misses(engine):
+    """On unstructured vectors an exact shortlist of the default 200 at dim 8 misses some of the exact top 10 at
+    dim 32; exact=True finds them all, like MatryoshkaIndex.search(exact=True)."""
+    rng = np.random.default_rng(7)
+    database, queries = rng.standard_normal((NUM_VECTORS, 32)), rng.standard_normal((20, 32))
+    ref_scores, ref_ids = exact_search(database, queries, 32, 10)
+    with QdrantMatryoshkaIndex(database, shortlist_dim=8, show_progress=False, **connection(engine)) as index:
+        shortlisted = index.search(queries, 10, exact_shortlist=True)[1]
+        scores, ids = index.search(queries, 10, exact=True)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(shortlisted, ref_ids, strict=True)]) < 0.95
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    faiss_scores, faiss_ids = MatryoshkaIndex(database, shortlist_dim=8, show_progress=False).search(queries, 10, exact=True)
+    np.testing.assert_array_equal(faiss_ids, ref_ids)
+    np.testing.assert_allclose(faiss_scores, ref_scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("quantization", ["binary", "int8"])
+def test_exact_search_ignores_graph_and_quantisation(engine, database, queries, quantization):
+    """Searched at a quantised shortlist dim (HNSW always, never a full scan), exact=True still scores the float
+    vectors of every point."""
+    with QdrantMatryoshkaIndex(database, shortlist_dim=16, shortlist_quantization=quantization,
+                               hnsw_config={"m": 4, "full_scan_threshold": 1}, show_progress=False,
+                               **connection(engine)) as index:
+        for rerank_dim in (16, 32):
+            ref_scores, ref_ids = exact_search(database, queries, rerank_dim, 10)
+            scores, ids = index.search(queries, 10, rerank_dim=rerank_dim, exact=True)
+            np.testing.assert_array_equal(ids, ref_ids)
+            np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+
+
 @pytest.mark.parametrize(("dims", "sizes"), [([8, 16, 32], [100, 40, 10]), ([16, 24, 32], [60, 30, 5]), ([8], [30])])
 def test_exact_funnel_returns_matryoshka_index_ids(qdrant_index, faiss_index, queries, dims, sizes):
-    scores, ids = qdrant_index.funnel_search(queries, 5, dims, sizes, exact=True)
+    scores, ids = qdrant_index.funnel_search(queries, 5, dims, sizes, exact_shortlist=True)
     expected = faiss_index.funnel_search(queries, 5, dims, sizes)
     np.testing.assert_array_equal(ids, expected[1])
     np.testing.assert_allclose(scores, expected[0], atol=1e-5)
@@ -77,9 +127,9 @@ def test_exact_funnel_returns_matryoshka_index_ids(qdrant_index, faiss_index, qu
 
 def test_defaults_and_torch_queries(qdrant_index, faiss_index, queries):
     assert qdrant_index.stored_dims == [8, 16, 24, 32] and qdrant_index.stored_dim == 32 and len(qdrant_index) == 600
-    _, ids = qdrant_index.search(torch.from_numpy(queries), 10, exact=True)  # shortlist @8 x200 -> re-rank @32
+    _, ids = qdrant_index.search(torch.from_numpy(queries), 10, exact_shortlist=True)  # shortlist @8 x200 -> @32
     np.testing.assert_array_equal(ids, faiss_index.search(queries, 10, 8, 200, 32)[1])
-    _, funnel_ids = qdrant_index.funnel_search(queries, 10, exact=True)  # dims 8, 16, 24, 32
+    _, funnel_ids = qdrant_index.funnel_search(queries, 10, exact_shortlist=True)  # dims 8, 16, 24, 32
     np.testing.assert_array_equal(funnel_ids, faiss_index.funnel_search(queries, 10, [8, 16, 24, 32])[1])
 
 
@@ -89,9 +139,9 @@ def test_filters_restrict_to_matching_points(qdrant_index, database, queries):
     cluster = models.FieldCondition(key="cluster", match=models.MatchValue(value=1))
     light = models.FieldCondition(key="weight", range=models.Range(lt=0.75))
     both = models.Filter(must=[cluster, light])
-    scores, ids = qdrant_index.search(queries, 10, shortlist_size=50, exact=True, filter=both)
+    scores, ids = qdrant_index.search(queries, 10, shortlist_size=50, exact_shortlist=True, filter=both)
     assert_same_results(subset.search(queries, 10, shortlist_size=50), (scores, ids))
-    _, funnel_ids = qdrant_index.funnel_search(queries, 5, [8, 16, 32], [80, 20, 5], exact=True, filter=both)
+    _, funnel_ids = qdrant_index.funnel_search(queries, 5, [8, 16, 32], [80, 20, 5], exact_shortlist=True, filter=both)
     np.testing.assert_array_equal(funnel_ids, subset.funnel_search(queries, 5, [8, 16, 32], [80, 20, 5])[1])
     assert all(payload["cluster"] == 1 for payload in qdrant_index.payloads(ids))
     # must_not, match-any and id conditions; a filter matching 3 points pads with -1 / -inf.
@@ -133,10 +183,11 @@ def test_real_embeddings_match_matryoshka_index(wordnet_embeddings, tmp_path):
     with QdrantMatryoshkaIndex(database, shortlist_dim=[24, 48], rerank_dim=[96, 384], payloads=payloads,
                                path=tmp_path, show_progress=False) as index:
         for args in [(24, 60, 384), (48, 40, 96)]:
-            assert_same_results(faiss_index.search(questions, 10, *args), index.search(questions, 10, *args, exact=True))
+            assert_same_results(faiss_index.search(questions, 10, *args),
+                                index.search(questions, 10, *args, exact_shortlist=True))
         funnel = ([24, 48, 96, 384], [120, 60, 30, 10])
         assert_same_results(faiss_index.funnel_search(questions, 10, *funnel),
-                            index.funnel_search(questions, 10, *funnel, exact=True))
+                            index.funnel_search(questions, 10, *funnel, exact_shortlist=True))
         artifact = models.Filter(must=[models.FieldCondition(key="label_name", match=models.MatchValue(value="noun.artifact"))])
         _, ids = index.search(questions, 5, exact=True, filter=artifact)
         assert {payload.get("label_name") for payload in index.payloads(ids[ids >= 0])} == {"noun.artifact"}
@@ -165,7 +216,7 @@ def test_interrupted_build_resumes_to_the_full_count(engine, tmp_path, monkeypat
         QdrantMatryoshkaIndex.open(**where)  # a partial collection is never served
     with QdrantMatryoshkaIndex(database, shortlist_dim=8, batch_size=100, show_progress=False, **where) as index:
         assert len(index) == NUM_VECTORS
-        _, ids = index.search(queries, 10, shortlist_size=NUM_VECTORS, exact=True)
+        _, ids = index.search(queries, 10, shortlist_size=NUM_VECTORS, exact_shortlist=True)
         np.testing.assert_array_equal(ids, faiss_index.search(queries, 10, 8, NUM_VECTORS)[1])
 
 
@@ -217,7 +268,8 @@ def test_approximate_shortlists_find_most_true_neighbours(database, queries, fai
     with QdrantMatryoshkaIndex(database, shortlist_dim=16, shortlist_quantization=quantization,
                                hnsw_config={"m": 8, "full_scan_threshold": 1}, show_progress=False) as index:
         assert recall(index.search(queries, 10, shortlist_size=100, ef_search=128)[1]) >= 0.8
-        short, short_exact = (recall(index.search(queries, 10, shortlist_size=20, exact=exact)[1]) for exact in (False, True))
+        short, short_exact = (recall(index.search(queries, 10, shortlist_size=20, exact_shortlist=exact)[1])
+                              for exact in (False, True))
     # A short binary shortlist ranks by sign bits (Hamming), so it misses neighbours that the exact one keeps.
     assert short < short_exact - 0.2 if quantization == "binary" else short >= 0.9
 
@@ -266,6 +318,15 @@ def test_from_dataset_stores_ids_and_payloads():
         (lambda idx, q: idx.search(q, 0), r"`k` must be a positive integer, got 0"),
         (lambda idx, q: idx.search(q, 10, ef_search=0), r"`ef_search` must be a positive integer, got 0"),
         (lambda idx, q: idx.search(q, 10, exact="yes"), r"`exact` must be True or False, got 'yes'"),
+        (lambda idx, q: idx.search(q, 10, exact_shortlist=1), r"`exact_shortlist` must be True or False, got 1"),
+        (lambda idx, q: idx.funnel_search(q, 5, exact_shortlist="no"), r"`exact_shortlist` must be True or False"),
+        (lambda idx, q: idx.search(q, 10, shortlist_size=50, exact=True),
+         r"`shortlist_size` is 50, but `exact=True` scores every vector, without a shortlist; allowed: leave "
+         r"`shortlist_size` out with exact=True"),
+        (lambda idx, q: idx.search(q, 10, shortlist_dim=16, exact=True), r"`shortlist_dim` is 16, but `exact=True`"),
+        (lambda idx, q: idx.search(q, 10, ef_search=64, exact=True), r"`ef_search` is 64, but `exact=True`"),
+        (lambda idx, q: idx.search(q, 10, exact=True, exact_shortlist=True), r"`exact_shortlist` is True, but `exact=True`"),
+        (lambda idx, q: idx.search(q, 10, rerank_dim=20, exact=True), r"`rerank_dim` is 20, but the collection stores"),
         (lambda idx, q: idx.search(q, 10, filter={"cluster": 1}), r"`filter` must be a qdrant_client.models.Filter"),
     ],
 )

@@ -69,6 +69,18 @@ class MatryoshkaIndexBase:
         rerank_dim = self.stored_dim if rerank_dim is None else self._check_stage_dim(rerank_dim, "rerank_dim")
         return queries, k, shortlist_dim, size, rerank_dim
 
+    def _check_exact_search(self, queries, k, rerank_dim, shortlist_options: dict):
+        """`search(exact=True)`'s arguments, checked: (queries, k, rerank_dim). The shortlist options (name: value)
+        must be left out: an exact search scores the whole database, without a shortlist."""
+        for name, value in shortlist_options.items():
+            if value is not None:
+                raise ValueError(f"`{name}` is {value!r}, but `exact=True` scores every vector, without a shortlist; "
+                                 f"allowed: leave `{name}` out with exact=True.")
+        queries = _check_queries(queries, self.dim)
+        k = self._check_k(k)
+        rerank_dim = self.stored_dim if rerank_dim is None else self._check_stage_dim(rerank_dim, "rerank_dim")
+        return queries, k, rerank_dim
+
     def _check_funnel(self, queries, k, dims, shortlist_sizes) -> tuple[np.ndarray, int, list[int], list[int]]:
         """`funnel_search`'s arguments, checked: (queries, k, dims, shortlist sizes)."""
         queries = _check_queries(queries, self.dim)

@@ -10,6 +10,8 @@ Two pieces of storage:
 - one faiss **shortlist index** per shortlist dim (`shortlist_index` = flat / hnsw / ivf, with
   `shortlist_storage`), built at build time over the truncated, renormalised vectors (sign bits for binary).
 
+`search(exact=True)` skips the shortlist: brute force over the stored vectors (float32 storage only).
+
 Storage, shortlists, argument checks and save / load live in the sibling modules (`storage.py`,
 `shortlists.py`, `validation.py`, `persistence.py`); this class ties them together.
 
@@ -18,17 +20,19 @@ Memory per vector: `memory_per_vector()` (total bytes) and `memory_breakdown()` 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..modeling.checks import check_bool
 from .base import DEFAULT_SHORTLIST_SIZE, MatryoshkaIndexBase
 from .choices import INT8_SCALES, SHORTLIST_INDEXES, STORAGES
 from .encoding import check_model_record
 from .persistence import load_index_folder, save_index_folder
 from .shortlists import _build_shortlist, _search_shortlist, faiss_index_nbytes
-from .storage import _l2_normalize, _rerank, _StoredVectors
+from .storage import _exact_search, _l2_normalize, _rerank, _StoredVectors
 from .validation import (
     _check_choice,
     _check_dim,
@@ -57,7 +61,11 @@ class MatryoshkaIndex(MatryoshkaIndexBase):
             rows that are all zeros in the first `min(shortlist_dim)` features are refused (never found).
         ids (array of N ints, *optional*): a unique id per vector, 0 to 2**63 - 1 (-1 marks "not found" in
             search results); searches return these ids. Defaults to the row numbers 0..N-1.
-        storage (`str`, defaults to "float32"): dtype of the stored re-rank vectors, one of `STORAGES`.
+        storage (`str`, defaults to "float32"): dtype of the stored re-rank vectors, one of `STORAGES`. Only
+            "float32" keeps full-precision vectors (what `search(exact=True)` reads). "binary" keeps sign bits
+            alone and re-ranks on them, with a warning: expect about half of the exact top 10 (0.4-0.5 on random
+            vectors) even with the whole database shortlisted. For a binary shortlist with a float re-rank, keep
+            `storage="float32"` and set `shortlist_storage="binary"`.
         stored_dim (`int`, *optional*, defaults to D): how many leading features are stored for the re-rank.
         shortlist_index (`str`, defaults to "flat"): faiss structure of the shortlist: "flat" (exact),
             "hnsw" (graph) or "ivf" (inverted lists).
@@ -112,6 +120,7 @@ class MatryoshkaIndex(MatryoshkaIndexBase):
         blocks = _check_nesting_dims(nesting_dims, stored_dim)
         ids = _check_ids(ids, count)
         _check_nonzero_database(embeddings, shortlist_dims[0], "the smallest shortlist dim")
+        _warn_binary_storage(storage)
         self.model = check_model_record(model)
         self.dim, self.count, self.ids = dim, count, ids
         self.storage, self.int8_scale = storage, int8_scale
@@ -214,9 +223,11 @@ class MatryoshkaIndex(MatryoshkaIndexBase):
         *,
         ef_search: int | None = None,
         nprobe: int | None = None,
+        exact: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Adaptive retrieval: shortlist `shortlist_size` vectors at `shortlist_dim` with the faiss index built
-        there, then re-rank them exactly at `rerank_dim` with the stored vectors.
+        there, then re-rank them exactly at `rerank_dim` with the stored vectors. With `exact=True`: brute force,
+        the cosine at `rerank_dim` (default: `stored_dim`, the full dim) with every stored vector, no shortlist.
 
         Args:
             queries (`np.ndarray` or `torch.Tensor` (nq, D)): full-dim query embeddings (un-normalised is fine).
@@ -226,11 +237,28 @@ class MatryoshkaIndex(MatryoshkaIndexBase):
                 max(k, 200)); clipped to N, so `shortlist_size=N` makes the search exact at `rerank_dim`.
             rerank_dim (`int`, *optional*): dim of the exact re-rank, 1 to `stored_dim` (default: `stored_dim`).
             ef_search / nprobe (`int`, *optional*): HNSW / IVF search breadth (default: `index_params`).
+            exact (`bool`, defaults to False): search the whole database by brute force on the float32 stored
+                vectors (an index with another `storage` refuses it); `shortlist_dim`, `shortlist_size`,
+                `ef_search` and `nprobe` must be left out. Equal to a numpy brute force at `rerank_dim`.
 
         Returns:
             `(scores, ids)`: float32 (nq, k) cosines at `rerank_dim`, best first, and int64 (nq, k) ids
             (the `ids` given at build time, else row numbers); -1 ids / -inf scores where fewer were found.
         """
+        if check_bool(exact, "exact"):
+            options = {"shortlist_dim": shortlist_dim, "shortlist_size": shortlist_size, "ef_search": ef_search,
+                       "nprobe": nprobe}
+            queries, k, rerank_dim = self._check_exact_search(queries, k, rerank_dim, options)
+            if self.storage != "float32":
+                raise ValueError(
+                    f"`exact=True` reads full-precision vectors, but this index stores {self.storage} codes "
+                    f"(`storage={self.storage!r}`); allowed: an index built with storage='float32' "
+                    "(shortlist_storage='binary' keeps a binary shortlist beside it)."
+                )
+            _check_nonzero_rows(queries, rerank_dim, "queries")
+            self._check_stored_rows(rerank_dim)
+            scores, rows = _exact_search(self._vectors, queries, rerank_dim, k)
+            return scores, self._to_ids(rows)
         queries, k, shortlist_dim, size, rerank_dim = self._check_search(queries, k, shortlist_dim, shortlist_size, rerank_dim)
         _check_nonzero_rows(queries, min(shortlist_dim, rerank_dim), "queries")
         self._check_stored_rows(rerank_dim)
@@ -295,4 +323,17 @@ class MatryoshkaIndex(MatryoshkaIndexBase):
         self.index_params = {key: int(value) for key, value in manifest["index_params"].items()}
         self._vectors = vectors
         self._shortlists = shortlists
+        _warn_binary_storage(self.storage)
         return self
+
+
+def _warn_binary_storage(storage: str) -> None:
+    """Binary storage keeps no float vector: its re-rank is far from exact, which nothing else would say."""
+    if storage == "binary":
+        warnings.warn(
+            "storage='binary' re-ranks on the sign bits (no float vectors are kept): expect about half of the exact "
+            "top 10, even with the whole database shortlisted. For a binary shortlist with a float re-rank, build with "
+            "storage='float32', shortlist_storage='binary'.",
+            UserWarning,
+            stacklevel=3,
+        )

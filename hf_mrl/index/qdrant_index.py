@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..modeling.checks import check_bool
 from .base import MatryoshkaIndexBase
 from .encoding import check_model_record, dataset_payloads
 from .qdrant_build import (
@@ -334,10 +335,13 @@ class QdrantMatryoshkaIndex(MatryoshkaIndexBase):
         *,
         ef_search: int | None = None,
         exact: bool = False,
+        exact_shortlist: bool = False,
         filter=None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Adaptive retrieval in one request: the engine shortlists `shortlist_size` points at `shortlist_dim`
-        (a prefetch) and re-ranks them at `rerank_dim` (the query), like `MatryoshkaIndex.search`.
+        (a prefetch) and re-ranks them at `rerank_dim` (the query), like `MatryoshkaIndex.search`. With
+        `exact=True`: Qdrant's exact search (`SearchParams(exact=True)`, a full scan without HNSW or quantisation)
+        of the `rerank_dim` vector (default: `stored_dim`, the full dim) over every point, no shortlist.
 
         Args:
             queries (`np.ndarray` or `torch.Tensor` (nq, D)): full-dim query embeddings (un-normalised is fine).
@@ -346,16 +350,25 @@ class QdrantMatryoshkaIndex(MatryoshkaIndexBase):
             shortlist_size (`int`, *optional*): candidates kept by the shortlist, at least k (default: max(k, 200)).
             rerank_dim (`int`, *optional*): one of `stored_dims` (default: `stored_dim`).
             ef_search (`int`, *optional*): HNSW search breadth of the shortlist (Qdrant's `hnsw_ef`).
-            exact (`bool`, defaults to False): an exact shortlist (full scan, no quantisation): the same ids
-                as `MatryoshkaIndex`'s flat float32 shortlist.
+            exact (`bool`, defaults to False): search every point exactly at `rerank_dim`; `shortlist_dim`,
+                `shortlist_size`, `ef_search` and `exact_shortlist` must be left out. The same ids and scores as
+                `MatryoshkaIndex.search(exact=True)` and a numpy brute force.
+            exact_shortlist (`bool`, defaults to False): an exact shortlist (full scan, no quantisation), then
+                the re-rank: the same ids as `MatryoshkaIndex`'s flat float32 shortlist.
             filter (`qdrant_client.models.Filter`, *optional*): only points whose payload matches.
 
         Returns:
             `(scores, ids)`: float32 (nq, k) cosines at `rerank_dim`, best first, and int64 (nq, k) point ids;
             -1 ids / -inf scores where fewer were found (a small collection, a narrow filter).
         """
+        if check_bool(exact, "exact"):
+            options = {"shortlist_dim": shortlist_dim, "shortlist_size": shortlist_size, "ef_search": ef_search,
+                       "exact_shortlist": exact_shortlist or None}
+            queries, k, rerank_dim = self._check_exact_search(queries, k, rerank_dim, options)
+            return self._query(queries, [Stage(rerank_dim, k)], k, None, True, filter)
         queries, k, shortlist_dim, size, rerank_dim = self._check_search(queries, k, shortlist_dim, shortlist_size, rerank_dim)
-        return self._query(queries, [Stage(shortlist_dim, size), Stage(rerank_dim, k)], k, ef_search, exact, filter)
+        return self._query(queries, [Stage(shortlist_dim, size), Stage(rerank_dim, k)], k, ef_search, exact_shortlist,
+                           filter)
 
     def funnel_search(
         self,
@@ -365,7 +378,7 @@ class QdrantMatryoshkaIndex(MatryoshkaIndexBase):
         shortlist_sizes: Sequence[int] | None = None,
         *,
         ef_search: int | None = None,
-        exact: bool = False,
+        exact_shortlist: bool = False,
         filter=None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The MRL paper's funnel in one request of nested prefetches: shortlist `shortlist_sizes[0]` at `dims[0]`
@@ -373,17 +386,19 @@ class QdrantMatryoshkaIndex(MatryoshkaIndexBase):
         return the top k of the last stage, like `MatryoshkaIndex.funnel_search`.
 
         Defaults: `dims` = the smallest shortlist dim, then every larger stored dim; `shortlist_sizes` = 800
-        halved at each stage, the last being max(k, 10). `ef_search`, `exact` and `filter` as in `search`.
+        halved at each stage, the last being max(k, 10). `ef_search`, `exact_shortlist` and `filter` as in
+        `search` (an exact search of every point is `search(exact=True)`).
         """
         queries, k, dims, sizes = self._check_funnel(queries, k, dims, shortlist_sizes)
         stages = [Stage(dim, size) for dim, size in zip(dims[:-1], sizes[:-1], strict=True)] + [Stage(dims[-1], k)]
-        return self._query(queries, stages, k, ef_search, exact, filter)
+        return self._query(queries, stages, k, ef_search, exact_shortlist, filter)
 
     def _query(self, queries: np.ndarray, stages: list[Stage], k: int, ef_search, exact, filter):
+        """One request: `stages` nested (the first the innermost prefetch), the first searched with `exact` (full
+        scan, no quantisation) or with `ef_search`."""
         if ef_search is not None:
             ef_search = _check_positive_int(ef_search, "ef_search")
-        if not isinstance(exact, bool):
-            raise ValueError(f"`exact` must be True or False, got {exact!r}.")
+        check_bool(exact, "exact_shortlist")
         _check_nonzero_rows(queries, min(stage.dim for stage in stages), "queries")
         check_filter_keys(filter, self.payload_keys, self.payload_types)
         hits = self._engine.query(queries, stages, k, filter, exact, ef_search)
