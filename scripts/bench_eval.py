@@ -81,7 +81,7 @@ def per_dim_reencoding(model, data, collate, batch_size: int) -> dict[str, float
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate)
     for dim in tqdm(DIMS, desc="Re-encoding per dim", leave=False):
         batches = ({key: value.to(model.device) for key, value in batch.items()} for batch in loader)
-        embeddings = torch.cat([model.encode(**batch, dim=dim) for batch in batches]).cpu().numpy()
+        embeddings = np.concatenate([model.encode(**batch, dim=dim) for batch in batches])
         results.update(retrieval_metrics(embeddings, query_labels=data["label"], dims=[dim], ks=(10,), name="wordnet"))
     return results
 

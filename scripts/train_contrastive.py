@@ -16,12 +16,18 @@ encoder (`--task image-text`), with the contrastive loss at every nesting dim. T
                           "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 512}' \
         --output_dir runs/emoji
 
+    # several pair datasets, each batch from one (its columns read per file; --multi_dataset_batch_sampler
+    # proportional | round_robin), no text twice in a batch, evaluated on one file
+    python scripts/train_contrastive.py --train_file questions.jsonl titles.jsonl --validation_file dev.jsonl \
+        --batch_sampler no_duplicates --max_steps 200 --output_dir runs/multi
+
     # several processes (the loss sees the global batch), bf16, resumable
     accelerate launch --multi_gpu --num_processes 2 scripts/train_contrastive.py ... --bf16 --save_steps 100 \
         --resume_from_checkpoint latest
 
 `--loss st-mrl` trains the same weights with sentence-transformers' MatryoshkaLoss(MultipleNegativesRankingLoss);
-`--max_steps 0` scores the untrained model. Writes `model/`, `results.json` and `recall_vs_dim.png` to --output_dir.
+`--max_steps 0` scores the untrained model. Writes `model/`, `results.json` and `recall_vs_dim.png` to --output_dir;
+with several train files the loss history holds each dataset's loss (`loss_<file name>`).
 """
 
 import sys

@@ -3,6 +3,7 @@ gradients of encoding the whole batch with a graph (mini-batch by mini-batch, so
 back-propagating the loss once: text pairs with and without hard negatives, the dual encoder, bf16 autocast, and
 two processes with the all-gather."""
 
+import functools
 import os
 
 import pytest
@@ -92,26 +93,26 @@ def test_cached_pairs_equal_the_uncached_gradients(negatives, symmetric, dtype, 
         torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance)
 
 
-def test_cached_gradients_match_at_every_dim_alone():
-    for index in range(len(DIMS)):
-        torch.manual_seed(0)
-        weights = [float(position == index) for position in range(len(DIMS))]
-        config = MatryoshkaConfig(backbone_config=tiny_bert_config(), matryoshka_dims=DIMS, matryoshka_weights=weights)
-        model = MatryoshkaModel(config).double().train()
-        batch, columns = _pair_batch(7, 1)
-        loss_module = PairContrastiveLoss(model, columns, mini_batch_size=3)
+@pytest.mark.parametrize("index", range(len(DIMS)))
+def test_cached_gradients_match_at_every_dim_alone(index):
+    torch.manual_seed(0)
+    weights = [float(position == index) for position in range(len(DIMS))]
+    config = MatryoshkaConfig(backbone_config=tiny_bert_config(), matryoshka_dims=DIMS, matryoshka_weights=weights)
+    model = MatryoshkaModel(config).double().train()
+    batch, columns = _pair_batch(7, 1)
+    loss_module = PairContrastiveLoss(model, columns, mini_batch_size=3)
 
-        def reference():
-            anchor, positive, negative = (_encode_in_mini_batches(lambda part: model(**part).embeddings, batch[c], 3)
-                                          for c in columns)
-            ids = batch["candidate_ids"]
-            return matryoshka_contrastive_loss(anchor, positive, DIMS, weights, 0.05, image_ids=batch["anchor_ids"],
-                                               text_ids=ids[:7], negative_embeds=negative[:, None],
-                                               negative_ids=ids[7:, None])
+    def reference():
+        anchor, positive, negative = (_encode_in_mini_batches(lambda part: model(**part).embeddings, batch[c], 3)
+                                      for c in columns)
+        ids = batch["candidate_ids"]
+        return matryoshka_contrastive_loss(anchor, positive, DIMS, weights, 0.05, image_ids=batch["anchor_ids"],
+                                           text_ids=ids[:7], negative_embeds=negative[:, None],
+                                           negative_ids=ids[7:, None])
 
-        _, _, cached, _, expected, _ = _cached_and_reference(model, loss_module, reference, batch)
-        for got, want in zip(cached, expected, strict=True):
-            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    _, _, cached, _, expected, _ = _cached_and_reference(model, loss_module, reference, batch)
+    for got, want in zip(cached, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
 
 
 def test_dropout_draws_differ_without_the_restored_random_state():
@@ -188,8 +189,8 @@ def _worker(rank: int, world: int, port: int) -> None:
             loss_module = PairContrastiveLoss(model, columns, mini_batch_size=2)
             loss_module.gather = True
             _, _, cached, _, expected, _ = _cached_and_reference(
-                model, loss_module, lambda: _pair_reference(model, local, columns, 2, True, gather=True), local,
-                seed=11 + rank)
+                model, loss_module, functools.partial(_pair_reference, model, local, columns, 2, True, gather=True),
+                local, seed=11 + rank)
             for got, want in zip(cached, expected, strict=True):
                 torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
     finally:

@@ -1,5 +1,5 @@
 """`encode` on raw inputs: eval mode after every constructor (bit-identical calls), equal to the tensor path, input
-order kept, clear errors for bad inputs."""
+order kept, numpy by default and a tensor when asked (as `SentenceTransformer.encode`), clear errors for bad inputs."""
 
 import numpy as np
 import pytest
@@ -32,18 +32,18 @@ def test_every_constructor_gives_eval_mode_and_deterministic_embeddings(text_tow
     built = hf_mrl.MatryoshkaModel.from_backbone(text_tower, matryoshka_dims=[8, 32])
     assert not built.training
     first, second = built.encode(TEXTS, dim=8), built.encode(TEXTS, dim=8)
-    assert torch.equal(first, second)
+    np.testing.assert_array_equal(first, second)
     built.save_pretrained(tmp_path / "saved")
     loaded = hf_mrl.MatryoshkaModel.from_pretrained(tmp_path / "saved")
-    assert torch.equal(loaded.encode(TEXTS, dim=8), loaded.encode(TEXTS, dim=8))
+    np.testing.assert_array_equal(loaded.encode(TEXTS, dim=8), loaded.encode(TEXTS, dim=8))
     dual = hf_mrl.MatryoshkaDualEncoderModel.from_vision_text_pretrained(tiny_vit_config(), text_tower, projection_dim=16)
     assert not dual.training
-    assert torch.equal(dual.encode_text(TEXTS, dim=8), dual.encode_text(TEXTS, dim=8))
+    np.testing.assert_array_equal(dual.encode_text(TEXTS, dim=8), dual.encode_text(TEXTS, dim=8))
 
 
 def test_the_callers_mode_is_restored_and_gradients_are_off(text_tower):
     model = hf_mrl.MatryoshkaModel.from_backbone(text_tower, matryoshka_dims=[8, 32]).train()
-    embeddings = model.encode(TEXTS)
+    embeddings = model.encode(TEXTS, convert_to_tensor=True)
     assert model.training and not embeddings.requires_grad
     tokens = model.processor(TEXTS[:2], padding=True, return_tensors="pt")
     with_grad = model.encode(**tokens, requires_grad=True)
@@ -56,10 +56,9 @@ def test_raw_texts_equal_the_tensor_path_in_input_order(text_tower):
     for row, text in enumerate(TEXTS):  # one text per batch: no padding, the reference
         tokens = model.processor([text], return_tensors="pt")
         torch.testing.assert_close(raw[row], model.encode(**tokens, dim=16)[0], atol=1e-5, rtol=0)
-    as_numpy = model.encode(TEXTS, dim=16, convert_to_numpy=True)
-    assert isinstance(as_numpy, np.ndarray) and as_numpy.shape == (4, 16)
-    np.testing.assert_allclose(np.linalg.norm(as_numpy, axis=1), 1.0, atol=1e-5)
-    assert model.encode(TEXTS, dim=16, normalize=False).norm(dim=1).max() > 0
+    assert isinstance(raw, np.ndarray) and raw.shape == (4, 16)
+    np.testing.assert_allclose(np.linalg.norm(raw, axis=1), 1.0, atol=1e-5)
+    assert np.linalg.norm(model.encode(TEXTS, dim=16, normalize=False), axis=1).max() > 0
 
 
 def test_raw_images_equal_the_tensor_path(tmp_path):
@@ -76,9 +75,52 @@ def test_raw_images_equal_the_tensor_path(tmp_path):
 def test_one_string_gives_one_vector(text_tower):
     model = hf_mrl.MatryoshkaModel.from_backbone(text_tower, matryoshka_dims=[8, 32])
     one = model.encode("a small dog", dim=8)
-    assert one.shape == (8,)
+    assert isinstance(one, np.ndarray) and one.shape == (8,)
     torch.testing.assert_close(one, model.encode(["a small dog", "gravity"], dim=8)[0])
-    assert model.encode("a small dog", convert_to_numpy=True).shape == (32,)
+    assert model.encode("a small dog", convert_to_tensor=True).shape == (32,)
+
+
+def test_numpy_by_default_and_a_tensor_when_asked_as_sentence_transformers(text_tower):
+    model = hf_mrl.MatryoshkaModel.from_backbone(text_tower, matryoshka_dims=[8, 32])
+    default = model.encode(TEXTS, dim=8)
+    assert isinstance(default, np.ndarray) and default.dtype == np.float32 and default.shape == (4, 8)
+    one = model.encode(TEXTS[0], dim=8)
+    assert isinstance(one, np.ndarray) and one.dtype == np.float32 and one.shape == (8,)
+    for kwargs in ({"convert_to_tensor": True}, {"convert_to_tensor": True, "convert_to_numpy": True},
+                   {"convert_to_numpy": False}):  # convert_to_tensor wins over convert_to_numpy
+        tensor = model.encode(TEXTS, dim=8, **kwargs)
+        assert isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float32, kwargs
+        np.testing.assert_array_equal(tensor.numpy(), default)
+    tokens = model.processor(TEXTS, padding=True, return_tensors="pt")  # the tensor form follows the same rule
+    assert isinstance(model.encode(**tokens, dim=8), np.ndarray)
+    assert isinstance(model.encode(**tokens, dim=8, convert_to_tensor=True), torch.Tensor)
+
+
+def test_requires_grad_always_returns_a_tensor_with_its_graph(text_tower):
+    model = hf_mrl.MatryoshkaModel.from_backbone(text_tower, matryoshka_dims=[8, 32])
+    tokens = model.processor(TEXTS[:2], padding=True, return_tensors="pt")
+    for kwargs in ({}, {"convert_to_numpy": True}, {"convert_to_tensor": True}):  # numpy holds no graph
+        embeddings = model.encode(**tokens, dim=8, requires_grad=True, **kwargs)
+        assert isinstance(embeddings, torch.Tensor) and embeddings.grad_fn is not None, kwargs
+    raw = model.encode(TEXTS[:2], dim=8, requires_grad=True)
+    assert isinstance(raw, torch.Tensor) and raw.grad_fn is not None
+    raw.sum().backward()
+    assert any(parameter.grad is not None for parameter in model.parameters())
+
+
+@pytest.mark.parametrize("flag", ["convert_to_numpy", "convert_to_tensor", "requires_grad"])
+def test_return_type_flags_must_be_bools(text_tower, flag):
+    model = hf_mrl.MatryoshkaModel.from_backbone(text_tower, matryoshka_dims=[8, 32])
+    dual = hf_mrl.MatryoshkaDualEncoderModel.from_vision_text_pretrained(tiny_vit_config(), text_tower, projection_dim=16)
+    calls = [lambda **kwargs: model.encode(TEXTS, **kwargs)]
+    if flag != "requires_grad":  # the dual encoder's encode_text / encode_image keep no graph
+        calls += [lambda **kwargs: dual.encode_text(TEXTS, **kwargs),
+                  lambda **kwargs: dual.encode_image([np.zeros((28, 28), dtype=np.uint8)], **kwargs)]
+    for call in calls:
+        for value in (1, "yes", None):
+            with pytest.raises(ValueError, match=f"`{flag}` must be True or False") as raised:
+                call(**{flag: value})
+            assert "\n" not in str(raised.value)
 
 
 @pytest.mark.parametrize(
@@ -109,5 +151,11 @@ def test_dual_encoder_encodes_raw_texts_and_images(text_tower):
     texts = dual.encode_text(TEXTS, dim=8)
     images = dual.encode_image([np.zeros((28, 28), dtype=np.uint8)] * 2, dim=8)
     assert texts.shape == (4, 8) and images.shape == (2, 8)
+    assert isinstance(texts, np.ndarray) and isinstance(images, np.ndarray) and texts.dtype == np.float32
     tokens = dual.tokenizer(TEXTS[:1], return_tensors="pt")
-    torch.testing.assert_close(texts[0], dual.get_text_features(**tokens, dim=8)[0], atol=1e-5, rtol=0)
+    as_tensor = dual.encode_text(TEXTS, dim=8, convert_to_tensor=True)
+    assert isinstance(as_tensor, torch.Tensor)
+    np.testing.assert_array_equal(as_tensor.numpy(), texts)
+    assert isinstance(dual.encode_image([np.zeros((28, 28), dtype=np.uint8)], dim=8, convert_to_numpy=False), torch.Tensor)
+    assert dual.encode_text(TEXTS[0], dim=8).shape == (8,)
+    torch.testing.assert_close(as_tensor[0], dual.get_text_features(**tokens, dim=8)[0], atol=1e-5, rtol=0)

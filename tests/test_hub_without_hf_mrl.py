@@ -50,7 +50,7 @@ CHILD = textwrap.dedent(
     classifier = AutoModelForSequenceClassification.from_pretrained(args["remote_classifier"], trust_remote_code=True).eval()
     result["classes"] = [type(embedder).__module__, type(classifier).__module__]
     with torch.no_grad():
-        tensors["remote_embeddings"] = embedder.encode(**inputs, dim=16)
+        tensors["remote_embeddings"] = embedder.encode(**inputs, dim=16, convert_to_tensor=True)
         tensors["remote_logits"] = classifier(**inputs).logits
         labels = torch.arange(inputs["input_ids"].shape[0]) % 3
         tensors["remote_loss"] = classifier(**inputs, labels=labels).loss  # the fused cross-entropy, copied
@@ -91,15 +91,15 @@ def child_run(tmp_path_factory):
     save_file(inputs, root / "inputs.safetensors")
     with torch.no_grad():
         refs = {
-            "remote_embeddings": embedder.encode(**inputs, dim=16),
+            "remote_embeddings": embedder.encode(**inputs, dim=16, convert_to_tensor=True),
             "remote_logits": classifier(**inputs).logits,
             "remote_loss": classifier(**inputs, labels=torch.arange(len(TEXTS)) % 3).loss,
-            "st_projection_full": embedder.encode(**inputs),
-            "st_cls_full": cls_model.encode(**inputs),
+            "st_projection_full": embedder.encode(**inputs, convert_to_tensor=True),
+            "st_cls_full": cls_model.encode(**inputs, convert_to_tensor=True),
         }
         for dim in TRUNCATE_DIMS:
-            refs[f"st_projection_{dim}"] = embedder.encode(**inputs, dim=dim)
-            refs[f"st_cls_{dim}"] = cls_model.encode(**inputs, dim=dim)
+            refs[f"st_projection_{dim}"] = embedder.encode(**inputs, dim=dim, convert_to_tensor=True)
+            refs[f"st_cls_{dim}"] = cls_model.encode(**inputs, dim=dim, convert_to_tensor=True)
 
     args = {name: str(root / name) for name in ("remote_embedder", "remote_classifier", "st_projection", "st_cls")}
     args.update(inputs=str(root / "inputs.safetensors"), output=str(root / "out.safetensors"), texts=TEXTS)

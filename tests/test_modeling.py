@@ -35,10 +35,10 @@ def test_embeddings_and_truncated_encode(backbone_kind, embedding_dim):
     assert output.last_hidden_state.shape[0] == 4 and output.last_hidden_state.shape[-1] == 32
     assert (model.projection is not None) == (embedding_dim is not None)
     for dim in (1, 5, 8, 13, width):
-        encoded = model.encode(**inputs, dim=dim)
+        encoded = model.encode(**inputs, dim=dim, convert_to_tensor=True)
         assert encoded.shape == (4, dim)
         torch.testing.assert_close(encoded, F.normalize(output.embeddings[:, :dim], dim=-1))
-    torch.testing.assert_close(model.encode(**inputs, dim=8, normalize=False), output.embeddings[:, :8])
+    torch.testing.assert_close(model.encode(**inputs, dim=8, normalize=False, convert_to_tensor=True), output.embeddings[:, :8])
     assert model.encode(**inputs).shape == (4, width)
     for bad in (0, width + 1, -3, 2.0):
         with pytest.raises(ValueError, match=rf"`dim` must be an integer from 1 to {width}.*got {bad!r}"):
@@ -128,8 +128,8 @@ def test_from_backbone_matches_sentence_transformers(minilm_path):
     assert model.config.embedding_dim == 384 and model.config.pooling == "mean"
     assert model.config.matryoshka_dims == [8, 16, 32, 64, 128, 256, 384]
     tokens = AutoTokenizer.from_pretrained(minilm_path)(texts, padding=True, return_tensors="pt")
-    torch.testing.assert_close(model.encode(**tokens), reference, atol=1e-5, rtol=0)
-    truncated = model.encode(**tokens, dim=64)
+    torch.testing.assert_close(model.encode(**tokens, convert_to_tensor=True), reference, atol=1e-5, rtol=0)
+    truncated = model.encode(**tokens, dim=64, convert_to_tensor=True)
     torch.testing.assert_close(truncated, F.normalize(reference[:, :64], dim=-1), atol=1e-5, rtol=0)
 
 

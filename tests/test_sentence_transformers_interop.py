@@ -41,9 +41,9 @@ def test_sentence_transformers_model_in_keeps_pooling_dense_and_normalize(st_den
     model = hf_mrl.MatryoshkaModel.from_backbone(source, matryoshka_dims=[8, 24])
     assert model.config.embedding_dim == 24 and model.config.use_projection
     expected = reference.encode(TEXTS, convert_to_tensor=True)
-    torch.testing.assert_close(model.encode(TEXTS), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.encode(TEXTS, convert_to_tensor=True), expected, atol=1e-5, rtol=0)
     truncated = torch.nn.functional.normalize(expected[:, :8], dim=-1)
-    torch.testing.assert_close(model.encode(TEXTS, dim=8), truncated, atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.encode(TEXTS, dim=8, convert_to_tensor=True), truncated, atol=1e-5, rtol=0)
 
 
 def test_sentence_transformers_model_without_dense_needs_no_projection(st_dense_folder, tmp_path):
@@ -52,7 +52,7 @@ def test_sentence_transformers_model_without_dense_needs_no_projection(st_dense_
     plain.save(str(tmp_path / "plain"))
     model = hf_mrl.MatryoshkaModel.from_backbone(str(tmp_path / "plain"), matryoshka_dims=[8, 32])
     assert model.projection is None and model.config.embedding_dim == 32
-    torch.testing.assert_close(model.encode(TEXTS), plain.encode(TEXTS, convert_to_tensor=True), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(model.encode(TEXTS), plain.encode(TEXTS), atol=1e-5, rtol=0)  # numpy, both
 
 
 def test_an_unsupported_module_is_refused(st_dense_folder, tmp_path):
@@ -62,6 +62,26 @@ def test_an_unsupported_module_is_refused(st_dense_folder, tmp_path):
     with pytest.raises(ValueError, match="activation"):
         hf_mrl.MatryoshkaModel.from_backbone(str(tmp_path / "tanh"))
 
+
+def test_encode_returns_what_sentence_transformers_encode_returns(tiny_text_tower, tmp_path):
+    """`model.encode(texts, dim=k)` and `SentenceTransformer(folder, truncate_dim=k).encode(texts,
+    normalize_embeddings=True)` on a saved hf_mrl folder: the same type (numpy float32, 2-D for a list, 1-D for one
+    string) and the same values; with `convert_to_tensor=True`, tensors both."""
+    model = hf_mrl.MatryoshkaModel.from_backbone(tiny_text_tower, matryoshka_dims=[8, 16, 32])
+    model.save_pretrained(tmp_path / "mrl")
+    for dim in (8, 16, 32):
+        st_model = SentenceTransformer(str(tmp_path / "mrl"), device="cpu", truncate_dim=dim)
+        ours, theirs = model.encode(TEXTS, dim=dim), st_model.encode(TEXTS, normalize_embeddings=True)
+        assert type(ours) is type(theirs) is np.ndarray
+        assert ours.dtype == theirs.dtype == np.float32 and ours.shape == theirs.shape == (len(TEXTS), dim)
+        np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+        one, st_one = model.encode(TEXTS[0], dim=dim), st_model.encode(TEXTS[0], normalize_embeddings=True)
+        assert type(one) is type(st_one) is np.ndarray and one.shape == st_one.shape == (dim,)
+        np.testing.assert_allclose(one, st_one, atol=1e-5, rtol=0)
+        as_tensors = (model.encode(TEXTS, dim=dim, convert_to_tensor=True),
+                      st_model.encode(TEXTS, normalize_embeddings=True, convert_to_tensor=True))
+        assert all(isinstance(tensor, torch.Tensor) for tensor in as_tensors)
+        torch.testing.assert_close(*as_tensors, atol=1e-5, rtol=0)
 
 @pytest.mark.slow
 def test_hf_mrl_folder_loads_in_sentence_transformers_without_hf_mrl(st_dense_folder, tmp_path):
@@ -81,7 +101,7 @@ def test_hf_mrl_folder_loads_in_sentence_transformers_without_hf_mrl(st_dense_fo
     assert finished.returncode == 0, finished.stderr[-2000:]
     loaded = json.loads(finished.stdout.strip().splitlines()[-1])
     for dim in (8, 16, 24):
-        np.testing.assert_allclose(loaded[str(dim)], model.encode(TEXTS, dim=dim).numpy(), atol=1e-5)
+        np.testing.assert_allclose(loaded[str(dim)], model.encode(TEXTS, dim=dim), atol=1e-5)
 
 
 def test_round_trip_through_sentence_transformers_trainer_with_our_evaluator(st_dense_folder, tmp_path):
@@ -107,7 +127,8 @@ def test_round_trip_through_sentence_transformers_trainer_with_our_evaluator(st_
     st_model.save(str(tmp_path / "after"))
     back = hf_mrl.MatryoshkaModel.from_pretrained(tmp_path / "after")
     assert back.config.matryoshka_dims == [8, 16, 24]
-    torch.testing.assert_close(back.encode(TEXTS), st_model.encode(TEXTS, convert_to_tensor=True), atol=1e-5, rtol=0)
+    torch.testing.assert_close(back.encode(TEXTS, convert_to_tensor=True), st_model.encode(TEXTS, convert_to_tensor=True),
+                               atol=1e-5, rtol=0)
 
 
 def test_sentence_transformers_model_through_the_index_and_the_cli(st_dense_folder, tmp_path, capsys):
@@ -124,3 +145,27 @@ def test_sentence_transformers_model_through_the_index_and_the_cli(st_dense_fold
                      "--dims", "8,24", "--output_dir", str(tmp_path / "eval")]) == 0
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert {key.split("_dim")[1].split("_")[0] for key in results} == {"8", "24"}
+
+
+def test_cli_eval_collator_cuts_texts_at_the_sentence_transformers_max_seq_length(tiny_text_tower, tmp_path):
+    """`hf-mrl eval` reads a sentence-transformers folder with the model's own max length (6 here, its tokenizer says
+    512): its embeddings equal `SentenceTransformer.encode` at every truncation."""
+    from hf_mrl.data.collators import collator_for_model
+
+    transformer = models.Transformer(str(tiny_text_tower), max_seq_length=6)
+    st_model = SentenceTransformer(modules=[transformer, models.Pooling(32, "mean"), models.Normalize()], device="cpu")
+    st_model.save(str(tmp_path / "st"))
+    # As all-MiniLM-L6-v2's folder: the tokenizer says 512, sentence_bert_config.json 256 (here 6).
+    settings = tmp_path / "st" / "tokenizer_config.json"
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "model_max_length": 512}))
+    (tmp_path / "st" / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 6}))
+    assert SentenceTransformer(str(tmp_path / "st"), device="cpu").max_seq_length == 6
+    model = hf_mrl.MatryoshkaModel.from_pretrained(str(tmp_path / "st")).eval()
+    collator = collator_for_model(model, str(tmp_path / "st"), label_column=None)
+    assert collator.max_length == 6
+    with torch.no_grad():
+        ours = model(**collator([{"text": text} for text in TEXTS])).embeddings
+    for dim in (8, 16, 32):
+        expected = SentenceTransformer(str(tmp_path / "st"), device="cpu", truncate_dim=dim).encode(
+            TEXTS, convert_to_tensor=True, normalize_embeddings=True)
+        torch.testing.assert_close(torch.nn.functional.normalize(ours[:, :dim], dim=-1), expected, atol=1e-5, rtol=0)

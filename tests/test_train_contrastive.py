@@ -68,7 +68,7 @@ def image_text_args(tower: str, output_dir, *extra: str) -> list[str]:
         (["--matryoshka_dims", "8", "64"], r"`--matryoshka_dims` holds 64, above the embedding dim 32"),
         (["--eval_dims", "8", "33"], r"`--eval_dims` holds 33, above the embedding dim 32"),
         (["--dataset_name", "/no/such/dataset"], r"`dataset_name` '/no/such/dataset' looks like a local path but does not exist"),
-        (["--dataset_name", "emoji"], r"`dataset_name` 'emoji' is a built-in image-text dataset; built-in pairs datasets: \['wordnet-pairs'\]"),
+        (["--dataset_name", "emoji"], r"`dataset_name` 'emoji' is a built-in image-text dataset; built-in pairs datasets: \['wordnet-pairs', 'wordnet-triplets'\]"),
         (["--dataset_name", "wordnet"], r"`dataset_name` 'wordnet' is not a built-in dataset any more: use .*'wordnet-pairs'"),
         (["--task", "text-text"], r"`--task` must be 'pairs' or 'image-text', got 'text-text'"),
         (["--loss", "st-mrl", "--embedding_dim", "16"], r"`--embedding_dim` must be 32"),
@@ -100,6 +100,28 @@ def test_malformed_flags_stop_the_parser(tiny_text_tower, tmp_path, capsys, extr
     assert stopped.value.code == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
+
+
+def test_several_files_hard_negatives_cached_batches_and_prompts(tiny_text_tower, tmp_path):
+    """Two files with their own columns (one with a hard-negative column), cached mini-batches, prompts, no
+    duplicates in a batch: each file's loss is logged, the run is scored on the validation file."""
+    words = [f"word{i}" for i in range(24)]
+    questions = [{"question": f"what is {w}?", "answer": f"{w} is a thing"} for w in words]
+    triplets = [{"anchor": f"define {w}", "positive": f"{w}: a thing", "negative": f"{w}: not it"} for w in words]
+    for name, rows in (("questions", questions), ("triplets", triplets), ("dev", triplets[:12])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    output = tmp_path / "run"
+    summary = run([
+        "--task", "pairs", "--model_name_or_path", tiny_text_tower, "--train_file", str(tmp_path / "questions.jsonl"),
+        str(tmp_path / "triplets.jsonl"), "--validation_file", str(tmp_path / "dev.jsonl"),
+        "--matryoshka_dims", "8", "16", "32", "--per_device_train_batch_size", "8", "--mini_batch_size", "3",
+        "--prompts", '{"anchor": "query: ", "question": "query: "}', "--batch_sampler", "no_duplicates",
+        "--max_steps", "4", "--logging_steps", "1", "--output_dir", str(output),
+    ])
+    assert summary["steps"] == 4
+    logged = {key for entry in summary["loss_history"] for key in entry}
+    assert {"loss_questions", "loss_triplets", "loss_dim8"} <= logged, logged
+    assert any(key.startswith("dev_dim32_") for key in summary["final"]), summary["final"]
 
 
 def test_bad_checkpoint_rotation_is_rejected_before_training(tiny_text_tower, tmp_path):

@@ -14,6 +14,7 @@ BUILTIN_DATASETS: dict[str, str] = {
     "fashion-mnist": "classification",
     "wordnet-nouns": "classification",
     "wordnet-pairs": "pairs",
+    "wordnet-triplets": "pairs",  # wordnet-pairs + a `negative` column: a word of a sister synset
     "emoji": "image-text",
     "fashion-mnist-captions": "image-text",
 }
@@ -33,10 +34,14 @@ class DataArguments:
         },
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration name."})
+    # One path, or a list of several (the scripts' parser reads `nargs`; the CLI's data flags take one file).
     train_file: str | None = field(
         default=None,
         metadata={
-            "help": "Training data: .csv, .tsv, .json, .jsonl or .parquet (an image column may hold file paths)."
+            "help": "Training data: .csv, .tsv, .json, .jsonl or .parquet (an image column may hold file paths). "
+            "The training scripts take several (--train_file a.jsonl b.jsonl): one training dataset per file, named by "
+            "the file's name without extension, each batch from one of them (see --multi_dataset_batch_sampler).",
+            "nargs": "+",
         },
     )
     validation_file: str | None = field(default=None, metadata={"help": "Validation data, as `train_file`."})
@@ -83,3 +88,8 @@ class DataArguments:
         default=None, metadata={"help": "Keep the first N rows of the test split (default: max_eval_samples)."}
     )
     streaming: bool = field(default=False, metadata={"help": "Return the train split as an IterableDataset."})
+
+    def __post_init__(self):
+        """One file given as a list (`--train_file a.csv`) is that file; several stay a list."""
+        if isinstance(self.train_file, (list, tuple)):
+            self.train_file = self.train_file[0] if len(self.train_file) == 1 else list(self.train_file)

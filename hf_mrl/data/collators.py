@@ -17,19 +17,23 @@ Output keys:
   then each negative column together, so a negative equal to another row's positive is known. Nested dicts keep the
   two towers' inputs apart without renaming them; `accelerate` and the `Trainer` move nested
   dicts to the device as they do flat ones.
+
+The text collators take `prompts`: a prefix for every text column, or `{column: prefix}` (see `hf_mrl.data.prompts`),
+put before each text of the column before tokenisation; the `*_ids` number the texts as the rows give them.
 """
 
 from __future__ import annotations
 
 import io
 import random
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ..modeling.encoding import image_array, prepared_image
+from .prompts import column_prompts
 
 __all__ = ["ids_by_value", "ImageCollator", "TextCollator", "ImageTextCollator", "PairCollator", "collator_for_model"]
 
@@ -190,10 +194,11 @@ def _check_tokenizer(tokenizer, max_length: int | None) -> None:
         raise ValueError(f"`max_length` must be None or a positive integer, got {max_length!r}.")
 
 
-def _tokenize(tokenizer, texts: list, max_length: int | None, argument: str) -> dict[str, torch.Tensor]:
+def _tokenize(tokenizer, texts: list, max_length: int | None, argument: str, prompt: str = "") -> dict[str, torch.Tensor]:
     if not all(isinstance(text, str) for text in texts):
         bad = next(text for text in texts if not isinstance(text, str))
         raise ValueError(f"`{argument}` must hold strings, got {type(bad).__name__}: {bad!r}.")
+    texts = [prompt + text for text in texts] if prompt else texts
     return dict(tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
 
 
@@ -205,20 +210,23 @@ class TextCollator:
         max_length: truncate longer texts (tokens).
         text_column: the rows' text key.
         label_column: the rows' label key; rows without it (or None) give no `labels`.
+        prompts: a prefix put before every text (or `{text_column: prefix}`).
     """
 
     def __init__(
-        self, tokenizer, max_length: int | None = 128, text_column: str = "text", label_column: str | None = "label"
+        self, tokenizer, max_length: int | None = 128, text_column: str = "text", label_column: str | None = "label",
+        prompts: str | Mapping[str, str] | None = None,
     ):
         _check_tokenizer(tokenizer, max_length)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.text_column = text_column
         self.label_column = label_column
+        self.prompts = column_prompts(prompts, (text_column,))
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         texts = _column(examples, self.text_column, "text_column")
-        batch = _tokenize(self.tokenizer, texts, self.max_length, "text_column")
+        batch = _tokenize(self.tokenizer, texts, self.max_length, "text_column", self.prompts.get(self.text_column, ""))
         batch.update(_labels(examples, self.label_column))
         return batch
 
@@ -231,21 +239,25 @@ class PairCollator:
         tokenizer: a transformers tokenizer, shared by every column.
         max_length: truncate longer texts (tokens).
         columns: the text columns, in order (two for pairs, three for triplets).
+        prompts: a prefix put before every column's texts, or `{column: prefix}` (e.g. `{"anchor": "query: ",
+            "positive": "passage: "}`); columns it does not name get none.
     """
 
-    def __init__(self, tokenizer, max_length: int | None = 128, columns: Sequence[str] = ("anchor", "positive")):
+    def __init__(self, tokenizer, max_length: int | None = 128, columns: Sequence[str] = ("anchor", "positive"),
+                 prompts: str | Mapping[str, str] | None = None):
         _check_tokenizer(tokenizer, max_length)
         if isinstance(columns, str) or len(columns) < 2 or len(set(columns)) != len(columns):
             raise ValueError(f"`columns` must name at least two distinct text columns, got {columns!r}.")
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.columns = tuple(columns)
+        self.prompts = column_prompts(prompts, self.columns)
 
     def __call__(self, examples: Sequence[dict]) -> dict:
         batch: dict = {}
         for column in self.columns:
             texts = _column(examples, column, "columns")
-            batch[column] = _tokenize(self.tokenizer, texts, self.max_length, "columns")
+            batch[column] = _tokenize(self.tokenizer, texts, self.max_length, "columns", self.prompts.get(column, ""))
             batch[f"{column}_ids"] = ids_by_value(texts)
         if len(self.columns) > 2:  # positives and hard negatives numbered together
             candidates = [text for column in self.columns[1:] for text in _column(examples, column, "columns")]
@@ -268,6 +280,7 @@ class ImageTextCollator:
             for Fashion-MNIST); gives `image_ids` where equal values share an id.
         label_column: optional label key (required in every row once set), passed as `labels`.
         seed: seeds the choice among list captions.
+        prompts: a prefix put before every caption (or `{text_column: prefix}`).
     """
 
     def __init__(
@@ -284,6 +297,7 @@ class ImageTextCollator:
         image_id_column: str | None = None,
         label_column: str | None = None,
         seed: int = 0,
+        prompts: str | Mapping[str, str] | None = None,
     ):
         _check_tokenizer(tokenizer, max_length)
         self.images = ImageCollator(
@@ -295,6 +309,7 @@ class ImageTextCollator:
         self.image_id_column = image_id_column
         self.label_column = label_column
         self._random = random.Random(seed)
+        self.prompts = column_prompts(prompts, (text_column,))
 
     def _caption(self, value):
         if isinstance(value, (list, tuple)):
@@ -306,7 +321,7 @@ class ImageTextCollator:
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         texts = [self._caption(value) for value in _column(examples, self.text_column, "text_column")]
         batch = {"pixel_values": self.images.pixel_values(_column(examples, self.images.image_column, "image_column"))}
-        batch.update(_tokenize(self.tokenizer, texts, self.max_length, "text_column"))
+        batch.update(_tokenize(self.tokenizer, texts, self.max_length, "text_column", self.prompts.get(self.text_column, "")))
         batch["text_ids"] = ids_by_value(texts)
         if self.image_id_column is not None:
             batch["image_ids"] = ids_by_value(_column(examples, self.image_id_column, "image_id_column"))
@@ -326,7 +341,10 @@ def collator_for_model(model, name_or_path, processor: str | None = None, label_
     from ..modeling.encoding import tokenizer_max_length
 
     if model.main_input_name == "input_ids":
-        tokenizer = AutoTokenizer.from_pretrained(processor or name_or_path)
+        # The model's own tokenizer carries its one max length (a sentence-transformers folder's max_seq_length
+        # included); a `processor` given by name replaces it.
+        own = None if processor is not None else getattr(model, "processor", None)
+        tokenizer = own if callable(own) else AutoTokenizer.from_pretrained(processor or name_or_path)
         # The length the model was trained with travels as the tokenizer's model_max_length.
         return TextCollator(tokenizer, max_length=tokenizer_max_length(tokenizer) or 128, label_column=label_column)
     source = processor or name_or_path

@@ -3,7 +3,8 @@
 `DataArguments` (a dataclass `HfArgumentParser` reads) name the data: a built-in dataset, a Hub id,
 a local folder (`save_to_disk` output, `imagefolder`), one data file, or separate train / validation /
 test files. `load_splits` returns its train / eval / test splits with this package's standard columns
-(`text` or `image`, `label`; pairs keep theirs), the split specs used and the class names.
+(`text` or `image`, `label`; pairs keep theirs), the split specs used and the class names. Several train files
+(contrastive tasks) give several training datasets, `{file name without extension: Dataset}`.
 
 Split specs may slice as in `datasets`: "train[:90%]", "train[100:200]", "test[-10%:]" (percentages
 rounded to the closest row). `max_*_samples` keep the first rows after slicing.
@@ -11,6 +12,7 @@ rounded to the closest row). `max_*_samples` keep the first rows after slicing.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -38,6 +40,7 @@ __all__ = [
     "check_splits",
     "slice_split",
     "split_names",
+    "train_file_names",
     "validate_data_arguments",
 ]
 
@@ -48,6 +51,7 @@ _BUILTIN_SPLITS = {
     "fashion-mnist": ("train", "test"),
     "wordnet-nouns": ("train", "validation", "test"),
     "wordnet-pairs": ("train", "validation", "test"),
+    "wordnet-triplets": ("train", "validation", "test"),
     "emoji": ("train", "test"),
     "fashion-mnist-captions": ("train", "test"),
 }
@@ -59,7 +63,7 @@ _SPLIT_SPEC = re.compile(r"^(?P<name>[^\[\]+]*)(?P<slice>\[[^\[\]]*\])?$")
 class DatasetSplits:
     """The splits `load_splits` returns, the specs they came from (for reports) and the class names."""
 
-    train: datasets.Dataset | datasets.IterableDataset | None
+    train: datasets.Dataset | datasets.IterableDataset | dict[str, datasets.Dataset] | None  # a dict: several files
     eval: datasets.Dataset | None
     test: datasets.Dataset | None
     train_split: str | None
@@ -122,11 +126,46 @@ def _builtin_list(task: str | None = None) -> list[str]:
     return [name for name, kind in BUILTIN_DATASETS.items() if task is None or kind == task]
 
 
+def train_file_names(paths: list[str]) -> list[str]:
+    """The names of several train files' datasets: each file's name without extension."""
+    return [Path(path).stem for path in paths]
+
+
+def _check_train_files(data_args: DataArguments, task: str) -> None:
+    """Several train files: each one a training dataset of a contrastive task, named by its file name (distinct),
+    evaluated on `validation_file` / `test_file`."""
+    paths = data_args.train_file
+    if not paths:
+        raise ValueError("`train_file` is an empty list; give one or more data files.")
+    for path in paths:
+        _check_file(path, "train_file")
+    names = train_file_names(paths)
+    repeated = next((name for name in names if names.count(name) > 1), None)
+    if repeated is not None:
+        raise ValueError(f"`train_file` {paths!r} holds two files named {repeated!r}; the name (without extension) "
+                         "names each training dataset: rename one.")
+    if task == "classification":
+        raise ValueError(f"`train_file` {paths!r} gives several training datasets, which the contrastive tasks (pairs, "
+                         "image-text) train on; a classifier trains on one set of classes: join the files.")
+    if data_args.streaming:
+        raise ValueError(f"`streaming` reads the train split as a stream; several `train_file`s {paths!r} need each "
+                         "dataset's length (its share of the batches): drop --streaming.")
+    if data_args.validation_file is None and data_args.test_file is None:
+        raise ValueError(f"Several `train_file`s {paths!r} are trained on whole; give `validation_file` (or "
+                         "`test_file`) to evaluate on.")
+    if data_args.validation_split_percentage is not None:
+        raise ValueError(f"`validation_split_percentage` holds part of one train split out; with several "
+                         f"`train_file`s {paths!r} the eval split is `validation_file` / `test_file`: drop it.")
+
+
 def validate_data_arguments(data_args: DataArguments, task: str = "classification") -> None:
     """Every check of `data_args` that needs no data loading; raises `ValueError` (`FileNotFoundError`
     for missing paths) with one line naming the argument, the value and what is allowed."""
     if task not in TASKS:
         raise ValueError(f"`task` must be one of {list(TASKS)}, got {task!r}.")
+    if isinstance(data_args.train_file, list):
+        _check_train_files(data_args, task)
+        data_args = _first_train_file(data_args)
     files = {argument: getattr(data_args, argument) for argument in _FILE_SPLITS}
     given_files = {argument: value for argument, value in files.items() if value is not None}
     name = data_args.dataset_name
@@ -239,6 +278,8 @@ def _builtin_source(name: str, image_size: int | None) -> _Source:
         "fashion-mnist": load_fashion_mnist,
         "wordnet-nouns": load_wordnet_nouns,
         "wordnet-pairs": lambda split, limit: load_wordnet_pairs(kind="word", split=split, limit=limit),
+        "wordnet-triplets": lambda split, limit: load_wordnet_pairs(kind="word", split=split, limit=limit,
+                                                                    hard_negatives=True),
         "emoji": lambda split, limit: load_emoji_pairs(
             split=split, limit=limit, **({} if image_size is None else {"image_size": image_size})
         ),
@@ -348,7 +389,15 @@ def _standardize(parts: dict, data_args: DataArguments, task: str) -> dict[str, 
     return dict(dataset)
 
 
+def _first_train_file(data_args: DataArguments) -> DataArguments:
+    """Several train files: the arguments with the first one (the files share their other splits)."""
+    if isinstance(data_args.train_file, list):
+        return dataclasses.replace(data_args, train_file=data_args.train_file[0])
+    return data_args
+
+
 def _open(data_args: DataArguments, task: str, image_size: int | None) -> _Source:
+    data_args = _first_train_file(data_args)
     if data_args.dataset_name in BUILTIN_DATASETS:
         return _builtin_source(data_args.dataset_name, image_size)
     description, parts, folders = _open_local(data_args)
@@ -458,6 +507,8 @@ def load_splits(
     rows after slicing (built-ins without a slice use their loader's `limit`; WordNet's is a seeded sample).
     """
     validate_data_arguments(data_args, task)
+    if isinstance(data_args.train_file, list):
+        return _load_train_files(data_args, task, image_size, need_train, seed)
     source = _open(data_args, task, image_size)
     _check_named_splits(source, data_args, need_train)
     available = source.splits
@@ -512,3 +563,15 @@ def load_splits(
     if data_args.streaming and train is not None:
         train = train.to_iterable_dataset()
     return DatasetSplits(train, evaluation, test, train_name, eval_name, test_spec, class_names)
+
+
+def _load_train_files(data_args: DataArguments, task: str, image_size: int | None, need_train: bool,
+                      seed: int) -> DatasetSplits:
+    """Several train files: `train` is `{file name without extension: its train split}` (each read as one train
+    file is, `train_split` and `max_train_samples` applied to each); eval and test as with the first file."""
+    paths = data_args.train_file if need_train else data_args.train_file[:1]
+    splits = [load_splits(dataclasses.replace(data_args, train_file=path), task, image_size=image_size,
+                          need_train=need_train, seed=seed) for path in paths]
+    first = splits[0]
+    train = dict(zip(train_file_names(paths), (each.train for each in splits), strict=True)) if need_train else None
+    return dataclasses.replace(first, train=train)

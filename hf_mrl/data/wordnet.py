@@ -224,6 +224,7 @@ def load_wordnet_pairs(
     validation_fraction: float = 0.1,
     test_fraction: float = 0.1,
     data_dir: str | Path | None = None,
+    hard_negatives: bool = False,
 ) -> datasets.Dataset | datasets.DatasetDict:
     """WordNet text pairs in sentence-transformers' (`anchor`, `positive`) layout, plus `synset`.
 
@@ -240,6 +241,10 @@ def load_wordnet_pairs(
         split: "train", "validation" or "test"; None returns a `DatasetDict` of all three.
         parts_of_speech: any of "noun", "verb", "adj", "adv".
         limit, seed, validation_fraction, test_fraction, data_dir: as in `load_wordnet_nouns`.
+        hard_negatives: kind="word" only: adds a `negative` column, a word of a sister synset (same first
+            hypernym: "dachshund" for "poodle") in the same split, else of a synset of the same lexicographer file
+            and split; never one of the row's own synset's words. A hard negative for the reverse dictionary
+            (definition -> word): close in meaning, wrong.
     """
     if kind not in _PAIR_KINDS:
         raise ValueError(f"`kind` must be one of {list(_PAIR_KINDS)}, got {kind!r}.")
@@ -254,20 +259,55 @@ def load_wordnet_pairs(
     check_split(split, _SPLITS)
     check_limit(limit)
     check_seed(seed)
+    if not isinstance(hard_negatives, bool) or (hard_negatives and kind != "word"):
+        raise ValueError(f"`hard_negatives` must be True (with kind='word') or False, got {hard_negatives!r} "
+                         f"with kind={kind!r}.")
     fractions = _split_fractions(validation_fraction, test_fraction)
+    synsets = [synset for path in _data_files(data_dir, tuple(dict.fromkeys(parts_of_speech)))
+               for synset in _synsets(path) if synset.definition]
+    pick_negative = _sister_words(synsets, seed, fractions) if hard_negatives else None
     rows = []
-    for path in _data_files(data_dir, tuple(dict.fromkeys(parts_of_speech))):
-        for synset in _synsets(path):
-            if not synset.definition:
-                continue
-            anchors = synset.words if kind == "word" else synset.examples
-            rows.extend(
-                {"anchor": anchor, "positive": synset.definition, "synset": synset.synset} for anchor in anchors
-            )
-    features = datasets.Features(
-        {"anchor": datasets.Value("string"), "positive": datasets.Value("string"), "synset": datasets.Value("string")}
-    )
+    for synset in synsets:
+        anchors = synset.words if kind == "word" else synset.examples
+        for anchor in anchors:
+            row = {"anchor": anchor, "positive": synset.definition, "synset": synset.synset}
+            if pick_negative is not None:
+                row["negative"] = pick_negative(synset, anchor)
+            rows.append(row)
+    columns = ("anchor", "positive", "synset") + (("negative",) if hard_negatives else ())
+    features = datasets.Features({column: datasets.Value("string") for column in columns})
     return _build(rows, features, split, limit, seed, fractions)
+
+
+def _sister_words(synsets: Sequence[WordNetSynset], seed: int, fractions: dict):
+    """`pick(synset, anchor)`: a seeded word of a sister synset in the same split (else of the same lexicographer
+    file and split), not one of `synset`'s own words."""
+    split_of = {synset.synset: assign_split(synset.synset, seed, fractions) for synset in synsets}
+    children: dict[str, list[WordNetSynset]] = {}
+    by_file: dict[tuple[int, str], list[WordNetSynset]] = {}
+    for synset in synsets:
+        if synset.hypernyms:
+            children.setdefault(synset.hypernyms[0], []).append(synset)
+        by_file.setdefault((synset.lexfile, split_of[synset.synset]), []).append(synset)
+
+    def pick(synset: WordNetSynset, anchor: str) -> str:
+        chooser = random.Random(f"{seed}-{synset.synset}-{anchor}")
+        own, split = set(synset.words), split_of[synset.synset]
+        sisters = children.get(synset.hypernyms[0], []) if synset.hypernyms else []
+        candidates = [word for other in sisters if other is not synset and split_of[other.synset] == split
+                      for word in other.words if word not in own]
+        if candidates:
+            return chooser.choice(candidates)
+        pool = by_file[(synset.lexfile, split)]
+        for _ in range(20):  # a few draws from the file's synsets (drawing is cheaper than listing them all)
+            other = chooser.choice(pool)
+            words = [word for word in other.words if word not in own]
+            if other is not synset and words:
+                return chooser.choice(words)
+        other = chooser.choice(synsets)
+        return next((word for word in other.words if word not in own), other.words[0])
+
+    return pick
 
 
 def _ancestor_at_depth(synset: str, by_id: dict[str, WordNetSynset], depth: int) -> str:

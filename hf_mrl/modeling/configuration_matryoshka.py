@@ -19,6 +19,7 @@ __all__ = [
     "resolve_sub_config",
     "check_encoder_config",
     "default_pooling",
+    "check_prompts",
 ]
 
 POOLING_MODES = ("cls", "mean")
@@ -85,6 +86,28 @@ def validate_pooling(pooling, name: str = "pooling") -> str:
     return pooling
 
 
+def check_prompts(prompts, default_prompt_name, name: str = "prompts") -> tuple[dict[str, str] | None, str | None]:
+    """Named text prefixes (`{name: prefix}`, as sentence-transformers' `prompts`) and the name applied when
+    `encode` is given none; both checked, the prompts copied to a plain dict."""
+    if prompts is not None:
+        if not isinstance(prompts, dict) or not all(isinstance(key, str) and key for key in prompts):
+            raise ValueError(
+                f"`{name}` must be a dict of prompt names (non-empty strings) to prefixes (strings), got {prompts!r}."
+            )
+        bad = next((key for key, value in prompts.items() if not isinstance(value, str)), None)
+        if bad is not None:
+            raise ValueError(
+                f"`{name}[{bad!r}]` is a {type(prompts[bad]).__name__} ({prompts[bad]!r}); prompts are strings "
+                "prefixed to the text, e.g. {'query': 'query: '}."
+            )
+        prompts = dict(prompts)
+    if default_prompt_name is not None and default_prompt_name not in (prompts or {}):
+        raise ValueError(
+            f"`default_prompt_name`={default_prompt_name!r} is not a key of `{name}`; available: {sorted(prompts or {})}."
+        )
+    return prompts, default_prompt_name
+
+
 def resolve_use_projection(use_projection, embedding_dim: int, hidden_size: int) -> bool:
     """A projection is required when the embedding dim differs from the hidden size, optional otherwise."""
     if use_projection is None:
@@ -147,6 +170,12 @@ class MatryoshkaConfig(PreTrainedConfig):
             Whether `encode` L2-normalises embeddings (always after truncation).
         num_labels (`int`, *optional*):
             Number of classes of the classification models.
+        prompts (`dict[str, str]`, *optional*):
+            Named text prefixes, e.g. `{"query": "query: ", "passage": "passage: "}` (E5-style); `encode(...,
+            prompt_name="query")` prefixes every text with `prompts["query"]` before tokenisation, as
+            sentence-transformers does (it reads them from `config_sentence_transformers.json`, written beside).
+        default_prompt_name (`str`, *optional*):
+            The key of `prompts` applied when `encode` is given neither `prompt` nor `prompt_name`.
 
     `config.json` also carries `is_matryoshka: true` and `matryoshka_dimensions` (the nesting dims, largest
     first), the keys inference servers read to know a checkpoint may be truncated.
@@ -164,6 +193,8 @@ class MatryoshkaConfig(PreTrainedConfig):
         efficient: bool = False,
         normalize: bool = True,
         use_projection: bool | None = None,
+        prompts: dict[str, str] | None = None,
+        default_prompt_name: str | None = None,
         **kwargs,
     ):
         # Derived keys written for other tools; recomputed here, never trusted on load.
@@ -181,6 +212,7 @@ class MatryoshkaConfig(PreTrainedConfig):
         self.efficient = check_bool(efficient, "efficient")
         self.normalize = check_bool(normalize, "normalize")
         self.use_projection = resolve_use_projection(use_projection, self.embedding_dim, hidden_size)
+        self.prompts, self.default_prompt_name = check_prompts(prompts, default_prompt_name)
         self.is_matryoshka = True
         self.matryoshka_dimensions = sorted(self.matryoshka_dims, reverse=True)
         super().__init__(**kwargs)
@@ -217,6 +249,9 @@ class MatryoshkaDualEncoderConfig(PreTrainedConfig):
             Label smoothing of the contrastive cross-entropy (ALIGN uses 0.1).
         vision_pooling, text_pooling (`str`, *optional*):
             `"cls"` or `"mean"` for each tower; defaults: cls for the image tower, mean for the text tower.
+        prompts, default_prompt_name (*optional*):
+            Named text prefixes of the text tower and the one applied by default (see `MatryoshkaConfig`), used by
+            `encode_text`.
     """
 
     model_type = "matryoshka_dual_encoder"
@@ -233,6 +268,8 @@ class MatryoshkaDualEncoderConfig(PreTrainedConfig):
         label_smoothing: float = 0.0,
         vision_pooling: str | None = None,
         text_pooling: str | None = None,
+        prompts: dict[str, str] | None = None,
+        default_prompt_name: str | None = None,
         **kwargs,
     ):
         kwargs.pop("is_matryoshka", None)
@@ -256,6 +293,7 @@ class MatryoshkaDualEncoderConfig(PreTrainedConfig):
         self.text_pooling = (
             default_pooling(self.text_config) if text_pooling is None else validate_pooling(text_pooling, "text_pooling")
         )
+        self.prompts, self.default_prompt_name = check_prompts(prompts, default_prompt_name)
         self.is_matryoshka = True
         self.matryoshka_dimensions = sorted(self.matryoshka_dims, reverse=True)
         super().__init__(**kwargs)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import unicodedata
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from .nesting import truncate_embeddings, validate_dim
 
 __all__ = ["MODEL_INPUT_NAMES", "EncodedDataset", "encode_dataset", "inference", "load_processor", "saved_processor",
            "default_image_processor", "encode_inputs", "tokenizer_max_length", "prepared_image", "image_array",
-           "float_pixels", "has_text"]
+           "float_pixels", "has_text", "resolve_prompt", "returns_numpy"]
 
 _WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
@@ -221,6 +222,36 @@ def has_text(text: str) -> bool:
     return any(not char.isspace() and unicodedata.category(char)[0] != "C" for char in text)
 
 
+def resolve_prompt(prompts: dict | None, default_prompt_name: str | None, prompt: str | None = None,
+                   prompt_name: str | None = None) -> str | None:
+    """The prefix `encode` puts before every text, resolved as sentence-transformers resolves it: `prompt` as given,
+    else `prompts[prompt_name]`, else the default prompt's, else None. With both, `prompt` wins, with a warning."""
+    for value, argument in ((prompt, "prompt"), (prompt_name, "prompt_name")):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"`{argument}` must be a string or None, got {type(value).__name__} ({value!r}).")
+    prompts = prompts or {}
+    if prompt is not None:
+        if prompt_name is not None:
+            warnings.warn(f"Both `prompt`={prompt!r} and `prompt_name`={prompt_name!r} given; `prompt` is used, "
+                          "as sentence-transformers does. Give one of them.", stacklevel=3)
+        return prompt
+    name, argument = (prompt_name, "prompt_name") if prompt_name is not None else (default_prompt_name, "config.default_prompt_name")
+    if name is not None and name not in prompts:  # the config checks its default, unless it was set afterwards
+        raise ValueError(f"`{argument}`={name!r} is not one of the model's prompts (`config.prompts`): {sorted(prompts)}.")
+    return None if name is None else prompts[name]
+
+
+def returns_numpy(convert_to_numpy: bool, convert_to_tensor: bool, requires_grad: bool = False) -> bool:
+    """Whether `encode` returns a numpy array, decided as `SentenceTransformer.encode` decides it: numpy (float32, on
+    the CPU) by default; a tensor with `convert_to_tensor=True`, which wins over `convert_to_numpy`, or with
+    `convert_to_numpy=False`. `requires_grad=True` always gives a tensor, whatever `convert_to_numpy` says: numpy holds
+    no graph. Each flag must be a bool."""
+    check_bool(convert_to_numpy, "convert_to_numpy")
+    check_bool(convert_to_tensor, "convert_to_tensor")
+    check_bool(requires_grad, "requires_grad")
+    return convert_to_numpy and not convert_to_tensor and not requires_grad
+
+
 def _check_inputs(inputs, vision: bool) -> list:
     if isinstance(inputs, (str, Image.Image)) or not isinstance(inputs, Sequence) and not isinstance(inputs, np.ndarray):
         kind = "images" if vision else "strings"
@@ -264,28 +295,35 @@ def encode_inputs(
     batch_size: int = 32,
     normalize: bool = True,
     show_progress_bar: bool | None = None,
-    convert_to_numpy: bool = False,
+    convert_to_numpy: bool = True,
     device=None,
     max_length: int | None = None,
     num_channels: int | None = None,
+    prompt: str | None = None,
 ):
     """Embeds `inputs` (texts, or images) in batches with `forward(model_inputs) -> (batch, full_dim)`, truncated to
-    `dim` and renormalised after truncation; rows in input order. Texts are batched longest first (less padding).
+    `dim` and renormalised after truncation; rows in input order. Texts are batched longest first (less padding),
+    each prefixed with `prompt` (see `resolve_prompt`) before tokenisation, its tokens pooled with the text's.
     Images are prepared as training prepares them (`prepared_image`, with the encoder's `num_channels`). One
-    string (or one image / image path) gives one vector (`(full_dim,)` truncated), as `SentenceTransformer.encode`."""
+    string (or one image / image path) gives one vector (`(full_dim,)` truncated), as `SentenceTransformer.encode`.
+    A float32 numpy array with `convert_to_numpy=True`, else a tensor on the model's device (see `returns_numpy`)."""
     single = isinstance(inputs, str) or (vision and isinstance(inputs, (os.PathLike, Image.Image)))
     if single:
         embeddings = encode_inputs(forward, [inputs], processor, vision=vision, full_dim=full_dim, dim=dim,
                                    batch_size=batch_size, normalize=normalize, show_progress_bar=show_progress_bar,
                                    convert_to_numpy=convert_to_numpy, device=device, max_length=max_length,
-                                   num_channels=num_channels)
+                                   num_channels=num_channels, prompt=prompt)
         return embeddings[0]
     dim = validate_dim(dim, full_dim)
     batch_size = check_positive_int(batch_size, "batch_size")
     check_bool(normalize, "normalize")
     check_bool(convert_to_numpy, "convert_to_numpy")
     check_optional_bool(show_progress_bar, "show_progress_bar")
-    inputs = _check_inputs(inputs, vision)
+    if vision and prompt is not None:
+        raise ValueError(f"`prompt`={prompt!r} prefixes texts; an image model's inputs take none.")
+    inputs = _check_inputs(inputs, vision)  # the texts themselves must hold something, whatever the prompt
+    if prompt:
+        inputs = [prompt + text for text in inputs]
     order = np.arange(len(inputs)) if vision else np.argsort([-len(text) for text in inputs], kind="stable")
     if not vision and max_length is None:
         max_length = tokenizer_max_length(processor) or FALLBACK_MAX_LENGTH

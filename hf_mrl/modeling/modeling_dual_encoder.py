@@ -32,6 +32,7 @@ from .encoding import (
     inference,
     load_processor,
     resolve_prompt,
+    returns_numpy,
     runs_remote_code,
     saved_processor,
 )
@@ -207,20 +208,26 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
     def image_processor(self, value) -> None:
         self._image_processor = value
 
-    def encode_text(self, inputs, *, dim=None, batch_size=32, normalize=True, show_progress_bar=None,
-                    convert_to_numpy=False, device=None, prompt: str | None = None, prompt_name: str | None = None):
+    def encode_text(self, inputs, *, dim: int | None = None, batch_size: int = 32, normalize: bool = True,
+                    show_progress_bar: bool | None = None, convert_to_numpy: bool = True, convert_to_tensor: bool = False,
+                    device=None, prompt: str | None = None, prompt_name: str | None = None):
         """Raw texts -> text embeddings truncated to `dim` and renormalised, rows in input order (see
-        `MatryoshkaModel.encode`, also for `prompt` / `prompt_name` and `config.default_prompt_name`)."""
+        `MatryoshkaModel.encode`, also for `prompt` / `prompt_name` and `config.default_prompt_name`). A float32
+        numpy array by default, a tensor with `convert_to_tensor=True` or `convert_to_numpy=False`, as
+        `SentenceTransformer.encode` (see `hf_mrl.modeling.encoding.returns_numpy`)."""
         text_prompt = resolve_prompt(self.config.prompts, self.config.default_prompt_name, prompt, prompt_name)
-        return self._encode(inputs, False, dim, batch_size, normalize, show_progress_bar, convert_to_numpy, device,
-                            text_prompt)
+        to_numpy = returns_numpy(convert_to_numpy, convert_to_tensor)
+        return self._encode(inputs, False, dim, batch_size, normalize, show_progress_bar, to_numpy, device, text_prompt)
 
-    def encode_image(self, inputs, *, dim=None, batch_size=32, normalize=True, show_progress_bar=None,
-                     convert_to_numpy=False, device=None):
-        """Raw images (PIL images, arrays or paths) -> image embeddings truncated to `dim` and renormalised."""
-        return self._encode(inputs, True, dim, batch_size, normalize, show_progress_bar, convert_to_numpy, device)
+    def encode_image(self, inputs, *, dim: int | None = None, batch_size: int = 32, normalize: bool = True,
+                     show_progress_bar: bool | None = None, convert_to_numpy: bool = True, convert_to_tensor: bool = False,
+                     device=None):
+        """Raw images (PIL images, arrays or paths) -> image embeddings truncated to `dim` and renormalised; the
+        return type as `encode_text`'s."""
+        to_numpy = returns_numpy(convert_to_numpy, convert_to_tensor)
+        return self._encode(inputs, True, dim, batch_size, normalize, show_progress_bar, to_numpy, device)
 
-    def _encode(self, inputs, vision, dim, batch_size, normalize, show_progress_bar, convert_to_numpy, device,
+    def _encode(self, inputs, vision, dim, batch_size, normalize, show_progress_bar, to_numpy: bool, device,
                 prompt=None):
         if device is not None:
             self.to(device)
@@ -236,7 +243,7 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
             return encode_inputs(
                 forward, inputs, self.image_processor if vision else self.tokenizer, vision=vision,
                 full_dim=self.config.projection_dim, dim=dim, batch_size=batch_size, normalize=normalize,
-                show_progress_bar=show_progress_bar, convert_to_numpy=convert_to_numpy, device=self.device,
+                show_progress_bar=show_progress_bar, convert_to_numpy=to_numpy, device=self.device,
                 num_channels=self.config.vision_config.num_channels if vision else None, prompt=prompt,
             )
 

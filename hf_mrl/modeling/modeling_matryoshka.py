@@ -26,7 +26,7 @@ from .checks import (
     saved_weight_shapes,
 )
 from .configuration_matryoshka import MatryoshkaConfig
-from .encoding import encode_inputs, inference, load_processor
+from .encoding import encode_inputs, inference, load_processor, resolve_prompt, returns_numpy
 from .file_checks import check_local_path, check_weights_folder
 from .files import MODEL_FOLDER, remove_debris, save_pretrained_atomically, temporary_folder
 from .fused_cross_entropy import nested_heads_cross_entropy
@@ -149,6 +149,8 @@ def _from_sentence_transformer_object(cls, st_model, config_kwargs):
 
 def _layout_settings(layout) -> dict:
     settings = {"pooling": layout.pooling, "normalize": layout.normalize}
+    if layout.prompts is not None:
+        settings.update(prompts=layout.prompts, default_prompt_name=layout.default_prompt_name)
     if layout.dense_weight is not None:
         settings.update(embedding_dim=layout.dense_weight.shape[0], use_projection=True)
     if layout.matryoshka_dims:
@@ -280,9 +282,12 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
         batch_size: int = 32,
         normalize: bool | None = None,
         show_progress_bar: bool | None = None,
-        convert_to_numpy: bool = False,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
         device=None,
         requires_grad: bool = False,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
         **tensor_inputs,
     ):
         """Embeddings truncated to their first `dim` features (full dim when None), L2-renormalised after truncation
@@ -290,29 +295,44 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
 
         `inputs` is a list of raw texts (text models) or images (PIL images, paths, or (H, W[, C]) arrays: uint8, or
         floats in [0, 1] or [0, 255]; vision models), embedded
-        in batches of `batch_size` with the model's tokenizer / image processor; rows come back in input order, as a
-        tensor or, with `convert_to_numpy=True`, a numpy array. The tensor form (`encode(input_ids=..., ...)`) embeds
-        one prepared batch. Runs in eval mode without autograd (the caller's mode is restored) unless
-        `requires_grad=True`.
+        in batches of `batch_size` with the model's tokenizer / image processor; rows come back in input order. The
+        tensor form (`encode(input_ids=..., ...)`) embeds one prepared batch. Runs in eval mode without autograd (the
+        caller's mode is restored) unless `requires_grad=True`.
+
+        Returns, as `SentenceTransformer.encode`: a float32 numpy array (on the CPU) of shape (n, dim) by default, or
+        (dim,) for one string / image; a `torch.Tensor` on the model's device with `convert_to_tensor=True` (which
+        wins over `convert_to_numpy`) or `convert_to_numpy=False` (sentence-transformers gives a list of tensors
+        then; this gives one tensor). `requires_grad=True` always returns a tensor carrying the graph, whatever
+        `convert_to_numpy` says (numpy holds no graph). The same rule holds for the tensor form.
+
+        Raw texts are prefixed before tokenisation with `prompt`, or with `config.prompts[prompt_name]`, or, given
+        neither, with the prompt named by `config.default_prompt_name` (as `SentenceTransformer.encode`; see
+        `hf_mrl.modeling.encoding.resolve_prompt`). Images and tensors take no prompt.
         """
+        vision = self.main_input_name == "pixel_values"
+        if (vision or inputs is None) and (prompt is not None or prompt_name is not None):
+            given, value = ("prompt", prompt) if prompt is not None else ("prompt_name", prompt_name)
+            raise ValueError(f"`{given}`={value!r} prefixes raw texts; {'images' if vision else 'tensor inputs'} take "
+                             "no prompt.")
+        text_prompt = None if vision or inputs is None else resolve_prompt(
+            self.config.prompts, self.config.default_prompt_name, prompt, prompt_name)
         normalize = self.config.normalize if normalize is None else check_bool(normalize, "normalize")
         check_optional_bool(show_progress_bar, "show_progress_bar")
-        check_bool(convert_to_numpy, "convert_to_numpy")
-        check_bool(requires_grad, "requires_grad")
+        to_numpy = returns_numpy(convert_to_numpy, convert_to_tensor, requires_grad)
         if device is not None:
             self.to(device)
         with inference(self, requires_grad):
             if inputs is None:
                 dim = validate_dim(dim, self.config.embedding_dim)
                 embeddings = truncate_embeddings(self._embed(tensor_inputs), dim, normalize=normalize)
-                return embeddings.cpu().numpy() if convert_to_numpy else embeddings
+                return embeddings.float().cpu().numpy() if to_numpy else embeddings
             if tensor_inputs:
                 raise ValueError(f"Pass raw `inputs` or tensors ({sorted(tensor_inputs)}), not both.")
             return encode_inputs(
-                self._embed, inputs, self.processor, vision=self.main_input_name == "pixel_values",
+                self._embed, inputs, self.processor, vision=vision,
                 full_dim=self.config.embedding_dim, dim=dim, batch_size=batch_size, normalize=normalize,
-                show_progress_bar=show_progress_bar, convert_to_numpy=convert_to_numpy, device=self.device,
-                num_channels=getattr(self.config.backbone_config, "num_channels", None),
+                show_progress_bar=show_progress_bar, convert_to_numpy=to_numpy, device=self.device,
+                num_channels=getattr(self.config.backbone_config, "num_channels", None), prompt=text_prompt,
             )
 
 

@@ -1,7 +1,8 @@
 """The sentence-transformers layout of a text model folder, read and written here.
 
 - Reading (`read_sentence_transformers_folder`), with no sentence-transformers import: where the encoder is, its
-  pooling, the Dense layer's weights and whether the output is normalised: what a `MatryoshkaConfig` needs.
+  pooling, the Dense layer's weights, whether the output is normalised and the prompts: what a `MatryoshkaConfig`
+  needs.
 - Writing (`write_sentence_transformers_files`): the modules sentence-transformers loads beside an hf_mrl text
   model (`modules.json`, the plain encoder under `0_Transformer/`, Pooling / Dense / Normalize), so
   `SentenceTransformer(folder, truncate_dim=k)` loads it without hf_mrl. sentence-transformers is imported only
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 MODULES_FILE = "modules.json"
+ST_CONFIG_FILE = "config_sentence_transformers.json"
 # Pooling modes of sentence-transformers' Pooling module that hf_mrl's pooling computes identically.
 _POOLING_MODES = {"mean": "mean", "cls": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
 _IDENTITY = ("torch.nn.modules.linear.Identity", "torch.nn.Identity")
@@ -53,6 +55,8 @@ class SentenceTransformersLayout:
     normalize: bool
     matryoshka_dims: list[int] | None
     max_seq_length: int | None
+    prompts: dict[str, str] | None = None
+    default_prompt_name: str | None = None
 
 
 def is_sentence_transformers_folder(path) -> bool:
@@ -102,6 +106,20 @@ def _module_folder(root: Path, module: dict) -> Path:
     return folder
 
 
+def _prompts(root: Path) -> tuple[dict[str, str] | None, str | None]:
+    """The prompts and default prompt name of `config_sentence_transformers.json`. sentence-transformers saves
+    empty placeholders (`{"query": "", "document": ""}`) for every model: those alone mean no prompts (None)."""
+    settings_file = root / ST_CONFIG_FILE
+    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    prompts, default_prompt_name = settings.get("prompts") or {}, settings.get("default_prompt_name")
+    if not isinstance(prompts, dict):
+        raise ValueError(f"{settings_file}: `prompts` must be a dict of prompt names to prefixes, got {prompts!r}.")
+    prompts = {name: "" if prompt is None else prompt for name, prompt in prompts.items()}  # ST reads None as ""
+    if default_prompt_name is None and not any(prompts.values()):
+        return None, None
+    return prompts, default_prompt_name
+
+
 def read_sentence_transformers_folder(path) -> SentenceTransformersLayout:
     """The layout of the sentence-transformers folder at `path`; a clear `ValueError` for modules hf_mrl cannot
     reproduce exactly (other poolings, non-linear Dense layers, several Dense layers, unknown modules)."""
@@ -129,10 +147,12 @@ def read_sentence_transformers_folder(path) -> SentenceTransformersLayout:
     config = json.loads((transformer / "config.json").read_text()) if (transformer / "config.json").is_file() else {}
     settings = transformer / "sentence_bert_config.json"
     max_seq_length = json.loads(settings.read_text()).get("max_seq_length") if settings.is_file() else None
+    prompts, default_prompt_name = _prompts(root)
     return SentenceTransformersLayout(
         transformer_path=transformer, pooling=pooling,
         dense_weight=dense[0] if dense else None, dense_bias=dense[1] if dense else None,
         normalize=normalize, matryoshka_dims=config.get("matryoshka_dimensions"), max_seq_length=max_seq_length,
+        prompts=prompts, default_prompt_name=default_prompt_name,
     )
 
 
@@ -183,8 +203,9 @@ def _plain_encoder(base) -> nn.Module:
 
 def _sentence_transformer(base, tokenizer, max_seq_length=None, truncate_dim=None, encoder_dir=None):
     """sentence-transformers' model of the same computation: Transformer (the plain encoder, with the nesting dims in
-    its config) -> Pooling -> Dense (identity, when there is a projection) -> Normalize. The encoder is written to
-    `encoder_dir` (a temporary folder when None), which the Transformer module reads."""
+    its config) -> Pooling -> Dense (identity, when there is a projection) -> Normalize, with the model's prompts
+    (saved to `config_sentence_transformers.json`). The encoder is written to `encoder_dir` (a temporary folder
+    when None), which the Transformer module reads."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
 
@@ -210,7 +231,8 @@ def _sentence_transformer(base, tokenizer, max_seq_length=None, truncate_dim=Non
             )
         if config.normalize:
             modules.append(Normalize())
-        return SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine", truncate_dim=truncate_dim)
+        return SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine", truncate_dim=truncate_dim,
+                                   prompts=config.prompts, default_prompt_name=config.default_prompt_name)
 
 
 def encode_max_length(tokenizer) -> int:
@@ -254,4 +276,4 @@ def write_sentence_transformers_files(model, folder, tokenizer) -> None:
             shutil.rmtree(target, ignore_errors=True)
             shutil.copytree(source, target)
         (folder / "modules.json").write_text(json.dumps(modules, indent=2))
-        shutil.copyfile(staging / "st" / "config_sentence_transformers.json", folder / "config_sentence_transformers.json")
+        shutil.copyfile(staging / "st" / ST_CONFIG_FILE, folder / ST_CONFIG_FILE)

@@ -135,7 +135,10 @@ class SupervisedModelArguments:
 
 
 def _dataset_name(data_args: DataArguments) -> str:
-    source = data_args.dataset_name or data_args.train_file or data_args.test_file or "data"
+    train = data_args.train_file
+    if isinstance(train, (list, tuple)):  # several training files: the run is scored on the eval / test file
+        train = data_args.test_file or data_args.validation_file or train[0]
+    source = data_args.dataset_name or train or data_args.test_file or "data"
     path = Path(source.rstrip("/"))
     return (path.stem if path.suffix else path.name).replace("_dim", "-dim")
 
@@ -431,6 +434,8 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
             # Its forward runs sentence-transformers' module on the encoder, outside the DDP wrapper: the processes'
             # gradients would never be averaged.
             raise ValueError("`--loss st-mrl` trains in one process; launch it without several processes.")
+        if isinstance(trainer.columns, dict):
+            raise ValueError("`--loss st-mrl` trains on one dataset; give one `--train_file` (or use `--loss mrl`).")
 
         trainer.loss = SentenceTransformersMatryoshkaLoss(
             model, model_args.model_name_or_path, trainer.columns, training_args, model_args.matryoshka_dims,

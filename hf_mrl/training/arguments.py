@@ -16,9 +16,11 @@ import torch
 from transformers import TrainingArguments
 
 from ..data._common import check_image_cells
+from ..data.prompts import check_training_prompts
 from ..modeling.checks import check_number, check_positive_int, is_int
 from ..modeling.files import check_output_folder
 from .checkpointing import check_save_total_limit
+from .sampling import BATCH_SAMPLERS, MULTI_DATASET_BATCH_SAMPLERS
 
 __all__ = [
     "MatryoshkaTrainingArguments",
@@ -153,25 +155,28 @@ def check_arguments_for_task(args, task: str, model) -> None:
 def check_datasets(args, train_dataset, eval_datasets: dict) -> None:
     """Refuses, before any work, an empty train or eval dataset, a `dataloader_drop_last` run whose epoch holds
     no full batch (Trainer would run zero steps, or wait forever for the first one) and pixel arrays that are not
-    finite or out of range (`check_image_cells`, naming the row). Datasets without a length (`IterableDataset`)
-    are not checked."""
-    for name, dataset in (("train_dataset", train_dataset),
+    finite or out of range (`check_image_cells`, naming the row). A dict of training datasets is checked dataset by
+    dataset. Datasets without a length (`IterableDataset`) are not checked."""
+    train_parts = ({f"train_dataset[{key!r}]": part for key, part in train_dataset.items()}
+                   if isinstance(train_dataset, dict) else {"train_dataset": train_dataset})
+    for name, dataset in (*train_parts.items(),
                           *((f"eval_dataset[{key!r}]" if key is not None else "eval_dataset", part)
                             for key, part in eval_datasets.items())):
         if dataset is not None and hasattr(dataset, "__len__") and len(dataset) == 0:
             raise ValueError(f"`{name}` is empty (0 rows); give at least one row (check the split and "
                              "`max_*_samples`).")
         check_image_cells(dataset, f"`{name}`", files=False)
-    if train_dataset is None or not hasattr(train_dataset, "__len__") or not args.dataloader_drop_last:
+    if not args.dataloader_drop_last:
         return
     batch = args.per_device_train_batch_size * max(1, args.n_gpu) * args.world_size
-    if len(train_dataset) < batch:
-        raise ValueError(
-            f"`dataloader_drop_last`=True drops every batch: `train_dataset` has {len(train_dataset)} rows, fewer "
-            f"than one batch of {batch} (`per_device_train_batch_size`={args.per_device_train_batch_size} x "
-            f"{max(1, args.n_gpu) * args.world_size} devices), so an epoch has 0 batches; lower the batch size to at "
-            f"most {len(train_dataset)}, give more rows or turn `dataloader_drop_last` off."
-        )
+    for name, dataset in train_parts.items():
+        if dataset is not None and hasattr(dataset, "__len__") and len(dataset) < batch:
+            raise ValueError(
+                f"`dataloader_drop_last`=True drops every batch: `{name}` has {len(dataset)} rows, fewer "
+                f"than one batch of {batch} (`per_device_train_batch_size`={args.per_device_train_batch_size} x "
+                f"{max(1, args.n_gpu) * args.world_size} devices), so an epoch has 0 batches; lower the batch size to "
+                f"at most {len(dataset)}, give more rows or turn `dataloader_drop_last` off."
+            )
 
 
 @dataclass
@@ -197,7 +202,10 @@ class MatryoshkaTrainingArguments(TrainingArguments):
             and back-propagate through cached embedding gradients (GradCache): the loss sees the whole batch's
             in-batch negatives, memory is that of a mini-batch. Default: no caching.
         prompts (`str` or `dict`, *optional*): text prefixes added in training, as sentence-transformers' training
-            argument: one string for every text column, `{column: prompt}`, or `{dataset_name: {column: prompt}}`.
+            argument: one string for every text column, `{column: prompt}`, or `{dataset_name: {column: prompt}}`;
+            from the command line a JSON dict string. They are not saved with the model (as in sentence-transformers):
+            set the inference prompts in `model.config.prompts` (e.g. `{"query": "query: "}`), which
+            `encode(..., prompt_name=...)` and sentence-transformers read.
         batch_sampler (`str`, defaults to "batch_sampler"): "no_duplicates" keeps a text out of a batch that already
             holds it (no false in-batch negatives), as sentence-transformers' `BatchSamplers.NO_DUPLICATES`.
         multi_dataset_batch_sampler (`str`, defaults to "proportional"): with a dict of training datasets (each batch
@@ -222,7 +230,8 @@ class MatryoshkaTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "contrastive: encode in mini-batches of this size with cached gradients (GradCache)"}
     )
     prompts: str | None = field(  # or a dict in Python; a JSON dict string from the command line
-        default=None, metadata={"help": 'text prefixes in training: a string, or JSON {"anchor": "query: ", ...}'}
+        default=None, metadata={"help": 'text prefixes in training: a string, or JSON {"anchor": "query: ", ...} '
+                                        "(not saved with the model: inference prompts live in model.config.prompts)"}
     )
     batch_sampler: str = field(default="batch_sampler", metadata={"help": "batch_sampler or no_duplicates"})
     multi_dataset_batch_sampler: str = field(
@@ -265,6 +274,13 @@ class MatryoshkaTrainingArguments(TrainingArguments):
             check_positive_int(getattr(self, name), name)
         if self.mini_batch_size is not None:
             check_positive_int(self.mini_batch_size, "mini_batch_size")
+        # sentence-transformers' enums (BatchSamplers.NO_DUPLICATES, ...) are str enums: their values are ours
+        self.batch_sampler = getattr(self.batch_sampler, "value", self.batch_sampler)
+        self.multi_dataset_batch_sampler = getattr(self.multi_dataset_batch_sampler, "value", self.multi_dataset_batch_sampler)
+        for name, allowed in (("batch_sampler", BATCH_SAMPLERS), ("multi_dataset_batch_sampler", MULTI_DATASET_BATCH_SAMPLERS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{name}` must be one of {list(allowed)}, got {getattr(self, name)!r}.")
+        self.prompts = check_training_prompts(self.prompts)
         if self.eval_dims is not None and (not self.eval_dims or not all(is_int(dim) and dim > 0 for dim in self.eval_dims)):
             raise ValueError(f"`eval_dims` must be positive integers, got {self.eval_dims!r}.")
         if not self.use_cpu and not torch.cuda.is_available():

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..data import ImageCollator, ImageTextCollator, PairCollator, TextCollator
+from ..data.prompts import resolve_prompts
 from ..modeling.checks import max_input_tokens
 from ..modeling.configuration_matryoshka import MatryoshkaConfig
 from ..modeling.losses import matryoshka_contrastive_loss
@@ -27,6 +28,7 @@ from ..modeling.modeling_matryoshka import (
     MatryoshkaForSequenceClassification,
     MatryoshkaModel,
 )
+from .cached import CachedBatch
 
 __all__ = [
     "TASKS",
@@ -83,35 +85,43 @@ def _is_label_column(name: str, features) -> bool:
     return name in ("label", "labels") or isinstance(features.get(name), datasets.ClassLabel)
 
 
-def pair_columns(dataset, anchor_column: str | None = None, positive_column: str | None = None) -> tuple[str, str]:
-    """The two text columns of a pair dataset: the named ones, else `anchor` / `positive`, else its only two
-    text columns."""
+def _negative_columns(columns: list[str], taken: tuple[str, str]) -> list[str]:
+    """sentence-transformers' naming: `negative`, `negative_1`, `negative_2`, ... (any column starting with it)."""
+    return [name for name in columns if name.startswith("negative") and name not in taken]
+
+
+def pair_columns(dataset, anchor_column: str | None = None, positive_column: str | None = None) -> tuple[str, ...]:
+    """The text columns of a pair dataset, (anchor, positive, *hard negatives): the named ones, else `anchor` /
+    `positive`, else its text columns by position (sentence-transformers' rule: first the anchor, then the
+    positive, then any number of negatives). With named or `anchor` / `positive` columns, hard negatives are the
+    columns named `negative*`."""
     columns = _columns(dataset)
     if anchor_column is None and positive_column is None:
         if {"anchor", "positive"} <= set(columns):
-            return "anchor", "positive"
+            return ("anchor", "positive", *_negative_columns(columns, ("anchor", "positive")))
         features = getattr(dataset, "features", None) or {}
         texts = [name for name in columns if getattr(features.get(name), "dtype", None) in ("string", "large_string")]
-        if len(texts) == 2:
+        if len(texts) >= 2:
             labels = [name for name in texts if _is_label_column(name, features)]
             if labels:  # (text, class name) pairs would train the encoder to match texts to their label strings
                 raise ValueError(
-                    f"The dataset's only two text columns are {texts}, and {labels[0]!r} is a label column; a pair "
-                    "dataset needs two text columns to pair (columns: "
+                    f"The dataset's text columns are {texts}, and {labels[0]!r} is a label column; a pair "
+                    "dataset needs text columns to pair (columns: "
                     f"{columns}); pass `--anchor_column` and `--positive_column` (or rename them anchor / positive)."
                 )
-            print(f"pairs: training on the text columns {texts[0]!r} (anchor) and {texts[1]!r} (positive); "
+            negatives = f", then {texts[2:]} as hard negatives" if len(texts) > 2 else ""
+            print(f"pairs: training on the text columns {texts[0]!r} (anchor) and {texts[1]!r} (positive){negatives}; "
                   "choose others with --anchor_column / --positive_column", file=sys.stderr)
-            return texts[0], texts[1]
+            return tuple(texts)
         raise ValueError(
-            f"Pass `anchor_column` and `positive_column`: the dataset has no `anchor` / `positive` columns and not "
-            f"exactly two text columns (columns: {columns})."
+            f"Pass `anchor_column` and `positive_column`: the dataset has no `anchor` / `positive` columns and fewer "
+            f"than two text columns (columns: {columns})."
         )
     chosen = (anchor_column or "anchor", positive_column or "positive")
     for argument, column in zip(("anchor_column", "positive_column"), chosen):
         if column not in columns:
             raise ValueError(f"`{argument}` {column!r} is not a column of the dataset; columns: {columns}.")
-    return chosen
+    return (*chosen, *_negative_columns(columns, chosen))
 
 
 def default_processor(model):
@@ -124,18 +134,24 @@ def _image_settings(config) -> dict:
     return {"image_size": config.image_size, "num_channels": config.num_channels}
 
 
-def default_collator(task: str, model, processor, max_length: int, columns: tuple[str, str] | None = None):
+def default_collator(task: str, model, processor, max_length: int, columns: tuple[str, str] | None = None,
+                     prompts=None):
     """The collator that turns the task's rows into model inputs. Texts are cut at `max_length` tokens, or at the
-    text encoder's positions when it has fewer (`max_input_tokens`)."""
+    text encoder's positions when it has fewer (`max_input_tokens`), after the `prompts` of one dataset (a string for
+    every text column or `{column: prompt}`; see `hf_mrl.data.prompts.resolve_prompts`) are put before them."""
     text_config = model.config.text_config if task == "image-text" else model.config.backbone_config
     max_length = min(max_length, max_input_tokens(text_config) or max_length)
+    image_only = task == "classification" and model.main_input_name == "pixel_values"
+    text_columns = () if image_only else tuple(columns or ()) if task == "pairs" else ("text",)
+    prompts = resolve_prompts(prompts, None, text_columns)
     if task == "classification":
-        if model.main_input_name == "pixel_values":
+        if image_only:
             return ImageCollator(**_image_settings(model.config.backbone_config))
-        return TextCollator(processor, max_length=max_length)
+        return TextCollator(processor, max_length=max_length, prompts=prompts)
     if task == "pairs":
-        return PairCollator(processor, max_length=max_length, columns=columns)
-    return ImageTextCollator(processor, max_length=max_length, **_image_settings(model.config.vision_config))
+        return PairCollator(processor, max_length=max_length, columns=columns, prompts=prompts)
+    return ImageTextCollator(processor, max_length=max_length, prompts=prompts,
+                             **_image_settings(model.config.vision_config))
 
 
 class TaskLoss(nn.Module):
@@ -166,63 +182,119 @@ class ClassificationLoss(TaskLoss):
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         extra = {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
-        outputs = self.run(**batch, **extra)
+        outputs = self.run(**_without_dataset_name(batch), **extra)
         return outputs.loss, outputs.matryoshka_losses
 
 
 @dataclass
 class _PairSettings:
-    columns: tuple[str, str]
+    columns: tuple[str, ...] | dict[str, tuple[str, ...]]
     temperature: float
     symmetric: bool
     label_smoothing: float
 
 
-class PairContrastiveLoss(TaskLoss):
-    """The Matryoshka contrastive loss on text pairs with one shared tower: both columns are embedded in one
-    forward of this module, and with several processes the loss sees the global batch (all-gather)."""
+def _without_dataset_name(batch: dict) -> dict:
+    return {key: value for key, value in batch.items() if key != "dataset_name"}
 
-    def __init__(self, model: MatryoshkaModel, columns, temperature=0.05, symmetric=True, label_smoothing=0.0):
+
+class PairContrastiveLoss(TaskLoss):
+    """The Matryoshka contrastive loss on text pairs with one shared tower: the anchor column against the positive
+    and any hard-negative columns (sentence-transformers' MultipleNegativesRankingLoss at every dim). With several
+    processes the loss sees the global batch (all-gather).
+
+    Args:
+        columns: (anchor, positive, *negatives), or {dataset_name: columns} for several training datasets (the
+            batch's `dataset_name` picks them).
+        mini_batch_size: encode in mini-batches of this many rows with cached gradients (GradCache): the
+            in-batch negatives of the whole batch in the memory of a mini-batch. None: one pass with a graph.
+    """
+
+    def __init__(self, model: MatryoshkaModel, columns, temperature=0.05, symmetric=True, label_smoothing=0.0,
+                 mini_batch_size: int | None = None):
         super().__init__(model)
-        self.settings = _PairSettings(tuple(columns), temperature, symmetric, label_smoothing)
+        columns = {name: tuple(each) for name, each in columns.items()} if isinstance(columns, dict) else tuple(columns)
+        self.settings = _PairSettings(columns, temperature, symmetric, label_smoothing)
+        self.mini_batch_size = mini_batch_size
         self.gather = False
         self.id_offset = 0
 
+    def columns_of(self, batch: dict) -> tuple[str, ...]:
+        columns = self.settings.columns
+        return columns[batch["dataset_name"]] if isinstance(columns, dict) else columns
+
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        anchor, positive = self.settings.columns
+        columns = self.columns_of(batch)
+        cached = None
+        if self.mini_batch_size is not None and torch.is_grad_enabled():
+            cached = CachedBatch([batch[column] for column in columns],
+                                 lambda inputs: (self.run(**inputs).embeddings, None), self.mini_batch_size)
+            embeddings = cached.embeddings
+        else:
+            embeddings = [self.run(**batch[column]).embeddings for column in columns]
+        anchor, positive, *negatives = embeddings
+        negative_ids = None
+        if negatives:  # positives and negatives numbered together by the collator
+            candidate_ids = batch["candidate_ids"] + self.id_offset
+            text_ids, negative_ids = candidate_ids[: len(anchor)], candidate_ids[len(anchor) :].view(-1, len(anchor)).t()
+        else:
+            text_ids = batch[f"{columns[1]}_ids"] + self.id_offset
         config: MatryoshkaConfig = self.model.config
         output = matryoshka_contrastive_loss(
-            self.run(**batch[anchor]).embeddings, self.run(**batch[positive]).embeddings,
-            config.matryoshka_dims, config.matryoshka_weights, self.settings.temperature,
+            anchor, positive, config.matryoshka_dims, config.matryoshka_weights, self.settings.temperature,
             label_smoothing=self.settings.label_smoothing, symmetric=self.settings.symmetric, gather=self.gather,
             # The collator numbers duplicate texts within the local batch: each process gets its own id range.
-            image_ids=batch[f"{anchor}_ids"] + self.id_offset, text_ids=batch[f"{positive}_ids"] + self.id_offset,
+            image_ids=batch[f"{columns[0]}_ids"] + self.id_offset, text_ids=text_ids,
+            negative_embeds=negatives or None, negative_ids=negative_ids, mini_batch_size=self.mini_batch_size,
         )
-        return output.loss, output.per_dim_losses
+        loss = output.loss if cached is None else cached.loss_with_replay(output.loss, self.wrapped)
+        return loss, output.per_dim_losses
 
 
 class ImageTextLoss(TaskLoss):
-    """The dual encoder's own image-text Matryoshka loss (`return_loss=True`)."""
+    """The dual encoder's own image-text Matryoshka loss (`return_loss=True`); with `mini_batch_size`, images and
+    captions are encoded in cached mini-batches (GradCache) and the loss taken on the whole batch."""
 
-    def __init__(self, model: MatryoshkaDualEncoderModel):
+    def __init__(self, model: MatryoshkaDualEncoderModel, mini_batch_size: int | None = None):
         super().__init__(model)
+        self.mini_batch_size = mini_batch_size
         self.gather = False
         self.id_offset = 0
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs = {key: value for key, value in batch.items() if key != "labels"}
+        inputs = {key: value for key, value in _without_dataset_name(batch).items() if key != "labels"}
         for key in ("image_ids", "text_ids"):
             if key in inputs:
                 inputs[key] = inputs[key] + self.id_offset
-        output = self.run(**inputs, return_loss=True, gather=self.gather)
-        return output.loss, output.matryoshka_losses
+        if self.mini_batch_size is None or not torch.is_grad_enabled():
+            output = self.run(**inputs, return_loss=True, gather=self.gather)
+            return output.loss, output.matryoshka_losses
+        return self._cached(inputs)
+
+    def _cached(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        images = {"pixel_values": inputs["pixel_values"]}
+        texts = {key: inputs[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in inputs}
+
+        def encode(part: dict):
+            output = self.run(**part)
+            features = output.image_features if "pixel_values" in part else output.text_features
+            return features, output.logit_scale
+
+        cached = CachedBatch([images, texts], encode, self.mini_batch_size)
+        image_features, text_features = cached.embeddings
+        output = self.model.contrastive_loss(
+            image_features, text_features, image_ids=inputs.get("image_ids"), text_ids=inputs.get("text_ids"),
+            gather=self.gather, logit_scale=cached.scale_leaf, mini_batch_size=self.mini_batch_size,
+        )
+        return cached.loss_with_replay(output.loss, self.wrapped), output.per_dim_losses
 
 
 def default_loss(task: str, model, args, columns) -> TaskLoss:
     """The task's Matryoshka loss with the training arguments' settings."""
     if task == "classification":
         return ClassificationLoss(model, args.label_smoothing_factor)
+    mini_batch_size = getattr(args, "mini_batch_size", None)
     if task == "pairs":
         return PairContrastiveLoss(model, columns, args.temperature or PAIR_TEMPERATURE, args.symmetric,
-                                   args.contrastive_label_smoothing)
-    return ImageTextLoss(model)
+                                   args.contrastive_label_smoothing, mini_batch_size)
+    return ImageTextLoss(model, mini_batch_size)

@@ -17,6 +17,9 @@ transformers documents them. What Matryoshka training adds lives in overrides:
 - checkpoints are written to a temp folder and renamed (`resume_from_checkpoint=True` / "latest" never picks a
   half-written one), every file is checked before a resume, and rotation keeps files hf_mrl did not write;
 - the training order is a seeded shuffle per epoch, so a resumed run repeats the killed one bit for bit;
+- several training datasets (`train_dataset={"name": dataset, ...}`, as sentence-transformers takes them): each
+  batch from one dataset (`multi_dataset_batch_sampler`), collated with its own columns, its loss logged as
+  `loss_<name>`; `batch_sampler="no_duplicates"` keeps a text out of a batch that already holds it;
 - `save_model()` / `push_to_hub()` write hf_mrl's folder with its model card (per-dim table, class names).
 
 Arguments that cannot mean anything here are refused before any work (see `arguments.REFUSED`).
@@ -29,14 +32,16 @@ import re
 import shutil
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import datasets
 import torch
 from transformers import Trainer
-from transformers.trainer_utils import TrainOutput
+from transformers.trainer_utils import TrainOutput, seed_worker
 
-from ..data.generic import align_class_labels, check_label_dtype
+from ..data.generic import align_class_labels, check_label_dtype, encode_string_labels
+from ..data.prompts import resolve_prompts
 from ..hub import push_to_hub_with_card, save_with_card
 from ..modeling.file_checks import describe_os_error
 from ..modeling.files import check_folder_target, check_output_folder, move_into_place, remove_stale_temp_folders
@@ -61,6 +66,15 @@ from .checkpointing import (
 from .evaluators import default_evaluator
 from .flat_loss import FlatLossWatch
 from .labels import check_label_range, encode_label_strings, set_class_names
+from .multi_dataset import (
+    DATASET_NAME,
+    MultiDatasetCollator,
+    NamedConcatDataset,
+    check_batch_sampling,
+    check_train_datasets,
+    dataset_named,
+    train_batch_sampler,
+)
 from .sampling import EpochShuffleSampler
 from .tasks import (
     TaskLoss,
@@ -96,7 +110,8 @@ class MatryoshkaTrainer(Trainer):
     Args:
         model: a `MatryoshkaFor*Classification`, `MatryoshkaModel` or `MatryoshkaDualEncoderModel`.
         args: `MatryoshkaTrainingArguments` or a plain `transformers.TrainingArguments`.
-        train_dataset: a `datasets.Dataset` (or `IterableDataset`, with `max_steps`).
+        train_dataset: a `datasets.Dataset` (or `IterableDataset`, with `max_steps`), or `{name: Dataset}` for
+            several datasets (each batch from one, `batch["dataset_name"]` says which; see `MultiDatasetBatchSampler`).
         eval_dataset: scored every `eval_steps` / epoch (`eval_strategy`) and by `evaluate()`.
         evaluator: any callable `evaluator(model) -> {metric: value}` (e.g. an hf_mrl evaluator); default: the
             task's per-dim evaluator on `eval_dataset`.
@@ -131,8 +146,14 @@ class MatryoshkaTrainer(Trainer):
         text_config = model.config.get_text_config()
         if getattr(processing_class, "pad_token_id", None) is not None and getattr(text_config, "pad_token_id", None) is None:
             text_config.pad_token_id = processing_class.pad_token_id  # what Trainer would align, with a warning
+        if data_collator is None and isinstance(train_dataset, dict):  # each dataset's columns and prompts
+            data_collator = MultiDatasetCollator({
+                name: default_collator(self.task, model, processing_class, args.max_seq_length, self._columns_of(name),
+                                       prompts=resolve_prompts(args.prompts, name, self._text_columns(model, name)))
+                for name in train_dataset
+            })
         data_collator = data_collator or default_collator(self.task, model, processing_class, args.max_seq_length,
-                                                          self.columns)
+                                                          self.columns, prompts=args.prompts)
         self._evaluator = evaluator
         if evaluator is None and args.metric_for_best_model:
             _check_metric_for_best_model(args.metric_for_best_model, name,
@@ -140,6 +161,7 @@ class MatryoshkaTrainer(Trainer):
         self.loss = loss if loss is not None else default_loss(self.task, model, args, self.columns)
         self._per_dim_sum: torch.Tensor | None = None
         self._per_dim_count = 0
+        self._dataset_loss: dict[str, list] = {}  # dataset name -> [loss sum, steps] since the last log
         self._flat_loss = FlatLossWatch(args.warmup_steps, args.learning_rate, pretrained=_started_from_weights(model))
         self._card_results: dict[str, float] | None = None
         self._card: dict = {}  # description / metrics of the model card, from the last save_model()
@@ -154,33 +176,56 @@ class MatryoshkaTrainer(Trainer):
     def _prepare_datasets(self, model, args, train_dataset, eval_dataset):
         """Reads the task off the model and columns (`self.task`, `self.columns`); for classification, string labels
         become class ids, class names go into `config.id2label` and every id is checked against the heads. A dict
-        of eval datasets (scored one by one) is prepared like one: its first part stands for it."""
+        of eval datasets (scored one by one) is prepared like one: its first part stands for it. A dict of training
+        datasets (each batch from one of them) is prepared dataset by dataset: each must fit the task, a pairs
+        task reads each one's columns (`self.columns` is then `{name: columns}`), string labels become one
+        `ClassLabel` over all of them and the first one's class names go into the config."""
+        several = isinstance(train_dataset, dict)
+        if several:
+            check_train_datasets(train_dataset)
+        train_parts = dict(train_dataset) if several else {} if train_dataset is None else {None: train_dataset}
         eval_parts = dict(eval_dataset) if isinstance(eval_dataset, dict) else {None: eval_dataset}
         first_key = next(iter(eval_parts), None)
         check_datasets(args, train_dataset, eval_parts)
-        probe = train_dataset if train_dataset is not None else eval_parts.get(first_key)
-        self.task = infer_task(model, probe)
+        probe = next(iter(train_parts.values()), None) if train_parts else eval_parts.get(first_key)
+        self.task = infer_task(model, probe) if not several else None
+        for key, part in train_parts.items() if several else ():  # the task of a model is one: each must fit it
+            with dataset_named(key):
+                self.task = infer_task(model, part)
         check_arguments_for_task(args, self.task, model)
         if self.task == "classification":
-            for part in (train_dataset, *eval_parts.values()):
+            for key, part in (*train_parts.items(), *((None, part) for part in eval_parts.values())):
                 if part is not None:
-                    check_label_dtype(part, "label")
-            train_dataset, eval_parts[first_key] = encode_label_strings(train_dataset, eval_parts.get(first_key))
-            probe = train_dataset if train_dataset is not None else eval_parts[first_key]
-        self.columns = pair_columns(probe, args.anchor_column, args.positive_column) if self.task == "pairs" else None
+                    with dataset_named(key):
+                        check_label_dtype(part, "label")
+            train_parts, eval_parts[first_key] = _encode_label_strings(train_parts, eval_parts.get(first_key))
+            probe = next(iter(train_parts.values()), None) if train_parts else eval_parts[first_key]
+        self.columns = None
+        if self.task == "pairs":
+            self.columns = pair_columns(probe, args.anchor_column, args.positive_column)
+            if several:
+                self.columns = {}
+                for key, part in train_parts.items():
+                    with dataset_named(key):
+                        self.columns[key] = pair_columns(part, args.anchor_column, args.positive_column)
         if self.task == "classification":
             set_class_names(model, probe)
-            train_dataset, *aligned = (align_class_labels(part, model.config.id2label) if part is not None else None
-                                       for part in (train_dataset, *eval_parts.values()))
-            eval_parts = dict(zip(eval_parts, aligned))
-            check_label_range(train_dataset, model.config.num_labels, "The train dataset")
+            id2label = model.config.id2label
+            train_parts = {key: align_class_labels(part, id2label) for key, part in train_parts.items()}
+            eval_parts = {key: align_class_labels(part, id2label) if part is not None else None
+                          for key, part in eval_parts.items()}
+            for key, part in train_parts.items():
+                check_label_range(part, model.config.num_labels,
+                                  "The train dataset" if key is None else f"The train dataset {key!r}")
             for key, part in eval_parts.items():
                 check_label_range(part, model.config.num_labels,
                                   "The eval dataset" if key is None else f"The eval dataset {key!r}")
         eval_dataset = eval_parts if isinstance(eval_dataset, dict) else eval_parts.get(None)
+        train_dataset = train_parts if several else train_parts.get(None)
         if isinstance(train_dataset, datasets.IterableDataset):
             seed = args.data_seed if args.data_seed is not None else args.seed
             train_dataset = train_dataset.shuffle(seed=seed, buffer_size=args.shuffle_buffer)
+        check_batch_sampling(args, self.task, model, train_dataset)
         return train_dataset, eval_dataset
 
     def _validate_args(self) -> None:
@@ -204,6 +249,62 @@ class MatryoshkaTrainer(Trainer):
 
     def _get_collator_with_removed_columns(self, data_collator, description=None):
         return data_collator
+
+    def _columns_of(self, name: str | None):
+        """The pair columns of training dataset `name` (None for other tasks)."""
+        return self.columns[name] if isinstance(self.columns, dict) else self.columns
+
+    def _text_columns(self, model, name: str | None) -> tuple[str, ...]:
+        """The text columns of training dataset `name`: the pair columns, `text`, or none for an image classifier."""
+        if self.task == "pairs":
+            return tuple(self._columns_of(name))
+        return () if self.task == "classification" and model.main_input_name == "pixel_values" else ("text",)
+
+    def get_train_dataloader(self):
+        """Trainer's dataloader; with several training datasets or `batch_sampler="no_duplicates"`, a dataloader over
+        our batch sampler (`get_train_batch_sampler`: one dataset per batch, no repeated text), prepared by
+        Accelerate as Trainer prepares its own, which deals the batches whole to the processes."""
+        several = isinstance(self.train_dataset, dict)
+        if not several and self.args.batch_sampler != "no_duplicates":
+            return super().get_train_dataloader()
+        args = self.args
+        collator = self.data_collator
+        if several and not isinstance(collator, MultiDatasetCollator):
+            collator = MultiDatasetCollator(collator)  # a user's collator: the same for every dataset
+        loader = torch.utils.data.DataLoader(
+            NamedConcatDataset(self.train_dataset) if several else self.train_dataset,
+            batch_sampler=self.get_train_batch_sampler(), collate_fn=collator,
+            num_workers=args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers,
+            multiprocessing_context=args.dataloader_multiprocessing_context,
+            prefetch_factor=args.dataloader_prefetch_factor, in_order=args.dataloader_in_order,
+            worker_init_fn=partial(seed_worker, num_workers=args.dataloader_num_workers, rank=args.process_index),
+        )
+        return self.accelerator.prepare(loader)
+
+    def get_resumed_dataloader(self, dataloader, num_batches: int):
+        """Accelerate's dataloader that skips the batches a killed run trained on. With several processes its
+        `SkipBatchSampler` over a `BatchSamplerShard` passes `set_epoch` on to neither, so the shuffle would replay
+        epoch 0's order: the epoch is handed down to our sampler through them."""
+        resumed = super().get_resumed_dataloader(dataloader, num_batches)
+        skipping = getattr(resumed, "batch_sampler", None)
+        inner = getattr(skipping, "batch_sampler", None)
+        while inner is not None and not hasattr(inner, "set_epoch"):
+            inner = getattr(inner, "batch_sampler", None) or getattr(inner, "sampler", None)
+        if inner is not None and not hasattr(skipping, "set_epoch"):
+            skipping.set_epoch = inner.set_epoch
+        return resumed
+
+    def get_train_batch_sampler(self):
+        """The batches of every process for several training datasets or `batch_sampler="no_duplicates"` (see
+        `multi_dataset.train_batch_sampler`)."""
+        args = self.args
+        return train_batch_sampler(
+            self.train_dataset, lambda name: self._text_columns(self.model, name), args.batch_sampler,
+            args.multi_dataset_batch_sampler, batch_size=self._train_batch_size,
+            seed=args.data_seed if args.data_seed is not None else args.seed, drop_last=args.dataloader_drop_last,
+            num_processes=self.accelerator.num_processes,
+        )
 
     def _get_train_sampler(self, train_dataset=None):
         """A seeded shuffle per epoch (`seed + epoch`): a resumed run replays the killed run's order."""
@@ -301,7 +402,8 @@ class MatryoshkaTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The task's loss through `model` (the wrapped model: DDP, FSDP or compiled), as sentence-transformers
-        does; per-dim losses are kept for the logs."""
+        does; per-dim losses (and, with several training datasets, the loss of the batch's dataset) are kept for
+        the logs."""
         loss_module = self.loss
         if isinstance(loss_module, TaskLoss):
             loss_module.run_through(model if model is not loss_module.model else None)
@@ -309,14 +411,17 @@ class MatryoshkaTrainer(Trainer):
             loss_module.model = model
         loss, per_dim = loss_module(inputs)
         if model.training:
-            self._remember_losses(loss, per_dim)
+            self._remember_losses(loss, per_dim, inputs.get(DATASET_NAME))
         return (loss, None) if return_outputs else loss
 
-    def _remember_losses(self, loss: torch.Tensor, per_dim: torch.Tensor | None) -> None:
+    def _remember_losses(self, loss: torch.Tensor, per_dim: torch.Tensor | None, dataset_name: str | None = None) -> None:
         if per_dim is not None and self._dims_of_loss():
             values = per_dim.detach().float().reshape(-1)
             self._per_dim_sum = values if self._per_dim_sum is None else self._per_dim_sum + values
             self._per_dim_count += 1
+        if dataset_name is not None:
+            total = self._dataset_loss.setdefault(dataset_name, [0.0, 0])
+            total[0], total[1] = total[0] + loss.detach().float(), total[1] + 1
         warning = self._flat_loss.update(self.state.global_step + 1, loss)
         if warning and self.is_world_process_zero():
             warnings.warn(warning, stacklevel=2)
@@ -328,14 +433,30 @@ class MatryoshkaTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Trainer's log, plus each nesting dim's unweighted loss (`loss_dim8`, ...: means over the steps since the
-        last log, averaged over processes) beside the training `loss`."""
+        last log, averaged over processes) beside the training `loss`; with several training datasets, each one's
+        loss (`loss_<name>`: the mean over its batches since the last log, on every process)."""
         if "loss" in logs and self._per_dim_count:
             means = self._per_dim_sum / self._per_dim_count
             if self.accelerator.num_processes > 1:
                 means = self.accelerator.reduce(means.to(self.accelerator.device), reduction="mean")
             logs.update({f"loss_dim{dim}": round(float(value), 6) for dim, value in zip(self._dims_of_loss(), means.tolist())})
             self._per_dim_sum, self._per_dim_count = None, 0
+        if "loss" in logs and isinstance(self.train_dataset, dict):
+            logs.update(self._dataset_losses())
         super().log(logs, start_time)
+
+    def _dataset_losses(self) -> dict[str, float]:
+        """`loss_<name>` of each training dataset with batches since the last log (sums and counts summed over
+        processes: a step's batches on every process come from one dataset)."""
+        names = list(self.train_dataset)
+        device = self.accelerator.device
+        totals = torch.tensor([[float(self._dataset_loss.get(name, (0.0, 0))[column]) for name in names]
+                               for column in (0, 1)], device=device)
+        if self.accelerator.num_processes > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        self._dataset_loss = {}
+        return {f"loss_{name}": round(float(total / count), 6)
+                for name, total, count in zip(names, *totals.tolist()) if count}
 
     # -- evaluation -----------------------------------------------------------------------------------------
 
@@ -350,9 +471,15 @@ class MatryoshkaTrainer(Trainer):
             id2label = self.model.config.id2label
             dataset = align_class_labels(dataset, id2label)
             reference_dataset = align_class_labels(reference_dataset, id2label) if reference_dataset is not None else None
+        collator, columns = self.data_collator, self.columns
+        if isinstance(collator, MultiDatasetCollator):  # several training datasets: eval rows carry no dataset name
+            collator = None if self.task == "pairs" else default_collator(
+                self.task, self.model, self.processing_class, self.args.max_seq_length, None)
+        if isinstance(columns, dict):
+            columns = pair_columns(dataset, self.args.anchor_column, self.args.positive_column)
         return default_evaluator(
-            self.task, self.model, dataset, collate_fn=self.data_collator, processor=self.processing_class,
-            args=self.args, name=self.name or _UNNAMED, reference_dataset=reference_dataset, columns=self.columns,
+            self.task, self.model, dataset, collate_fn=collator, processor=self.processing_class,
+            args=self.args, name=self.name or _UNNAMED, reference_dataset=reference_dataset, columns=columns,
         )
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval",
@@ -539,6 +666,21 @@ class MatryoshkaTrainer(Trainer):
         """`hub_strategy="every_save"`: each checkpoint's model goes up with its card (blocking)."""
         if self.args.hub_strategy == "every_save":
             self.push_to_hub(commit_message=f"Training in progress, step {self.state.global_step}")
+
+
+def _encode_label_strings(train_parts: dict, eval_dataset):
+    """`encode_label_strings` over every training dataset: string labels become one `ClassLabel` over all of them
+    and the (first) eval dataset."""
+    if len(train_parts) <= 1:
+        key = next(iter(train_parts), None)
+        train, eval_dataset = encode_label_strings(train_parts.get(key), eval_dataset)
+        return ({key: train} if train_parts else {}), eval_dataset
+    parts = [*train_parts.values(), eval_dataset]
+    present = [position for position, part in enumerate(parts) if isinstance(part, datasets.Dataset)]
+    encoded = encode_string_labels(datasets.DatasetDict({str(position): parts[position] for position in present}))
+    for position in present:
+        parts[position] = encoded[str(position)]
+    return dict(zip(train_parts, parts[:-1])), parts[-1]
 
 
 def _load_saved_weights(model, folder) -> None:

@@ -80,8 +80,8 @@ def test_one_pass_matches_per_dim_brute_force(efficient):
     query_pixels, reference_pixels = pixel_batch(queries), pixel_batch(reference)
     query_labels, reference_labels = np.array(queries["label"]), np.array(reference["label"])
     for dim in dims:
-        query = model.encode(pixel_values=query_pixels, dim=dim).numpy()
-        ref = model.encode(pixel_values=reference_pixels, dim=dim).numpy()
+        query = model.encode(pixel_values=query_pixels, dim=dim)
+        ref = model.encode(pixel_values=reference_pixels, dim=dim)
         for k in (1, 5):
             expected = brute_force_knn(query, ref, query_labels, reference_labels, k, leave_one_out=False)
             assert results[f"toy_dim{dim}_{k}nn"] == pytest.approx(expected)
@@ -105,7 +105,7 @@ def test_leave_one_out_knn_and_model_without_heads(tmp_path):
     assert evaluator.primary_metric == "loo_dim32_1nn"
     pixels, labels = pixel_batch(queries), np.array(queries["label"])
     for dim in DIMS:
-        embedded = model.eval().encode(pixel_values=pixels, dim=dim).numpy()
+        embedded = model.eval().encode(pixel_values=pixels, dim=dim)
         assert results[f"loo_dim{dim}_3nn"] == pytest.approx(
             brute_force_knn(embedded, embedded, labels, labels, 3, True)
         )

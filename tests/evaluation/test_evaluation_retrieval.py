@@ -70,7 +70,7 @@ def test_label_relevance_queries_as_corpus_matches_brute_force(model):
     labels = np.array(data["label"])
     relevant_sets = [{j for j in range(40) if labels[j] == labels[i] and j != i} for i in range(40)]
     for dim in (8, 20, 32):
-        embedded = model.encode(pixel_values=pixels(data), dim=dim).numpy()
+        embedded = model.encode(pixel_values=pixels(data), dim=dim)
         for k in (5, 10):
             expected = brute_force(embedded, embedded, relevant_sets, k, exclude_self=True)
             for metric in ("mrl_map", "ir_map", "precision", "recall", "ndcg"):

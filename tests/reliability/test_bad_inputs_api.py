@@ -167,6 +167,9 @@ ENCODE = [
     pytest.param(lambda m: m.text.encode(["a cat", 3]), ["inputs[1]", "int", "strings"], id="encode-mixed-types"),
     pytest.param(lambda m: m.text.encode([np.zeros((28, 28), dtype=np.uint8)]), ["inputs[0]", "ndarray", "text model"], id="encode-text-model-given-image"),
     pytest.param(lambda m: m.text.encode(["a cat"], convert_to_numpy="yes"), ["convert_to_numpy", "True or False"], id="encode-convert-to-numpy-str"),
+    pytest.param(lambda m: m.text.encode(["a cat"], convert_to_tensor=1), ["convert_to_tensor", "True or False", "1"], id="encode-convert-to-tensor-int"),
+    pytest.param(lambda m: m.bert.encode(input_ids=ids(), convert_to_tensor="yes"), ["convert_to_tensor", "True or False"], id="encode-tensors-convert-to-tensor-str"),
+    pytest.param(lambda m: m.dual.encode_text(["a cat"], convert_to_tensor=None), ["convert_to_tensor", "True or False", "None"], id="dual-encode-text-convert-to-tensor-none"),
     pytest.param(lambda m: m.text.encode(["a cat"], show_progress_bar="no"), ["show_progress_bar", "True, False or None"], id="encode-progress-str"),
     pytest.param(lambda m: m.text.encode(["a cat"], input_ids=ids()), ["inputs", "not both"], id="encode-texts-and-tensors"),
     pytest.param(lambda m: m.vit.encode([image_with_nan()]), ["inputs[0]", "NaN"], id="encode-image-nan"),
@@ -318,5 +321,5 @@ def test_the_checks_leave_good_inputs_alone(models):
     assert math.isfinite(float(loss.detach()))
     dark = models.vit.encode([np.zeros((28, 28), dtype=np.float32)])
     bright = models.vit.encode([np.ones((28, 28), dtype=np.float32)])
-    assert not torch.allclose(dark, bright)  # a float image in [0, 1] is scaled, not cast to a black image
+    assert not np.allclose(dark, bright)  # a float image in [0, 1] is scaled, not cast to a black image
     assert models.text.encode(["a cat"], normalize=False).shape == (1, 32)

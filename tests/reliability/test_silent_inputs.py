@@ -92,7 +92,7 @@ def test_float_images_in_0_1_give_the_pixels_encode_gives(kind):
     model = MatryoshkaModel(MatryoshkaConfig(backbone_config=tiny_vit_config(), matryoshka_dims=[8, 32])).eval()
     with torch.no_grad():
         trained_on = truncate_embeddings(model(pixel_values=pixel_values).embeddings, 8)
-    encoded = model.encode([image if kind == "list" else given], dim=8)  # encode reads a list as several inputs
+    encoded = model.encode([image if kind == "list" else given], dim=8, convert_to_tensor=True)  # a list: several inputs
     torch.testing.assert_close(encoded, trained_on)
 
 
