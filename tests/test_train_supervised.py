@@ -121,6 +121,26 @@ def test_local_csv_with_column_overrides_streamed(tmp_path, minilm_path):
     assert summary["final"]["data_dim8_top1"] >= 0.0
 
 
+def test_a_test_file_is_the_test_split_and_names_the_final_metrics(tmp_path, minilm_path):
+    """train + test files: the eval split is 10% of the train file held out (never the test file), and the final
+    metrics, the card and the plot name the test file."""
+    for name, count in (("reviews_train", 40), ("reviews_test", 12)):
+        with open(tmp_path / f"{name}.csv", "w", newline="") as handle:
+            rows = [(f"a cat and a dog {i}", "animal") if i % 2 else (f"a car on a road {i}", "vehicle") for i in range(count)]
+            csv.writer(handle).writerows([("text", "label"), *rows])
+    summary, output = run(
+        tmp_path, "--train_file", str(tmp_path / "reviews_train.csv"), "--test_file", str(tmp_path / "reviews_test.csv"),
+        "--backbone", "bert", "--tokenizer_name", str(minilm_path), "--hidden_size", "32", "--num_layers", "1",
+        "--num_attention_heads", "2", "--max_steps", "2", "--per_device_train_batch_size", "8",
+        "--matryoshka_dims", "8", "32", "--eval_strategy", "steps", "--eval_steps", "2",
+    )
+    assert summary["final_split"] == "test"
+    assert set(summary["final"]) and all(key.startswith("reviews_test_dim") for key in summary["final"])
+    assert all(key.startswith("reviews_train_dim") for entry in summary["history"] for key in entry
+               if "_dim" in key)  # the held-out part of the train file
+    assert "reviews_test" in (output / "model" / "README.md").read_text()
+
+
 def test_new_layers_learn_at_the_head_learning_rate():
     model = build_classifier(10, "ff", backbone_config=tiny_vit_config(hidden_size=32), ff_dim=16)
     args = MatryoshkaTrainingArguments(output_dir="unused", learning_rate=1e-4, head_learning_rate=1e-2, weight_decay=0.1)

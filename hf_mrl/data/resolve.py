@@ -501,9 +501,10 @@ def load_splits(
     need_train: load the train split (False: `train` is None, e.g. for evaluation only).
     seed: seeds the held-out validation part when the data has no validation split.
 
-    Eval split: `eval_split`, else "validation", else "test"; `validation_split_percentage` (or, with only a
-    train split, 10 %) holds a seeded share of the train split out instead. Test split: `test_split`, else
-    "test" when the eval split is a validation split. `max_train_samples` / `max_eval_samples` keep the first
+    Eval split: `eval_split`, else "validation", else (a dataset with train and test splits only) "test";
+    `validation_split_percentage` (or, with a `test_file` and no `validation_file`, or a train split alone, 10 %,
+    said in one line) holds a seeded share of the train split out instead, so a test file stays the test split.
+    Test split: `test_split`, else "test" when the eval split is a validation or held-out split. `max_train_samples` / `max_eval_samples` keep the first
     rows after slicing (built-ins without a slice use their loader's `limit`; WordNet's is a seeded sample).
     """
     validate_data_arguments(data_args, task)
@@ -520,17 +521,23 @@ def load_splits(
         )
     eval_spec = data_args.eval_split
     if eval_spec is None and percentage is None:
+        has_train = _parse_split_spec(data_args.train_split, "train_split")[0] in available
         if "validation" in available:
             eval_spec = "validation"
-        elif "test" in available:
-            eval_spec = "test"
-        elif _parse_split_spec(data_args.train_split, "train_split")[0] in available:
+        elif "test" in available and data_args.test_file is None:
+            eval_spec = "test"  # a named dataset's own train / test layout (Fashion-MNIST, as the MRL paper scores it)
+        elif has_train:
+            # A test file stays the test split: choosing checkpoints on it would overstate the final score.
             percentage = DEFAULT_VALIDATION_PERCENTAGE
+            rest = "the test split stays the test split" if "test" in available else "it has no test split"
             print(
-                f"note: {source.description} has only a train split; holding {percentage}% of it out as the eval "
-                "split (set `validation_split_percentage` or `eval_split` to choose).",
+                f"note: {source.description} has no validation split; holding {percentage}% of the train split out "
+                f"as the eval split ({rest}; set `validation_file`, `validation_split_percentage` or `eval_split` to "
+                "choose).",
                 file=sys.stderr,
             )
+        elif "test" in available:
+            eval_spec = "test"
         else:
             raise ValueError(
                 f"{source.description} has no validation or test split; give `eval_split` (available splits: "

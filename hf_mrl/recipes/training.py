@@ -138,9 +138,21 @@ def _dataset_name(data_args: DataArguments) -> str:
     train = data_args.train_file
     if isinstance(train, (list, tuple)):  # several training files: the run is scored on the eval / test file
         train = data_args.test_file or data_args.validation_file or train[0]
-    source = data_args.dataset_name or train or data_args.test_file or "data"
+    return _source_name(data_args.dataset_name or train or data_args.test_file or "data")
+
+
+def _source_name(source: str) -> str:
+    """A dataset's name in metric keys: a file's stem, a folder's or dataset's name."""
     path = Path(source.rstrip("/"))
     return (path.stem if path.suffix else path.name).replace("_dim", "-dim")
+
+
+def _final_name(data_args: DataArguments, name: str, splits) -> str:
+    """The name the final metrics go under: the test file's own name when a test file is scored (so the keys, the
+    card and the plot say what was scored), else the run's data name."""
+    if splits.test is not None and data_args.test_file:
+        return _source_name(data_args.test_file)
+    return name
 
 
 def _check_output_dir(training_args, outputs: tuple[str, ...]) -> None:
@@ -229,6 +241,7 @@ def run_supervised(model_args: SupervisedModelArguments, data_args: DataArgument
             reference = reference.select(range(min(model_args.max_knn_reference_samples, len(reference))))
         reference_split = splits.train_split
     started = time.perf_counter()
+    trainer.name = _final_name(data_args, name, splits)
     final = _evaluate_final(trainer, final_data, reference_dataset=reference)
     eval_seconds = time.perf_counter() - started
     if final:
@@ -446,6 +459,7 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
     train_seconds = output.metrics["train_runtime"] if output is not None else 0.0
     final_data = splits.test if splits.test is not None else splits.eval
     final_split = splits.test_split if splits.test is not None else splits.eval_split
+    trainer.name = _final_name(data_args, name, splits)
     final = _evaluate_final(trainer, final_data)
     if final:
         print(f"final results ({final_split}):\n" + results_table(final), flush=True)

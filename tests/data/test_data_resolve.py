@@ -31,17 +31,21 @@ def test_separate_files_share_one_class_label(labelled_files):
     splits = load_splits(args)
     assert splits.class_names == ["bad", "fox", "good", "ok"]
     assert splits.train.features["label"] == splits.eval.features["label"]
-    assert splits.train.column_names == ["text", "label"] and len(splits.train) == 30
-    assert (splits.train_split, splits.eval_split, splits.test_split, splits.test) == ("train", "test", None, None)
-    assert splits.eval.features["label"].int2str(splits.eval[1]["label"]) == "fox"
+    # The test file is the test split; the eval split is 10% of the train file held out (no validation file).
+    assert splits.train.column_names == ["text", "label"] and (len(splits.train), len(splits.eval)) == (27, 3)
+    assert (splits.eval_split, splits.test_split) == ("10% of train held out (seed 42)", "test")
+    assert splits.test.features["label"].int2str(splits.test[1]["label"]) == "fox"
     assert split_names(args) == ["train", "test"]
+    with_validation = load_splits(DataArguments(train_file=train, validation_file=test, test_file=test,
+                                                text_column="review", label_column="stars"))
+    assert (len(with_validation.train), with_validation.eval_split, with_validation.test_split) == (30, "validation", "test")
 
 
 def test_single_file_holds_out_a_seeded_validation_part(labelled_files, capsys):
     train, _ = labelled_files
     splits = load_splits(DataArguments(dataset_name=train, text_column="review", label_column="stars"))
     assert (len(splits.train), len(splits.eval)) == (27, 3)
-    assert "holding 10% of it out" in capsys.readouterr().err
+    assert "holding 10% of the train split out as the eval split" in capsys.readouterr().err
     assert set(splits.train["text"]).isdisjoint(splits.eval["text"])
     custom = DataArguments(train_file=train, text_column="review", label_column="stars", validation_split_percentage=20)
     splits = load_splits(custom, seed=1)
@@ -61,8 +65,8 @@ def test_slicing_and_max_samples(labelled_files):
     assert splits.eval["text"] == ["text 27", "text 28", "text 29"]
     assert load_split(DataArguments(**base), "train[10:12]")["text"] == ["text 10", "text 11"]
     assert len(load_split(DataArguments(**base, max_eval_samples=2), "test")) == 2
-    stream = load_splits(DataArguments(**base, streaming=True)).train
-    assert isinstance(stream, datasets.IterableDataset) and next(iter(stream))["text"] == "text 0"
+    stream = load_splits(DataArguments(**base, streaming=True)).train  # 90% of train: the held-out part is not in it
+    assert isinstance(stream, datasets.IterableDataset) and next(iter(stream))["text"] in {f"text {i}" for i in range(30)}
 
 
 def test_slice_split_rounds_percentages_like_read_instruction():
