@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -296,6 +297,19 @@ def main(argv: list[str] | None = None) -> int:
 # -- handlers -------------------------------------------------------------------------------------------------
 
 
+def _datasets_bars_where_wanted(handler):
+    """`handler` with `datasets`' bars (loading, `map`) only where hf_mrl draws bars: not into a log file."""
+
+    @functools.wraps(handler)
+    def run(args, extra):
+        from .data._common import datasets_progress_bars
+
+        with datasets_progress_bars():
+            return handler(args, extra)
+
+    return run
+
+
 def _run_demo(args, extra: list[str]) -> int:
     from .recipes import demo
 
@@ -506,6 +520,7 @@ def _eval_output_names(task: str, name: str) -> list[str]:
     return ["results.json", "eval_info.json", "results.md", *plots]
 
 
+@_datasets_bars_where_wanted
 def _run_eval(args, extra) -> int:
     from dataclasses import replace
 
@@ -604,6 +619,7 @@ def _check_backend_options(args) -> None:
                          f"not OUTPUT; got OUTPUT={args.output}, --path={args.path}, --url={args.url}.")
 
 
+@_datasets_bars_where_wanted
 def _run_index_build(args, extra) -> int:
     from .data import load_split
     from .data.collators import collator_for_model

@@ -43,6 +43,7 @@ from hf_mrl.evaluation import (
     retrieval_metrics,
     save_results,
 )
+from hf_mrl.modeling.progress import should_show_progress
 
 DIMS = [8, 16, 32, 48, 64, 96, 128, 256, 384]
 WORDNET_NOUNS = Path("/usr/share/wordnet/data.noun")
@@ -79,7 +80,7 @@ def per_dim_reencoding(model, data, collate, batch_size: int) -> dict[str, float
     """Encodes the texts once per dim (truncated by `model.encode`), scoring only that dim each time."""
     results = {}
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate)
-    for dim in tqdm(DIMS, desc="Re-encoding per dim", leave=False):
+    for dim in tqdm(DIMS, desc="Re-encoding per dim", leave=False, disable=not should_show_progress()):
         batches = ({key: value.to(model.device) for key, value in batch.items()} for batch in loader)
         embeddings = np.concatenate([model.encode(**batch, dim=dim) for batch in batches])
         results.update(retrieval_metrics(embeddings, query_labels=data["label"], dims=[dim], ks=(10,), name="wordnet"))

@@ -124,6 +124,30 @@ def test_several_files_hard_negatives_cached_batches_and_prompts(tiny_text_tower
     assert any(key.startswith("dev_dim32_") for key in summary["final"]), summary["final"]
 
 
+def test_a_run_logged_to_a_file_prints_loss_lines_and_the_final_table(tiny_text_tower, tmp_path, capfd):
+    """Output captured (no terminal): no bars (training, encoding, "Loading weights", "Writing model shards"), one
+    line per logged step with each dim's loss, and the final per-dim table."""
+    rows = [{"anchor": f"define word{i}", "positive": f"word{i}: a thing"} for i in range(24)]
+    for name, part in (("train", rows), ("test", rows[:12])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in part))
+    run([
+        "--task", "pairs", "--model_name_or_path", tiny_text_tower, "--train_file", str(tmp_path / "train.jsonl"),
+        "--test_file", str(tmp_path / "test.jsonl"), "--matryoshka_dims", "8", "16", "32",
+        "--per_device_train_batch_size", "8", "--max_steps", "2", "--logging_steps", "1",
+        "--save_strategy", "steps", "--save_steps", "1", "--output_dir", str(tmp_path / "run"),
+    ])
+    captured = capfd.readouterr()
+    assert "\r" not in captured.err and "it/s" not in captured.err, captured.err
+    assert "Loading weights" not in captured.err and "Writing model shards" not in captured.err, captured.err
+    lines = captured.out.splitlines()
+    for step in (1, 2):
+        assert any(line.startswith(f"step {step}/2 | epoch ") and " | loss " in line and "(dim8 " in line
+                   and ", dim32 " in line for line in lines), captured.out
+    table = captured.out[captured.out.index("final results (test"):].splitlines()
+    assert table[1].startswith("| dim | ") and "recall@10" in table[1], captured.out
+    assert [row.split(" | ")[0] for row in table[3:6]] == ["| 8", "| 16", "| 32"], captured.out
+
+
 def test_bad_checkpoint_rotation_is_rejected_before_training(tiny_text_tower, tmp_path):
     with pytest.raises(ValueError, match=r"`save_total_limit` must be None \(keep all\) or a positive integer, got 0"):
         run(pair_args(tiny_text_tower, tmp_path / "out", "--max_steps", "2", "--save_total_limit", "0"))

@@ -4,11 +4,13 @@ source (Hub id, `save_to_disk` folder, data file, image folder) and on-disk cach
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pyarrow.compute as pc
 
 from ..modeling.encoding import image_array
 from ..modeling.files import FolderKind, write_folder_atomically
+from ..modeling.progress import should_show_progress
 
 # Extensions of single data files and the `datasets` builder that reads them.
 DATA_FILE_BUILDERS = {
@@ -32,6 +35,24 @@ DATA_FILE_BUILDERS = {
 }
 
 AnyDataset = datasets.Dataset | datasets.DatasetDict | datasets.IterableDataset | datasets.IterableDatasetDict
+
+
+@contextlib.contextmanager
+def datasets_progress_bars(show: bool | None = None):
+    """`datasets`' bars (`map`, `filter`, building a split) within the block as `should_show_progress(show)`
+    decides: off on a log file; `datasets`' own switch is restored afterwards."""
+    if should_show_progress(show) or datasets.are_progress_bars_disabled():
+        yield
+        return
+    with warnings.catch_warnings():  # HF_DATASETS_DISABLE_PROGRESS_BARS=0 keeps them on, with a warning
+        warnings.simplefilter("ignore")
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            datasets.enable_progress_bars()
 
 
 def check_split(split: str | None, allowed: Sequence[str]) -> None:

@@ -14,7 +14,7 @@ import datasets
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ._common import check_seed
+from ._common import check_seed, datasets_progress_bars
 
 __all__ = [
     "CORRUPTIONS",
@@ -76,10 +76,12 @@ def corrupt_image(image: Image.Image, corruption: str, severity: int, rng: np.ra
 
 
 def corrupt_dataset(
-    dataset: datasets.Dataset, corruption: str, severity: int, seed: int = 0, image_column: str = "image"
+    dataset: datasets.Dataset, corruption: str, severity: int, seed: int = 0, image_column: str = "image",
+    show_progress: bool | None = None,
 ) -> datasets.Dataset:
     """A copy of `dataset` (in memory) whose `image_column` holds the corrupted images; other columns are kept.
-    Row i's random draws are seeded by (`seed`, i, corruption), so results do not depend on batching."""
+    Row i's random draws are seeded by (`seed`, i, corruption), so results do not depend on batching.
+    `show_progress`: one bar per corrupted set (None: on a terminal only, see `should_show_progress`)."""
     check_corruption(corruption, severity)
     check_seed(seed)
     if image_column not in getattr(dataset, "column_names", ()):
@@ -96,10 +98,11 @@ def corrupt_dataset(
         ]
         return batch
 
-    return dataset.map(
-        corrupt_batch, batched=True, with_indices=True, keep_in_memory=True, load_from_cache_file=False,
-        desc=f"Corrupting ({corruption_name(corruption, severity)})",
-    )
+    with datasets_progress_bars(show_progress):
+        return dataset.map(
+            corrupt_batch, batched=True, with_indices=True, keep_in_memory=True, load_from_cache_file=False,
+            desc=f"Corrupting ({corruption_name(corruption, severity)})",
+        )
 
 
 def corrupted_datasets(
@@ -108,8 +111,9 @@ def corrupted_datasets(
     severities: Sequence[int],
     seed: int = 0,
     image_column: str = "image",
+    show_progress: bool | None = None,
 ) -> dict[str, datasets.Dataset]:
-    """{"noise-1": dataset, ...}: every corruption at every severity."""
+    """{"noise-1": dataset, ...}: every corruption at every severity (`show_progress`: as in `corrupt_dataset`)."""
     if isinstance(corruptions, str) or not corruptions:
         raise ValueError(f"`corruptions` must be a non-empty list drawn from {list(CORRUPTIONS)}, got {corruptions!r}.")
     if isinstance(severities, (str, int)) or not severities:
@@ -118,7 +122,8 @@ def corrupted_datasets(
         for severity in severities:
             check_corruption(corruption, severity)
     return {
-        corruption_name(corruption, severity): corrupt_dataset(dataset, corruption, severity, seed, image_column)
+        corruption_name(corruption, severity): corrupt_dataset(dataset, corruption, severity, seed, image_column,
+                                                               show_progress)
         for corruption in corruptions
         for severity in severities
     }

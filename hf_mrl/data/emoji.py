@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
+from ..modeling.progress import should_show_progress
 from ._common import (
     assign_split,
     check_fraction,
@@ -221,6 +222,6 @@ def load_emoji_pairs(
                 break
         parts = {name: _from_rows(rows[name][:limit]) for name in wanted}
     else:
-        save_atomically(_from_rows(list(_iter_rendered(font_path, cldr_dir, image_size, progress=True))), cache)
+        save_atomically(_from_rows(list(_iter_rendered(font_path, cldr_dir, image_size, progress=should_show_progress()))), cache)
         return load_emoji_pairs(split, image_size, None, seed, test_fraction, cache.parent, font_path, cldr_dir)
     return parts[split] if split is not None else datasets.DatasetDict(parts)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..modeling.progress import should_show_progress
 from .base import validate_eval_dims
 
 __all__ = ["BASELINE_METHODS", "Baseline", "fit_baseline", "baseline_embeddings", "sentence_transformer_embeddings"]
@@ -107,5 +108,6 @@ def sentence_transformer_embeddings(model, texts: Sequence[str], batch_size: int
     (e.g. a plain, non-MRL model), for the evaluators' `compute_metrics`."""
     if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
         raise ValueError("`texts` must be a list of strings.")
-    embeddings = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=True)
+    embeddings = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
+                              show_progress_bar=should_show_progress())
     return np.asarray(embeddings, dtype=np.float32)

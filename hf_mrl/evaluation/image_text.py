@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..data.collators import ImageCollator, ids_by_value
 from ..modeling.checks import check_positive_ints
+from ..modeling.progress import should_show_progress
 from .base import (
     MatryoshkaEvaluator,
     build_search_index,
@@ -291,7 +292,8 @@ class MatryoshkaImageTextEvaluator(MatryoshkaEvaluator):
     @torch.no_grad()
     def _encode_texts(self, model, texts: list[str], description: str) -> np.ndarray:
         device, chunks = _model_device(model), []
-        for start in tqdm(range(0, len(texts), self.batch_size), desc=description, leave=False):
+        for start in tqdm(range(0, len(texts), self.batch_size), desc=description, leave=False,
+                          disable=not should_show_progress()):
             tokens = self.tokenizer(
                 texts[start : start + self.batch_size], padding=True, truncation=True,
                 max_length=self.max_length, return_tensors="pt",
@@ -304,7 +306,8 @@ class MatryoshkaImageTextEvaluator(MatryoshkaEvaluator):
     def _encode_images(self, model) -> np.ndarray:
         device, chunks = _model_device(model), []
         loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, collate_fn=self.image_collator)
-        for batch in tqdm(loader, desc=f"Encoding {self.name} images", leave=False):
+        for batch in tqdm(loader, desc=f"Encoding {self.name} images", leave=False,
+                          disable=not should_show_progress()):
             chunks.append(model.get_image_features(batch["pixel_values"].to(device), dim=None).float().cpu())
         return torch.cat(chunks).numpy()
 

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from ..index import STORAGES, MatryoshkaIndex, faiss_index_nbytes
 from ..index.validation import _check_funnel_sizes
 from ..modeling.files import write_file_atomically
+from ..modeling.progress import should_show_progress
 from .metrics import (
     mrl_map_at_k,
     pareto_optimal,
@@ -283,7 +284,7 @@ def sweep_index(
     exact_ids: np.ndarray | None = None,
     repeats: int = 1,
     timing: str = "best",
-    show_progress: bool = True,
+    show_progress: bool | None = None,
 ) -> list[dict]:
     """Every (shortlist_dim, shortlist_size, rerank_dim) of one built index; sizes below k are skipped.
     `shortlist_dims` default to the index's; `None` in `rerank_dims` means the stored dim."""
@@ -300,7 +301,7 @@ def sweep_index(
             index, queries, relevance, k=k, shortlist_dim=shortlist_dim, shortlist_size=size, rerank_dim=rerank_dim,
             ef_search=ef_search, nprobe=nprobe, exact_ids=exact_ids, repeats=repeats, timing=timing,
         )
-        for shortlist_dim, size, rerank_dim in tqdm(grid, desc=f"sweep {index.storage}", disable=not show_progress)
+        for shortlist_dim, size, rerank_dim in tqdm(grid, desc=f"sweep {index.storage}", disable=not should_show_progress(show_progress))
     ]
 
 
@@ -320,7 +321,7 @@ def sweep_adaptive_retrieval(
     k: int = 10,
     exact_ids: np.ndarray | None = None,
     repeats: int = 1,
-    show_progress: bool = True,
+    show_progress: bool | None = None,
 ) -> list[dict]:
     """Builds one `MatryoshkaIndex` over `database` (N, D) per storage and sweeps each over the grid.
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..modeling.checks import check_positive_int, max_input_tokens
 from ..modeling.files import MODEL_FOLDER, check_folder_target, write_folder_atomically
 from ..modeling.nesting import validate_dim
+from ..modeling.progress import transformers_progress_bars
 from ..modeling.sentence_transformers_format import (
     _load_tokenizer,
     _sentence_transformer,
@@ -72,8 +73,9 @@ def export_sentence_transformer(
     )
 
     def write(staging: Path) -> None:
-        exported = _sentence_transformer(base, tokenizer, max_seq_length, truncate_dim)
-        exported.save(str(staging), create_model_card=False)
+        with transformers_progress_bars(False):  # no "Writing model shards" / "Loading weights" bars for a save
+            exported = _sentence_transformer(base, tokenizer, max_seq_length, truncate_dim)
+            exported.save(str(staging), create_model_card=False)
         transformer_path = json.loads((staging / "modules.json").read_text())[0]["path"]
         _write_max_seq_length(staging / transformer_path, max_seq_length)
         (staging / README_FILE).write_text(card, encoding="utf-8")

@@ -33,7 +33,7 @@ class MatryoshkaIndexBase:
         accelerator=None,
         id_column: str | None = None,
         exclude_keys: Sequence[str] = ("labels",),
-        show_progress: bool = True,
+        show_progress: bool | None = None,
         **index_kwargs,
     ):
         """Encodes `dataset` with `model` (see `encode_embeddings`; a `SentenceTransformer` is converted once) and

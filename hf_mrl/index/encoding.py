@@ -23,7 +23,7 @@ def encode_embeddings(
     *,
     accelerator=None,
     exclude_keys: Sequence[str] = ("labels",),
-    show_progress: bool = True,
+    show_progress: bool | None = None,
 ) -> np.ndarray:
     """Full embeddings (N, D) float32 of every row of `dataset`, in order: `model(**batch).embeddings` for
     `batch = collate_fn(rows)` (minus `exclude_keys`), batched, without gradients (`hf_mrl.modeling.encoding.
@@ -125,7 +125,7 @@ def check_model_record(record) -> dict | None:
 
 
 def encode_for_index(model, dataset, collate_fn, batch_size: int, *, accelerator, id_column: str | None,
-                     exclude_keys: Sequence[str], show_progress: bool):
+                     exclude_keys: Sequence[str], show_progress: bool | None):
     """What an index's `from_dataset` builds from: (embeddings, ids, model record) of `dataset` encoded with
     `model` (see `encode_embeddings`, `dataset_ids`, `model_record`)."""
     ids = dataset_ids(dataset, id_column)

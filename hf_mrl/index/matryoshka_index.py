@@ -82,7 +82,8 @@ class MatryoshkaIndex(MatryoshkaIndexBase):
             nesting block ("vector").
         nesting_dims (list of `int`, *optional*): the nesting blocks of `int8_scale="vector"`; defaults to
             `default_matryoshka_dims(stored_dim)`.
-        show_progress (`bool`, defaults to True): tqdm bars while adding vectors to the shortlist indexes.
+        show_progress (`bool`, *optional*): tqdm bars while adding vectors to the shortlist indexes (default: where
+            `hf_mrl.modeling.progress.should_show_progress` allows them: stderr a terminal, bars not switched off).
         model (`dict`, *optional*): the model that encoded `embeddings`, as `{"fingerprint": model_fingerprint(m),
             "name_or_path": ...}`; `from_dataset` fills it in. Saved in the manifest, and `check_model` then refuses
             any other model. None (raw embeddings): no check.
@@ -101,7 +102,7 @@ class MatryoshkaIndex(MatryoshkaIndexBase):
         index_params: dict | None = None,
         int8_scale: str = "dimension",
         nesting_dims: Sequence[int] | None = None,
-        show_progress: bool = True,
+        show_progress: bool | None = None,
         model: dict | None = None,
     ):
         _check_choice(storage, STORAGES, "storage")

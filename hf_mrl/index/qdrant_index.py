@@ -20,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..modeling.checks import check_bool
+from ..modeling.progress import should_show_progress
 from .base import MatryoshkaIndexBase
 from .encoding import check_model_record, dataset_payloads
 from .qdrant_build import (
@@ -98,7 +99,8 @@ class QdrantMatryoshkaIndex(MatryoshkaIndexBase):
             included); it stays open when the index closes.
         collection_name (`str`, defaults to "hf_mrl"): the collection.
         batch_size (`int`, defaults to 256): points per upsert.
-        show_progress (`bool`, defaults to True): a tqdm bar over the upserts.
+        show_progress (`bool`, *optional*): a tqdm bar over the upserts (default: where
+            `hf_mrl.modeling.progress.should_show_progress` allows it).
         overwrite (`bool`, defaults to False): replace a collection of the same name that holds another build
             (other vectors, ids, payloads, settings or model); without it such a build is refused.
     """
@@ -122,7 +124,7 @@ class QdrantMatryoshkaIndex(MatryoshkaIndexBase):
         client=None,
         collection_name: str = DEFAULT_COLLECTION,
         batch_size: int = 256,
-        show_progress: bool = True,
+        show_progress: bool | None = None,
         model: dict | None = None,
         overwrite: bool = False,
     ):
@@ -172,7 +174,7 @@ class QdrantMatryoshkaIndex(MatryoshkaIndexBase):
             done = 0
             try:
                 starts = range(0, count, batch_size)
-                for done in tqdm(starts, desc=f"upserting to {collection_name}", disable=not show_progress):
+                for done in tqdm(starts, desc=f"upserting to {collection_name}", disable=not should_show_progress(show_progress)):
                     rows = slice(done, done + batch_size)
                     vectors = {vector_name(d): _l2_normalize(embeddings[rows, :d]) for d in stored}
                     engine.upsert(ids[rows].tolist(), vectors, None if payloads is None else payloads[rows])
@@ -219,7 +221,7 @@ class QdrantMatryoshkaIndex(MatryoshkaIndexBase):
         id_column: str | None = None,
         payload_columns: Sequence[str] | None = None,
         exclude_keys: Sequence[str] = ("labels",),
-        show_progress: bool = True,
+        show_progress: bool | None = None,
         **index_kwargs,
     ) -> QdrantMatryoshkaIndex:
         """Encodes `dataset` with `model` (see `encode_embeddings`) and builds an index over the embeddings, with

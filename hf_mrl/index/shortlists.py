@@ -7,6 +7,7 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..modeling.progress import should_show_progress
 from .storage import _l2_normalize
 
 DEFAULT_INDEX_PARAMS = {"hnsw_m": 32, "ef_construction": 80, "ef_search": 64, "nlist": None, "nprobe": 16}
@@ -63,7 +64,7 @@ def _search_params(index, shortlist_size: int, ef_search: int, nprobe: int):
     return None
 
 
-def _build_shortlist(unit: np.ndarray, kind: str, storage: str, params: dict, show_progress: bool):
+def _build_shortlist(unit: np.ndarray, kind: str, storage: str, params: dict, show_progress: bool | None):
     """One faiss index of `kind` over `unit` (N, d) truncated vectors (renormalised here, or their sign bits)."""
     count, dim = unit.shape
     index = _new_faiss_index(kind, storage, dim, params)
@@ -77,7 +78,7 @@ def _build_shortlist(unit: np.ndarray, kind: str, storage: str, params: dict, sh
         sample = np.random.default_rng(0).choice(count, size=sample_size, replace=False)
         index.train(encode(unit[np.sort(sample)]))
     chunks = range(0, count, _ADD_CHUNK)
-    for start in tqdm(chunks, desc=f"shortlist index @{dim}", disable=not show_progress or len(chunks) < 2):
+    for start in tqdm(chunks, desc=f"shortlist index @{dim}", disable=not should_show_progress(show_progress) or len(chunks) < 2):
         index.add(encode(unit[start : start + _ADD_CHUNK]))
     return index
 

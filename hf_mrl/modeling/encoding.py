@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .checks import check_bool, check_optional_bool, check_positive_int, max_input_tokens
 from .nesting import truncate_embeddings, validate_dim
+from .progress import should_show_progress
 
 __all__ = ["MODEL_INPUT_NAMES", "EncodedDataset", "encode_dataset", "inference", "load_processor", "saved_processor",
            "default_image_processor", "encode_inputs", "tokenizer_max_length", "prepared_image", "image_array",
@@ -306,7 +307,9 @@ def encode_inputs(
     each prefixed with `prompt` (see `resolve_prompt`) before tokenisation, its tokens pooled with the text's.
     Images are prepared as training prepares them (`prepared_image`, with the encoder's `num_channels`). One
     string (or one image / image path) gives one vector (`(full_dim,)` truncated), as `SentenceTransformer.encode`.
-    A float32 numpy array with `convert_to_numpy=True`, else a tensor on the model's device (see `returns_numpy`)."""
+    A float32 numpy array with `convert_to_numpy=True`, else a tensor on the model's device (see `returns_numpy`).
+    `show_progress_bar`: True / False; None draws a bar for more than 10 batches where `should_show_progress()`
+    allows (stderr a terminal, bars not switched off)."""
     single = isinstance(inputs, str) or (vision and isinstance(inputs, (os.PathLike, Image.Image)))
     if single:
         embeddings = encode_inputs(forward, [inputs], processor, vision=vision, full_dim=full_dim, dim=dim,
@@ -327,7 +330,8 @@ def encode_inputs(
     order = np.arange(len(inputs)) if vision else np.argsort([-len(text) for text in inputs], kind="stable")
     if not vision and max_length is None:
         max_length = tokenizer_max_length(processor) or FALLBACK_MAX_LENGTH
-    show = len(inputs) > 10 * batch_size if show_progress_bar is None else show_progress_bar
+    # by default a bar only for long inputs (more than 10 batches), and where bars are wanted (`should_show_progress`)
+    show = should_show_progress(show_progress_bar) and (show_progress_bar or len(inputs) > 10 * batch_size)
     chunks = []
     for start in tqdm(range(0, len(inputs), batch_size), desc="Encoding", disable=not show):
         rows = [inputs[index] for index in order[start : start + batch_size]]
@@ -370,7 +374,7 @@ def encode_dataset(
     *,
     accelerator=None,
     exclude_keys: Sequence[str] | None = None,
-    show_progress: bool = True,
+    show_progress: bool | None = None,
 ) -> EncodedDataset:
     """The one loop that encodes a dataset: `model(**batch)` over `dataset` once, in order, in batches, in eval mode
     under `torch.inference_mode()`, keeping `.embeddings` and, when the model has nested heads, `.matryoshka_logits`.
@@ -378,7 +382,8 @@ def encode_dataset(
     `collate_fn` turns a list of rows into a dict of tensors (e.g. `ImageCollator`, `TextCollator`); None stacks the
     rows' model-input columns. The model gets the batch's `MODEL_INPUT_NAMES`, or, with `exclude_keys`, every key
     but those. With an `accelerate.Accelerator`, batches are split across its processes and gathered back with
-    `gather_for_metrics` (which drops the samples that even out the last batch): every process gets all rows."""
+    `gather_for_metrics` (which drops the samples that even out the last batch): every process gets all rows.
+    `show_progress`: a bar over the batches (None: where `should_show_progress()` says so, never during training)."""
     check_positive_int(batch_size, "batch_size")
     if len(dataset) == 0:
         raise ValueError("`dataset` is empty (0 rows); there is nothing to encode.")
@@ -387,7 +392,7 @@ def encode_dataset(
     if accelerator is not None:
         loader = accelerator.prepare(loader)
         model = model.to(accelerator.device)
-        show_progress = show_progress and accelerator.is_local_main_process
+    show_progress = should_show_progress(show_progress) and (accelerator is None or accelerator.is_local_main_process)
     device = next(model.parameters()).device
     wanted = (lambda key: key in MODEL_INPUT_NAMES) if exclude_keys is None else (lambda key: key not in exclude_keys)
     embeddings, logits = [], []

@@ -41,6 +41,7 @@ from .files import MODEL_FOLDER, remove_debris, save_pretrained_atomically
 from .losses import matryoshka_contrastive_loss
 from .modeling_matryoshka import build_backbone, pool_hidden_states
 from .nesting import truncate_embeddings, validate_dim
+from .progress import should_show_progress, transformers_progress_bars
 
 __all__ = ["MatryoshkaDualEncoderOutput", "MatryoshkaDualEncoderModel"]
 
@@ -130,8 +131,10 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
         return check_token_inputs(input_ids, attention_mask, token_type_ids, self.config.text_config).shape[0]
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, written atomically (a temporary folder, then renamed); an existing
-        folder is replaced only when it holds an hf_mrl model (see `hf_mrl.modeling.files.write_folder_atomically`)."""
-        save_pretrained_atomically(self, super().save_pretrained, save_directory, *args, **kwargs)
+        folder is replaced only when it holds an hf_mrl model (see `hf_mrl.modeling.files.write_folder_atomically`).
+        transformers' "Writing model shards" bar is off."""
+        with transformers_progress_bars(False):
+            save_pretrained_atomically(self, super().save_pretrained, save_directory, *args, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -140,7 +143,8 @@ class MatryoshkaDualEncoderModel(PreTrainedModel):
         check_local_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")
         check_weights_folder(pretrained_model_name_or_path)
         refuse_pickled_weights(pretrained_model_name_or_path)
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        with transformers_progress_bars(should_show_progress()):  # "Loading weights" only where bars are wanted
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _image_embeddings(self, pixel_values: torch.Tensor, check: bool = False) -> torch.Tensor:
         if check:  # the tower-only forward; the two-tower one checks both first
@@ -366,4 +370,5 @@ def _load_tower(name_or_path) -> tuple[PreTrainedModel, str | None]:
 
         matryoshka = MatryoshkaModel.from_pretrained(name_or_path)
         return matryoshka.backbone, config.pooling
-    return AutoModel.from_pretrained(name_or_path), None
+    with transformers_progress_bars(should_show_progress()):
+        return AutoModel.from_pretrained(name_or_path), None

@@ -31,6 +31,7 @@ from .file_checks import check_local_path, check_weights_folder
 from .files import MODEL_FOLDER, remove_debris, save_pretrained_atomically, temporary_folder
 from .fused_cross_entropy import nested_heads_cross_entropy
 from .nesting import NestedLinear, check_saved_head_shapes, truncate_embeddings, validate_dim
+from .progress import should_show_progress, transformers_progress_bars
 from .sentence_transformers_format import (
     is_sentence_transformers_folder,
     read_sentence_transformers_folder,
@@ -192,7 +193,8 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
             config_kwargs = {**_layout_settings(layout), **config_kwargs}
         backbone_config = AutoConfig.from_pretrained(encoder_path)
         model = cls(MatryoshkaConfig(backbone_config=backbone_config, **config_kwargs))
-        pretrained = AutoModel.from_pretrained(encoder_path)
+        with transformers_progress_bars(should_show_progress()):  # "Loading weights" only where bars are wanted
+            pretrained = AutoModel.from_pretrained(encoder_path)
         base = getattr(model, cls.base_model_prefix, model)
         missing, _unexpected_pooler = base.backbone.load_state_dict(pretrained.state_dict(), strict=False)
         if missing:
@@ -216,8 +218,10 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
         """`PreTrainedModel.save_pretrained`, plus the tokenizer / image processor `encode` uses, so the folder
         embeds raw inputs on its own. Written atomically (a temporary folder, then renamed): a kill or a full disk
         never leaves a half-written folder. An existing folder is replaced only when it holds an hf_mrl model,
-        keeping files hf_mrl did not write (see `hf_mrl.modeling.files.write_folder_atomically`)."""
-        save_pretrained_atomically(self, self._write_pretrained, save_directory, *args, **kwargs)
+        keeping files hf_mrl did not write (see `hf_mrl.modeling.files.write_folder_atomically`). transformers'
+        "Writing model shards" bar is off."""
+        with transformers_progress_bars(False):
+            save_pretrained_atomically(self, self._write_pretrained, save_directory, *args, **kwargs)
 
     def _write_pretrained(self, save_directory, *args, **kwargs) -> None:
         super().save_pretrained(save_directory, *args, **kwargs)
@@ -241,7 +245,8 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
             return cls.from_backbone(path, **kwargs)
         refuse_pickled_weights(pretrained_model_name_or_path)
         cls._check_saved_heads(pretrained_model_name_or_path, kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        with transformers_progress_bars(should_show_progress()):  # "Loading weights" only where bars are wanted
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @classmethod
     def _check_saved_heads(cls, folder, kwargs) -> None:

@@ -27,6 +27,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from .configuration_matryoshka import MatryoshkaConfig
 from .encoding import FALLBACK_MAX_LENGTH, tokenizer_max_length
 from .files import temporary_folder
+from .progress import transformers_progress_bars
 
 __all__ = [
     "SentenceTransformersLayout",
@@ -255,12 +256,13 @@ def write_sentence_transformers_files(model, folder, tokenizer) -> None:
     `0_Transformer/` (the root `config.json` stays hf_mrl's). `SentenceTransformer(folder, truncate_dim=k)` then
     loads it without hf_mrl, and `MatryoshkaModel.from_pretrained` reads back a folder sentence-transformers saved.
     `tokenizer` is the one saved at the root: `0_Transformer/` gets the same one and the same max length
-    (`max_seq_length`), so both load paths embed a long text alike."""
+    (`max_seq_length`), so both load paths embed a long text alike. transformers' bars (the encoder written, then
+    read back by sentence-transformers) are off."""
     base = _text_base_model(model)
     folder = Path(folder)
     tokenizer = _load_tokenizer(tokenizer)
     max_seq_length = encode_max_length(tokenizer)
-    with temporary_folder("hf_mrl-st-") as staging:
+    with temporary_folder("hf_mrl-st-") as staging, transformers_progress_bars(False):
         encoder_dir = staging / TRANSFORMER_FOLDER
         exported = _sentence_transformer(base, tokenizer, max_seq_length, None, str(encoder_dir))
         exported.save(str(staging / "st"), create_model_card=False)

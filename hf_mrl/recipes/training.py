@@ -19,6 +19,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoTokenizer, ViTConfig, set_seed
 
 from ..data import DataArguments, check_splits, load_splits, validate_data_arguments
+from ..data._common import datasets_progress_bars
 from ..evaluation import parse_metric_key, save_results
 from ..hub import save_results_plot
 from ..modeling.checks import check_positive_int
@@ -194,7 +195,15 @@ def _write_plot(results: dict, training_args, name: str, metrics=None) -> None:
 def run_supervised(model_args: SupervisedModelArguments, data_args: DataArguments,
                    training_args: MatryoshkaTrainingArguments) -> dict:
     """Trains a classifier and writes `<output_dir>/model` (weights, processor, card), `results.json` (final per-dim
-    top-1 and 1-NN against the training split, history, timings) and `accuracy_vs_dim.png`."""
+    top-1 and 1-NN against the training split, history, timings) and `accuracy_vs_dim.png`; prints one line per
+    log and the final per-dim table. With `disable_tqdm` (the default where stderr is no terminal), `datasets`
+    draws no bars either."""
+    with datasets_progress_bars(not training_args.disable_tqdm):
+        return _run_supervised(model_args, data_args, training_args)
+
+
+def _run_supervised(model_args: SupervisedModelArguments, data_args: DataArguments,
+                    training_args: MatryoshkaTrainingArguments) -> dict:
     _check_output_dir(training_args, SUPERVISED_OUTPUTS)
     validate_data_arguments(data_args, "classification")
     full_dim = head_settings(model_args.heads, model_args.embedding_dim or model_args.hidden_size_of_encoder(),
@@ -244,8 +253,7 @@ def run_supervised(model_args: SupervisedModelArguments, data_args: DataArgument
     trainer.name = _final_name(data_args, name, splits)
     final = _evaluate_final(trainer, final_data, reference_dataset=reference)
     eval_seconds = time.perf_counter() - started
-    if final:
-        print(f"final results ({final_split}; 1-NN database: {reference_split}):\n" + results_table(final), flush=True)
+    _print_final(trainer, final, f"{final_split}; 1-NN database: {reference_split}")
     description = (
         f"Trained with `scripts/train_supervised.py` on `{name}` ({model_args.heads} heads, {output.global_step} steps). "
         f"Metrics on the {final_split} split: top-1 of the nested head at each dim, 1-NN of the truncated "
@@ -280,6 +288,12 @@ def _evaluate_final(trainer, dataset, **kwargs) -> dict[str, float]:
     if dataset is None:
         return {}
     return trainer.evaluate(dataset, metric_key_prefix="", **kwargs)
+
+
+def _print_final(trainer, final: dict[str, float], where: str) -> None:
+    """The final per-dim metrics as a markdown table on stdout (by the main process only)."""
+    if final and trainer.is_world_process_zero():
+        print(f"final results ({where}):\n" + results_table(final), flush=True)
 
 
 def evaluation_history(trainer) -> list[dict]:
@@ -426,7 +440,14 @@ def _build_contrastive_model(model_args: ContrastiveModelArguments, training_arg
 def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArguments,
                     training_args: MatryoshkaTrainingArguments) -> dict:
     """Trains a contrastive model and writes `<output_dir>/model`, `results.json` (final per-dim metrics on the test
-    split, else the eval split; validation history) and `recall_vs_dim.png`."""
+    split, else the eval split; validation history) and `recall_vs_dim.png`; prints one line per log and the final
+    per-dim table. With `disable_tqdm` (the default where stderr is no terminal), `datasets` draws no bars either."""
+    with datasets_progress_bars(not training_args.disable_tqdm):
+        return _run_contrastive(model_args, data_args, training_args)
+
+
+def _run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArguments,
+                     training_args: MatryoshkaTrainingArguments) -> dict:
     _check_output_dir(training_args, CONTRASTIVE_OUTPUTS)
     validate_data_arguments(data_args, model_args.task)
     _check_run_arguments(data_args, training_args, model_args.embedding_dim)
@@ -461,8 +482,7 @@ def run_contrastive(model_args: ContrastiveModelArguments, data_args: DataArgume
     final_split = splits.test_split if splits.test is not None else splits.eval_split
     trainer.name = _final_name(data_args, name, splits)
     final = _evaluate_final(trainer, final_data)
-    if final:
-        print(f"final results ({final_split}):\n" + results_table(final), flush=True)
+    _print_final(trainer, final, final_split)
     trainer.save_model(
         results=final or None,
         description=f"Trained with `scripts/train_contrastive.py --task {model_args.task} --loss {model_args.loss}` on `{name}`.",

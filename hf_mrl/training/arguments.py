@@ -19,6 +19,7 @@ from ..data._common import check_image_cells
 from ..data.prompts import check_training_prompts
 from ..modeling.checks import check_number, check_positive_int, is_int
 from ..modeling.files import check_output_folder
+from ..modeling.progress import should_show_progress
 from .checkpointing import check_save_total_limit
 from .sampling import BATCH_SAMPLERS, MULTI_DATASET_BATCH_SAMPLERS
 
@@ -211,6 +212,10 @@ class MatryoshkaTrainingArguments(TrainingArguments):
         multi_dataset_batch_sampler (`str`, defaults to "proportional"): with a dict of training datasets (each batch
             from one of them), "proportional" draws batches in proportion to the datasets' sizes, "round_robin"
             takes one batch from each in turn until the smallest runs out.
+
+    `disable_tqdm` left unset is True where stderr is no terminal (a log file) or progress bars are switched off
+    (`HF_MRL_DISABLE_PROGRESS_BAR=1`, see `hf_mrl.modeling.progress`): each log is then printed as one line
+    (step, loss, each dim's loss) instead of a `\\r`-redrawn bar. A value given is kept.
     """
 
     head_learning_rate: float | None = field(
@@ -293,6 +298,9 @@ class MatryoshkaTrainingArguments(TrainingArguments):
                 f"`{name}`={getattr(self, name)!r} shards the model over GPUs; on the CPU Accelerate runs plain data "
                 "parallel (gloo), so it would do nothing. Drop it, or train on GPUs."
             )
+        if self.disable_tqdm is None and not should_show_progress():
+            # stderr is no terminal (a log file) or bars are switched off: one printed line per log, no `\r` bars
+            self.disable_tqdm = True
         super().__post_init__()
         if self.save_strategy == "steps" and not self.save_steps > 0:
             raise ValueError(f"`save_steps` must be > 0 with save_strategy='steps', got {self.save_steps!r}.")

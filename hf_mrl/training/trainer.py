@@ -38,6 +38,7 @@ from pathlib import Path
 import datasets
 import torch
 from transformers import Trainer
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import TrainOutput, seed_worker
 
 from ..data.generic import align_class_labels, check_label_dtype, encode_string_labels
@@ -46,6 +47,7 @@ from ..hub import push_to_hub_with_card, save_with_card
 from ..modeling.file_checks import describe_os_error
 from ..modeling.files import check_folder_target, check_output_folder, move_into_place, remove_stale_temp_folders
 from ..modeling.nesting import resolve_dims
+from ..modeling.progress import quiet_progress, transformers_progress_bars
 from .arguments import (
     REFUSED_TRAINER_ARGUMENTS,
     as_matryoshka_arguments,
@@ -84,6 +86,7 @@ from .tasks import (
     infer_task,
     pair_columns,
 )
+from .tracking import LogLinesCallback, LogLinesProgressCallback
 
 __all__ = ["MatryoshkaTrainer", "PAUSE_AFTER_CHECKPOINT_ENV"]
 
@@ -170,6 +173,17 @@ class MatryoshkaTrainer(Trainer):
         # Our losses are means over the (micro-)batch: the Trainer divides them by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
+        self._print_log_lines()
+
+    def _print_log_lines(self) -> None:
+        """Each log printed as one readable line (`tracking.format_log_line`: step, loss, each dim's loss), by
+        Trainer's printer (`disable_tqdm`) or above its progress bar, instead of a dict."""
+        callbacks = self.callback_handler.callbacks
+        for position, callback in enumerate(callbacks):
+            if type(callback) is PrinterCallback:
+                callbacks[position] = LogLinesCallback()
+            elif type(callback) is ProgressCallback:
+                callbacks[position] = LogLinesProgressCallback(max_str_len=callback.max_str_len)
 
     # -- set-up ---------------------------------------------------------------------------------------------
 
@@ -509,7 +523,8 @@ class MatryoshkaTrainer(Trainer):
 
     def _run_evaluator(self, evaluator) -> dict[str, float]:
         """Sharded models (FSDP, DeepSpeed) evaluate on every process; otherwise the main process scores and the
-        others receive its results."""
+        others receive its results. The evaluator draws no bar with `disable_tqdm` or during training (the
+        training bar is there)."""
         from accelerate.utils import broadcast_object_list
 
         model = self.model
@@ -518,7 +533,8 @@ class MatryoshkaTrainer(Trainer):
         results = None
         try:
             if everywhere or self.accelerator.is_main_process:
-                results = {key: float(value) for key, value in evaluator(model.eval()).items()}
+                with quiet_progress(self.args.disable_tqdm or self.is_in_train):
+                    results = {key: float(value) for key, value in evaluator(model.eval()).items()}
         finally:
             model.train(training)
         if not everywhere:
@@ -687,7 +703,8 @@ def _load_saved_weights(model, folder) -> None:
     """Loads the weights a save wrote into `model`, through `from_pretrained` (transformers v5 saves some encoders,
     e.g. ViT, under their original parameter names, which a raw `load_state_dict` would silently skip)."""
     unwrapped = getattr(model, "module", model)
-    saved = type(unwrapped).from_pretrained(str(folder))
+    with transformers_progress_bars(False):  # a resume or the best checkpoint: no "Loading weights" bar
+        saved = type(unwrapped).from_pretrained(str(folder))
     unwrapped.load_state_dict(saved.state_dict(), strict=True)
 
 
