@@ -75,3 +75,18 @@ def test_backbone_config_as_dict():
 def test_bad_arguments_name_argument_value_and_allowed(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MatryoshkaConfig(backbone_config=tiny_bert_config(), **kwargs)
+
+
+def test_saved_configs_name_no_local_folder_but_keep_hub_ids(tmp_path, tiny_text_tower):
+    """A saved model must not carry the path of the machine it was trained on; a Hub id (the card's base model) stays."""
+    import json
+
+    from hf_mrl import MatryoshkaModel
+
+    model = MatryoshkaModel.from_backbone(tiny_text_tower, matryoshka_dims=[8, 32])
+    assert model.config.backbone_config._name_or_path == tiny_text_tower  # in memory: still known
+    model.save_pretrained(tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert tiny_text_tower not in json.dumps(saved) and saved["backbone_config"]["_name_or_path"] == ""
+    model.config.backbone_config._name_or_path = "sentence-transformers/all-MiniLM-L6-v2"
+    assert model.config.to_dict()["backbone_config"]["_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from transformers import PreTrainedConfig
 
 from .checks import check_bool, check_number, check_positive_int
@@ -137,6 +139,17 @@ def resolve_nesting(dims, weights, embedding_dim: int) -> tuple[list[int], list[
     return sorted_dims, [by_dim[dim] for dim in sorted_dims]
 
 
+def _without_local_paths(output: dict, keys: tuple[str, ...]) -> dict:
+    """A serialised config whose sub-configs name no local folder: a saved model must not carry the path of the
+    machine it was trained on (a Hub id, which the model card cites as the base model, is kept)."""
+    for key in keys:
+        sub = output.get(key)
+        source = sub.get("_name_or_path") if isinstance(sub, dict) else None
+        if source and (os.path.isabs(source) or os.path.exists(source)):
+            sub["_name_or_path"] = ""
+    return output
+
+
 class MatryoshkaConfig(PreTrainedConfig):
     r"""
     Configuration of a Matryoshka embedding model over one transformers encoder (ViT, BERT, or any
@@ -222,6 +235,9 @@ class MatryoshkaConfig(PreTrainedConfig):
         """Whether a linear projection follows pooling (see `use_projection`)."""
         return self.use_projection
 
+    def to_dict(self) -> dict:
+        return _without_local_paths(super().to_dict(), ("backbone_config",))
+
 
 class MatryoshkaDualEncoderConfig(PreTrainedConfig):
     r"""
@@ -297,3 +313,6 @@ class MatryoshkaDualEncoderConfig(PreTrainedConfig):
         self.is_matryoshka = True
         self.matryoshka_dimensions = sorted(self.matryoshka_dims, reverse=True)
         super().__init__(**kwargs)
+
+    def to_dict(self) -> dict:
+        return _without_local_paths(super().to_dict(), ("vision_config", "text_config"))
