@@ -384,9 +384,13 @@ def _describe_data(data_args) -> str:
     )
 
 
-def _default_name(data_args) -> str:
-    """The results key prefix: the dataset's name, or the first data file's name without extension."""
-    source = data_args.dataset_name or data_args.train_file or data_args.validation_file or data_args.test_file
+def _default_name(data_args, split: str | None = None) -> str:
+    """The results key prefix: the dataset's name, or the name (without extension) of the data file scored: the
+    test file for the test split, the validation file for the validation split, else the first data file."""
+    split_files = {"test": data_args.test_file, "validation": data_args.validation_file}
+    scored = split_files.get((split or "").split("[")[0])
+    source = (data_args.dataset_name or scored or data_args.train_file or data_args.validation_file
+              or data_args.test_file)
     path = Path(source.rstrip("/"))
     return (path.stem if path.suffix else path.name).replace("-", "_")
 
@@ -540,10 +544,10 @@ def _run_eval(args, extra) -> int:
     _check_paths(args, output_dir=True)
     _check_eval_dims(args)
     data_args = _data_arguments(args)
-    name = args.name or _default_name(data_args)
+    split = args.split or _default_eval_split(data_args)
+    name = args.name or _default_name(data_args, split)
     if args.output_dir is not None:  # a file of the user's under a name eval writes: refused before any loading
         check_output_names(args.output_dir, _eval_output_names(args.task, name), "--output_dir")
-    split = args.split or _default_eval_split(data_args)
     reference_split = _reference_split(args, data_args, split)
     _check_distinct_splits(data_args, split, reference_split)
     model = _load_model(args.model)

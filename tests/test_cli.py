@@ -148,7 +148,9 @@ def test_eval_on_csv_files_lists_the_classes(tmp_path, text_model_dir, capsys):
     info = json.loads((tmp_path / "out" / "eval_info.json").read_text())
     assert (info["split"], info["reference_split"], info["class_names"]) == ("test", "train", ["bad", "good", "ok"])
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert set(results) == {f"train_dim{dim}_{m}nn" for dim in (8, 16) for m in (1, 20)}
+    # named after the file scored (test.csv), not the training file
+    assert set(results) == {f"test_dim{dim}_{m}nn" for dim in (8, 16) for m in (1, 20)}
+    assert (tmp_path / "out" / "test_1nn.png").is_file()
 
 
 def test_eval_of_a_split_against_itself_is_leave_one_out(tmp_path, text_model_dir, capsys):
