@@ -148,6 +148,18 @@ def test_a_run_logged_to_a_file_prints_loss_lines_and_the_final_table(tiny_text_
     assert [row.split(" | ")[0] for row in table[3:6]] == ["| 8", "| 16", "| 32"], captured.out
 
 
+def test_final_metrics_are_named_after_the_validation_file_scored(tiny_text_tower, tmp_path):
+    rows = [{"anchor": f"what is word{i}?", "positive": f"word{i} is a thing"} for i in range(24)]
+    for name, part in (("train_pairs", rows), ("dev_pairs", rows[:12])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in part))
+    summary = run(["--task", "pairs", "--model_name_or_path", tiny_text_tower,
+                   "--train_file", str(tmp_path / "train_pairs.jsonl"), "--validation_file", str(tmp_path / "dev_pairs.jsonl"),
+                   "--matryoshka_dims", "8", "32", "--per_device_train_batch_size", "8", "--max_steps", "1",
+                   "--output_dir", str(tmp_path / "run")])
+    assert summary["final_split"] == "validation"
+    assert summary["final"] and all(key.startswith("dev_pairs_dim") for key in summary["final"]), summary["final"]
+
+
 def test_bad_checkpoint_rotation_is_rejected_before_training(tiny_text_tower, tmp_path):
     with pytest.raises(ValueError, match=r"`save_total_limit` must be None \(keep all\) or a positive integer, got 0"):
         run(pair_args(tiny_text_tower, tmp_path / "out", "--max_steps", "2", "--save_total_limit", "0"))

@@ -149,10 +149,12 @@ def _source_name(source: str) -> str:
 
 
 def _final_name(data_args: DataArguments, name: str, splits) -> str:
-    """The name the final metrics go under: the test file's own name when a test file is scored (so the keys, the
-    card and the plot say what was scored), else the run's data name."""
+    """The name the final metrics go under: the test (or, without one, the validation) file's own name when a file
+    is scored (so the keys, the card and the plot say what was scored), else the run's data name."""
     if splits.test is not None and data_args.test_file:
         return _source_name(data_args.test_file)
+    if splits.test is None and splits.eval_split == "validation" and data_args.validation_file:
+        return _source_name(data_args.validation_file)
     return name
 
 
