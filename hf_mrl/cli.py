@@ -99,8 +99,9 @@ def _add_data_arguments(parser: argparse.ArgumentParser, split: str | None, data
     extra = {"dataset_name": " (default: wordnet-nouns when no data file is given)"} if dataset_default else {}
     _add_dataclass_flags(group, DataArguments, DATA_FLAGS, extra)
     split_help = f"split to use, slicing allowed: train[:90%%], test[100:200] (default: {split})" if split else (
-        "split to evaluate, slicing allowed: train[:90%%], test[100:200] (default: test; for data files without "
-        "--test_file: validation, else train)"
+        "split to evaluate, slicing allowed: train[:90%%], test[100:200], or 'heldout' (the part of the train split "
+        "the training scripts hold out: same share and seed) (default: test; a dataset with neither test nor "
+        "validation split: heldout; data files without --test_file: validation, else train)"
     )
     _option(group, "--split", default=split, help=split_help)
 
@@ -161,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
             "(default: train when the data has a train split, else leave-one-out)")
     _option(evaluate, "--max_train_samples", type=_positive_int,
             help="keep the first N rows of the reference split (default: --max_eval_samples)")
+    _option(evaluate, "--validation_split_percentage", type=_positive_int,
+            help=f"with --split {HELDOUT}: the share of the train split held out, as the training scripts' "
+            "--validation_split_percentage (default: 10)")
     _option(evaluate, "--dims", type=_dims, help="comma-separated dims to score (default: the model's nesting dims)")
     _option(evaluate, "--name", help="results key prefix (default: the dataset name)")
     _option(evaluate, "--output_dir", type=Path, help="write results.json, eval_info.json, results.md and the plot here")
@@ -384,6 +388,9 @@ def _describe_data(data_args) -> str:
     )
 
 
+HELDOUT = "heldout"  # --split: the rows the training scripts hold out of the train split
+
+
 def _default_name(data_args, split: str | None = None) -> str:
     """The results key prefix: the dataset's name, or the name (without extension) of the data file scored: the
     test file for the test split, the validation file for the validation split, else the first data file."""
@@ -417,10 +424,35 @@ def _class_names(dataset, model) -> list[str] | None:
 
 
 def _default_eval_split(data_args) -> str:
-    """"test", except for data files without a test file: "validation" when given, else "train"."""
-    if data_args.dataset_name is not None or data_args.test_file is not None:
+    """"test", except for data files without a test file: "validation" when given, else "train"; a named dataset
+    without a test or validation split: the part the training scripts hold out (`HELDOUT`)."""
+    if data_args.dataset_name is not None:
+        from .data import split_names
+
+        names = split_names(data_args)
+        return "test" if "test" in names else "validation" if "validation" in names else HELDOUT
+    if data_args.test_file is not None:
         return "test"
     return "validation" if data_args.validation_file is not None else "train"
+
+
+def _heldout_splits(args, data_args):
+    """(evaluated rows, reference rows or None) for `--split heldout`: the rows the training scripts hold out of
+    the train split (same share, same seed), searched against the rest of the train split by default."""
+    from dataclasses import replace
+
+    from .data import load_splits
+    from .data.arguments import DEFAULT_VALIDATION_PERCENTAGE
+    from .data.resolve import HELD_OUT_SEED
+
+    percentage = args.validation_split_percentage or DEFAULT_VALIDATION_PERCENTAGE
+    splits = load_splits(replace(data_args, validation_split_percentage=percentage), seed=HELD_OUT_SEED)
+    if args.reference_split is None:
+        return splits.eval, splits.train
+    if args.reference_split.strip().lower() == "none":
+        return splits.eval, None
+    raise ValueError(f"--reference_split {args.reference_split!r} with --split {HELDOUT}: the held-out rows are "
+                     "searched against the rest of the train split (the default) or themselves ('none').")
 
 
 def _reference_split(args, data_args, split: str) -> str | None:
@@ -550,12 +582,18 @@ def _run_eval(args, extra) -> int:
         check_output_names(args.output_dir, _eval_output_names(args.task, name), "--output_dir")
     reference_split = _reference_split(args, data_args, split)
     _check_distinct_splits(data_args, split, reference_split)
+    if args.validation_split_percentage is not None and split != HELDOUT:
+        raise ValueError(f"--validation_split_percentage applies to --split {HELDOUT} only (got --split {split!r}).")
+    heldout = _heldout_splits(args, data_args) if split == HELDOUT else None
     model = _load_model(args.model)
     collate_fn = collator_for_model(model, args.model, processor=args.processor)
-    dataset = load_split(data_args, split, argument="split")
+    dataset = heldout[0] if heldout else load_split(data_args, split, argument="split")
     _check_modality(model, dataset, data_args)
     reference = None
-    if reference_split is not None:
+    if heldout:
+        reference = heldout[1]
+        reference_split = None if reference is None else f"train less the held-out {len(dataset)} rows"
+    elif reference_split is not None:
         reference_args = replace(data_args, max_eval_samples=args.max_train_samples or args.max_eval_samples)
         reference = load_split(reference_args, reference_split, argument="reference_split")
     source = _describe_data(data_args)

@@ -238,3 +238,23 @@ def test_card_lists_the_class_names_of_a_classifier(tmp_path, text_model_dir):
     assert main(["card", str(tmp_path / "results.json"), "--model", str(text_model_dir), "--output", str(output),
                  "--no_plot"]) == 0
     assert "Class names" not in output.read_text()
+
+
+def test_eval_reproduces_the_training_scripts_held_out_split(tmp_path, text_model_dir, capsys):
+    """`--split heldout`: the rows `load_splits` (the training scripts) hold out of a train-only dataset, searched
+    against the rest of the train split; also the default split of a dataset with neither test nor validation."""
+    from hf_mrl.data import DataArguments, load_splits
+
+    train, _ = _write_reviews(tmp_path / "data", rows=40)
+    data = ["--dataset_name", str(train), "--text_column", "body", "--label_column", "stars", "--dims", "8,16"]
+    assert main(["eval", str(text_model_dir), *data, "--validation_split_percentage", "20",
+                 "--split", "heldout", "--output_dir", str(tmp_path / "out")]) == 0
+    info = json.loads((tmp_path / "out" / "eval_info.json").read_text())
+    expected = load_splits(DataArguments(dataset_name=str(train), text_column="body", label_column="stars",
+                                         validation_split_percentage=20))
+    assert info["split"] == "heldout" and info["num_rows"] == len(expected.eval) == 8
+    assert info["reference_split"] == "train less the held-out 8 rows"
+    assert main(["eval", str(text_model_dir), *data, "--output_dir", str(tmp_path / "default")]) == 0
+    assert json.loads((tmp_path / "default" / "eval_info.json").read_text())["split"] == "heldout"
+    assert main(["eval", str(text_model_dir), *data, "--split", "train", "--validation_split_percentage", "20"]) == 1
+    assert "--validation_split_percentage applies to --split heldout only" in capsys.readouterr().err

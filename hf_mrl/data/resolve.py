@@ -55,6 +55,7 @@ _BUILTIN_SPLITS = {
     "emoji": ("train", "test"),
     "fashion-mnist-captions": ("train", "test"),
 }
+HELD_OUT_SEED = 42  # seeds the held-out validation part (the training scripts and `hf-mrl eval --split heldout`)
 _FILE_SPLITS = {"train_file": "train", "validation_file": "validation", "test_file": "test"}
 _SPLIT_SPEC = re.compile(r"^(?P<name>[^\[\]+]*)(?P<slice>\[[^\[\]]*\])?$")
 
@@ -490,7 +491,7 @@ def load_splits(
     *,
     image_size: int | None = None,
     need_train: bool = True,
-    seed: int = 42,
+    seed: int = HELD_OUT_SEED,
 ) -> DatasetSplits:
     """The train / eval / test splits of the data named by `data_args`.
 
