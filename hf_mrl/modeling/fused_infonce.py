@@ -368,18 +368,3 @@ def _make_plan(
     if uniform:
         targets += uniform
     return _Plan(dims, weights, row_coef, col_coef, offset, smoothing, targets=targets.contiguous())
-
-
-def _positive_pairs(
-    image_ids: torch.Tensor | None, text_ids: torch.Tensor | None, batch: int, device
-) -> torch.Tensor | None:
-    """(batch, batch) bool: image i and text k are positives when some pair p of the batch has image i's
-    image id and text k's text id (a missing id list means every item is distinct). None: no ids."""
-    if image_ids is None and text_ids is None:
-        return None
-    distinct = torch.arange(batch, device=device)
-    _, image_index = torch.unique(distinct if image_ids is None else image_ids, return_inverse=True)
-    _, text_index = torch.unique(distinct if text_ids is None else text_ids, return_inverse=True)
-    seen = torch.zeros(int(image_index.max()) + 1, int(text_index.max()) + 1, dtype=torch.bool, device=device)
-    seen[image_index, text_index] = True
-    return seen[image_index][:, text_index]

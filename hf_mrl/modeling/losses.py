@@ -27,7 +27,7 @@ from transformers.utils import ModelOutput
 
 from .checks import check_class_labels, check_finite, check_group_ids, check_number, check_positive_int, check_tensor
 from .fused_cross_entropy import nested_linear_cross_entropy
-from .fused_infonce import _make_plan, _MatryoshkaInfoNCE, _positive_pairs
+from .fused_infonce import _make_plan, _MatryoshkaInfoNCE
 from .infonce_rows import positive_pairs, score_direction
 from .nesting import default_matryoshka_dims, validate_matryoshka_dims, validate_matryoshka_weights
 
@@ -305,7 +305,7 @@ def _needs_grad(*tensors: torch.Tensor) -> bool:
 def _local_loss(images, texts, scale, dims, weights, smoothing, symmetric, image_ids, text_ids):
     batch = images.shape[0]
     coef = 0.5 / batch if symmetric else 1.0 / batch
-    positives = _positive_pairs(image_ids, text_ids, batch, images.device)
+    positives = positive_pairs(image_ids, text_ids, batch, batch, images.device)
     plan = _make_plan(
         dims, weights, coef, coef if symmetric else 0.0, 0, positives, smoothing, (batch, batch), images.dtype
     )
@@ -377,19 +377,28 @@ def _score(queries, candidates, scale, settings: _Settings, coef: float, offset:
                            settings.smoothing, settings.block_rows, _needs_grad(queries, candidates, scale))
 
 
-def _directional_loss(images, texts, negatives, scale, settings: _Settings, image_ids, text_ids, negative_ids):
-    """One process, with hard negatives or in row blocks: the first tower against every candidate, and (symmetric)
-    the positives against the first tower."""
-    batch = images.shape[0]
-    candidates, candidate_ids = _candidates(texts, negatives, text_ids, negative_ids)
-    positives = positive_pairs(image_ids, candidate_ids, batch, candidates.shape[0], images.device)
-    coef = (0.5 if settings.symmetric else 1.0) / batch
-    total, per_dim = _score(images, candidates, scale, settings, coef, 0, positives)
+def _both_directions(images, texts, all_images, all_texts, negatives, scale, settings: _Settings, image_ids,
+                     text_ids, negative_ids, offset: int, coef: float):
+    """This process's rows (`images`, `texts`, at `offset` in the global batch) scored against every candidate
+    (`all_texts`, then the hard negatives) and, symmetric, its positives against every first-tower item."""
+    candidates, candidate_ids = _candidates(all_texts, negatives, text_ids, negative_ids)
+    total_batch = all_images.shape[0]
+    positives = positive_pairs(image_ids, candidate_ids, total_batch, candidates.shape[0], images.device)
+    mine = slice(offset, offset + images.shape[0])
+    total, per_dim = _score(images, candidates, scale, settings, coef, offset,
+                            None if positives is None else positives[mine])
     if settings.symmetric:
-        back = None if positives is None else positives[:, :batch].t()
-        total_back, per_dim_back = _score(texts, images, scale, settings, coef, 0, back)
+        back = None if positives is None else positives[:, :total_batch][:, mine].t()
+        total_back, per_dim_back = _score(texts, all_images, scale, settings, coef, offset, back)
         total, per_dim = total + total_back, per_dim + per_dim_back
     return total, per_dim
+
+
+def _directional_loss(images, texts, negatives, scale, settings: _Settings, image_ids, text_ids, negative_ids):
+    """One process, with hard negatives or in row blocks: each direction is one kernel call."""
+    coef = (0.5 if settings.symmetric else 1.0) / images.shape[0]
+    return _both_directions(images, texts, images, texts, negatives, scale, settings, image_ids, text_ids,
+                            negative_ids, 0, coef)
 
 
 def _gathered_loss(images, texts, negatives, scale, settings: _Settings, image_ids, text_ids, negative_ids, gather,
@@ -417,21 +426,13 @@ def _gathered_loss(images, texts, negatives, scale, settings: _Settings, image_i
     all_images, all_texts = gathered[:, :embedding_dim], gathered[:, embedding_dim : 2 * embedding_dim]
     all_negatives = None if negatives is None else gathered[:, 2 * embedding_dim :].reshape(
         gathered.shape[0], -1, embedding_dim)
-    total_batch = gathered.shape[0]
     all_image_ids = None if image_ids is None else gather_ids(image_ids)
     all_text_ids = None if text_ids is None else gather_ids(text_ids)
     all_negative_ids = None if negative_ids is None else gather_ids(negative_ids)
-    candidates, candidate_ids = _candidates(all_texts, all_negatives, all_text_ids, all_negative_ids)
-    positives = positive_pairs(all_image_ids, candidate_ids, total_batch, candidates.shape[0], images.device)
-    mine = slice(offset, offset + batch)
     # world x this process's share (see gather_with_grad): DDP's average then gives the global gradient.
-    coef = world * (0.5 if settings.symmetric else 1.0) / total_batch
-    share, per_dim_share = _score(images, candidates, scale, settings, coef, offset,
-                                  None if positives is None else positives[mine])
-    if settings.symmetric:
-        back = None if positives is None else positives[:, :total_batch][:, mine].t()
-        total, per_dim = _score(texts, all_images, scale, settings, coef, offset, back)
-        share, per_dim_share = share + total, per_dim_share + per_dim
+    coef = world * (0.5 if settings.symmetric else 1.0) / gathered.shape[0]
+    share, per_dim_share = _both_directions(images, texts, all_images, all_texts, all_negatives, scale, settings,
+                                            all_image_ids, all_text_ids, all_negative_ids, offset, coef)
     # Report the global-batch values on every process; the gradient stays that of this process's share.
     values = torch.cat([share.detach().reshape(1), per_dim_share]) / world
     dist.all_reduce(values, op=dist.ReduceOp.SUM)
