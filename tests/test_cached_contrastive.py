@@ -200,3 +200,12 @@ def _worker(rank: int, world: int, port: int) -> None:
 @pytest.mark.slow
 def test_two_processes_cached_equal_uncached_under_the_all_gather():
     mp.spawn(_worker, args=(2, free_port()), nprocs=2, join=True)
+
+
+def test_slice_rows_trims_only_trailing_padding():
+    ids = torch.arange(12).view(2, 6)
+    right = {"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]])}
+    left = {"input_ids": ids, "attention_mask": torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 1, 1]])}
+    assert torch.equal(slice_rows(right, 0, 2)["input_ids"], ids[:, :3])
+    assert torch.equal(slice_rows(right, 1, 2)["attention_mask"], torch.tensor([[1, 1]]))
+    assert torch.equal(slice_rows(left, 0, 2)["input_ids"], ids)  # a left-padded batch keeps its tokens

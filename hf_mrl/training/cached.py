@@ -36,11 +36,12 @@ class RandomState:
 
 
 def slice_rows(inputs: dict, start: int, end: int) -> dict:
-    """Rows start:end of a dict of model inputs; token inputs lose the padding no row of the slice needs."""
+    """Rows start:end of a dict of model inputs; token inputs lose the trailing padding no row of the slice needs
+    (only trailing columns: a left-padded batch keeps its width)."""
     part = {key: value[start:end] for key, value in inputs.items()}
     mask = part.get("attention_mask")
-    if mask is not None and mask.ndim == 2 and "input_ids" in part:
-        length = int(mask.sum(1).max())
+    if mask is not None and mask.ndim == 2 and "input_ids" in part and bool(mask.any()):
+        length = int(mask.any(0).nonzero().max()) + 1
         for key in ("input_ids", "attention_mask", "token_type_ids", "position_ids"):
             if key in part and part[key].ndim == 2:
                 part[key] = part[key][:, :length]
