@@ -86,6 +86,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--copies", type=int, default=15, help="encodings per item: the item + augmented copies")
     parser.add_argument("--num_queries", type=int, default=1000)
     parser.add_argument("--batch_size", type=int, default=512)
+    parser.add_argument("--bf16", action="store_true",
+                        help="encode under bfloat16 autocast (about 2x faster on CPUs with bf16 units; cached apart)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hnsw_m", type=int, default=32)
     parser.add_argument("--ef_construction", type=int, default=80)
@@ -243,7 +245,12 @@ def wordnet_items(num_items: int | None, num_queries: int, copies: int, seed: in
 
 def encode_texts(model, tokenizer, texts: list[str], batch_size: int) -> np.ndarray:
     collate = TextCollator(tokenizer, max_length=64, label_column=None)
-    return encode_embeddings(model, _Rows([{"text": text} for text in texts]), collate, batch_size)
+    # Sorted by length so a batch pads to about its own length (short words and long sentences apart).
+    order = np.argsort([len(text) for text in texts], kind="stable")
+    embeddings = encode_embeddings(model, _Rows([{"text": texts[i]} for i in order]), collate, batch_size)
+    out = np.empty_like(embeddings)
+    out[order] = embeddings
+    return out
 
 
 # -- building the database (cached) --------------------------------------------------------------------------------
@@ -548,9 +555,11 @@ def main() -> None:
             raise SystemExit("Pass --model (a saved hf_mrl model folder, random-vit or minilm) or --embeddings.")
         fingerprint = load_model(args.model, args.data)[3]
         name = f"{args.data}-{fingerprint}-n{args.num_items or 'all'}-c{args.copies}-q{args.num_queries}-s{args.seed}"
+        name += "-bf16" if args.bf16 else ""
         database_file, model_name = args.out / "cache" / name / "database.npy", f"{args.model} ({fingerprint})"
         if not database_file.is_file():
-            build_database(args, database_file.parent)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                build_database(args, database_file.parent)
     database, queries, relevance = load_database(database_file)
     count, dim = database.shape
     print(f"database: {count:,} x {dim} from {model_name}; {len(queries)} queries; {args.threads} thread(s)")

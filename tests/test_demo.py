@@ -1,4 +1,5 @@
-"""`hf-mrl demo` on a slice of Fashion-MNIST with a tiny ViT and a few steps."""
+"""`hf-mrl demo`: the text demo (WordNet) with a tiny BERT, and the image demo on a slice of Fashion-MNIST with a tiny
+ViT, each for a few steps."""
 
 import argparse
 import json
@@ -8,12 +9,12 @@ import pytest
 import torch
 from transformers import AutoModelForImageClassification
 
-import hf_mrl  # noqa: F401
+import hf_mrl
 from hf_mrl.cli import main as cli_main
 from hf_mrl.recipes import demo
 
 QUICK = [
-    "--max_steps", "3", "--batch_size", "16", "--hidden_size", "32", "--num_layers", "1", "--limit_train", "64",
+    "--data", "fashion-mnist", "--max_steps", "3", "--batch_size", "16", "--hidden_size", "32", "--num_layers", "1", "--limit_train", "64",
     "--limit_eval", "32", "--knn_database_size", "48",
 ]
 
@@ -81,12 +82,16 @@ def test_truncated_head_logits_cut_the_full_head():
     np.testing.assert_allclose(demo.truncated_head_logits(head, embeddings, 2), first_two, rtol=1e-6)
 
 
-def test_training_flags_keep_their_transformers_names():
+def test_training_flags_keep_their_transformers_names_and_each_data_has_its_defaults():
     assert parse("--per_device_train_batch_size", "32").per_device_train_batch_size == 32
     assert parse("--batch_size", "32").per_device_train_batch_size == 32
-    defaults = parse()
-    assert (defaults.max_steps, defaults.per_device_train_batch_size, defaults.learning_rate) == (600, 128, 1e-3)
-    assert (defaults.hidden_size, defaults.num_layers, defaults.patch_size) == (128, 4, 7)
+    text = demo.check_args(parse())
+    assert text.data == "wordnet"
+    assert (text.max_steps, text.per_device_train_batch_size, text.learning_rate) == (150, 64, 2e-4)
+    images = demo.check_args(parse("--data", "fashion-mnist"))
+    assert (images.max_steps, images.per_device_train_batch_size, images.learning_rate) == (600, 128, 1e-3)
+    assert (images.hidden_size, images.num_layers, images.patch_size) == (128, 4, 7)
+    assert demo.check_args(parse("--data", "fashion-mnist", "--max_steps", "7")).max_steps == 7
 
 
 @pytest.mark.parametrize(
@@ -99,9 +104,47 @@ def test_training_flags_keep_their_transformers_names():
         (["--limit_train", "0"], "--limit_train"),
         (["--learning_rate", "0"], "--learning_rate"),
         (["--validation_split_percentage", "0"], "--validation_split_percentage"),
+        (["--data", "mnist"], "--data"),
+        (["--bf16", "maybe"], "--bf16"),
+        (["--eval_pairs", "20"], "--eval_pairs"),
     ],
 )
 def test_bad_arguments_fail_before_training(tmp_path, arguments, message):
     with pytest.raises(ValueError, match=message):
         demo.run_demo(parse("--output_dir", str(tmp_path / "demo"), *arguments))
     assert not (tmp_path / "demo").exists()
+
+
+TEXT_QUICK = ["--max_steps", "2", "--batch_size", "8", "--eval_pairs", "300", "--max_seq_length", "16", "--bf16", "false"]
+
+
+def test_text_demo_prints_the_baselines_the_margin_and_the_retrieval_speedup(tmp_path, capsys, tiny_text_tower):
+    output_dir = tmp_path / "demo"
+    assert cli_main(["demo", "--output_dir", str(output_dir), "--model_name_or_path", tiny_text_tower, *TEXT_QUICK]) == 0
+    printed = capsys.readouterr().out
+    assert "300 held-out pairs (split by synset)" in printed
+    assert "| dim | MRL (first k dims) | plain (first k dims) | plain + PCA (top k components) |" in printed
+    assert "MRL minus the better baseline, recall@10 points: " in printed and " at 8 dims" in printed
+    assert "Retrieval: exact full-dim search vs adaptive search" in printed
+
+    summary = json.loads((output_dir / "results.json").read_text())
+    assert summary["dims"] == [8, 16, 32] and summary["bf16"] is False
+    assert summary["sizes"]["eval_pairs"] == 300 and summary["sizes"]["words"] >= 250
+    assert set(summary["results"]) == {"MRL", "plain", "plain + PCA"}
+    for label, values in summary["results"].items():
+        for dim in (8, 16, 32):
+            assert 0.0 <= values[f"wordnet_dim{dim}_recall@10"] <= 1.0, label
+    results = {label: {key: value for key, value in values.items()} for label, values in summary["results"].items()}
+    best = {dim: max(results[b][f"wordnet_dim{dim}_recall@10"] for b in ("plain", "plain + PCA")) for dim in (8, 16)}
+    for dim in (8, 16):  # the margin is MRL minus the better baseline, in points
+        expected = round(100 * (results["MRL"][f"wordnet_dim{dim}_recall@10"] - best[dim]), 2)
+        assert summary["margin_vs_best_baseline"][str(dim)] == pytest.approx(expected, abs=0.011)
+    retrieval = summary["deployment"]["retrieval"]
+    assert retrieval[0]["method"] == "exact" and retrieval[-1]["method"] == "funnel"
+    assert summary["retrieval_speedup"] is None or summary["retrieval_speedup"] > 0
+    assert set(summary["timings"]) == {"train_seconds", "retrieval_seconds", "total_seconds"}
+    for name in ("recall_vs_dim.png", "deployment.png"):
+        assert (output_dir / name).read_bytes()[:4] == b"\x89PNG"
+    reloaded = hf_mrl.MatryoshkaModel.from_pretrained(output_dir / "model")
+    assert reloaded.config.matryoshka_dims == [8, 16, 32]
+    assert reloaded.encode(["a small dog"], dim=8).shape == (1, 8)

@@ -21,6 +21,7 @@ from .deployment import (
     adaptive_classification_report,
     adaptive_retrieval_report,
     deployment_report,
+    fastest_adaptive_setting,
     format_deployment_report,
 )
 from .few_shot import FEW_SHOT_METHODS, MatryoshkaFewShotEvaluator, few_shot_metrics, sample_episodes
@@ -90,6 +91,7 @@ __all__ = [
     "encode_dataset",
     "evaluate_cascade",
     "evaluate_disagreement",
+    "fastest_adaptive_setting",
     "few_shot_metrics",
     "fit_baseline",
     "fit_cascade_thresholds",

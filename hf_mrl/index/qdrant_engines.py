@@ -35,6 +35,12 @@ HNSW_KEYS = ("m", "ef_construct", "full_scan_threshold")
 DEFAULT_HNSW = {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000}  # Qdrant's defaults
 
 
+# Re-rank stages score their prefetched candidates exactly (at full precision). Without `exact`, a stage on a
+# vector that has an HNSW graph (a shortlist dim re-ranked in a funnel) searched that graph restricted to the
+# candidates: 100,000 points, shortlist 80 at 16 dims re-ranked at 32: 0.7k queries/s, exact 3.7k (the same
+# candidates re-ranked at a graph-less 64 dims: 4k either way).
+
+
 def vector_name(dim: int) -> str:
     return f"{VECTOR_PREFIX}{dim}"
 
@@ -209,6 +215,7 @@ class _EdgeCollection:
 
         quantization = qe.QuantizationSearchParams(ignore=True) if exact else qe.QuantizationSearchParams(rescore=False)
         params = qe.SearchParams(hnsw_ef=ef_search, exact=exact, quantization=quantization)
+        rescore = qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
         filter = edge_filter(filter)
         per_stage = {stage.dim: _unit_rows(queries, stage.dim) for stage in stages}
         requests = []
@@ -218,12 +225,12 @@ class _EdgeCollection:
                 first = depth == 0
                 prefetches = [qe.Prefetch(
                     limit=stage.limit, query=qe.Query.Nearest(per_stage[stage.dim][row], using=vector_name(stage.dim)),
-                    prefetches=prefetches, params=params if first else None, filter=filter if first else None,
+                    prefetches=prefetches, params=params if first else rescore, filter=filter if first else None,
                 )]
             last = stages[-1]
             requests.append(qe.QueryRequest(
                 limit=k, query=qe.Query.Nearest(per_stage[last.dim][row], using=vector_name(last.dim)),
-                prefetches=prefetches, params=None if prefetches else params, filter=None if prefetches else filter,
+                prefetches=prefetches, params=rescore if prefetches else params, filter=None if prefetches else filter,
             ))
         return [[(point.id, point.score) for point in hits] for hits in self._shard.query_batch(qe.QueryBatchRequest(requests))]
 
@@ -360,6 +367,7 @@ class _ClientCollection:
 
         quantization = models.QuantizationSearchParams(ignore=True) if exact else models.QuantizationSearchParams(rescore=False)
         params = models.SearchParams(hnsw_ef=ef_search, exact=exact, quantization=quantization)
+        rescore = models.SearchParams(exact=True, quantization=models.QuantizationSearchParams(ignore=True))
         per_stage = {stage.dim: _unit_rows(queries, stage.dim) for stage in stages}
         requests = []
         for row in range(len(queries)):
@@ -368,12 +376,12 @@ class _ClientCollection:
                 first = depth == 0
                 prefetch = models.Prefetch(
                     query=per_stage[stage.dim][row], using=vector_name(stage.dim), limit=stage.limit, prefetch=prefetch,
-                    params=params if first else None, filter=filter if first else None,
+                    params=params if first else rescore, filter=filter if first else None,
                 )
             last = stages[-1]
             requests.append(models.QueryRequest(
                 query=per_stage[last.dim][row], using=vector_name(last.dim), limit=k, prefetch=prefetch,
-                params=None if prefetch else params, filter=None if prefetch else filter,
+                params=rescore if prefetch else params, filter=None if prefetch else filter,
             ))
         responses = self.client.query_batch_points(self.collection_name, requests)
         return [[(point.id, point.score) for point in response.points] for response in responses]

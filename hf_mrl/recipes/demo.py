@@ -1,195 +1,97 @@
-"""Matryoshka Representation Learning in a few minutes on a CPU: `MatryoshkaTrainer` trains a small ViT on
-Fashion-MNIST with nested heads at 8, 16, 32, 64 and 128 dims (MRL), and the same ViT with one head at the full dim
-("plain"), same budget. 10% of the training images are held out (seeded) for validation; the first
---knn_database_size of the rest are the 1-NN and retrieval database; results are on the test split.
+"""`hf-mrl demo`: Matryoshka Representation Learning against what a user would do otherwise, in a few minutes on a
+CPU, then what the nesting buys at deployment.
 
-Printed: per dim k, top-1 of the head at k (MRL's nested head vs plain's full head cut to its first k inputs) and
-1-NN of the first k features, renormalised; where MRL leads and trails, in points; then `deployment_report` on the
-MRL model: a cascade over the nested heads (thresholds fit on validation) vs the full head, and adaptive retrieval
-(low-dim shortlist, full-dim re-rank) vs exact full-dim search (queries/s, recall of the exact top 10).
-Written to --output_dir: `model/` (MRL model, image processor, card), `results.json` (both models per dim,
-deployment, timings), `accuracy_vs_dim.png`, `deployment.json`, `deployment.png`.
+- `--data wordnet` (default, text): all-MiniLM-L6-v2 fine-tuned on WordNet's reverse dictionary (definition ->
+  word) with the Matryoshka contrastive loss at 8, 16, ..., 384 dims (MRL), and the same model fine-tuned with the
+  loss at 384 only ("plain"), same steps, batches and seed. Held-out definitions (split by synset) search the
+  held-out words at every dim k: MRL's first k dims against the plain model's first k dims (truncation) and its
+  top-k principal components (PCA, fit on the searched words), by recall@10. Then adaptive retrieval on the MRL
+  embeddings (shortlist at a low dim, re-rank at 384) against exact 384-d search.
+- `--data fashion-mnist` (images): a small ViT from scratch with nested heads against one full-dim head; top-1 of
+  the heads and 1-NN per dim, then a confidence cascade and adaptive retrieval (see `demo_images`).
+
+Written to --output_dir: `model/` (the MRL model, loadable by `from_pretrained` and sentence-transformers),
+`results.json`, a metric-vs-dim plot, `deployment.json` and `deployment.png`.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from functools import partial
-from pathlib import Path
 
-import numpy as np
-import torch
+from .demo_images import leads_and_trails, run_image_demo, truncated_head_logits
+from .demo_text import run_text_demo
 
-from ..data import DataArguments, load_splits
-from ..evaluation import deployment_report, format_deployment_report, group_by_dim, save_results
-from ..evaluation.report import draw_metric_vs_dim, save_figure
-from ..modeling.nesting import default_matryoshka_dims
-from ..training import MatryoshkaTrainer, MatryoshkaTrainingArguments, build_classifier, scratch_backbone_config
+__all__ = ["DATA", "add_arguments", "main", "run_demo", "truncated_head_logits", "leads_and_trails"]
 
-__all__ = ["add_arguments", "main", "run_demo", "truncated_head_logits", "leads_and_trails"]
-
-LABELS = {"MRL": "mrl", "plain": "ff"}  # printed label -> `build_classifier` heads
-METRICS = {"top1": "top-1 of the head at k", "1nn": "1-NN of the first k dims"}
-# flag -> (type, default, help), training flags named as in `TrainingArguments`; ints are positive or default None
+DATA = ("wordnet", "fashion-mnist")
+# flag -> (type, default, help), training flags named as in `TrainingArguments`; ints are positive or default None.
+# A default of None in DEFAULTS' keys is the data's own (DEFAULTS below).
 FLAGS = {
+    "data": (str, "wordnet", f"one of {list(DATA)}: text (MiniLM on WordNet) or images (a ViT on Fashion-MNIST)"),
     "output_dir": (str, "./hf_mrl_demo", "where the model, results and plots go"),
-    "max_steps": (int, 600, "optimizer steps per model (each of the two)"),
-    "per_device_train_batch_size": (int, 128, "training images per step"),
-    "learning_rate": (float, 1e-3, "peak learning rate (AdamW, cosine schedule, 5%% warm-up)"),
-    "hidden_size": (int, 128, "= the full embedding dim"),
-    "num_layers": (int, 4, "ViT layers"),
-    "patch_size": (int, 7, "ViT patch size (divides 28)"),
-    "validation_split_percentage": (int, 10, "training images held out (seeded) to fit the cascade thresholds"),
-    "limit_train": (int, None, "train on the first N images (default all)"),
-    "limit_eval": (int, None, "use the first N validation and test images (default all)"),
-    "knn_database_size": (int, 10_000, "training images searched by 1-NN and retrieval"),
-    "retrieval_queries": (int, 2000, "test images used as timed retrieval queries (the cascade scores all)"),
+    "max_steps": (int, None, "optimizer steps per model, each of the two (default: wordnet 150, fashion-mnist 600)"),
+    "per_device_train_batch_size": (int, None, "training pairs / images per step (default: wordnet 64, fashion-mnist 128)"),
+    "learning_rate": (float, None, "peak learning rate, AdamW (default: wordnet 2e-4, fashion-mnist 1e-3)"),
+    "seed": (int, 0, "seeds the splits, the new weights and the batch order"),
     "num_threads": (int, None, "torch CPU threads (default: torch's)"),
-    "seed": (int, 0, "seeds the held-out split, the initial weights and the batch order"),
+    # text
+    "model_name_or_path": (str, None, "wordnet: the encoder to fine-tune (default: the local all-MiniLM-L6-v2)"),
+    "max_seq_length": (int, 32, "wordnet: tokens per text (WordNet definitions are short)"),
+    "bf16": (str, "auto", "wordnet: train and encode under bfloat16 autocast: true, false, or auto (when this CPU's "
+                          "bf16 matrix products are measured faster than float32's)"),
+    "eval_pairs": (int, 4000, "wordnet: held-out (word, definition) pairs scored and searched"),
+    # images
+    "hidden_size": (int, 128, "fashion-mnist: = the full embedding dim"),
+    "num_layers": (int, 4, "fashion-mnist: ViT layers"),
+    "patch_size": (int, 7, "fashion-mnist: ViT patch size (divides 28)"),
+    "validation_split_percentage": (int, 10, "fashion-mnist: training images held out (seeded) to fit the cascade"),
+    "limit_train": (int, None, "fashion-mnist: train on the first N images (default all)"),
+    "limit_eval": (int, None, "fashion-mnist: use the first N validation and test images (default all)"),
+    "knn_database_size": (int, 10_000, "fashion-mnist: training images searched by 1-NN and retrieval"),
+    "retrieval_queries": (int, 2000, "fashion-mnist: test images used as timed retrieval queries"),
+}
+DEFAULTS = {
+    "wordnet": {"max_steps": 150, "per_device_train_batch_size": 64, "learning_rate": 2e-4},
+    "fashion-mnist": {"max_steps": 600, "per_device_train_batch_size": 128, "learning_rate": 1e-3},
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     for name, (kind, default, text) in FLAGS.items():
         aliases = ["--batch_size"] if name == "per_device_train_batch_size" else []
-        parser.add_argument(f"--{name}", *aliases, dest=name, type=kind, default=default, help=text)
+        parser.add_argument(f"--{name}", *aliases, dest=name, type=kind, default=default, help=text.replace("%", "%%"))
     return parser
 
 
-def _check_args(args) -> None:
-    for name, (kind, default, _) in FLAGS.items():
+def check_args(args) -> argparse.Namespace:
+    """Validates every flag (naming the flag, the value and what is allowed) and fills the data's defaults."""
+    if args.data not in DATA:
+        raise ValueError(f"`--data` must be one of {list(DATA)}, got {args.data!r}.")
+    for name, value in DEFAULTS[args.data].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name, (kind, _, _) in FLAGS.items():
         value = getattr(args, name)
-        if kind is int and name != "seed" and not (value is None and default is None):
+        if kind is int and name != "seed" and value is not None:
             if type(value) is not int or value <= 0:
                 raise ValueError(f"`--{name}` must be a positive integer, got {value!r}.")
     for name, ok, allowed in [
         ("learning_rate", args.learning_rate > 0, "positive"),
+        ("bf16", str(args.bf16).lower() in ("auto", "true", "false"), "true, false or auto"),
         ("hidden_size", args.hidden_size >= 8 and args.hidden_size % 4 == 0, "a multiple of 4 (attention heads), >= 8"),
         ("patch_size", 28 % args.patch_size == 0, "a divisor of the image size 28"),
         ("validation_split_percentage", args.validation_split_percentage <= 99, "1 to 99"),
+        ("eval_pairs", args.eval_pairs >= 100, "at least 100 (recall@10 over fewer words says little)"),
     ]:
         if not ok:
             raise ValueError(f"`--{name}` must be {allowed}, got {getattr(args, name)!r}.")
-
-
-def truncated_head_logits(head: torch.nn.Linear, embeddings: np.ndarray, dim: int) -> np.ndarray:
-    """What plain truncation gives a non-MRL classifier: its full-dim head applied to the first `dim`
-    features only, `z[:, :dim] @ W[:, :dim].T + b`. (n, d) embeddings -> (n, num_labels) logits."""
-    with torch.no_grad():
-        features = torch.from_numpy(embeddings[:, :dim]).to(head.weight)
-        return torch.nn.functional.linear(features, head.weight[:, :dim], head.bias).float().cpu().numpy()
-
-
-def leads_and_trails(mrl: dict[str, float], plain: dict[str, float], metric: str) -> str:
-    """'leads at 8 (+61.20), 16 (+30.10); trails at 128 (-0.30); level at 64': MRL minus plain in accuracy points
-    per dim (of the flat results of each), rounded to 0.01."""
-    mrl, plain = group_by_dim(mrl), group_by_dim(plain)
-    parts = {"leads": [], "trails": [], "level": []}
-    for dim in sorted(mrl):
-        diff = round(100 * (mrl[dim][metric] - plain[dim][metric]), 2)
-        cell = f"{dim} ({diff:+.2f})" if diff else str(dim)
-        parts["leads" if diff > 0 else "trails" if diff < 0 else "level"].append(cell)
-    return "; ".join(f"{word} at {', '.join(cells)}" for word, cells in parts.items() if cells)
-
-
-def _train(label: str, heads: str, splits, evaluator_data, dims: list[int], args) -> tuple[MatryoshkaTrainer, dict, float]:
-    """One model through `MatryoshkaTrainer` (AdamW, cosine schedule, 5% warm-up), then its per-dim results and
-    its training seconds."""
-    torch.manual_seed(args.seed)  # both models start from the same backbone weights
-    backbone = scratch_backbone_config("vit", args.hidden_size, args.num_layers, 4, patch_size=args.patch_size)
-    model = build_classifier(10, heads, backbone_config=backbone, matryoshka_dims=dims if heads == "mrl" else None)
-    training_args = MatryoshkaTrainingArguments(
-        output_dir=args.output_dir, max_steps=args.max_steps, learning_rate=args.learning_rate, seed=args.seed,
-        per_device_train_batch_size=args.per_device_train_batch_size, per_device_eval_batch_size=256, logging_steps=20,
-        weight_decay=0.05, lr_scheduler_type="cosine", warmup_steps=0.05, save_strategy="no", report_to="none",
-        optim="adamw_torch",  # torch.optim.AdamW (foreach), as the demo has always trained
-    )
-    trainer = MatryoshkaTrainer(model=model, args=training_args, train_dataset=splits.train, name="fashion-mnist")
-    heads_text = f"nested heads at {', '.join(map(str, dims))}" if heads == "mrl" else "one head at the full dim"
-    print(f"\nTraining {label} ({heads_text}):", flush=True)
-    seconds = trainer.train().metrics["train_runtime"]
-    evaluator = trainer.get_evaluator(*evaluator_data)
-    if heads == "mrl":
-        return trainer, evaluator(model), seconds
-    inputs = evaluator.encode(model)  # the plain model scored like MRL, its full head cut to k for top-1
-    return trainer, evaluator.compute_metrics(
-        embeddings=inputs["embeddings"], reference_embeddings=inputs["reference_embeddings"], dims=dims,
-        logits_at=partial(truncated_head_logits, model.heads.heads[0], inputs["embeddings"])), seconds
-
-
-def _table(results: dict[str, dict[str, float]]) -> str:
-    mrl, plain = group_by_dim(results["MRL"]), group_by_dim(results["plain"])
-    lines = ["| dim | MRL top-1 | plain top-1 (head cut to k) | MRL 1-NN | plain 1-NN (truncated) |", "|---" * 5 + "|"]
-    for dim in sorted(mrl):
-        cells = [row[dim].get(metric) for metric in METRICS for row in (mrl, plain)]
-        lines.append(f"| {dim} | " + " | ".join("-" if cell is None else f"{100 * cell:.2f}" for cell in cells) + " |")
-    return "\n".join(lines)
-
-
-def _plot(results: dict[str, dict[str, float]], path: Path) -> None:
-    """Top-1 and 1-NN against dim (log2 axis), MRL vs plain, in one PNG written atomically."""
-    from matplotlib.figure import Figure  # no pyplot: no GUI backend involved
-
-    figure = Figure(figsize=(10, 3.8))
-    axes = figure.subplots(1, 2)
-    percent = {label: {key: 100 * value for key, value in values.items()} for label, values in results.items()}
-    for axis, (metric, title) in zip(axes, METRICS.items()):
-        draw_metric_vs_dim(axis, percent, metric, f"Fashion-MNIST: {title}")
-        axis.set_ylabel("test accuracy (%)")
-    save_figure(figure, path)
+    return args
 
 
 def run_demo(args) -> dict:
-    """Trains both models, scores them per dim and the MRL model at deployment; writes and returns results.json."""
-    _check_args(args)
-    started = time.perf_counter()
-    if args.num_threads is not None:
-        torch.set_num_threads(args.num_threads)
-    splits = load_splits(DataArguments(  # limit_eval caps the validation and the test split
-        dataset_name="fashion-mnist", validation_split_percentage=args.validation_split_percentage,
-        max_train_samples=args.limit_train, max_eval_samples=args.limit_eval), seed=args.seed)
-    database = splits.train.select(range(min(args.knn_database_size, len(splits.train))))
-    queries = min(args.retrieval_queries, len(splits.test))
-    sizes = {"train": len(splits.train), "validation": len(splits.eval), "test": len(splits.test),
-             "database": len(database), "retrieval_queries": queries}
-    dims, output_dir = default_matryoshka_dims(args.hidden_size), Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    print(f"Fashion-MNIST: {sizes['train']} training images, {sizes['validation']} validation images (held out of "
-          f"training), {sizes['test']} test images; ViT hidden {args.hidden_size}, {args.num_layers} layers, patch "
-          f"{args.patch_size}; {args.max_steps} steps of {args.per_device_train_batch_size} per model.", flush=True)
-    trainers, results, seconds = {}, {}, {}
-    for label, heads in LABELS.items():
-        trainers[label], results[label], seconds[label] = _train(label, heads, splits, (splits.test, database), dims, args)
-    table = _table(results)
-    verdict = {metric: leads_and_trails(results["MRL"], results["plain"], metric) for metric in METRICS}
-    print(f"\nTest accuracy (%) at each embedding dim ({sizes['test']} test images, 1-NN over {sizes['database']} "
-          f"training images):\n{table}\n\nMRL vs plain, accuracy points (MRL minus plain) at each dim:\n"
-          + "\n".join(f"- {METRICS[metric]}: MRL {text}" for metric, text in verdict.items()), flush=True)
-
-    trainer, deployment_started = trainers["MRL"], time.perf_counter()
-    deployment = deployment_report(trainer.model, splits.eval, splits.test, database, trainer.data_collator,
-                                   batch_size=256, output_dir=output_dir, max_queries=queries)
-    deployment_seconds = time.perf_counter() - deployment_started
-    print(f"\nWhat the nesting buys at deployment (the MRL model alone; cascade thresholds fit on the "
-          f"{sizes['validation']} validation images, scored on the {sizes['test']} test images; retrieval: {queries} "
-          f"test images as queries over the {sizes['database']} database images, top 10):\n"
-          f"{format_deployment_report(deployment)}", flush=True)
-    trainer.save_model(results=results["MRL"], metrics=list(METRICS), description="A small ViT trained from scratch "
-                       f"on Fashion-MNIST by `hf-mrl demo` (nested heads at {', '.join(map(str, dims))} dims).")
-    _plot(results, output_dir / "accuracy_vs_dim.png")
-    timings = {"train_seconds": {label: round(value, 1) for label, value in seconds.items()},
-               "seconds_per_step": {label: round(value / args.max_steps, 4) for label, value in seconds.items()},
-               "deployment_seconds": round(deployment_seconds, 1),
-               "total_seconds": round(time.perf_counter() - started, 1)}
-    summary = {"settings": {key: value for key, value in vars(args).items() if key != "handler"}, "dims": dims,
-               "splits": sizes, "results": results, "table": table, "mrl_vs_plain": verdict, "deployment": deployment,
-               "timings": timings}
-    save_results(summary, output_dir / "results.json")
-    print(f"\nTraining took {seconds['MRL']:.0f} s (MRL) and {seconds['plain']:.0f} s (plain), the deployment report "
-          f"{deployment_seconds:.0f} s, the whole demo {timings['total_seconds']:.0f} s. Wrote model/, results.json, "
-          f"accuracy_vs_dim.png, deployment.json and deployment.png to {output_dir}.", flush=True)
-    return summary
+    """Runs the demo of `args.data`; returns what it writes to results.json."""
+    check_args(args)
+    return run_text_demo(args) if args.data == "wordnet" else run_image_demo(args)
 
 
 def main(args: argparse.Namespace) -> int:
