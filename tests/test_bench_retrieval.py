@@ -24,7 +24,7 @@ def test_bench_retrieval_runs_every_method_and_caches(tmp_path, monkeypatch, cap
     out = tmp_path / "bench"
     small = ["--num_items", "300", "--copies", "2", "--num_queries", "20", "--hnsw_ef", "16,32", "--shortlist_dims",
              "16", "--shortlist_sizes", "10,20", "--nprobe", "4", "--funnels", "16,32,full:40,20,10", "--binary_dims", "32",
-             "--repeats", "1", "--out", str(out)]
+             "--ivfpq", "IVF4,PQ8x4", "--ivfpq_nprobe", "1,4", "--repeats", "1", "--out", str(out)]
     run_bench(monkeypatch, "--model", "random-vit", "--data", "fashion-mnist", *small)
     printed = capsys.readouterr().out
     assert "database: 600 x 64" in printed
@@ -32,6 +32,8 @@ def test_bench_retrieval_runs_every_method_and_caches(tmp_path, monkeypatch, cap
     result = json.loads((out / "retrieval.json").read_text())
     methods = [row["method"] for row in result["rows"]]
     assert methods.count("exact (flat)") == 1 and methods.count("hnsw (full dim)") == 2
+    assert methods.count("ivfpq (full dim)") == 2  # nprobe 1 and 4, re-ranked exactly
+    assert "ivfpq_IVF4_PQ8x4_s0" in result["summary"]["build_seconds"]
     # ivf and hnsw shortlists: 2 sizes each; binary flat: 3 sizes; one funnel per shortlist kind.
     assert methods.count("adaptive") == 2 + 2 + 3 and methods.count("funnel") == 2
     assert result["database_size"] == 600 and result["num_queries"] == 20
@@ -54,7 +56,7 @@ def test_bench_retrieval_qdrant_backend_adds_engine_rows(tmp_path, monkeypatch, 
     run_bench(monkeypatch, "--model", "random-vit", "--data", "fashion-mnist", "--num_items", "200", "--copies", "1",
               "--num_queries", "12", "--hnsw_ef", "16", "--shortlist_indexes", "hnsw", "--shortlist_dims", "16",
               "--shortlist_sizes", "10,200", "--funnels", "16,32,full:40,20,10", "--binary_dims", "32", "--repeats", "1",
-              "--backend", "qdrant", "--out", str(out))
+              "--backend", "qdrant", "--qdrant_exact_shortlists", "--out", str(out))
     printed = capsys.readouterr().out
     assert "exact @16 x200 -> @64" in printed and "built qdrant collection" in printed
     result = json.loads((out / "retrieval.json").read_text())

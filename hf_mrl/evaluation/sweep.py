@@ -168,14 +168,23 @@ def evaluate_faiss_index(
 
     _, ids, qps, distances = timed_search(search, unit_queries, repeats, timing)
     count = index.ntotal
-    row = {"method": method, "dim": index.d}
-    if params is not None:
-        row["ef_search"] = params.efSearch
+    row = {"method": method, "dim": index.d, **_params_row(params)}
     row.update(score_results(ids, relevance, k, exact_ids))
     row["qps"] = qps
     row["mflops_per_query"] = (distances if distances else count) * index.d / 1e6
     row["bytes_per_vector"] = faiss_index_nbytes(index) / count
     return row, ids
+
+
+def _params_row(params) -> dict:
+    """The search breadth of faiss search parameters, as row fields (a refine wrapper's and its base index's)."""
+    if isinstance(params, faiss.IndexRefineSearchParameters):
+        return {"k_factor": params.k_factor, **_params_row(params.base_index_params)}
+    if isinstance(params, faiss.SearchParametersHNSW):
+        return {"ef_search": params.efSearch}
+    if isinstance(params, faiss.SearchParametersIVF):
+        return {"nprobe": params.nprobe}
+    return {}
 
 
 def _search_breadth(index: MatryoshkaIndex, shortlist_size: int, ef_search, nprobe) -> dict:

@@ -44,7 +44,11 @@ def _new_faiss_index(kind: str, storage: str, dim: int, params: dict):
 
 
 def faiss_index_nbytes(index) -> int:
-    """Approximate memory of a faiss index: codes, plus graph links (HNSW) or ids and centroids (IVF)."""
+    """Approximate memory of a faiss index: codes, plus graph links (HNSW) or ids and centroids (IVF); a refine
+    wrapper's base index plus its refine vectors."""
+    if isinstance(index, faiss.IndexRefine):
+        return faiss_index_nbytes(faiss.downcast_index(index.base_index)) + faiss_index_nbytes(
+            faiss.downcast_index(index.refine_index))
     if hasattr(index, "hnsw"):
         storage = index.storage if isinstance(index, faiss.IndexBinary) else faiss.downcast_index(index.storage)
         hnsw = index.hnsw
