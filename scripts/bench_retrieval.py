@@ -100,7 +100,8 @@ def parse_args() -> argparse.Namespace:
                              "(IVF with about sqrt(N) lists, a power of 2, and PQ with one 8-bit code per 8 dims); '' for none")
     parser.add_argument("--ivfpq_nprobe", default="8,16,32,64", help="nprobe values of the IVF-PQ baseline")
     parser.add_argument("--ivfpq_k_factor", type=int, default=4, help="IVF-PQ candidates re-ranked exactly: k x this")
-    parser.add_argument("--shortlist_indexes", default="ivf,hnsw", help="faiss structures of the adaptive shortlists")
+    parser.add_argument("--shortlist_indexes", default="ivf,hnsw",
+                        help="faiss structures of the adaptive shortlists, each optionally ':int8' / ':float16' (codes stored)")
     parser.add_argument("--shortlist_dims", default="16,32", help="dims of the adaptive shortlists")
     parser.add_argument("--shortlist_sizes", default="10,20,40,80")
     parser.add_argument("--shortlist_m", type=int, default=16, help="HNSW M of the low-dim shortlist graphs")
@@ -114,6 +115,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--binary_dims", default="64", help="dims of extra flat binary (Hamming) shortlists; '' for none")
     parser.add_argument("--backend", choices=["faiss", "qdrant"], default="faiss",
                         help="qdrant: also run the adaptive / funnel settings on a Qdrant collection (embedded engine)")
+    parser.add_argument("--qdrant_binary_dims", help="qdrant: dims of binary-quantised shortlists (default: --binary_dims)")
     parser.add_argument("--qdrant_exact_shortlists", action="store_true",
                         help="qdrant: also time exact (brute-force) shortlists (slow: a full scan per query)")
     parser.add_argument("--qdrant_url", help="a Qdrant server for --backend qdrant (default: the embedded engine)")
@@ -162,7 +164,7 @@ def load_model(spec: str, data: str):
         raise SystemExit(f"--model {spec!r} is neither a saved model folder (no config.json) nor random-vit / minilm.")
     model = MatryoshkaModel.from_pretrained(folder).eval()
     # The weights' digest, not the folder name: a copied or renamed model reuses its cached embeddings.
-    fingerprint = "model-" + file_digest([folder / "config.json", *folder.glob("*.safetensors")])
+    fingerprint = "model-" + file_digest([folder / "config.json", *folder.rglob("*.safetensors")])  # 0_Transformer/ too
     if data == "wordnet":
         has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))
         source = folder if has_tokenizer else model.config.backbone_config._name_or_path
@@ -408,7 +410,8 @@ def describe(row: dict) -> str:
     if row["method"].startswith("funnel"):
         return f"{row['shortlist_index']}{breadth} dims {row['funnel_dims']} sizes {row['funnel_sizes']}"
     if row["method"].startswith("adaptive"):
-        kind = f"binary {row['shortlist_index']}" if row["shortlist_storage"] == "binary" else row["shortlist_index"]
+        storage = row["shortlist_storage"]
+        kind = row["shortlist_index"] if storage == "float32" else f"{storage} {row['shortlist_index']}"
         return f"{kind} @{row['shortlist_dim']} x{row['shortlist_size']}{breadth} -> @{row['rerank_dim']}"
     return f"@{row['dim']}" + (f" ef {row['ef_search']}" if "ef_search" in row else "")
 
@@ -492,7 +495,9 @@ def matryoshka_rows(args, database: np.ndarray, queries: np.ndarray, relevance, 
     dim = database.shape[1]
     shortlist_dims = int_list(args.shortlist_dims)
     rows = []
-    for kind in filter(None, args.shortlist_indexes.split(",")):
+    for spec in filter(None, args.shortlist_indexes.split(",")):
+        kind, _, storage = spec.partition(":")  # "hnsw:int8": an HNSW shortlist over int8 codes
+        storage = storage or "float32"
         if kind == "hnsw":
             params = {"hnsw_m": args.shortlist_m, "ef_construction": args.ef_construction}
             settings = [{"ef_search": ef} for ef in int_list(args.ef_search)]
@@ -500,8 +505,9 @@ def matryoshka_rows(args, database: np.ndarray, queries: np.ndarray, relevance, 
             params = {} if args.nlist is None else {"nlist": args.nlist}
             settings = [{"nprobe": nprobe} for nprobe in int_list(args.nprobe)]
         name = "_".join([f"index_{kind}", "-".join(map(str, shortlist_dims)), *(f"{k}{v}" for k, v in params.items())])
+        name += "" if storage == "float32" else f"_{storage}"
         index = cached_matryoshka_index(cache / name, database, shortlist_index=kind, shortlist_dim=shortlist_dims,
-                                        index_params=params)
+                                        index_params=params, shortlist_storage=storage)
         for setting in settings:
             rows += sweep_index(index, queries, relevance, k=K, shortlist_sizes=int_list(args.shortlist_sizes),
                                 rerank_dims=int_list(args.rerank_dims, dim), exact_ids=exact_ids,
@@ -597,7 +603,8 @@ def qdrant_rows(args, database: np.ndarray, queries: np.ndarray, relevance, cach
         rows += [qdrant_row(index, queries, relevance, exact_ids, args.repeats, funnel=funnel, ef_search=ef_search)
                  for funnel in funnels]
     index.close()
-    binary_dims = [d for d in int_list(args.binary_dims) if d <= dim]
+    binary_dims = [d for d in int_list(args.binary_dims if args.qdrant_binary_dims is None else args.qdrant_binary_dims)
+                   if d <= dim]
     if binary_dims:
         name = f"binary_{'-'.join(map(str, binary_dims))}_m{args.shortlist_m}_efc{args.ef_construction}_fs1"
         binary = cached_qdrant_index(args, database, cache, name, shortlist_dim=binary_dims,

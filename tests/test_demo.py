@@ -115,21 +115,23 @@ def test_bad_arguments_fail_before_training(tmp_path, arguments, message):
     assert not (tmp_path / "demo").exists()
 
 
-TEXT_QUICK = ["--max_steps", "2", "--batch_size", "8", "--eval_pairs", "300", "--max_seq_length", "16", "--bf16", "false"]
+TEXT_QUICK = ["--max_steps", "2", "--batch_size", "8", "--eval_pairs", "300", "--num_queries", "100", "--max_seq_length", "16",
+              "--bf16", "false"]
 
 
 def test_text_demo_prints_the_baselines_the_margin_and_the_retrieval_speedup(tmp_path, capsys, tiny_text_tower):
     output_dir = tmp_path / "demo"
     assert cli_main(["demo", "--output_dir", str(output_dir), "--model_name_or_path", tiny_text_tower, *TEXT_QUICK]) == 0
     printed = capsys.readouterr().out
-    assert "300 held-out pairs (split by synset)" in printed
+    assert "100 held-out definitions search the " in printed and " words of 300 held-out pairs (split by synset)" in printed
     assert "| dim | MRL (first k dims) | plain (first k dims) | plain + PCA (top k components) |" in printed
     assert "MRL minus the better baseline, recall@10 points: " in printed and " at 8 dims" in printed
     assert "Retrieval: exact full-dim search vs adaptive search" in printed
 
     summary = json.loads((output_dir / "results.json").read_text())
     assert summary["dims"] == [8, 16, 32] and summary["bf16"] is False
-    assert summary["sizes"]["eval_pairs"] == 300 and summary["sizes"]["words"] >= 250
+    assert summary["sizes"]["eval_pairs"] == 300 and summary["sizes"]["queries"] == 100
+    assert summary["sizes"]["words"] >= 250
     assert set(summary["results"]) == {"MRL", "plain", "plain + PCA"}
     for label, values in summary["results"].items():
         for dim in (8, 16, 32):

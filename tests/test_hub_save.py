@@ -21,7 +21,8 @@ from .tiny import tiny_bert_config, tiny_inputs, tiny_vit_config
 
 RESULTS = {"fmnist_dim8_top1": 0.6, "fmnist_dim16_top1": 0.7}
 CODE_FILES = {"configuration_matryoshka.py", "modeling_matryoshka.py", "nesting.py", "fused_cross_entropy.py", "checks.py",
-              "encoding.py", "files.py", "file_checks.py", "progress.py", "sentence_transformers_format.py"}
+              "encoding.py", "files.py", "file_checks.py", "progress.py", "saved_weights.py",
+              "sentence_transformers_format.py"}
 # What the dual encoder's modeling file imports on top (the classifiers' needs only the fused cross-entropy).
 LOSS_FILES = {"losses.py", "fused_infonce.py"}
 

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 from hf_mrl import MatryoshkaDualEncoderModel, MatryoshkaModel
+from hf_mrl.modeling.saved_weights import read_state_dict
 from hf_mrl.training import list_checkpoints
 
 from .launch import accelerate_launch
@@ -221,13 +222,13 @@ def test_resume_from_latest_gives_the_uninterrupted_weights(tiny_text_tower, tmp
     argv = pair_args(tiny_text_tower, output, "--max_steps", "6", "--save_steps", "2", "--save_total_limit", "3",
                      "--train_sampling_strategy", "group_by_length", "--resume_from_checkpoint", "latest")
     run(argv)
-    uninterrupted = load_file(output / "model" / "model.safetensors")
+    uninterrupted = read_state_dict(output / "model")
     # A run killed after step 4: only checkpoint-4 (and the older ones) are left.
     shutil.rmtree(output / "checkpoint-6")
     shutil.rmtree(output / "model")
     summary = run(argv)
     assert summary["steps"] == 6 and summary["steps_this_run"] == 2 and summary["train_seconds"] > 0
-    resumed = load_file(output / "model" / "model.safetensors")
+    resumed = read_state_dict(output / "model")
     for name, tensor in uninterrupted.items():
         torch.testing.assert_close(resumed[name], tensor, msg=name)
 
@@ -241,7 +242,7 @@ def test_plain_and_sentence_transformers_losses_train_the_same_tower(tiny_text_t
     assert summary["eval_dims"] == [8, 16, 32]  # a one-dim model is scored at its truncations too
     assert {f"wordnet-pairs_dim{dim}_recall@10" for dim in (8, 16, 32)} <= set(summary["final"])
     before = load_file(Path(tiny_text_tower) / "model.safetensors")
-    after = load_file(output / "model" / "model.safetensors")
+    after = read_state_dict(output / "model")
     key = "encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(before[key], after[f"backbone.{key}"]), "training did not change the encoder"
 

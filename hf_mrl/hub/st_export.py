@@ -74,7 +74,7 @@ def export_sentence_transformer(
 
     def write(staging: Path) -> None:
         with transformers_progress_bars(False):  # no "Writing model shards" / "Loading weights" bars for a save
-            exported = _sentence_transformer(base, tokenizer, max_seq_length, truncate_dim)
+            exported, _ = _sentence_transformer(base, tokenizer, max_seq_length, truncate_dim)
             exported.save(str(staging), create_model_card=False)
         transformer_path = json.loads((staging / "modules.json").read_text())[0]["path"]
         _write_max_seq_length(staging / transformer_path, max_seq_length)

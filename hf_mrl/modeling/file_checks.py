@@ -121,22 +121,19 @@ def check_torch_state_file(path) -> None:
 
 def check_weights_folder(folder) -> None:
     """`check_safetensors_file` for the weights a local model folder loads (`model.safetensors`, or the shards
-    its `model.safetensors.index.json` lists; other files are not read). A Hub id passes."""
-    import json
+    its `model.safetensors.index.json` lists, then the encoder's under `0_Transformer/` when the root keeps it
+    there; other files are not read). A Hub id passes."""
+    from .saved_weights import saved_weight_files, weight_files
 
     if not isinstance(folder, (str, os.PathLike)):
         return
     folder = Path(os.fspath(folder)).expanduser()
     if not folder.is_dir():
         return
-    names = ["model.safetensors"]
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            names = sorted(set(weight_map.values()))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise ValueError(f"{index} is corrupted: it is not a JSON object with a `weight_map`.") from None
-    for name in names:
-        if (folder / name).is_file():
-            check_safetensors_file(folder / name)
+    root = weight_files(folder)
+    for path in root:
+        if path.is_file():
+            check_safetensors_file(path)
+    for path in saved_weight_files(folder)[len(root):]:  # the encoder's, kept apart: the root's metadata says so
+        if path.is_file():
+            check_safetensors_file(path)

@@ -32,7 +32,9 @@ from .files import MODEL_FOLDER, remove_debris, save_pretrained_atomically, temp
 from .fused_cross_entropy import nested_heads_cross_entropy
 from .nesting import NestedLinear, check_saved_head_shapes, truncate_embeddings, validate_dim
 from .progress import should_show_progress, transformers_progress_bars
+from .saved_weights import DOWNLOAD_KWARGS, fetch_weights_kept_apart, read_state_dict
 from .sentence_transformers_format import (
+    encoder_prefix,
     is_sentence_transformers_folder,
     read_sentence_transformers_folder,
     write_sentence_transformers_files,
@@ -216,27 +218,38 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus the tokenizer / image processor `encode` uses, so the folder
-        embeds raw inputs on its own. Written atomically (a temporary folder, then renamed): a kill or a full disk
-        never leaves a half-written folder. An existing folder is replaced only when it holds an hf_mrl model,
-        keeping files hf_mrl did not write (see `hf_mrl.modeling.files.write_folder_atomically`). transformers'
-        "Writing model shards" bar is off."""
+        embeds raw inputs on its own. A text model's folder also loads in sentence-transformers; its encoder's
+        weights are then saved once, under `0_Transformer/`, and the root `model.safetensors` holds the rest
+        (see `hf_mrl.modeling.saved_weights`). Written atomically (a temporary folder, then renamed): a kill or a
+        full disk never leaves a half-written folder. An existing folder is replaced only when it holds an hf_mrl
+        model, keeping files hf_mrl did not write (see `hf_mrl.modeling.files.write_folder_atomically`).
+        transformers' "Writing model shards" bar is off."""
         with transformers_progress_bars(False):
             save_pretrained_atomically(self, self._write_pretrained, save_directory, *args, **kwargs)
 
-    def _write_pretrained(self, save_directory, *args, **kwargs) -> None:
-        super().save_pretrained(save_directory, *args, **kwargs)
+    def _write_pretrained(self, save_directory, *args, state_dict=None, **kwargs) -> None:
         processor = self._resolvable_processor()
-        if processor is None:
+        # the sentence-transformers layout beside ours, where that library is installed: it holds the encoder, the
+        # root gets the rest
+        sentence_transformers_files = (processor is not None and self.main_input_name == "input_ids"
+                                       and importlib.util.find_spec("sentence_transformers") is not None)
+        if not sentence_transformers_files:
+            super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+            if processor is not None:
+                processor.save_pretrained(save_directory)
             return
+        state_dict = self.state_dict() if state_dict is None else state_dict
+        prefix = encoder_prefix(self)
+        rest = {name: value for name, value in state_dict.items() if not name.startswith(prefix)}
+        super().save_pretrained(save_directory, *args, state_dict=rest, **kwargs)
         processor.save_pretrained(save_directory)
-        if self.main_input_name == "input_ids" and importlib.util.find_spec("sentence_transformers") is not None:
-            # the sentence-transformers layout beside ours (where that library is installed)
-            write_sentence_transformers_files(self, save_directory, processor)
+        write_sentence_transformers_files(self, save_directory, processor, state_dict)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`; a folder that sentence-transformers saved (e.g. after
-        `SentenceTransformerTrainer` trained an hf_mrl model) is read like `from_backbone` reads it."""
+        """`PreTrainedModel.from_pretrained`; the encoder of a text model's folder is read from `0_Transformer/`,
+        where it is kept (see `hf_mrl.modeling.saved_weights`). A folder that sentence-transformers saved (e.g.
+        after `SentenceTransformerTrainer` trained an hf_mrl model) is read like `from_backbone` reads it."""
         remove_debris(pretrained_model_name_or_path, MODEL_FOLDER)  # of a killed save, before anything is read
         check_local_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")
         check_weights_folder(pretrained_model_name_or_path)
@@ -245,8 +258,20 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
             return cls.from_backbone(path, **kwargs)
         refuse_pickled_weights(pretrained_model_name_or_path)
         cls._check_saved_heads(pretrained_model_name_or_path, kwargs)
+        folder = fetch_weights_kept_apart(path, **{key: kwargs[key] for key in DOWNLOAD_KWARGS if key in kwargs})
         with transformers_progress_bars(should_show_progress()):  # "Loading weights" only where bars are wanted
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            if folder is None:
+                return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            # the weights from two files: transformers takes them as one state dict, and the config from the folder
+            config = kwargs.pop("config", None)
+            loaded = super().from_pretrained(None, *args, config=path if config is None else config,
+                                             state_dict=read_state_dict(folder), **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading info) with output_loading_info
+        model.config.name_or_path = path  # what transformers records of a folder it loads itself
+        for module in model.modules():
+            if isinstance(module, PreTrainedModel) and module.config is model.config:
+                module.name_or_path = path
+        return loaded
 
     @classmethod
     def _check_saved_heads(cls, folder, kwargs) -> None:

@@ -5,8 +5,9 @@
   needs.
 - Writing (`write_sentence_transformers_files`): the modules sentence-transformers loads beside an hf_mrl text
   model (`modules.json`, the plain encoder under `0_Transformer/`, Pooling / Dense / Normalize), so
-  `SentenceTransformer(folder, truncate_dim=k)` loads it without hf_mrl. sentence-transformers is imported only
-  then.
+  `SentenceTransformer(folder, truncate_dim=k)` loads it without hf_mrl. The encoder's weights are then kept
+  there only, not in the root `model.safetensors` too (see `saved_weights`). sentence-transformers is imported
+  only then.
 
 A flat module (only single-dot imports): the trust_remote_code export copies it beside the modeling files.
 """
@@ -28,12 +29,14 @@ from .configuration_matryoshka import MatryoshkaConfig
 from .encoding import FALLBACK_MAX_LENGTH, tokenizer_max_length
 from .files import temporary_folder
 from .progress import transformers_progress_bars
+from .saved_weights import ENCODER_FOLDER, move_encoder_out_of_root
 
 __all__ = [
     "SentenceTransformersLayout",
     "MODULES_FILE",
     "read_sentence_transformers_folder",
     "is_sentence_transformers_folder",
+    "encoder_prefix",
     "write_sentence_transformers_files",
 ]
 
@@ -159,7 +162,6 @@ def read_sentence_transformers_folder(path) -> SentenceTransformersLayout:
 
 # -- writing ------------------------------------------------------------------------------------------------
 
-TRANSFORMER_FOLDER = "0_Transformer"
 ST_MODULE_CONFIG = "sentence_bert_config.json"
 
 
@@ -187,33 +189,35 @@ def _load_tokenizer(tokenizer) -> PreTrainedTokenizerBase:
     raise ValueError(f"`tokenizer` must be a transformers tokenizer or its folder / Hub id, got {type(tokenizer).__name__}.")
 
 
-def _plain_encoder(base) -> nn.Module:
-    """The backbone as its ordinary transformers class, pooler included when the class has one, so the folder
-    is a complete checkpoint that loads without missing-weight reports. sentence-transformers never reads the
-    pooler (it pools token embeddings itself); it is saved zeroed."""
+def _plain_encoder(base, weights=None) -> tuple[nn.Module, list[str]]:
+    """The backbone as its ordinary transformers class with the backbone's `weights` (default: its own), and the
+    names of the weights the class adds: a pooler, when the class has one, so the folder is a complete checkpoint
+    that loads without missing-weight reports. sentence-transformers never reads the pooler (it pools token
+    embeddings itself); it is saved zeroed."""
     encoder = AutoModel.from_config(base.config.backbone_config)
-    missing, unexpected = encoder.load_state_dict(base.backbone.state_dict(), strict=False)
+    missing, unexpected = encoder.load_state_dict(base.backbone.state_dict() if weights is None else weights, strict=False)
     if unexpected or any(not key.startswith("pooler.") for key in missing):
         raise ValueError(f"The backbone does not match its config's model class (missing {missing}, unexpected {unexpected}).")
     with torch.no_grad():
         for name, parameter in encoder.named_parameters():
             if name in missing:
                 parameter.zero_()
-    return encoder.to(dtype=next(base.parameters()).dtype)
+    return encoder.to(dtype=next(base.parameters()).dtype), missing
 
 
-def _sentence_transformer(base, tokenizer, max_seq_length=None, truncate_dim=None, encoder_dir=None):
+def _sentence_transformer(base, tokenizer, max_seq_length=None, truncate_dim=None, encoder_dir=None, weights=None):
     """sentence-transformers' model of the same computation: Transformer (the plain encoder, with the nesting dims in
     its config) -> Pooling -> Dense (identity, when there is a projection) -> Normalize, with the model's prompts
-    (saved to `config_sentence_transformers.json`). The encoder is written to `encoder_dir` (a temporary folder
-    when None), which the Transformer module reads."""
+    (saved to `config_sentence_transformers.json`). The encoder (with the backbone's `weights`, default its own) is
+    written to `encoder_dir` (a temporary folder when None), which the Transformer module reads. Returns the model
+    and the names of the weights the plain encoder adds (`_plain_encoder`)."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
 
     config = base.config
     with temporary_folder("hf_mrl-encoder-") as temporary:
         folder = encoder_dir or temporary
-        encoder = _plain_encoder(base)
+        encoder, added = _plain_encoder(base, weights)
         encoder.config.matryoshka_dimensions = list(config.matryoshka_dims)  # survives sentence-transformers' saves
         encoder.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
@@ -232,8 +236,9 @@ def _sentence_transformer(base, tokenizer, max_seq_length=None, truncate_dim=Non
             )
         if config.normalize:
             modules.append(Normalize())
-        return SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine", truncate_dim=truncate_dim,
-                                   prompts=config.prompts, default_prompt_name=config.default_prompt_name)
+        exported = SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine", truncate_dim=truncate_dim,
+                                       prompts=config.prompts, default_prompt_name=config.default_prompt_name)
+        return exported, added
 
 
 def encode_max_length(tokenizer) -> int:
@@ -250,27 +255,39 @@ def _write_max_seq_length(module_folder: Path, max_seq_length: int) -> None:
     settings_file.write_text(json.dumps(settings, indent=4) + "\n")
 
 
-def write_sentence_transformers_files(model, folder, tokenizer) -> None:
+def encoder_prefix(model) -> str:
+    """Where `model`'s state dict holds the encoder: `backbone.`, or `matryoshka.backbone.` in a classifier."""
+    return "backbone." if model.base_model is model else f"{model.base_model_prefix}.backbone."
+
+
+def write_sentence_transformers_files(model, folder, tokenizer, state_dict=None) -> None:
     """Adds sentence-transformers' files to a saved hf_mrl text model folder: `modules.json`,
     `config_sentence_transformers.json`, the Pooling / Dense / Normalize folders, and the plain encoder under
     `0_Transformer/` (the root `config.json` stays hf_mrl's). `SentenceTransformer(folder, truncate_dim=k)` then
     loads it without hf_mrl, and `MatryoshkaModel.from_pretrained` reads back a folder sentence-transformers saved.
+    The encoder's weights are kept there only: the root `model.safetensors` is rewritten without them, saying so in
+    its metadata (`saved_weights.move_encoder_out_of_root`); `from_pretrained` reads them back from there.
+    `state_dict` is the model's state dict being saved (default: the model's own), whose encoder part is written.
     `tokenizer` is the one saved at the root: `0_Transformer/` gets the same one and the same max length
     (`max_seq_length`), so both load paths embed a long text alike. transformers' bars (the encoder written, then
     read back by sentence-transformers) are off."""
     base = _text_base_model(model)
     folder = Path(folder)
+    prefix = encoder_prefix(model)
+    weights = None if state_dict is None else {
+        name[len(prefix):]: value for name, value in state_dict.items() if name.startswith(prefix)
+    }
     tokenizer = _load_tokenizer(tokenizer)
     max_seq_length = encode_max_length(tokenizer)
     with temporary_folder("hf_mrl-st-") as staging, transformers_progress_bars(False):
-        encoder_dir = staging / TRANSFORMER_FOLDER
-        exported = _sentence_transformer(base, tokenizer, max_seq_length, None, str(encoder_dir))
+        encoder_dir = staging / ENCODER_FOLDER
+        exported, added = _sentence_transformer(base, tokenizer, max_seq_length, None, str(encoder_dir), weights)
         exported.save(str(staging / "st"), create_model_card=False)
         modules = json.loads((staging / "st" / "modules.json").read_text())
         for module in modules:
             source = staging / "st" / module["path"]
             if module["path"] == "":
-                module["path"] = TRANSFORMER_FOLDER
+                module["path"] = ENCODER_FOLDER
                 source = encoder_dir
                 shutil.copyfile(staging / "st" / ST_MODULE_CONFIG, encoder_dir / ST_MODULE_CONFIG)
                 _write_max_seq_length(encoder_dir, max_seq_length)
@@ -279,3 +296,4 @@ def write_sentence_transformers_files(model, folder, tokenizer) -> None:
             shutil.copytree(source, target)
         (folder / "modules.json").write_text(json.dumps(modules, indent=2))
         shutil.copyfile(staging / "st" / ST_CONFIG_FILE, folder / ST_CONFIG_FILE)
+    move_encoder_out_of_root(folder, prefix, added)

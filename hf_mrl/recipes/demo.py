@@ -39,7 +39,9 @@ FLAGS = {
     "max_seq_length": (int, 32, "wordnet: tokens per text (WordNet definitions are short)"),
     "bf16": (str, "auto", "wordnet: train and encode under bfloat16 autocast: true, false, or auto (when this CPU's "
                           "bf16 matrix products are measured faster than float32's)"),
-    "eval_pairs": (int, 4000, "wordnet: held-out (word, definition) pairs scored and searched"),
+    "eval_pairs": (int, None, "wordnet: held-out (word, definition) pairs whose words are searched (default: the whole "
+                              "test split, about 20,000)"),
+    "num_queries": (int, 2000, "wordnet: held-out definitions that search them (sampled, seeded)"),
     # images
     "hidden_size": (int, 128, "fashion-mnist: = the full embedding dim"),
     "num_layers": (int, 4, "fashion-mnist: ViT layers"),
@@ -81,7 +83,8 @@ def check_args(args) -> argparse.Namespace:
         ("hidden_size", args.hidden_size >= 8 and args.hidden_size % 4 == 0, "a multiple of 4 (attention heads), >= 8"),
         ("patch_size", 28 % args.patch_size == 0, "a divisor of the image size 28"),
         ("validation_split_percentage", args.validation_split_percentage <= 99, "1 to 99"),
-        ("eval_pairs", args.eval_pairs >= 100, "at least 100 (recall@10 over fewer words says little)"),
+        ("eval_pairs", args.eval_pairs is None or args.eval_pairs >= 100, "at least 100 (recall@10 over fewer words "
+                                                                         "says little)"),
     ]:
         if not ok:
             raise ValueError(f"`--{name}` must be {allowed}, got {getattr(args, name)!r}.")

@@ -4,7 +4,8 @@ choice matters, then adaptive retrieval on the MRL embeddings.
 Both models start from the same encoder (all-MiniLM-L6-v2, offline) and see the same batches: WordNet's reverse
 dictionary (query = a definition, document = a word of its synset; one direction, temperature 0.05, in-batch
 negatives), split by synset. MRL's loss runs at every nesting dim (8 ... 384), the plain model's at 384 only. On
-`--eval_pairs` held-out pairs, each distinct definition searches the distinct words (exact search), at each dim k:
+held-out pairs, `--num_queries` distinct definitions search every distinct word of the test split (about 19,000;
+exact search), at each dim k:
 - MRL: its first k dims, renormalised;
 - plain (truncated): the plain model's first k dims, what a user gets by cutting an ordinary embedding;
 - plain + PCA: the plain model's top-k principal components (fit on the searched words' embeddings).
@@ -18,11 +19,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoTokenizer, set_seed
 
 from ..data.wordnet import load_wordnet_pairs
 from ..evaluation import (
+    MatryoshkaRetrievalEvaluator,
     adaptive_retrieval_report,
     fastest_adaptive_setting,
     fit_baseline,
@@ -68,6 +71,19 @@ def margins(results: dict[str, dict[str, float]], dims=MARGIN_DIMS) -> dict[int,
             for dim in dims if all(dim in values for values in by_dim.values())}
 
 
+def reverse_dictionary_evaluator(pairs, tokenizer, max_length: int, num_queries: int, seed: int):
+    """Definition -> word retrieval: `num_queries` of the distinct definitions in `pairs` (seeded sample) search
+    every distinct word of `pairs`; a definition's relevant words are its synset's."""
+    every = pair_retrieval_evaluator(pairs, (QUERY, DOCUMENT), tokenizer, max_length, dims=None, name="wordnet",
+                                     batch_size=256, ks=(10,))
+    count = len(every.queries)
+    chosen = np.sort(np.random.default_rng(seed).permutation(count)[: min(num_queries, count)])  # keeps length order
+    return MatryoshkaRetrievalEvaluator(
+        every.queries.select(chosen), every.corpus, collate_fn=every.collate_fn,
+        relevant_ids=[every.relevant_ids[i] for i in chosen], ks=(10,), primary_metric_name="recall",
+        name="wordnet", batch_size=256)
+
+
 def _training_args(args, bf16: bool) -> MatryoshkaTrainingArguments:
     return MatryoshkaTrainingArguments(
         output_dir=args.output_dir, max_steps=args.max_steps, learning_rate=args.learning_rate, seed=args.seed,
@@ -111,14 +127,16 @@ def run_text_demo(args) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     pairs = load_wordnet_pairs("word", seed=args.seed)
     train = pairs["train"].remove_columns("synset")
-    held_out = pairs["test"].shuffle(seed=args.seed).select(range(min(args.eval_pairs, len(pairs["test"]))))
+    held_out = pairs["test"]
+    if args.eval_pairs is not None:
+        held_out = held_out.shuffle(seed=args.seed).select(range(min(args.eval_pairs, len(held_out))))
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    evaluator = pair_retrieval_evaluator(held_out, (QUERY, DOCUMENT), tokenizer, args.max_seq_length,
-                                         dims=None, name="wordnet", batch_size=256, ks=(10,))
+    evaluator = reverse_dictionary_evaluator(held_out, tokenizer, args.max_seq_length, args.num_queries, args.seed)
     sizes = {"train_pairs": len(train), "eval_pairs": len(held_out), "queries": len(evaluator.queries),
              "words": len(evaluator.corpus)}
-    print(f"WordNet reverse dictionary: {sizes['train_pairs']:,} training pairs; {sizes['eval_pairs']:,} held-out pairs "
-          f"(split by synset): {sizes['queries']:,} definitions search {sizes['words']:,} words. Both models start "
+    print(f"WordNet reverse dictionary: {sizes['train_pairs']:,} training pairs; {sizes['queries']:,} held-out "
+          f"definitions search the {sizes['words']:,} words of {sizes['eval_pairs']:,} held-out pairs (split by "
+          f"synset). Both models start "
           f"from {model_path}; {args.max_steps} steps of {args.per_device_train_batch_size} pairs each, "
           f"{'bf16' if bf16 else 'float32'}.", flush=True)
 
