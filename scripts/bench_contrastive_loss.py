@@ -43,7 +43,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", type=torch.device, default=torch.device("cpu"),
                         help="cpu (default) or cuda (the clock is read after torch.cuda.synchronize())")
     parser.add_argument("--skip-naive", action="store_true", help="skip (c), the slowest")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="CPU threads for torch, one run per value, e.g. 1 2 4 (default: torch's choice); several "
+                             "values end with the ratio at each and its change from the first")
     return parser.parse_args()
 
 
@@ -66,8 +68,20 @@ def time_forward_backward(loss_fn, image_embeds, text_embeds, device) -> float:
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    ratios = {}
+    for threads in args.threads or [None]:
+        if threads:
+            torch.set_num_threads(threads)
+        ratios[torch.get_num_threads()] = run(args)
+    if len(ratios) > 1:
+        first, base = next(iter(ratios.items()))
+        print("\nratio (a)/(b) by threads (target: within +0.1 of the first):")
+        for threads, ratio in ratios.items():
+            print(f"  {threads} thread(s): {ratio:.2f}  ({ratio - base:+.2f} vs {first})")
+
+
+def run(args) -> float:
+    """One side-by-side run at the current thread count; returns the ratio (a)/(b)."""
     device = args.device
     dtype = getattr(torch, args.dtype)
     dims = args.dims or [args.dim >> shift for shift in range(8, -1, -1)]
@@ -111,9 +125,11 @@ def main() -> None:
         print(f"  {name:34s} {median * 1e3:9.1f} ms   peak {peaks[name] / 2**20:8.1f} MiB "
               f"({peaks[name] / base_peak:.2f}x)   (runs: {spread} s)")
     baseline = medians["(b) full-dim CLIP loss"]
-    print(f"  ratio (a)/(b) = {medians['(a) matryoshka_contrastive_loss'] / baseline:.2f}   (target <= 1.3)")
+    ratio = medians["(a) matryoshka_contrastive_loss"] / baseline
+    print(f"  ratio (a)/(b) = {ratio:.2f}   (target <= 1.3)")
     if "(c) naive per-dim loop" in medians:
         print(f"  ratio (c)/(b) = {medians['(c) naive per-dim loop'] / baseline:.2f}")
+    return ratio
 
 
 if __name__ == "__main__":

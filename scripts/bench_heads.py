@@ -168,17 +168,34 @@ def main() -> None:
     parser.add_argument("--chunk-sizes", type=int, nargs="+", default=None,
                         help=f"time the fused loss at these label-chunk sizes (default: {DEFAULT_CHUNK_SIZE} only)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall time or this process's CPU time")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="torch threads, one run per value, e.g. 1 2 4 (default: torch's choice); several values end "
+                             "with each method's ratio at each and its change from the first")
     parser.add_argument("--device", type=torch.device, default=torch.device("cpu"), help="cpu (default) or cuda")
     args = parser.parse_args()
     if args.chunk_sizes:
         args.with_loss = True
     if args.device.type == "cuda" and args.clock == "cpu":
         parser.error("--clock cpu times this process's CPU work, not the GPU's: use --clock wall with --device cuda")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    ratios = {}  # (labels, method) -> {threads: ratio to one head}
+    for threads in args.threads or [None]:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        for key, ratio in run(args).items():
+            ratios.setdefault(key, {})[torch.get_num_threads()] = ratio
+    if args.threads and len(args.threads) > 1:
+        print("\nratio to one head by threads (target: within +0.1 of the first):")
+        for (labels, name), by_threads in ratios.items():
+            first = next(iter(by_threads.values()))
+            cells = ", ".join(f"{threads}: {ratio:.2f} ({ratio - first:+.2f})" for threads, ratio in by_threads.items())
+            print(f"  {labels:>7,} labels  {name:<28} {cells}")
+
+
+def run(args) -> dict[tuple[int, str], float]:
+    """One side-by-side run at the current thread count; {(labels, method): time ratio to one head}."""
     clock = make_clock(args.clock, args.device)
     memory_source = PEAK_MEMORY_SOURCE[args.device.type]
+    ratios = {}
     print(
         f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, float32, forward+backward, "
         f"{args.clock} clock, median of {args.repeats}; peak memory from {memory_source}"
@@ -192,6 +209,9 @@ def main() -> None:
         for name, (seconds, peak) in results.items():
             print(f"{name:<30}{seconds * 1e3:>10.1f}{seconds / base_time:>8.2f}x{peak / 2**20:>11.1f}"
                   f"{peak / base_memory:>8.2f}x")
+            if name != "single full-dim nn.Linear":
+                ratios[(labels, name)] = seconds / base_time
+    return ratios
 
 
 if __name__ == "__main__":

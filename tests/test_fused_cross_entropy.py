@@ -254,13 +254,14 @@ def test_bench_heads_with_loss_runs_on_a_tiny_problem():
     script = Path(__file__).resolve().parents[1] / "scripts" / "bench_heads.py"
     completed = subprocess.run(
         [sys.executable, str(script), "--batch", "4", "--dim", "32", "--labels", "50", "--with-loss", "--with-unfused",
-         "--with-floor", "--chunk-sizes", "16", "64", "--repeats", "1", "--threads", "1"],
+         "--with-floor", "--chunk-sizes", "16", "64", "--repeats", "1", "--threads", "1", "2"],
         capture_output=True, text=True, timeout=120,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     for name in ("single full-dim nn.Linear", "MRL-E fused, chunk 16", "MRL fused, chunk 64", "MRL-E unfused",
-                 "MRL-E products only", "peak MiB"):
+                 "MRL-E products only", "peak MiB", "ratio to one head by threads", "1: "):
         assert name in completed.stdout
+    assert "2 threads, float32" in completed.stdout  # one run per --threads value
 
 
 @pytest.mark.parametrize("kind", ["one head", "mrl-e", "mrl"])
