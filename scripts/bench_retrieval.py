@@ -486,7 +486,7 @@ def baseline_rows(args, database: np.ndarray, queries: np.ndarray, relevance, ca
                                                        base_index_params=faiss.SearchParametersIVF(nprobe=nprobe))
             row = evaluate_faiss_index(ivfpq, queries, relevance, method="ivfpq (full dim)", k=K, params=params,
                                        exact_ids=exact_ids, repeats=args.repeats)[0]
-            rows.append({**row, "factory": factory})
+            rows.append({**row, "factory": factory, "nprobe": nprobe, "k_factor": args.ivfpq_k_factor})
     return rows, exact_ids
 
 
@@ -532,7 +532,11 @@ def qdrant_row(index: QdrantMatryoshkaIndex, queries, relevance, exact_ids, repe
                setting=(None, None, None), ef_search: int | None = None) -> dict:
     """One search setting on the Qdrant collection, measured like the faiss index's rows: an adaptive setting
     (shortlist_dim, size, rerank_dim) or a funnel (dims, sizes); `ef_search=None` means an exact shortlist.
-    MFLOPs per query are counted for exact shortlists only (the engine reports no HNSW distance counts)."""
+    MFLOPs per query are counted for exact shortlists only (the engine reports no HNSW distance counts). As on
+    the faiss index, the HNSW breadth is raised to the shortlist size."""
+    first_size = funnel[1][0] if funnel is not None else setting[1]
+    if ef_search is not None:
+        ef_search = max(ef_search, first_size)
     search_kwargs = {"exact_shortlist": True} if ef_search is None else {"ef_search": ef_search}
     if funnel is not None:
         dims, sizes = funnel

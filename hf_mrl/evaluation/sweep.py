@@ -178,8 +178,8 @@ def evaluate_faiss_index(
 
 def _params_row(params) -> dict:
     """The search breadth of faiss search parameters, as row fields (a refine wrapper's and its base index's)."""
-    if isinstance(params, faiss.IndexRefineSearchParameters):
-        return {"k_factor": params.k_factor, **_params_row(params.base_index_params)}
+    if isinstance(params, faiss.IndexRefineSearchParameters):  # its base parameters come back as the base class
+        return {"k_factor": params.k_factor}
     if isinstance(params, faiss.SearchParametersHNSW):
         return {"ef_search": params.efSearch}
     if isinstance(params, faiss.SearchParametersIVF):
