@@ -36,7 +36,10 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "NestedCrossEntropyOutput", "nested_linear_cros
 # Labels per chunk. Measured with `scripts/bench_heads.py --chunk-sizes 256 512 1024 2048 --clock cpu --threads 1`
 # (batch 256, dim 2048, 9 dims, float32, forward+backward, median of 3, MRL-E / MRL vs one nn.Linear + CE):
 # 20,000 labels: 256: 1.42x / 2.61x, 512: 1.29x / 2.43x, 1024: 1.34x / 2.36x, 2048: 1.35x / 2.55x (512-1024 within
-# noise). At most this many labels take the one-pass path.
+# noise). At most this many labels take the one-pass path. On a CPU both chunk sizes (labels, and the one-pass
+# path's row chunks below) scale with torch's threads (`_threads`): at 2 threads the chunks of one thread left each
+# product and softmax too small to keep both busy (batch 256, dim 2048, 1,000 labels: MRL-E 1.28x one head at 1
+# thread, 1.46x at 2 with the same chunks, 1.26x with chunks twice as large; 100,000 labels: 1.28x, 1.48x, 1.14x).
 DEFAULT_CHUNK_SIZE = 1024
 # One-pass path: at most this many elements in one row chunk's (num_dims, rows, labels) buffer, MRL-E / MRL.
 # MRL-E: the most that keeps its peak memory within 1.3x one nn.Linear + CE. Measured (batch 256, dim 2048, 9 dims,
@@ -48,6 +51,11 @@ ROW_CHUNK_ELEMENTS = {True: 5 << 18, False: 1 << 22}
 # (batch, labels) tensor and spares backward the products of its dim (MRL-E: half the remaining block columns).
 # Measured (batch 256, dim 2048, 100,000 labels): MRL-E with 4 kept, peak memory 1.2x one nn.Linear + CE.
 _NUM_KEPT = {True: 4, False: 5}
+
+
+def _threads(tensor: torch.Tensor) -> int:
+    """What the chunk sizes scale by: torch's CPU threads for a CPU tensor, 1 on an accelerator."""
+    return torch.get_num_threads() if tensor.device.type == "cpu" else 1
 
 
 class NestedCrossEntropyOutput(NamedTuple):
@@ -234,7 +242,7 @@ def _one_pass(problem: _Problem, want_inputs: bool, want_params: Sequence[bool])
     inputs, stat = problem.inputs, problem.stat
     num_dims, (batch, num_labels) = len(problem.dims), (inputs.shape[0], problem.num_labels)
     every_label = slice(0, num_labels)
-    num_chunks = -(-batch * num_dims * num_labels // ROW_CHUNK_ELEMENTS[problem.efficient])
+    num_chunks = -(-batch * num_dims * num_labels // (ROW_CHUNK_ELEMENTS[problem.efficient] * _threads(inputs)))
     rows_per_chunk = -(-batch // num_chunks)  # chunks of equal size, rounded up to a multiple of 32 rows for BLAS
     if rows_per_chunk > 32:
         rows_per_chunk = min(batch, -(-rows_per_chunk // 32) * 32)
@@ -427,7 +435,7 @@ def nested_linear_cross_entropy(
     loss_weights: Sequence[float],
     label_smoothing: float = 0.0,
     ignore_index: int = -100,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> NestedCrossEntropyOutput:
     """Weighted sum over nesting dims of the cross-entropy of each dim's head, fused with the heads.
 
@@ -441,8 +449,9 @@ def nested_linear_cross_entropy(
             `nn.CrossEntropyLoss` (all rows ignored gives nan).
         loss_weights: one relative weight per nesting dim.
         label_smoothing: as in `nn.CrossEntropyLoss`.
-        chunk_size: labels per chunk (see `DEFAULT_CHUNK_SIZE`); with at most this many labels, the gradients are
-            computed in the forward pass (a second backward through the same graph is then refused).
+        chunk_size: labels per chunk (default: `DEFAULT_CHUNK_SIZE` times torch's CPU threads on a CPU); with at
+            most this many labels, the gradients are computed in the forward pass (a second backward through the
+            same graph is then refused).
 
     Returns the loss and per-dim losses in float32 (float64 for float64 inputs) and the full-dim logits in the
     products' dtype. Under autocast the products run in the autocast dtype; softmax statistics stay float32.
@@ -475,6 +484,8 @@ def nested_linear_cross_entropy(
     check_tensor(inputs, "inputs", 2, "(batch, features)", "float")
     check_head_inputs(inputs, dims)
     check_class_labels(labels, inputs.shape[0], weights[0].shape[0], ignore_index)
+    if chunk_size is None:
+        chunk_size = DEFAULT_CHUNK_SIZE * _threads(inputs)
     if not is_int(chunk_size) or chunk_size < 1:
         raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size!r}.")
     check_number(label_smoothing, "label_smoothing", 0, 1)

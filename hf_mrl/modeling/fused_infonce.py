@@ -3,6 +3,7 @@ block matmuls, as an autograd Function, and the `_Plan` (targets, direction weig
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -66,14 +67,25 @@ def _num_immediate(dims: tuple[int, ...]) -> int:
     return min(count, len(dims) - 1)
 
 
-def _one_cpu_thread(tensor: torch.Tensor) -> bool:
-    """Whether the row-blocked path applies: on a GPU, or with several CPU threads, its many small operations cost
-    more than the passes over memory they save."""
-    return tensor.device.type == "cpu" and torch.get_num_threads() == 1
+def _blocked_on_cpu(tensor: torch.Tensor) -> bool:
+    """Whether the row-blocked path applies: on a CPU with no more threads than the CPUs this process may use. On a
+    GPU its many small operations cost more than the passes over memory they save; with more threads than CPUs
+    each block's parallel regions wait for threads that share a core."""
+    return tensor.device.type == "cpu" and torch.get_num_threads() <= _usable_cpus()
 
 
-def _row_blocks(rows: int, cols: int, elements: int = _BLOCK_ELEMENTS):
-    size = max(1, elements // max(cols, 1))
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _block_elements() -> int:
+    """Elements per row block: about 1 MiB of float32 per CPU thread (each thread's share stays in its cache, and
+    every elementwise operation has enough work for all threads)."""
+    return _BLOCK_ELEMENTS * torch.get_num_threads()
+
+
+def _row_blocks(rows: int, cols: int, elements: int | None = None):
+    size = max(1, (elements or _block_elements()) // max(cols, 1))
     for start in range(0, rows, size):
         yield start, min(start + size, rows)
 
@@ -155,12 +167,13 @@ class _MatryoshkaInfoNCE(torch.autograd.Function):
 
         shared_shift = scale_value <= _SHARED_SHIFT_MAX_SCALE
         # The common case (one shared shift, targets on a diagonal) runs row block by row block (`_blocked_dim`) on
-        # one CPU thread: 1.31x -> 1.22x one CLIP loss (batch 4,096). With more threads, its thousands of small
-        # parallel regions each wait for every thread: with another job on one of 2 cores, 15-40 s instead of 2 s.
-        blocked = shared_shift and plan.targets is None and _one_cpu_thread(queries)
+        # a CPU: 1.31x -> 1.22x one CLIP loss (batch 4,096, 1 thread). Blocks grow with the threads (fewer, larger
+        # parallel regions): at 2 threads 1.45x (whole matrices) -> 1.29x. With more threads than CPUs the whole
+        # matrices again (every region would wait for threads sharing a core: 15-40 s instead of 2 s).
+        blocked = shared_shift and plan.targets is None and _blocked_on_cpu(queries)
         dots = queries.new_empty(rows, cols)
         if blocked:
-            block_rows = min(rows, max(1, _BLOCK_ELEMENTS // max(cols, 1)))
+            block_rows = min(rows, max(1, _block_elements() // max(cols, 1)))
             work = queries.new_empty(block_rows, cols)
         else:
             work = queries.new_empty(rows, cols)
@@ -305,9 +318,9 @@ class _MatryoshkaInfoNCE(torch.autograd.Function):
         grad_dots = ctx.grad_dots
         ctx.grad_dots = None
         # Block k's dot products feed every dim j >= k: reverse running sum, in place.
-        # On one CPU thread, row block by row block, so that each block's dims stay in cache.
+        # On a CPU, row block by row block, so that each block's dims stay in cache.
         num_dims, rows, cols = grad_dots.shape
-        for start, end in _row_blocks(rows, cols * num_dims) if _one_cpu_thread(queries) else [(0, rows)]:
+        for start, end in _row_blocks(rows, cols * num_dims) if _blocked_on_cpu(queries) else [(0, rows)]:
             for index in range(num_dims - 2, -1, -1):
                 grad_dots[index, start:end].add_(grad_dots[index + 1, start:end])
         # Gradients are built transposed, (D, rows): each block's product lands in contiguous rows. They already
