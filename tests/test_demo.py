@@ -87,7 +87,7 @@ def test_training_flags_keep_their_transformers_names_and_each_data_has_its_defa
     assert parse("--batch_size", "32").per_device_train_batch_size == 32
     text = demo.check_args(parse())
     assert text.data == "wordnet"
-    assert (text.max_steps, text.per_device_train_batch_size, text.learning_rate) == (150, 64, 2e-4)
+    assert (text.max_steps, text.per_device_train_batch_size, text.learning_rate) == (200, 64, 2e-4)
     images = demo.check_args(parse("--data", "fashion-mnist"))
     assert (images.max_steps, images.per_device_train_batch_size, images.learning_rate) == (600, 128, 1e-3)
     assert (images.hidden_size, images.num_layers, images.patch_size) == (128, 4, 7)

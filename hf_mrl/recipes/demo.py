@@ -29,7 +29,7 @@ DATA = ("wordnet", "fashion-mnist")
 FLAGS = {
     "data": (str, "wordnet", f"one of {list(DATA)}: text (MiniLM on WordNet) or images (a ViT on Fashion-MNIST)"),
     "output_dir": (str, "./hf_mrl_demo", "where the model, results and plots go"),
-    "max_steps": (int, None, "optimizer steps per model, each of the two (default: wordnet 150, fashion-mnist 600)"),
+    "max_steps": (int, None, "optimizer steps per model, each of the two (default: wordnet 200, fashion-mnist 600)"),
     "per_device_train_batch_size": (int, None, "training pairs / images per step (default: wordnet 64, fashion-mnist 128)"),
     "learning_rate": (float, None, "peak learning rate, AdamW (default: wordnet 2e-4, fashion-mnist 1e-3)"),
     "seed": (int, 0, "seeds the splits, the new weights and the batch order"),
@@ -53,7 +53,7 @@ FLAGS = {
     "retrieval_queries": (int, 2000, "fashion-mnist: test images used as timed retrieval queries"),
 }
 DEFAULTS = {
-    "wordnet": {"max_steps": 150, "per_device_train_batch_size": 64, "learning_rate": 2e-4},
+    "wordnet": {"max_steps": 200, "per_device_train_batch_size": 64, "learning_rate": 2e-4},
     "fashion-mnist": {"max_steps": 600, "per_device_train_batch_size": 128, "learning_rate": 1e-3},
 }
 
