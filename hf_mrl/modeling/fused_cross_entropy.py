@@ -41,7 +41,8 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "NestedCrossEntropyOutput", "nested_linear_cros
 # product and softmax too small to keep both busy (batch 256, dim 2048, 1,000 labels: MRL-E 1.28x one head at 1
 # thread, 1.46x at 2 with the same chunks, 1.26x with chunks twice as large; 100,000 labels: 1.28x, 1.48x, 1.14x).
 DEFAULT_CHUNK_SIZE = 1024
-# One-pass path: at most this many elements in one row chunk's (num_dims, rows, labels) buffer, MRL-E / MRL.
+# One-pass path: at most this many elements per CPU thread in one row chunk's (num_dims, rows, labels) buffer,
+# MRL-E / MRL (measured below before the scaling by threads).
 # MRL-E: the most that keeps its peak memory within 1.3x one nn.Linear + CE. Measured (batch 256, dim 2048, 9 dims,
 # 1,000 labels, 2 threads, time / peak memory vs one nn.Linear + CE): 3 chunks (2^20): 1.43x / 1.20x, 2 chunks
 # (5 MiB): 1.28x / 1.30x, the whole batch: 1.20x / 1.67x. MRL (one head per dim, about 2x the FLOPs and the
