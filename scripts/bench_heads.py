@@ -40,7 +40,7 @@ from hf_mrl.modeling.nesting import NestedLinear, block_bounds, default_matryosh
 
 
 def make_step(head: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, with_loss: bool, nested: bool,
-              fused: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE):
+              fused: bool = False, chunk_size: int | None = None):
     upstream = None
 
     def step():
@@ -67,7 +67,7 @@ def make_step(head: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, with_
 
 
 def make_products_step(inputs: torch.Tensor, head: NestedLinear | nn.Linear, dims: list[int],
-                       chunk_size: int = DEFAULT_CHUNK_SIZE):
+                       chunk_size: int | None = None):
     """The matrix products alone of a head + cross-entropy step, over the fused loss's chunks of labels and the
     whole batch, without softmax, loss, autograd or a memory limit: forward logits, then the input and weight
     gradients, with the logits standing in for their gradient. For the nested heads these are the per-block
@@ -82,6 +82,8 @@ def make_products_step(inputs: torch.Tensor, head: NestedLinear | nn.Linear, dim
         heads, bounds = [(h.weight, h.bias) for h in head.heads], [(0, dim) for dim in dims]
     running = isinstance(head, NestedLinear) and head.efficient
     batch, num_labels, last = inputs.shape[0], heads[0][0].shape[0], len(heads) - 1
+    if chunk_size is None:  # the fused loss's default on this device
+        chunk_size = DEFAULT_CHUNK_SIZE * (torch.get_num_threads() if inputs.device.type == "cpu" else 1)
 
     @torch.no_grad()
     def step():
@@ -128,7 +130,7 @@ def bench(batch: int, dim: int, labels: int, repeats: int, with_loss: bool, with
     if not with_loss:
         steps[f"MRL-E ({len(dims)} dims)"] = make_step(efficient, inputs, targets, False, True)
         steps[f"MRL ({len(dims)} dims)"] = make_step(separate, inputs, targets, False, True)
-    for size in chunk_sizes or [DEFAULT_CHUNK_SIZE] * with_loss:
+    for size in chunk_sizes or [None] * with_loss:  # None: the fused loss's default (scaled by CPU threads)
         suffix = f", chunk {size}" if chunk_sizes else ""
         steps[f"MRL-E fused{suffix}"] = make_step(efficient, inputs, targets, True, True, fused=True, chunk_size=size)
         steps[f"MRL fused{suffix}"] = make_step(separate, inputs, targets, True, True, fused=True, chunk_size=size)
@@ -166,7 +168,7 @@ def main() -> None:
     parser.add_argument("--with-floor", action="store_true",
                         help="with --with-loss: also time the matrix products alone (no softmax, loss or autograd)")
     parser.add_argument("--chunk-sizes", type=int, nargs="+", default=None,
-                        help=f"time the fused loss at these label-chunk sizes (default: {DEFAULT_CHUNK_SIZE} only)")
+                        help=f"time the fused loss at these label-chunk sizes (default: the loss's own, {DEFAULT_CHUNK_SIZE} x CPU threads)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall time or this process's CPU time")
     parser.add_argument("--threads", type=int, nargs="+", default=None,
                         help="torch threads, one run per value, e.g. 1 2 4 (default: torch's choice); several values end "
