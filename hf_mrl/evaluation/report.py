@@ -199,6 +199,10 @@ def _check_points(points, name: str) -> None:
             raise ValueError(f"`{name}` holds {point!r}; points must be (metric, qps > 0).")
 
 
+_DOT_COLOURS = ("tab:blue", "tab:purple", "tab:gray")
+_LINE_COLOURS = ("tab:red", "tab:orange", "tab:green", "tab:brown", "tab:olive", "tab:cyan", "tab:pink")
+
+
 def draw_qps_vs_metric(
     axis,
     series: Mapping[str, Sequence[tuple[float, float]]],
@@ -219,16 +223,20 @@ def draw_qps_vs_metric(
     for label, points in series.items():
         _check_points(points, f"series[{label!r}]")
     _check_points(front, "front")
+    # Dots and lines from separate palettes, so a set of settings never shares its colour with a baseline's line.
+    dot_colours, line_colours = iter(_DOT_COLOURS * len(series)), iter(_LINE_COLOURS * len(series))
     for label, points in series.items():
         points = sorted(points)
         if label in scatter:
-            axis.scatter([value for value, _ in points], [qps for _, qps in points], s=18, alpha=0.6, label=label)
+            axis.scatter([value for value, _ in points], [qps for _, qps in points], s=18, alpha=0.6, label=label,
+                         color=next(dot_colours))
         else:
-            axis.plot([value for value, _ in points], [qps for _, qps in points], marker="o", label=label)
+            axis.plot([value for value, _ in points], [qps for _, qps in points], marker="o", label=label,
+                      color=next(line_colours))
     if front:
         front = sorted(front)
-        axis.plot([value for value, _ in front], [qps for _, qps in front], "-o", c="tab:red", ms=5,
-                  label="Pareto front")
+        axis.plot([value for value, _ in front], [qps for _, qps in front], "-o", c="black", ms=4, lw=1,
+                  label="Pareto front")  # black: never one of the series' cycle colours
     for text, point in notes:
         axis.annotate(text, point, fontsize=7, xytext=(4, 4), textcoords="offset points")
     if quality_floor is not None:

@@ -405,14 +405,16 @@ def plot_sweep(
         return 100 * row[y], row["qps"]
 
     ours = [row for row in rows if row.get("method", "adaptive") in ("adaptive", "funnel")]
-    series = {"adaptive / funnel settings": [point(row) for row in ours]} if ours else {}
+    engine = [row for row in rows if str(row.get("method", "")).endswith("(qdrant)")]  # the same settings on Qdrant
+    dots = {"adaptive / funnel settings": ours, "adaptive / funnel on Qdrant": engine}
+    series = {label: [point(row) for row in group] for label, group in dots.items() if group}
     for row in rows:
-        if row not in ours:
+        if row not in ours and row not in engine:
             series.setdefault(row["method"], []).append(point(row))
     front = [row for row in rows if row.get("pareto")]
     plot_qps_vs_metric(
         series, path, f"{y} (%)", title or f"Adaptive retrieval: QPS vs {y}", figsize=(9, 6),
-        scatter=["adaptive / funnel settings"], front=[point(row) for row in front],
+        scatter=list(dots), front=[point(row) for row in front],
         notes=[(_label(row), point(row)) for row in front if row in ours],
         quality_floor=None if quality_floor is None else 100 * quality_floor,
     )
