@@ -69,6 +69,7 @@ from hf_mrl.evaluation.sweep import (
     timed_search,
 )
 from hf_mrl.index import MatryoshkaIndex, QdrantMatryoshkaIndex, encode_embeddings
+from hf_mrl.modeling.files import write_file_atomically
 from hf_mrl.modeling.modeling_matryoshka import MatryoshkaModel
 
 K = 10
@@ -346,8 +347,7 @@ def record_build_time(cache: Path, name: str, seconds: float) -> None:
     path = cache / BUILD_TIMES
     times = json.loads(path.read_text()) if path.is_file() else {}
     times[name] = round(seconds, 1)
-    path.with_name(f".{BUILD_TIMES}.tmp").write_text(json.dumps(times, indent=2))
-    os.replace(path.with_name(f".{BUILD_TIMES}.tmp"), path)
+    write_file_atomically(path, lambda file: file.write_text(json.dumps(times, indent=2)))
 
 
 def cached_faiss_index(path: Path, build):

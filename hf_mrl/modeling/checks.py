@@ -298,18 +298,14 @@ def _safetensors_header(path: Path) -> dict:
 def saved_weight_shapes(name_or_path) -> dict[str, tuple[int, ...]] | None:
     """`{parameter name: shape}` of the weights in a local model folder (`model.safetensors` or the shards of
     its index), read from the headers only; None for a Hub id or a folder without safetensors weights."""
+    from .saved_weights import weight_files  # the same file list `from_pretrained` reads
+
     folder = _local_folder(name_or_path)
-    if folder is None:
-        return None
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-    elif (folder / "model.safetensors").is_file():
-        files = ["model.safetensors"]
-    else:
+    files = [] if folder is None else weight_files(folder)
+    if not files:
         return None
     shapes = {}
-    for name in files:
-        for key, entry in _safetensors_header(folder / name).items():
+    for path in files:
+        for key, entry in _safetensors_header(path).items():
             shapes[key] = tuple(entry["shape"])
     return shapes
