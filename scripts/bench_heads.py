@@ -38,9 +38,9 @@ from hf_mrl.modeling.fused_cross_entropy import (
     DEFAULT_CHUNK_SIZE,
     _add_mm,
     _mm_into,
-    _threads,
     nested_heads_cross_entropy,
 )
+from hf_mrl.modeling.cpu_threads import kernel_threads
 from hf_mrl.modeling.losses import matryoshka_cross_entropy
 from hf_mrl.modeling.nesting import NestedLinear, block_bounds, default_matryoshka_dims
 
@@ -89,7 +89,7 @@ def make_products_step(inputs: torch.Tensor, head: NestedLinear | nn.Linear, dim
     running = isinstance(head, NestedLinear) and head.efficient
     batch, num_labels, last = inputs.shape[0], heads[0][0].shape[0], len(heads) - 1
     if chunk_size is None:  # the fused loss's default on this device
-        chunk_size = DEFAULT_CHUNK_SIZE * _threads(inputs)
+        chunk_size = DEFAULT_CHUNK_SIZE * kernel_threads(inputs)
 
     @torch.no_grad()
     def step():

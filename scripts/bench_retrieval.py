@@ -102,7 +102,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ivfpq_nprobe", default="8,16,32,64", help="nprobe values of the IVF-PQ baseline")
     parser.add_argument("--ivfpq_k_factor", type=int, default=4, help="IVF-PQ candidates re-ranked exactly: k x this")
     parser.add_argument("--shortlist_indexes", default="ivf,hnsw",
-                        help="faiss structures of the adaptive shortlists, each optionally ':int8' / ':float16' (codes stored)")
+                        help="faiss structures of the adaptive shortlists, each optionally ':int8' / ':float16' (codes stored); "
+                             "'ivf@16': IVF lists clustered at 16 dims, scored at the shortlist dim (AdANNS-IVF)")
     parser.add_argument("--shortlist_dims", default="16,32", help="dims of the adaptive shortlists")
     parser.add_argument("--shortlist_sizes", default="10,20,40,80")
     parser.add_argument("--shortlist_m", type=int, default=16, help="HNSW M of the low-dim shortlist graphs")
@@ -117,6 +118,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--backend", choices=["faiss", "qdrant"], default="faiss",
                         help="qdrant: also run the adaptive / funnel settings on a Qdrant collection (embedded engine)")
     parser.add_argument("--qdrant_binary_dims", help="qdrant: dims of binary-quantised shortlists (default: --binary_dims)")
+    parser.add_argument("--qdrant_shortlist_storages", default="float32", choices=["float32", "int8", "float32,int8"],
+                        help="qdrant: what the HNSW shortlist vectors' index holds (int8: Qdrant's scalar quantisation, "
+                             "searched without rescoring), one collection each")
     parser.add_argument("--qdrant_exact_shortlists", action="store_true",
                         help="qdrant: also time exact (brute-force) shortlists (slow: a full scan per query)")
     parser.add_argument("--qdrant_url", help="a Qdrant server for --backend qdrant (default: the embedded engine)")
@@ -497,12 +501,14 @@ def matryoshka_rows(args, database: np.ndarray, queries: np.ndarray, relevance, 
     rows = []
     for spec in filter(None, args.shortlist_indexes.split(",")):
         kind, _, storage = spec.partition(":")  # "hnsw:int8": an HNSW shortlist over int8 codes
+        kind, _, cluster_dim = kind.partition("@")  # "ivf@16": IVF lists clustered at 16 dims (AdANNS-IVF)
         storage = storage or "float32"
         if kind == "hnsw":
             params = {"hnsw_m": args.shortlist_m, "ef_construction": args.ef_construction}
             settings = [{"ef_search": ef} for ef in int_list(args.ef_search)]
         else:
             params = {} if args.nlist is None else {"nlist": args.nlist}
+            params.update({"cluster_dim": int(cluster_dim)} if cluster_dim else {})
             settings = [{"nprobe": nprobe} for nprobe in int_list(args.nprobe)]
         name = "_".join([f"index_{kind}", "-".join(map(str, shortlist_dims)), *(f"{k}{v}" for k, v in params.items())])
         name += "" if storage == "float32" else f"_{storage}"
@@ -594,19 +600,22 @@ def qdrant_rows(args, database: np.ndarray, queries: np.ndarray, relevance, cach
     # full_scan_threshold=1: always search the graph, as the faiss HNSW shortlists do (Qdrant's default scans
     # vectors under 10 MB per segment in full).
     hnsw = {"m": args.shortlist_m, "ef_construct": args.ef_construction, "full_scan_threshold": 1}
-    name = "_".join(["hnsw", "-".join(map(str, shortlist_dims)), "rerank", "-".join(map(str, stored)),
-                     f"m{args.shortlist_m}", f"efc{args.ef_construction}", "fs1"])
-    index = cached_qdrant_index(args, database, cache, name, shortlist_dim=shortlist_dims, rerank_dim=stored or None,
-                                hnsw_config=hnsw)
     rows = []
-    for ef_search in [*int_list(args.ef_search), *([None] if args.qdrant_exact_shortlists else [])]:
-        grid = [(d, size, r) for d in shortlist_dims for size in int_list(args.shortlist_sizes) for r in rerank_dims
-                if size >= K]
-        rows += [qdrant_row(index, queries, relevance, exact_ids, args.repeats, setting=setting, ef_search=ef_search)
-                 for setting in grid]
-        rows += [qdrant_row(index, queries, relevance, exact_ids, args.repeats, funnel=funnel, ef_search=ef_search)
-                 for funnel in funnels]
-    index.close()
+    for storage in args.qdrant_shortlist_storages.split(","):
+        quantization = None if storage == "float32" else storage
+        name = "_".join(["hnsw", "-".join(map(str, shortlist_dims)), "rerank", "-".join(map(str, stored)),
+                         f"m{args.shortlist_m}", f"efc{args.ef_construction}", "fs1", *([storage] if quantization else [])])
+        index = cached_qdrant_index(args, database, cache, name, shortlist_dim=shortlist_dims, rerank_dim=stored or None,
+                                    hnsw_config=hnsw, shortlist_quantization=quantization)
+        exact = [None] if args.qdrant_exact_shortlists and quantization is None else []
+        for ef_search in [*int_list(args.ef_search), *exact]:
+            grid = [(d, size, r) for d in shortlist_dims for size in int_list(args.shortlist_sizes) for r in rerank_dims
+                    if size >= K]
+            rows += [qdrant_row(index, queries, relevance, exact_ids, args.repeats, setting=setting, ef_search=ef_search)
+                     for setting in grid]
+            rows += [qdrant_row(index, queries, relevance, exact_ids, args.repeats, funnel=funnel, ef_search=ef_search)
+                     for funnel in funnels]
+        index.close()
     binary_dims = [d for d in int_list(args.binary_dims if args.qdrant_binary_dims is None else args.qdrant_binary_dims)
                    if d <= dim]
     if binary_dims:

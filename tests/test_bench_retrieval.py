@@ -22,8 +22,8 @@ def run_bench(monkeypatch, *arguments: str) -> None:
 @pytest.mark.slow
 def test_bench_retrieval_runs_every_method_and_caches(tmp_path, monkeypatch, capsys):
     out = tmp_path / "bench"
-    small = ["--num_items", "300", "--copies", "2", "--num_queries", "20", "--hnsw_ef", "16,32", "--shortlist_dims",
-             "16", "--shortlist_sizes", "10,20", "--nprobe", "4", "--funnels", "16,32,full:40,20,10", "--binary_dims", "32",
+    small = ["--num_items", "300", "--copies", "2", "--num_queries", "20", "--hnsw_ef", "16,32", "--shortlist_indexes",
+             "ivf,hnsw,ivf@8", "--shortlist_dims", "16", "--shortlist_sizes", "10,20", "--nprobe", "4", "--funnels", "16,32,full:40,20,10", "--binary_dims", "32",
              "--ivfpq", "IVF4,PQ8x4", "--ivfpq_nprobe", "1,4", "--repeats", "1", "--out", str(out)]
     run_bench(monkeypatch, "--model", "random-vit", "--data", "fashion-mnist", *small)
     printed = capsys.readouterr().out
@@ -34,8 +34,11 @@ def test_bench_retrieval_runs_every_method_and_caches(tmp_path, monkeypatch, cap
     assert methods.count("exact (flat)") == 1 and methods.count("hnsw (full dim)") == 2
     assert methods.count("ivfpq (full dim)") == 2  # nprobe 1 and 4, re-ranked exactly
     assert "ivfpq_IVF4_PQ8x4_s0" in result["summary"]["build_seconds"]
-    # ivf and hnsw shortlists: 2 sizes each; binary flat: 3 sizes; one funnel per shortlist kind.
-    assert methods.count("adaptive") == 2 + 2 + 3 and methods.count("funnel") == 2
+    # ivf, hnsw and ivf@8 (AdANNS: lists clustered at 8 dims) shortlists: 2 sizes each; binary flat: 3 sizes; one
+    # funnel per shortlist kind.
+    assert methods.count("adaptive") == 2 + 2 + 2 + 3 and methods.count("funnel") == 3
+    assert sum(row.get("shortlist_index") == "ivf@8" for row in result["rows"]) == 2 + 1
+    assert "ivf@8 @16 x20 nprobe 4 -> @64" in printed
     assert result["database_size"] == 600 and result["num_queries"] == 20
     for row in result["rows"]:
         assert 0.0 <= row["map@10"] <= 1.0 and row["qps"] > 0 and isinstance(row["pareto"], bool)
@@ -56,15 +59,17 @@ def test_bench_retrieval_qdrant_backend_adds_engine_rows(tmp_path, monkeypatch, 
     run_bench(monkeypatch, "--model", "random-vit", "--data", "fashion-mnist", "--num_items", "200", "--copies", "1",
               "--num_queries", "12", "--hnsw_ef", "16", "--shortlist_indexes", "hnsw", "--shortlist_dims", "16",
               "--shortlist_sizes", "10,200", "--funnels", "16,32,full:40,20,10", "--binary_dims", "32", "--repeats", "1",
-              "--backend", "qdrant", "--qdrant_exact_shortlists", "--out", str(out))
+              "--backend", "qdrant", "--qdrant_exact_shortlists", "--qdrant_shortlist_storages", "float32,int8",
+              "--out", str(out))
     printed = capsys.readouterr().out
     assert "exact @16 x200 -> @64" in printed and "built qdrant collection" in printed
     result = json.loads((out / "retrieval.json").read_text())
     assert result["backend"] == "qdrant"
     rows = {(row["method"], row["shortlist_index"], row["shortlist_storage"], row["shortlist_size"]): row
             for row in result["rows"] if "qdrant" in row["method"]}
-    # HNSW and exact shortlists at 2 sizes, a funnel each, and 3 binary shortlists.
-    assert len(rows) == 2 * 2 + 2 + 3
+    # HNSW (float32, int8) and exact shortlists at 2 sizes, a funnel each, and 3 binary shortlists.
+    assert len(rows) == 3 * 2 + 3 + 3
+    assert rows[("adaptive (qdrant)", "hnsw", "int8", 200)]["bytes_per_vector"] == 4 * (16 + 32 + 64) + 16
     # A shortlist of the whole database makes the search exact at the re-rank dim, as exact full-dim search.
     exact_full = next(row for row in result["rows"] if row["method"] == "exact (flat)")
     assert rows[("adaptive (qdrant)", "exact", "float32", 200)]["nn_recall@10"] == 1.0

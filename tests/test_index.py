@@ -4,6 +4,7 @@ integrity, argument errors, and building from a dataset with a tiny real model."
 import json
 import warnings
 
+import faiss
 import numpy as np
 import pytest
 import torch
@@ -212,6 +213,30 @@ def test_ivf_probing_every_list_is_exact(database, queries):
     np.testing.assert_array_equal(ids, exact_search(database, queries, 32, 10)[1])
 
 
+@pytest.mark.parametrize("shortlist_storage", ["float32", "int8"])
+def test_ivf_clustered_at_a_lower_dim_assigns_by_those_features(database, queries, shortlist_storage):
+    """AdANNS-IVF: lists of the 16-d shortlist come from clusters of the first 4 features; every vector sits in
+    the list whose centroid is nearest at 4 dims, and probing every list is still exact."""
+    params = {"nlist": 6, "nprobe": 6, "cluster_dim": 4}
+    index = MatryoshkaIndex(database, shortlist_index="ivf", shortlist_storage=shortlist_storage, shortlist_dim=[4, 16],
+                            index_params=params, show_progress=False)
+    ivf = index._shortlists[16]
+    centroids = faiss.downcast_index(ivf.quantizer).reconstruct_n(0, 6)
+    assert centroids.shape == (6, 16) and np.all(centroids[:, 4:] == 0) and np.abs(centroids[:, :4]).sum() > 0
+    lists = np.empty(NUM_VECTORS, dtype=np.int64)
+    for number in range(6):
+        lists[faiss.rev_swig_ptr(ivf.invlists.get_ids(number), ivf.invlists.list_size(number)).copy()] = number
+    nearest = np.argmax(unit(database, 4) @ centroids[:, :4].T, axis=1)
+    assert (lists == nearest).mean() >= 0.99  # float32 rounding may flip a tie
+    assert ivf.quantizer.d == 16 and index._shortlists[4].quantizer.ntotal == 6  # at 4 dims: plain IVF
+    _, ids = index.search(queries, 10, shortlist_dim=16, shortlist_size=NUM_VECTORS, rerank_dim=32)
+    np.testing.assert_array_equal(ids, exact_search(database, queries, 32, 10)[1])
+    # One list of six: a shortlist from the query's nearest cluster at 4 dims, scored at 16.
+    _, few = index.search(queries, 10, shortlist_dim=16, shortlist_size=40, rerank_dim=32, nprobe=1)
+    query_lists = np.argmax(unit(queries, 4) @ centroids[:, :4].T, axis=1)
+    assert all(lists[row[row >= 0]].tolist() == [query_lists[i]] * int((row >= 0).sum()) for i, row in enumerate(few))
+
+
 def test_short_shortlists_pad_with_minus_one_and_minus_inf(database, queries):
     """IVF probing one small list finds fewer than k candidates: the rest is padded, never invented."""
     ids = np.arange(NUM_VECTORS, dtype=np.int64) + 5000
@@ -261,6 +286,7 @@ def test_ids_torch_inputs_and_memory(database, queries):
         dict(storage="float32", shortlist_index="flat", shortlist_dim=[8, 16]),
         dict(storage="bfloat16", shortlist_index="hnsw", shortlist_storage="binary", shortlist_dim=16),
         dict(storage="int8", int8_scale="vector", shortlist_index="ivf", shortlist_storage="int8", shortlist_dim=8),
+        dict(storage="float32", shortlist_index="ivf", shortlist_dim=[4, 16], index_params={"nlist": 6, "cluster_dim": 4}),
         dict(storage="binary", shortlist_index="hnsw", shortlist_storage="float16", shortlist_dim=8, stored_dim=24),
     ],
 )
@@ -393,6 +419,14 @@ def test_search_rejects_bad_arguments(small_index, queries, call, message):
         (dict(shortlist_storage="binary", shortlist_dim=12), r"multiple of 8 for a binary shortlist, got 12"),
         (dict(index_params={"M": 8}), r"`index_params` has unknown keys \['M'\]"),
         (dict(index_params={"nlist": 0}), r"`index_params\['nlist'\]` must be a positive integer, got 0"),
+        (dict(index_params={"cluster_dim": 8}), r"`index_params\['cluster_dim'\]` is 8, but it sets the clusters of IVF "
+                                                r"shortlists.*shortlist_index='flat'"),
+        (dict(shortlist_index="ivf", shortlist_storage="binary", index_params={"cluster_dim": 8}),
+         r"shortlist_storage='binary'. Allowed: shortlist_index='ivf' with a float shortlist_storage"),
+        (dict(shortlist_index="ivf", index_params={"cluster_dim": 40}), r"`index_params\['cluster_dim'\]` is 40, above the "
+                                                                        r"stored dim 32; allowed: 1 to 32"),
+        (dict(shortlist_index="ivf", index_params={"cluster_dim": 0}), r"`index_params\['cluster_dim'\]` must be a "
+                                                                       r"positive integer, got 0"),
         (dict(ids=np.arange(5)), r"`ids` must be 600 integers \(one per vector\), got shape \(5,\)"),
         (dict(nesting_dims=[8, 64]), r"`nesting_dims` must be an integer from 1 to 32"),
     ],

@@ -222,7 +222,7 @@ def evaluate_search(
     _, ids, qps, distances = timed_search(search, queries, repeats, timing)
     row = {
         "method": "adaptive",
-        "shortlist_index": index.shortlist_index,
+        "shortlist_index": _shortlist_kind(index),
         "shortlist_storage": index.shortlist_storage,
         "storage": index.storage,
         "shortlist_dim": shortlist_dim,
@@ -262,7 +262,7 @@ def evaluate_funnel(
     _, ids, qps, distances = timed_search(search, queries, repeats, timing)
     row = {
         "method": "funnel",
-        "shortlist_index": index.shortlist_index,
+        "shortlist_index": _shortlist_kind(index),
         "shortlist_storage": index.shortlist_storage,
         "storage": index.storage,
         "shortlist_dim": dims[0],
@@ -382,6 +382,12 @@ def mark_pareto_front(rows: list[dict], x: str = "qps", y: str = "map@10") -> li
     for row, kept in zip(rows, front, strict=True):
         row["pareto"] = bool(kept)
     return rows
+
+
+def _shortlist_kind(index: MatryoshkaIndex) -> str:
+    """The shortlist structure as rows name it: "ivf@16" for IVF lists clustered at 16 dims (AdANNS-IVF)."""
+    cluster_dim = index.index_params.get("cluster_dim")
+    return index.shortlist_index if cluster_dim is None else f"{index.shortlist_index}@{cluster_dim}"
 
 
 def _label(row: dict) -> str:

@@ -31,12 +31,13 @@ from .base import DEFAULT_SHORTLIST_SIZE, MatryoshkaIndexBase
 from .choices import INT8_SCALES, SHORTLIST_INDEXES, STORAGES
 from .encoding import check_model_record
 from .persistence import load_index_folder, save_index_folder
-from .shortlists import _build_shortlist, _search_shortlist, faiss_index_nbytes
+from .shortlists import DEFAULT_INDEX_PARAMS, _build_shortlist, _search_shortlist, faiss_index_nbytes
 from .storage import _exact_search, _l2_normalize, _rerank, _StoredVectors
 from .validation import (
     _check_choice,
     _check_dim,
     _check_ids,
+    _check_cluster_dim,
     _check_index_params,
     _check_nesting_dims,
     _check_nonzero_database,
@@ -77,7 +78,9 @@ class MatryoshkaIndex(MatryoshkaIndexBase):
             (sign bits, Hamming distance: faiss IndexBinaryFlat / IndexBinaryHNSW / IndexBinaryIVF).
         index_params (`dict`, *optional*): overrides of `DEFAULT_INDEX_PARAMS`: `hnsw_m`, `ef_construction`,
             `ef_search` (HNSW; raised to the shortlist size at search time), `nlist` (IVF lists, default
-            4 * sqrt(N), at most N / 39), `nprobe` (IVF lists visited).
+            4 * sqrt(N), at most N / 39), `nprobe` (IVF lists visited), `cluster_dim` (AdANNS-IVF: IVF shortlists
+            at dims above it take their clusters from the first `cluster_dim` features and score their lists at
+            their own dim; default: each shortlist's own dim).
         int8_scale (`str`, defaults to "dimension"): int8 scale per feature ("dimension") or per vector and
             nesting block ("vector").
         nesting_dims (list of `int`, *optional*): the nesting blocks of `int8_scale="vector"`; defaults to
@@ -118,6 +121,7 @@ class MatryoshkaIndex(MatryoshkaIndexBase):
         stored_dim = dim if stored_dim is None else _check_dim(stored_dim, dim, "stored_dim", "the embedding dim")
         shortlist_dims = _check_shortlist_dims(shortlist_dim, stored_dim, shortlist_storage)
         params = _check_index_params(index_params, count)
+        _check_cluster_dim(params["cluster_dim"], shortlist_index, shortlist_storage, stored_dim)
         blocks = _check_nesting_dims(nesting_dims, stored_dim)
         ids = _check_ids(ids, count)
         _check_nonzero_database(embeddings, shortlist_dims[0], "the smallest shortlist dim")
@@ -321,7 +325,8 @@ class MatryoshkaIndex(MatryoshkaIndexBase):
         self.dim, self.count, self.ids = manifest["dim"], manifest["count"], ids
         self.storage, self.int8_scale = manifest["storage"], manifest["int8_scale"]
         self.shortlist_index, self.shortlist_storage = manifest["shortlist_index"], manifest["shortlist_storage"]
-        self.index_params = {key: int(value) for key, value in manifest["index_params"].items()}
+        saved = {key: None if value is None else int(value) for key, value in manifest["index_params"].items()}
+        self.index_params = {**DEFAULT_INDEX_PARAMS, **saved}  # folders saved before `cluster_dim` lack it
         self._vectors = vectors
         self._shortlists = shortlists
         _warn_binary_storage(self.storage)

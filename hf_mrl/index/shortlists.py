@@ -10,13 +10,16 @@ from tqdm.auto import tqdm
 from ..modeling.progress import should_show_progress
 from .storage import _l2_normalize
 
-DEFAULT_INDEX_PARAMS = {"hnsw_m": 32, "ef_construction": 80, "ef_search": 64, "nlist": None, "nprobe": 16}
+DEFAULT_INDEX_PARAMS = {"hnsw_m": 32, "ef_construction": 80, "ef_search": 64, "nlist": None, "nprobe": 16,
+                        "cluster_dim": None}
 _ADD_CHUNK = 65536
 _FAISS_SQ_TYPES = {"float16": "QT_fp16", "bfloat16": "QT_bf16", "int8": "QT_8bit"}
 
 
-def _new_faiss_index(kind: str, storage: str, dim: int, params: dict):
+def _new_faiss_index(kind: str, storage: str, dim: int, params: dict, quantizer=None):
+    """An empty faiss index; `quantizer` (IVF kinds, float codes): a trained coarse quantizer to use."""
     metric = faiss.METRIC_INNER_PRODUCT
+    quantizer = faiss.IndexFlatIP(dim) if quantizer is None else quantizer
     if storage == "binary":
         if kind == "flat":
             return faiss.IndexBinaryFlat(dim)
@@ -32,7 +35,7 @@ def _new_faiss_index(kind: str, storage: str, dim: int, params: dict):
             index = faiss.IndexHNSWFlat(dim, params["hnsw_m"], metric)
             index.hnsw.efConstruction = params["ef_construction"]
             return index
-        return faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, params["nlist"], metric)
+        return faiss.IndexIVFFlat(quantizer, dim, params["nlist"], metric)
     qtype = getattr(faiss.ScalarQuantizer, _FAISS_SQ_TYPES[storage])
     if kind == "flat":
         return faiss.IndexScalarQuantizer(dim, qtype, metric)
@@ -40,7 +43,7 @@ def _new_faiss_index(kind: str, storage: str, dim: int, params: dict):
         index = faiss.IndexHNSWSQ(dim, qtype, params["hnsw_m"], metric)
         index.hnsw.efConstruction = params["ef_construction"]
         return index
-    return faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, params["nlist"], qtype, metric)
+    return faiss.IndexIVFScalarQuantizer(quantizer, dim, params["nlist"], qtype, metric)
 
 
 def faiss_index_nbytes(index) -> int:
@@ -68,19 +71,43 @@ def _search_params(index, shortlist_size: int, ef_search: int, nprobe: int):
     return None
 
 
+def _cluster_quantizer(sample: np.ndarray, cluster_dim: int, nlist: int):
+    """AdANNS-IVF's coarse quantizer (Rege et al., NeurIPS 2023): clusters of the first `cluster_dim` features
+    (spherical k-means on them, renormalised) for lists scored at the shortlist's own, larger dim. The centroids are
+    padded with zeros to that dim, so a plain faiss IVF index assigns a unit vector (or query) by the inner product
+    of its first `cluster_dim` features alone (their norm scales every list alike), and saves and loads as usual."""
+    kmeans = faiss.Kmeans(cluster_dim, nlist, spherical=True, seed=1234)  # faiss's IVF training seed
+    kmeans.train(np.ascontiguousarray(_l2_normalize(sample[:, :cluster_dim])))
+    centroids = np.zeros((nlist, sample.shape[1]), dtype=np.float32)
+    centroids[:, :cluster_dim] = kmeans.centroids
+    quantizer = faiss.IndexFlatIP(sample.shape[1])
+    quantizer.add(centroids)
+    return quantizer
+
+
+def _training_sample(unit: np.ndarray, nlist: int) -> np.ndarray:
+    """The rows faiss trains on (IVF centroids, scalar-quantiser ranges): a fixed random sample, in row order."""
+    count = len(unit)
+    size = min(count, 64 * nlist, 262144)
+    return unit[np.sort(np.random.default_rng(0).choice(count, size=size, replace=False))]
+
+
 def _build_shortlist(unit: np.ndarray, kind: str, storage: str, params: dict, show_progress: bool | None):
-    """One faiss index of `kind` over `unit` (N, d) truncated vectors (renormalised here, or their sign bits)."""
+    """One faiss index of `kind` over `unit` (N, d) truncated vectors (renormalised here, or their sign bits); IVF
+    lists clustered at `params["cluster_dim"]` when it is below d."""
     count, dim = unit.shape
-    index = _new_faiss_index(kind, storage, dim, params)
     binary = storage == "binary"
 
     def encode(rows: np.ndarray) -> np.ndarray:
         return np.packbits(rows > 0, axis=1) if binary else np.ascontiguousarray(_l2_normalize(rows))
 
-    if not index.is_trained:
-        sample_size = min(count, 64 * params["nlist"], 262144)
-        sample = np.random.default_rng(0).choice(count, size=sample_size, replace=False)
-        index.train(encode(unit[np.sort(sample)]))
+    cluster_dim, nlist = params.get("cluster_dim"), params["nlist"]
+    quantizer = None
+    if kind == "ivf" and not binary and cluster_dim is not None and cluster_dim < dim:
+        quantizer = _cluster_quantizer(_training_sample(unit, nlist), cluster_dim, nlist)
+    index = _new_faiss_index(kind, storage, dim, params, quantizer)
+    if not index.is_trained:  # an IVF index given a `quantizer` of nlist centroids trains only its codes
+        index.train(encode(_training_sample(unit, nlist)))
     chunks = range(0, count, _ADD_CHUNK)
     for start in tqdm(chunks, desc=f"shortlist index @{dim}", disable=not should_show_progress(show_progress) or len(chunks) < 2):
         index.add(encode(unit[start : start + _ADD_CHUNK]))

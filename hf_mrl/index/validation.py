@@ -128,10 +128,26 @@ def _check_index_params(index_params, count: int) -> dict:
     if params["nlist"] is None:  # 4 sqrt(N) lists, but at least 39 training points per list (faiss's minimum)
         params["nlist"] = max(1, min(int(4 * math.sqrt(count)), count // 39))
     for key, value in params.items():
-        _check_positive_int(value, f"index_params['{key}']")
+        if value is not None or key != "cluster_dim":
+            _check_positive_int(value, f"index_params['{key}']")
     if params["nlist"] > count:
         raise ValueError(f"`index_params['nlist']` is {params['nlist']}, more than the {count} vectors to cluster.")
-    return {key: int(value) for key, value in params.items()}
+    return {key: None if value is None else int(value) for key, value in params.items()}
+
+
+def _check_cluster_dim(cluster_dim, shortlist_index: str, shortlist_storage: str, stored_dim: int) -> None:
+    """`index_params['cluster_dim']` (AdANNS-IVF) needs float IVF shortlists and a dim within the stored ones."""
+    if cluster_dim is None:
+        return
+    if shortlist_index != "ivf" or shortlist_storage == "binary":
+        raise ValueError(
+            f"`index_params['cluster_dim']` is {cluster_dim}, but it sets the clusters of IVF shortlists over float "
+            f"codes, and this index has shortlist_index={shortlist_index!r}, shortlist_storage={shortlist_storage!r}. "
+            "Allowed: shortlist_index='ivf' with a float shortlist_storage, or leave cluster_dim out."
+        )
+    if cluster_dim > stored_dim:
+        raise ValueError(f"`index_params['cluster_dim']` is {cluster_dim}, above the stored dim {stored_dim}; allowed: "
+                         f"1 to {stored_dim}.")
 
 
 def _check_nesting_dims(nesting_dims, stored_dim: int) -> list[int]:

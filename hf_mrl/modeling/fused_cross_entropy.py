@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 
 from .checks import check_class_labels, check_finite, check_number, check_tensor, is_int
+from .cpu_threads import kernel_threads, threads_within_cpus
 from .nesting import NestedLinear, block_bounds, check_head_inputs, validate_matryoshka_weights
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "NestedCrossEntropyOutput", "nested_linear_cross_entropy", "nested_heads_cross_entropy"]
@@ -37,7 +38,7 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "NestedCrossEntropyOutput", "nested_linear_cros
 # (batch 256, dim 2048, 9 dims, float32, forward+backward, median of 3, MRL-E / MRL vs one nn.Linear + CE):
 # 20,000 labels: 256: 1.42x / 2.61x, 512: 1.29x / 2.43x, 1024: 1.34x / 2.36x, 2048: 1.35x / 2.55x (512-1024 within
 # noise). At most this many labels take the one-pass path. On a CPU both chunk sizes (labels, and the one-pass
-# path's row chunks below) scale with torch's threads (`_threads`): at 2 threads the chunks of one thread left each
+# path's row chunks below) scale with the kernel's threads (`kernel_threads`, torch's within the usable CPUs): at 2 threads the chunks of one thread left each
 # product and softmax too small to keep both busy (batch 256, dim 2048, 1,000 labels: MRL-E 1.28x one head at 1
 # thread, 1.46x at 2 with the same chunks, 1.26x with chunks twice as large; 100,000 labels: 1.28x, 1.48x, 1.14x).
 DEFAULT_CHUNK_SIZE = 1024
@@ -52,11 +53,6 @@ ROW_CHUNK_ELEMENTS = {True: 5 << 18, False: 1 << 22}
 # (batch, labels) tensor and spares backward the products of its dim (MRL-E: half the remaining block columns).
 # Measured (batch 256, dim 2048, 100,000 labels): MRL-E with 4 kept, peak memory 1.2x one nn.Linear + CE.
 _NUM_KEPT = {True: 4, False: 5}
-
-
-def _threads(tensor: torch.Tensor) -> int:
-    """What the chunk sizes scale by: torch's CPU threads for a CPU tensor, 1 on an accelerator."""
-    return torch.get_num_threads() if tensor.device.type == "cpu" else 1
 
 
 class NestedCrossEntropyOutput(NamedTuple):
@@ -243,7 +239,7 @@ def _one_pass(problem: _Problem, want_inputs: bool, want_params: Sequence[bool])
     inputs, stat = problem.inputs, problem.stat
     num_dims, (batch, num_labels) = len(problem.dims), (inputs.shape[0], problem.num_labels)
     every_label = slice(0, num_labels)
-    num_chunks = -(-batch * num_dims * num_labels // (ROW_CHUNK_ELEMENTS[problem.efficient] * _threads(inputs)))
+    num_chunks = -(-batch * num_dims * num_labels // (ROW_CHUNK_ELEMENTS[problem.efficient] * kernel_threads(inputs)))
     rows_per_chunk = -(-batch // num_chunks)  # chunks of equal size, rounded up to a multiple of 32 rows for BLAS
     if rows_per_chunk > 32:
         rows_per_chunk = min(batch, -(-rows_per_chunk // 32) * 32)
@@ -364,6 +360,17 @@ def _label_chunks(problem: _Problem):
 class _NestedLinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, inputs, labels, settings, *params):
+        ctx.kernel_device = inputs.device
+        with threads_within_cpus(inputs.device):
+            return _NestedLinearCrossEntropyFunction._forward(ctx, inputs, labels, settings, *params)
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_per_dim, grad_logits):
+        with threads_within_cpus(ctx.kernel_device):
+            return _NestedLinearCrossEntropyFunction._backward(ctx, grad_loss, grad_logits)
+
+    @staticmethod
+    def _forward(ctx, inputs, labels, settings, *params):
         ctx.set_materialize_grads(False)  # an unused `logits` output then costs nothing in backward
         problem = _Problem(inputs, labels, params, settings)
         grad_enabled = settings[-1]
@@ -382,7 +389,7 @@ class _NestedLinearCrossEntropyFunction(torch.autograd.Function):
         return loss, per_dim, logits
 
     @staticmethod
-    def backward(ctx, grad_loss, _grad_per_dim, grad_logits):
+    def _backward(ctx, grad_loss, grad_logits):
         settings, num_params = ctx.problem_args
         saved = ctx.saved_tensors
         inputs, labels, params = saved[0], saved[1], saved[len(saved) - num_params:]
@@ -486,7 +493,7 @@ def nested_linear_cross_entropy(
     check_head_inputs(inputs, dims)
     check_class_labels(labels, inputs.shape[0], weights[0].shape[0], ignore_index)
     if chunk_size is None:
-        chunk_size = DEFAULT_CHUNK_SIZE * _threads(inputs)
+        chunk_size = DEFAULT_CHUNK_SIZE * kernel_threads(inputs)
     if not is_int(chunk_size) or chunk_size < 1:
         raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size!r}.")
     check_number(label_smoothing, "label_smoothing", 0, 1)

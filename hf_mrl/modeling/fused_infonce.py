@@ -3,12 +3,12 @@ block matmuls, as an autograd Function, and the `_Plan` (targets, direction weig
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 from torch.autograd.function import once_differentiable
 
+from .cpu_threads import threads_within_cpus
 from .nesting import block_bounds
 
 # F.normalize's eps: a truncated embedding whose norm is below it is divided by it instead.
@@ -68,19 +68,15 @@ def _num_immediate(dims: tuple[int, ...]) -> int:
 
 
 def _blocked_on_cpu(tensor: torch.Tensor) -> bool:
-    """Whether the row-blocked path applies: on a CPU with no more threads than the CPUs this process may use. On a
-    GPU its many small operations cost more than the passes over memory they save; with more threads than CPUs
-    each block's parallel regions wait for threads that share a core."""
-    return tensor.device.type == "cpu" and torch.get_num_threads() <= _usable_cpus()
-
-
-def _usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """Whether the row-blocked path applies: on a CPU (the kernel runs within the usable CPUs, `threads_within_cpus`).
+    On a GPU its many small operations cost more than the passes over memory they save."""
+    return tensor.device.type == "cpu"
 
 
 def _block_elements() -> int:
-    """Elements per row block: about 1 MiB of float32 per CPU thread (each thread's share stays in its cache, and
-    every elementwise operation has enough work for all threads)."""
+    """Elements per row block: about 1 MiB of float32 per thread (each thread's share stays in its cache, and every
+    elementwise operation has enough work for all threads). Read inside the kernel, where torch's threads are
+    already capped at the usable CPUs."""
     return _BLOCK_ELEMENTS * torch.get_num_threads()
 
 
@@ -155,6 +151,18 @@ class _MatryoshkaInfoNCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, queries, keys, scale, plan: _Plan, compute_grad: bool):
+        ctx.kernel_device = queries.device
+        with threads_within_cpus(queries.device):
+            return _MatryoshkaInfoNCE._forward(ctx, queries, keys, scale, plan, compute_grad)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_total, _grad_per_dim):
+        with threads_within_cpus(ctx.kernel_device):
+            return _MatryoshkaInfoNCE._backward(ctx, grad_total)
+
+    @staticmethod
+    def _forward(ctx, queries, keys, scale, plan: _Plan, compute_grad: bool):
         rows, cols = queries.shape[0], keys.shape[0]
         num_dims = len(plan.dims)
         bounds = block_bounds(plan.dims)
@@ -168,8 +176,9 @@ class _MatryoshkaInfoNCE(torch.autograd.Function):
         shared_shift = scale_value <= _SHARED_SHIFT_MAX_SCALE
         # The common case (one shared shift, targets on a diagonal) runs row block by row block (`_blocked_dim`) on
         # a CPU: 1.31x -> 1.22x one CLIP loss (batch 4,096, 1 thread). Blocks grow with the threads (fewer, larger
-        # parallel regions): at 2 threads 1.45x (whole matrices) -> 1.29x. With more threads than CPUs the whole
-        # matrices again (every region would wait for threads sharing a core: 15-40 s instead of 2 s).
+        # parallel regions): at 2 threads 1.45x (whole matrices) -> 1.29x. The kernel runs with torch's threads capped
+        # at the usable CPUs (`threads_within_cpus`): with more, every region waited for threads sharing a core
+        # (15-40 s instead of 2 s).
         blocked = shared_shift and plan.targets is None and _blocked_on_cpu(queries)
         dots = queries.new_empty(rows, cols)
         if blocked:
@@ -310,8 +319,7 @@ class _MatryoshkaInfoNCE(torch.autograd.Function):
         return total, per_dim
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_total, _grad_per_dim):
+    def _backward(ctx, grad_total):
         if getattr(ctx, "grad_dots", None) is None:
             raise RuntimeError("Trying to backward through the Matryoshka contrastive loss a second time.")
         queries, keys = ctx.saved_tensors
