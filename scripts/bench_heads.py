@@ -34,13 +34,13 @@ import torch.nn.functional as F
 from benchmarking import PEAK_MEMORY_SOURCE, make_clock, peak_memory
 from torch import nn
 
+from hf_mrl.modeling.cpu_threads import kernel_threads
 from hf_mrl.modeling.fused_cross_entropy import (
     DEFAULT_CHUNK_SIZE,
     _add_mm,
     _mm_into,
     nested_heads_cross_entropy,
 )
-from hf_mrl.modeling.cpu_threads import kernel_threads
 from hf_mrl.modeling.losses import matryoshka_cross_entropy
 from hf_mrl.modeling.nesting import NestedLinear, block_bounds, default_matryoshka_dims
 

@@ -35,9 +35,9 @@ from .shortlists import DEFAULT_INDEX_PARAMS, _build_shortlist, _search_shortlis
 from .storage import _exact_search, _l2_normalize, _rerank, _StoredVectors
 from .validation import (
     _check_choice,
+    _check_cluster_dim,
     _check_dim,
     _check_ids,
-    _check_cluster_dim,
     _check_index_params,
     _check_nesting_dims,
     _check_nonzero_database,
