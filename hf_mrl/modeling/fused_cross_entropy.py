@@ -38,9 +38,10 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "NestedCrossEntropyOutput", "nested_linear_cros
 # (batch 256, dim 2048, 9 dims, float32, forward+backward, median of 3, MRL-E / MRL vs one nn.Linear + CE):
 # 20,000 labels: 256: 1.42x / 2.61x, 512: 1.29x / 2.43x, 1024: 1.34x / 2.36x, 2048: 1.35x / 2.55x (512-1024 within
 # noise). At most this many labels take the one-pass path. On a CPU both chunk sizes (labels, and the one-pass
-# path's row chunks below) scale with the kernel's threads (`kernel_threads`, torch's within the usable CPUs): at 2 threads the chunks of one thread left each
-# product and softmax too small to keep both busy (batch 256, dim 2048, 1,000 labels: MRL-E 1.28x one head at 1
-# thread, 1.46x at 2 with the same chunks, 1.26x with chunks twice as large; 100,000 labels: 1.28x, 1.48x, 1.14x).
+# path's row chunks below) scale with the kernel's threads (`kernel_threads`: torch's, capped at the usable CPUs):
+# at 2 threads the chunks of one thread left each product and softmax too small to keep both busy (batch 256, dim
+# 2048, 1,000 labels: MRL-E 1.28x one head at 1 thread, 1.46x at 2 with the same chunks, 1.26x with chunks twice as
+# large; 100,000 labels: 1.28x, 1.48x, 1.14x).
 DEFAULT_CHUNK_SIZE = 1024
 # One-pass path: at most this many elements per CPU thread in one row chunk's (num_dims, rows, labels) buffer,
 # MRL-E / MRL (measured below before the scaling by threads).
