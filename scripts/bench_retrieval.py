@@ -411,11 +411,11 @@ def describe(row: dict) -> str:
     breadth = f" ef {row['ef_search']}" if "ef_search" in row else f" nprobe {row['nprobe']}" if "nprobe" in row else ""
     if row["method"].startswith("ivfpq"):
         return f"{row['factory']}{breadth} re-rank x{row['k_factor']}"
+    storage = row.get("shortlist_storage", "float32")
+    kind = row.get("shortlist_index") if storage == "float32" else f"{storage} {row['shortlist_index']}"
     if row["method"].startswith("funnel"):
-        return f"{row['shortlist_index']}{breadth} dims {row['funnel_dims']} sizes {row['funnel_sizes']}"
+        return f"{kind}{breadth} dims {row['funnel_dims']} sizes {row['funnel_sizes']}"
     if row["method"].startswith("adaptive"):
-        storage = row["shortlist_storage"]
-        kind = row["shortlist_index"] if storage == "float32" else f"{storage} {row['shortlist_index']}"
         return f"{kind} @{row['shortlist_dim']} x{row['shortlist_size']}{breadth} -> @{row['rerank_dim']}"
     return f"@{row['dim']}" + (f" ef {row['ef_search']}" if "ef_search" in row else "")
 
