@@ -125,6 +125,16 @@ def test_exact_funnel_returns_matryoshka_index_ids(qdrant_index, faiss_index, qu
     np.testing.assert_allclose(scores, expected[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("magnitude", [1e30, 1e-30])
+def test_queries_of_extreme_magnitude_find_the_same(qdrant_index, faiss_index, queries, magnitude):
+    """Each stage's prefix is normalised by the engine; rows are scaled first so its squares stay finite."""
+    scaled = (queries.astype(np.float64) * magnitude).astype(np.float32)
+    scores, ids = qdrant_index.funnel_search(scaled, 5, [8, 16, 32], [100, 40, 10], exact_shortlist=True)
+    expected = faiss_index.funnel_search(queries, 5, [8, 16, 32], [100, 40, 10])
+    np.testing.assert_array_equal(ids, expected[1])
+    np.testing.assert_allclose(scores, expected[0], atol=1e-5)
+
+
 def test_defaults_and_torch_queries(qdrant_index, faiss_index, queries):
     assert qdrant_index.stored_dims == [8, 16, 24, 32] and qdrant_index.stored_dim == 32 and len(qdrant_index) == 600
     _, ids = qdrant_index.search(torch.from_numpy(queries), 10, exact_shortlist=True)  # shortlist @8 x200 -> @32

@@ -74,6 +74,12 @@ def _unit_rows(queries: np.ndarray, dim: int) -> list[list[float]]:
     return _l2_normalize(queries[:, :dim]).tolist()
 
 
+def _peak_scaled_rows(queries: np.ndarray) -> list[list[float]]:
+    """Rows divided by their largest magnitude (an all-zero row stays zero), as float32 lists."""
+    peak = np.abs(queries).max(axis=1, keepdims=True)
+    return (queries / np.maximum(peak, np.finfo(np.float32).tiny)).astype(np.float32, copy=False).tolist()
+
+
 # -- Qdrant Edge ------------------------------------------------------------------------------------------------
 
 
@@ -217,19 +223,22 @@ class _EdgeCollection:
         params = qe.SearchParams(hnsw_ef=ef_search, exact=exact, quantization=quantization)
         rescore = qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
         filter = edge_filter(filter)
-        per_stage = {stage.dim: _unit_rows(queries, stage.dim) for stage in stages}
+        # The engine normalises cosine queries itself: each stage gets a prefix of one list per query (one
+        # conversion from numpy, not one per stage: 34 -> 20 ms per 1,000 queries of a 3-stage funnel at 384 dims),
+        # each row divided by its largest magnitude first so that the engine's squares neither overflow nor underflow.
+        rows = _peak_scaled_rows(queries[:, : max(stage.dim for stage in stages)])
         requests = []
-        for row in range(len(queries)):
+        for row in rows:
             prefetches = None
             for depth, stage in enumerate(stages[:-1]):
                 first = depth == 0
                 prefetches = [qe.Prefetch(
-                    limit=stage.limit, query=qe.Query.Nearest(per_stage[stage.dim][row], using=vector_name(stage.dim)),
+                    limit=stage.limit, query=qe.Query.Nearest(row[: stage.dim], using=vector_name(stage.dim)),
                     prefetches=prefetches, params=params if first else rescore, filter=filter if first else None,
                 )]
             last = stages[-1]
             requests.append(qe.QueryRequest(
-                limit=k, query=qe.Query.Nearest(per_stage[last.dim][row], using=vector_name(last.dim)),
+                limit=k, query=qe.Query.Nearest(row[: last.dim], using=vector_name(last.dim)),
                 prefetches=prefetches, params=rescore if prefetches else params, filter=None if prefetches else filter,
             ))
         return [[(point.id, point.score) for point in hits] for hits in self._shard.query_batch(qe.QueryBatchRequest(requests))]
