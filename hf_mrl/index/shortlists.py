@@ -102,12 +102,13 @@ def _build_shortlist(unit: np.ndarray, kind: str, storage: str, params: dict, sh
         return np.packbits(rows > 0, axis=1) if binary else np.ascontiguousarray(_l2_normalize(rows))
 
     cluster_dim, nlist = params.get("cluster_dim"), params["nlist"]
-    quantizer = None
+    sample = quantizer = None
     if kind == "ivf" and not binary and cluster_dim is not None and cluster_dim < dim:
-        quantizer = _cluster_quantizer(_training_sample(unit, nlist), cluster_dim, nlist)
+        sample = _training_sample(unit, nlist)
+        quantizer = _cluster_quantizer(sample, cluster_dim, nlist)
     index = _new_faiss_index(kind, storage, dim, params, quantizer)
     if not index.is_trained:  # an IVF index given a `quantizer` of nlist centroids trains only its codes
-        index.train(encode(_training_sample(unit, nlist)))
+        index.train(encode(_training_sample(unit, nlist) if sample is None else sample))
     chunks = range(0, count, _ADD_CHUNK)
     for start in tqdm(chunks, desc=f"shortlist index @{dim}", disable=not should_show_progress(show_progress) or len(chunks) < 2):
         index.add(encode(unit[start : start + _ADD_CHUNK]))

@@ -29,15 +29,18 @@ import torch
 _RERANK_BATCH_BYTES = 32 * 2**20  # candidate vectors gathered at once during a re-rank
 
 
-def _l2_normalize(array: np.ndarray) -> np.ndarray:
-    """Rows divided by their L2 norm (float32; an all-zero row stays zero). Each row is first divided by its
-    largest magnitude, so the squares neither overflow (values near 1e38: a norm of inf would zero the row) nor
-    underflow (values near 1e-25: a norm of 0)."""
-    tiny = np.finfo(np.float32).tiny
+def _peak_scaled(array: np.ndarray) -> np.ndarray:
+    """Rows divided by their largest magnitude (float32; an all-zero row stays zero): their squares then neither
+    overflow (values near 1e38: a norm of inf would zero the row) nor underflow (values near 1e-25: a norm of 0)."""
     peak = np.abs(array).max(axis=-1, keepdims=True) if array.shape[-1] else np.ones((*array.shape[:-1], 1))
-    scaled = (array / np.maximum(peak, tiny)).astype(np.float32, copy=False)
+    return (array / np.maximum(peak, np.finfo(np.float32).tiny)).astype(np.float32, copy=False)
+
+
+def _l2_normalize(array: np.ndarray) -> np.ndarray:
+    """Rows divided by their L2 norm (float32; an all-zero row stays zero), peak-scaled first (`_peak_scaled`)."""
+    scaled = _peak_scaled(array)
     norms = np.linalg.norm(scaled, axis=-1, keepdims=True)
-    return scaled / np.maximum(norms, tiny)
+    return scaled / np.maximum(norms, np.finfo(np.float32).tiny)
 
 
 class _StoredVectors:

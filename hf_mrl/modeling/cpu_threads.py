@@ -27,8 +27,10 @@ def usable_cpus() -> int:
 def kernel_threads(tensor: torch.Tensor) -> int:
     """Threads a fused kernel runs on for `tensor`: torch's CPU threads capped at the usable CPUs; 1 on an
     accelerator (what chunk sizes scale by)."""
-    if tensor.device.type != "cpu":
-        return 1
+    return _capped_threads() if tensor.device.type == "cpu" else 1
+
+
+def _capped_threads() -> int:
     return max(1, min(torch.get_num_threads(), usable_cpus()))
 
 
@@ -37,8 +39,8 @@ def threads_within_cpus(device: torch.device):
     """Runs the block with torch's CPU threads capped at the usable CPUs (for work on a CPU `device`), then
     restores the caller's setting, also on error."""
     requested = torch.get_num_threads()
-    threads = min(requested, usable_cpus())
-    if device.type != "cpu" or threads == requested:
+    threads = _capped_threads() if device.type == "cpu" else requested  # no affinity lookup for an accelerator
+    if threads == requested:
         yield
         return
     torch.set_num_threads(threads)
