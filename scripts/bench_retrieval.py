@@ -126,7 +126,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--qdrant_url", help="a Qdrant server for --backend qdrant (default: the embedded engine)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting (best kept)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="threads of faiss, BLAS and torch for every method (1: steady timings on a shared machine)")
+                        help="threads of faiss, BLAS, torch and Qdrant Edge's searches for every method (1: steady timings on a "
+                             "shared machine)")
     return parser.parse_args()
 
 
@@ -573,7 +574,8 @@ def qdrant_row(index: QdrantMatryoshkaIndex, queries, relevance, exact_ids, repe
 def cached_qdrant_index(args, database: np.ndarray, cache: Path, name: str, **settings) -> QdrantMatryoshkaIndex:
     """The collection `name` under `cache`/qdrant (or on --qdrant_url): opened when complete with these settings,
     else built (an interrupted build resumes)."""
-    where = {"url": args.qdrant_url} if args.qdrant_url else {"path": cache / "qdrant"}
+    # The embedded engine searches with --threads, as faiss does (a server keeps its own setting).
+    where = {"url": args.qdrant_url} if args.qdrant_url else {"path": cache / "qdrant", "max_search_threads": args.threads}
     try:
         index = QdrantMatryoshkaIndex.open(name, **where)
         same_hnsw = dict(index.hnsw_config, **settings["hnsw_config"]) == index.hnsw_config

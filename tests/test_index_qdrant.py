@@ -251,6 +251,27 @@ def test_open_a_collection_on_disk(tmp_path, database, queries):
         QdrantMatryoshkaIndex(database, shortlist_dim=8, path=tmp_path, collection_name="docs", show_progress=False)
 
 
+def test_max_search_threads_is_kept_with_the_collection(tmp_path, database, queries, faiss_index):
+    def engine_threads():
+        return json.loads((tmp_path / "hf_mrl" / "edge_config.json").read_text()).get("max_search_threads")
+
+    with QdrantMatryoshkaIndex(database, shortlist_dim=8, path=tmp_path, max_search_threads=1, show_progress=False) as index:
+        expected = index.search(queries, 5, 8, NUM_VECTORS)
+    assert engine_threads() == 1
+    np.testing.assert_array_equal(expected[1], faiss_index.search(queries, 5, 8, NUM_VECTORS)[1])
+    with QdrantMatryoshkaIndex.open(path=tmp_path) as index:  # not given: the kept setting stays
+        index.search(queries, 5)
+    assert engine_threads() == 1
+    with QdrantMatryoshkaIndex.open(path=tmp_path, max_search_threads=2) as index:
+        scores, ids = index.search(queries, 5, 8, NUM_VECTORS)
+    assert engine_threads() == 2
+    np.testing.assert_array_equal(ids, expected[1])
+    np.testing.assert_allclose(scores, expected[0], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"`max_search_threads` must be an int >= 0 .*, got 1.5"):
+        QdrantMatryoshkaIndex.open(path=tmp_path, max_search_threads=1.5)
+    assert engine_threads() == 2  # refused before the collection was touched
+
+
 def test_open_checks_stored_dims_and_distance(database):
     client = QdrantClient(":memory:")
     QdrantMatryoshkaIndex(database, shortlist_dim=8, client=client, collection_name="good", show_progress=False)
@@ -362,6 +383,11 @@ def test_search_rejects_bad_arguments(database, queries, call, message):
         (dict(location="/data/qdrant"), r"`location` must be ':memory:' or an http\(s\) URL, got '/data/qdrant'"),
         (dict(collection_name="a/b"), r"`collection_name` must be a non-empty name without path separators, got 'a/b'"),
         (dict(batch_size=0), r"`batch_size` must be a positive integer, got 0"),
+        (dict(max_search_threads=-1), r"`max_search_threads` must be an int >= 0 \(0: Qdrant's default, one per CPU\), got -1"),
+        (dict(max_search_threads="2"), r"`max_search_threads` must be an int >= 0 .*, got '2'"),
+        (dict(max_search_threads=True), r"`max_search_threads` must be an int >= 0 .*, got True"),
+        (dict(max_search_threads=1, client=QdrantClient(":memory:")),
+         r"`max_search_threads` 1 sets the embedded engine's search threads .* \(`performance.max_search_threads`\)"),
     ],
 )
 def test_construction_rejects_bad_arguments(database, kwargs, message):

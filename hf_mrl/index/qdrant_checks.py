@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from .qdrant_engines import DEFAULT_HNSW, FORMAT_NAME, HNSW_KEYS, VectorSpec, connect, vector_name
-from .validation import _check_ids, _check_positive_int
+from .validation import _check_ids, _check_positive_int, _is_int
 
 FORMAT_VERSION = 1
 DEFAULT_COLLECTION = "hf_mrl"
 _SETTINGS = ("dim", "shortlist_dims", "rerank_dims", "shortlist_quantization", "hnsw_config")
 
 
-def open_engine(collection_name, location, path, url, api_key, client):
+def open_engine(collection_name, location, path, url, api_key, client, max_search_threads=None):
     if not isinstance(collection_name, str) or not collection_name or collection_name.strip(".") == "" or any(
         sep in collection_name for sep in "/\\"
     ):
@@ -35,7 +35,16 @@ def open_engine(collection_name, location, path, url, api_key, client):
         raise ValueError(f"Give one of `client`, `url` and `path`, got {given}.")
     if api_key is not None and url is None:
         raise ValueError("`api_key` goes with `url` (a Qdrant server); the embedded engine takes none.")
-    return connect(collection_name, location, path, url, api_key, client)
+    if max_search_threads is not None:
+        if not _is_int(max_search_threads) or max_search_threads < 0:
+            raise ValueError(f"`max_search_threads` must be an int >= 0 (0: Qdrant's default, one per CPU), got "
+                             f"{max_search_threads!r}.")
+        if client is not None or url is not None:
+            raise ValueError(f"`max_search_threads` {max_search_threads!r} sets the embedded engine's search threads "
+                             "(`path` or `location=':memory:'`); a Qdrant server takes it from its own configuration "
+                             "(`performance.max_search_threads`).")
+        max_search_threads = int(max_search_threads)
+    return connect(collection_name, location, path, url, api_key, client, max_search_threads)
 
 
 def _check_point_ids(ids, count: int) -> np.ndarray:

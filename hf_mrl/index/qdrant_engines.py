@@ -7,8 +7,8 @@ count, query, payloads, finish, close):
   any client passed in (its local mode included). Its calls are the same for every deployment.
 
 Both store one named cosine vector per dim (`dim_<d>`), take the same plan of search stages (one request per
-batch of queries: the shortlist as the innermost prefetch, each re-rank stage around it) and return
-`(id, score)` lists. The index's own settings travel as metadata: the collection's `metadata` on a server,
+batch of queries: the shortlist as the innermost prefetch, each re-rank stage around it) and return one
+`(ids, scores)` pair of lists per query. The index's own settings travel as metadata: the collection's `metadata` on a server,
 `hf_mrl.json` inside the shard folder on Edge.
 """
 
@@ -102,7 +102,7 @@ def _lock_error(error: Exception, where: str, collection_name: str) -> Exception
 class _EdgeCollection:
     """A Qdrant Edge shard at `root / collection_name` (`root=None`: a temporary folder, removed on close)."""
 
-    def __init__(self, root: str | os.PathLike | None, collection_name: str):
+    def __init__(self, root: str | os.PathLike | None, collection_name: str, max_search_threads: int | None = None):
         temporary = None
         if root is None:
             temporary = str(new_temporary_folder(TEMPORARY_PREFIX))  # the pid in its name tells a later build it is stale
@@ -113,6 +113,7 @@ class _EdgeCollection:
         self.folder = self.root / collection_name
         self.disk_folder = self.root  # where the disk space is checked
         self.where = "in memory (Qdrant Edge)" if root is None else f"at {str(self.root)!r} (Qdrant Edge)"
+        self.max_search_threads = max_search_threads
 
     @property
     def _shard(self):
@@ -140,7 +141,7 @@ class _EdgeCollection:
                 "or `path`."
             )
 
-    def create(self, vectors: dict[str, VectorSpec], metadata: dict) -> None:
+    def _config(self, vectors: dict[str, VectorSpec]):
         import qdrant_edge as qe
 
         params = {}
@@ -155,19 +156,28 @@ class _EdgeCollection:
                 size=spec.size, distance=qe.Distance.Cosine, quantization_config=quantization,
                 hnsw_config=qe.HnswIndexConfig(**hnsw),
             )
+        return qe.EdgeConfig(vectors=params, max_search_threads=self.max_search_threads)
+
+    def create(self, vectors: dict[str, VectorSpec], metadata: dict) -> None:
+        import qdrant_edge as qe
+
+        config = self._config(vectors)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.set_metadata(metadata)  # first: a shard folder never exists without it
         try:
-            self._held["shard"] = qe.EdgeShard.create(str(self.folder), qe.EdgeConfig(vectors=params))
+            self._held["shard"] = qe.EdgeShard.create(str(self.folder), config)
         except Exception as error:
             raise _lock_error(error, repr(str(self.root)), self.collection_name) from error
 
-    def open(self) -> None:
+    def open(self, vectors: dict[str, VectorSpec] | None = None) -> None:
+        """Loads the shard; with `max_search_threads` set (and the collection's `vectors`), the engine's config
+        is loaded with it (Qdrant Edge checks it matches and keeps it in the shard's config)."""
         import qdrant_edge as qe
 
         if self._shard is None:
+            config = None if self.max_search_threads is None or vectors is None else self._config(vectors)
             try:
-                self._held["shard"] = qe.EdgeShard.load(str(self.folder))
+                self._held["shard"] = qe.EdgeShard.load(str(self.folder), config)
             except Exception as error:
                 raise _lock_error(error, repr(str(self.root)), self.collection_name) from error
 
@@ -235,7 +245,8 @@ class _EdgeCollection:
                 limit=k, query=qe.Query.Nearest(row[: last.dim], using=vector_name(last.dim)),
                 prefetches=prefetches, params=rescore if prefetches else params, filter=None if prefetches else filter,
             ))
-        return [[(point.id, point.score) for point in hits] for hits in self._shard.query_batch(qe.QueryBatchRequest(requests))]
+        return [([point.id for point in hits], [point.score for point in hits])
+                for hits in self._shard.query_batch(qe.QueryBatchRequest(requests))]
 
     def payloads(self, ids: list[int]) -> dict[int, dict]:
         return {record.id: record.payload or {} for record in self._shard.retrieve(ids, with_payload=True, with_vector=False)}
@@ -345,7 +356,7 @@ class _ClientCollection:
                                                quantization_config=quantization, hnsw_config=hnsw)
         self.client.create_collection(self.collection_name, vectors_config=params, metadata=metadata)
 
-    def open(self) -> None:
+    def open(self, vectors: dict[str, VectorSpec] | None = None) -> None:
         pass
 
     def describe(self) -> tuple[dict[str, tuple[int, str]], dict | None]:
@@ -387,7 +398,8 @@ class _ClientCollection:
                 params=rescore if prefetch else params, filter=None if prefetch else filter,
             ))
         responses = self.client.query_batch_points(self.collection_name, requests)
-        return [[(point.id, point.score) for point in response.points] for response in responses]
+        return [([point.id for point in response.points], [point.score for point in response.points])
+                for response in responses]
 
     def payloads(self, ids: list[int]) -> dict[int, dict]:
         records = self.client.retrieve(self.collection_name, ids, with_payload=True, with_vectors=False)
@@ -401,14 +413,14 @@ class _ClientCollection:
             self.client.close()
 
 
-def connect(collection_name: str, location, path, url, api_key, client):
+def connect(collection_name: str, location, path, url, api_key, client, max_search_threads=None):
     """The engine for one connection: `client` as given, else `url` (qdrant-client), else `path` or
     `location=":memory:"` (Qdrant Edge). Checks happen in the caller."""
     if client is not None:
         return _ClientCollection(client, collection_name, f"through the given {type(client).__name__}", False)
     if url is not None:
         return _ClientCollection(_server_client(url, api_key), collection_name, f"at {url}", True)
-    return _EdgeCollection(path, collection_name)
+    return _EdgeCollection(path, collection_name, max_search_threads)
 
 
 def _server_client(url: str, api_key: str | None):
