@@ -14,8 +14,9 @@ the nested heads then run the fused heads + Matryoshka cross-entropy (`nested_he
 `--with-floor` adds each head's matrix products alone (no softmax, loss or autograd; see
 `make_products_step`): what the fused loss costs over its own products, beside what cross-entropy costs
 one head over its products.
-Methods are timed interleaved, repeat by repeat, and the median is reported, so machine noise hits every
-method alike. Peak memory is measured in one extra, untimed step per method, from the memory events of
+Methods are timed interleaved, repeat by repeat; the table shows each method's median time, and its ratio to
+the single head is the median of the per-repeat ratios (each method against the single head timed next to it),
+so slow drifts of the machine's speed cancel out of the ratios. Peak memory is measured in one extra, untimed step per method, from the memory events of
 torch's profiler (`profile_memory=True`: every CPU allocation and free of torch's allocator), as the peak
 of the bytes allocated during the step above those held before it (parameter gradients included).
 Targets: MRL-E <= 1.15x the single head; MRL (separate weights per dim, ~2x the FLOPs) <= 2.3x.
@@ -117,8 +118,8 @@ def make_products_step(inputs: torch.Tensor, head: NestedLinear | nn.Linear, dim
 
 
 def bench(batch: int, dim: int, labels: int, repeats: int, with_loss: bool, with_unfused: bool, with_floor: bool,
-          chunk_sizes: list[int] | None, clock, device: torch.device) -> dict[str, tuple[float, int]]:
-    """{method: (median seconds, peak bytes)}."""
+          chunk_sizes: list[int] | None, clock, device: torch.device) -> dict[str, tuple[float, float, int]]:
+    """{method: (median seconds, median per-repeat ratio to the single head, peak bytes)}."""
     torch.manual_seed(0)
     dims = default_matryoshka_dims(dim)
     inputs = torch.randn(batch, dim, device=device, requires_grad=True)
@@ -159,7 +160,9 @@ def bench(batch: int, dim: int, labels: int, repeats: int, with_loss: bool, with
     for name, step in steps.items():
         reset()  # frees the gradients the step would otherwise free inside the measurement
         peaks[name] = peak_memory(step, device)
-    return {name: (statistics.median(times[name]), peaks[name]) for name in steps}
+    base = times["single full-dim nn.Linear"]
+    return {name: (statistics.median(times[name]), statistics.median(t / b for t, b in zip(times[name], base, strict=True)),
+                   peaks[name]) for name in steps}
 
 
 def main() -> None:
@@ -211,14 +214,13 @@ def run(args) -> dict[tuple[int, str], float]:
     for labels in args.labels:
         results = bench(args.batch, args.dim, labels, args.repeats, args.with_loss, args.with_unfused,
                         args.with_floor, args.chunk_sizes, clock, args.device)
-        base_time, base_memory = results["single full-dim nn.Linear"]
+        _, _, base_memory = results["single full-dim nn.Linear"]
         print(f"\nbatch {args.batch}, dim {args.dim}, {labels:,} labels{' (with loss)' if args.with_loss else ''}")
         print(f"{'head':<30}{'ms':>10}{'ratio':>9}{'peak MiB':>11}{'ratio':>9}")
-        for name, (seconds, peak) in results.items():
-            print(f"{name:<30}{seconds * 1e3:>10.1f}{seconds / base_time:>8.2f}x{peak / 2**20:>11.1f}"
-                  f"{peak / base_memory:>8.2f}x")
+        for name, (seconds, ratio, peak) in results.items():
+            print(f"{name:<30}{seconds * 1e3:>10.1f}{ratio:>8.2f}x{peak / 2**20:>11.1f}{peak / base_memory:>8.2f}x")
             if name != "single full-dim nn.Linear":
-                ratios[(labels, name)] = seconds / base_time
+                ratios[(labels, name)] = ratio
     return ratios
 
 
