@@ -118,6 +118,8 @@ def _add_qdrant_arguments(group, path: bool = True) -> None:
     _option(group, "--url", help="a Qdrant server or cluster, e.g. http://localhost:6333")
     _option(group, "--api_key", help="API key of --url (default: $QDRANT_API_KEY)")
     _option(group, "--collection_name", default="hf_mrl", help="the collection (default: hf_mrl)")
+    _option(group, "--max_search_threads", type=int,
+            help="search threads of the embedded engine, kept with the collection (default: Qdrant's, one per CPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -648,12 +650,15 @@ def _check_backend_options(args) -> None:
                      "--shortlist_storage": args.shortlist_storage != "float32"}
     qdrant_options = {"--path": args.path is not None, "--url": args.url is not None,
                       "--api_key": args.api_key is not None, "--collection_name": args.collection_name != "hf_mrl",
-                      "--rerank_dim": args.rerank_dim is not None,
+                      "--max_search_threads": args.max_search_threads is not None, "--rerank_dim": args.rerank_dim is not None,
                       "--shortlist_quantization": args.shortlist_quantization is not None, "--overwrite": args.overwrite}
     other = qdrant_options if args.backend == "faiss" else faiss_options
     misplaced = [name for name, given in other.items() if given]
     if misplaced:
         raise ValueError(f"{', '.join(misplaced)} do not apply to --backend {args.backend}.")
+    if args.url is not None and args.max_search_threads is not None:
+        raise ValueError("--max_search_threads sets the embedded engine's search threads (--path); a Qdrant server "
+                         "(--url) takes it from its own configuration (performance.max_search_threads).")
     if args.backend == "faiss" and args.output is None:
         raise ValueError("--backend faiss writes an index folder: give OUTPUT.")
     if args.backend == "qdrant" and (args.output is not None or (args.path is None) == (args.url is None)):
@@ -699,7 +704,8 @@ def _run_index_build(args, extra) -> int:
 
 def _qdrant_connection(args, path) -> dict:
     api_key = args.api_key or (os.environ.get("QDRANT_API_KEY") if args.url else None)
-    return {"path": path, "url": args.url, "api_key": api_key, "collection_name": args.collection_name}
+    return {"path": path, "url": args.url, "api_key": api_key, "collection_name": args.collection_name,
+            "max_search_threads": args.max_search_threads}
 
 
 def _is_qdrant_folder(folder: Path) -> bool:
@@ -717,9 +723,9 @@ def _open_index(args):
         return QdrantMatryoshkaIndex.open(**_qdrant_connection(args, args.index))
     if args.index is None:
         raise ValueError("give INDEX (an index folder) or --url URL (a Qdrant server).")
-    if args.exact_shortlist or args.collection_name != "hf_mrl":
-        raise ValueError(f"--exact_shortlist and --collection_name apply to Qdrant collections; {args.index} is not a "
-                         "Qdrant folder.")
+    if args.exact_shortlist or args.collection_name != "hf_mrl" or args.max_search_threads is not None:
+        raise ValueError(f"--exact_shortlist, --collection_name and --max_search_threads apply to Qdrant collections; "
+                         f"{args.index} is not a Qdrant folder.")
     return MatryoshkaIndex.load(args.index)
 
 

@@ -51,6 +51,10 @@ def test_qdrant_options_are_checked_before_loading(tmp_path, text_model_dir, cap
         (["index", "build", model, "--backend", "qdrant", "--path", "a", "--url", "http://localhost:6333"],
          "takes one of --path DIR"),
         (["index", "build", model, str(tmp_path / "out"), "--path", str(tmp_path)], "--path do not apply to --backend faiss"),
+        (["index", "build", model, str(tmp_path / "out"), "--max_search_threads", "1"],
+         "--max_search_threads do not apply to --backend faiss"),
+        (["index", "build", model, "--backend", "qdrant", "--url", "http://localhost:1", "--max_search_threads", "1"],
+         "--max_search_threads sets the embedded engine's search threads (--path); a Qdrant server (--url)"),
         (["index", "build", model, "--backend", "qdrant", "--path", "a", "--storage", "int8"],
          "--storage do not apply to --backend qdrant"),
         (["index", "build", model], "--backend faiss writes an index folder: give OUTPUT"),
@@ -61,8 +65,10 @@ def test_qdrant_options_are_checked_before_loading(tmp_path, text_model_dir, cap
     assert not (tmp_path / "out").exists()
 
     build = ["index", "build", model, "--backend", "qdrant", "--path", str(tmp_path / "qdrant"), *DATA[:4],
-             "--max_eval_samples", "10", "--collection_name", "nouns"]
+             "--max_eval_samples", "10", "--collection_name", "nouns", "--max_search_threads", "1"]
     assert main(build) == 0
+    engine_config = json.loads((tmp_path / "qdrant" / "nouns" / "edge_config.json").read_text())
+    assert engine_config["max_search_threads"] == 1
     search = ["index", "search", str(tmp_path / "qdrant"), "--model", model, "--query", "a cat"]
     assert main(search) == 1  # the default collection name is not there
     assert "`collection_name` 'hf_mrl' is not a collection" in capsys.readouterr().err
@@ -146,7 +152,8 @@ def test_exact_and_queries_file_errors_come_before_loading(built, text_model_dir
         ([faiss, "--query", "a cat", "--exact", "--shortlist_size", "50"],
          "--exact scores every row without a shortlist, so --shortlist_size does not apply"),
         ([qdrant, "--query", "a cat", "--exact", "--exact_shortlist"], "so --exact_shortlist does not apply"),
-        ([faiss, "--query", "a cat", "--exact_shortlist"], "--exact_shortlist and --collection_name apply to Qdrant"),
+        ([faiss, "--query", "a cat", "--exact_shortlist"], "--exact_shortlist, --collection_name and --max_search_threads apply to Qdrant"),
+        ([faiss, "--query", "a cat", "--max_search_threads", "1"], "--max_search_threads apply to Qdrant collections"),
         ([str(tmp_path / "int8"), "--query", "a cat", "--exact"],
          "--exact reads full-precision vectors, but " + str(tmp_path / "int8") + " stores int8 codes (built with "
          "--storage int8); allowed: an index built with --storage float32"),
