@@ -8,8 +8,8 @@ count, query, payloads, finish, close):
 
 Both store one named cosine vector per dim (`dim_<d>`), take the same plan of search stages (one request per
 batch of queries: the shortlist as the innermost prefetch, each re-rank stage around it) and return one
-`(ids, scores)` pair of lists per query. The index's own settings travel as metadata: the collection's `metadata` on a server,
-`hf_mrl.json` inside the shard folder on Edge.
+`(ids, scores)` pair of lists per query. The index's own settings travel as metadata: the collection's `metadata`
+on a server, `hf_mrl.json` inside the shard folder on Edge.
 """
 
 from __future__ import annotations
