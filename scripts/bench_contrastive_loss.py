@@ -20,7 +20,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from benchmarking import PEAK_MEMORY_SOURCE, peak_memory
+from benchmarking import PEAK_MEMORY_SOURCE, paired_ratio, peak_memory
 
 from hf_mrl.modeling.losses import matryoshka_contrastive_loss
 from hf_mrl.testing_utils import matryoshka_contrastive_loss_reference
@@ -125,15 +125,11 @@ def run(args) -> float:
         spread = ", ".join(f"{value:.3f}" for value in times[name])
         print(f"  {name:34s} {median * 1e3:9.1f} ms   peak {peaks[name] / 2**20:8.1f} MiB "
               f"({peaks[name] / base_peak:.2f}x)   (runs: {spread} s)")
-    # Each ratio is the median of the per-repeat ratios (a candidate against the CLIP loss timed next to it), so
-    # slow drifts of the machine's speed cancel out.
-    def paired_ratio(name: str) -> float:
-        return statistics.median(t / b for t, b in zip(times[name], times["(b) full-dim CLIP loss"], strict=True))
-
-    ratio = paired_ratio("(a) matryoshka_contrastive_loss")
+    baseline = times["(b) full-dim CLIP loss"]
+    ratio = paired_ratio(times["(a) matryoshka_contrastive_loss"], baseline)
     print(f"  ratio (a)/(b) = {ratio:.2f}   (target <= 1.3; median of the per-repeat ratios)")
     if "(c) naive per-dim loop" in medians:
-        print(f"  ratio (c)/(b) = {paired_ratio('(c) naive per-dim loop'):.2f}")
+        print(f"  ratio (c)/(b) = {paired_ratio(times['(c) naive per-dim loop'], baseline):.2f}")
     return ratio
 
 

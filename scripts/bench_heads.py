@@ -32,7 +32,7 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from benchmarking import PEAK_MEMORY_SOURCE, make_clock, peak_memory
+from benchmarking import PEAK_MEMORY_SOURCE, make_clock, paired_ratio, peak_memory
 from torch import nn
 
 from hf_mrl.modeling.cpu_threads import kernel_threads
@@ -161,8 +161,7 @@ def bench(batch: int, dim: int, labels: int, repeats: int, with_loss: bool, with
         reset()  # frees the gradients the step would otherwise free inside the measurement
         peaks[name] = peak_memory(step, device)
     base = times["single full-dim nn.Linear"]
-    return {name: (statistics.median(times[name]), statistics.median(t / b for t, b in zip(times[name], base, strict=True)),
-                   peaks[name]) for name in steps}
+    return {name: (statistics.median(times[name]), paired_ratio(times[name], base), peaks[name]) for name in steps}
 
 
 def main() -> None:

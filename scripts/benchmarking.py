@@ -1,7 +1,9 @@
-"""Measuring helpers the benchmark scripts share: peak memory of one step, and a clock that waits for CUDA."""
+"""Measuring helpers the benchmark scripts share: peak memory of one step, a clock that waits for CUDA, and the
+ratio of two methods timed side by side."""
 
 from __future__ import annotations
 
+import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -9,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-__all__ = ["make_clock", "peak_memory", "PEAK_MEMORY_SOURCE"]
+__all__ = ["make_clock", "paired_ratio", "peak_memory", "PEAK_MEMORY_SOURCE"]
 
 PEAK_MEMORY_SOURCE = {
     "cpu": "torch's profiler memory events + numpy's allocations (tracemalloc)",
@@ -65,3 +67,9 @@ def make_clock(kind: str = "wall", device: torch.device | str = "cpu") -> Callab
         return read()
 
     return clock
+
+
+def paired_ratio(times: list[float], baseline_times: list[float]) -> float:
+    """The median of the per-repeat ratios of two methods timed interleaved (repeat i of each next to the other),
+    so slow drifts of the machine's speed cancel out, where a ratio of medians would keep them."""
+    return statistics.median(time / base for time, base in zip(times, baseline_times, strict=True))
