@@ -656,9 +656,10 @@ def _check_backend_options(args) -> None:
     misplaced = [name for name, given in other.items() if given]
     if misplaced:
         raise ValueError(f"{', '.join(misplaced)} do not apply to --backend {args.backend}.")
-    if args.url is not None and args.max_search_threads is not None:
-        raise ValueError("--max_search_threads sets the embedded engine's search threads (--path); a Qdrant server "
-                         "(--url) takes it from its own configuration (performance.max_search_threads).")
+    if args.backend == "qdrant":  # before loading the model; the index checks it again when it connects
+        from .index.qdrant_checks import check_max_search_threads
+
+        check_max_search_threads(args.max_search_threads, server=args.url is not None)
     if args.backend == "faiss" and args.output is None:
         raise ValueError("--backend faiss writes an index folder: give OUTPUT.")
     if args.backend == "qdrant" and (args.output is not None or (args.path is None) == (args.url is None)):

@@ -54,7 +54,8 @@ def test_qdrant_options_are_checked_before_loading(tmp_path, text_model_dir, cap
         (["index", "build", model, str(tmp_path / "out"), "--max_search_threads", "1"],
          "--max_search_threads do not apply to --backend faiss"),
         (["index", "build", model, "--backend", "qdrant", "--url", "http://localhost:1", "--max_search_threads", "1"],
-         "--max_search_threads sets the embedded engine's search threads (--path); a Qdrant server (--url)"),
+         "`max_search_threads` 1 sets the embedded engine's search threads (`path` or `location=':memory:'`); a Qdrant "
+         "server takes it from its own configuration"),
         (["index", "build", model, "--backend", "qdrant", "--path", "a", "--storage", "int8"],
          "--storage do not apply to --backend qdrant"),
         (["index", "build", model], "--backend faiss writes an index folder: give OUTPUT"),

@@ -35,16 +35,23 @@ def open_engine(collection_name, location, path, url, api_key, client, max_searc
         raise ValueError(f"Give one of `client`, `url` and `path`, got {given}.")
     if api_key is not None and url is None:
         raise ValueError("`api_key` goes with `url` (a Qdrant server); the embedded engine takes none.")
-    if max_search_threads is not None:
-        if not _is_int(max_search_threads) or max_search_threads < 0:
-            raise ValueError(f"`max_search_threads` must be an int >= 0 (0: Qdrant's default, one per CPU), got "
-                             f"{max_search_threads!r}.")
-        if client is not None or url is not None:
-            raise ValueError(f"`max_search_threads` {max_search_threads!r} sets the embedded engine's search threads "
-                             "(`path` or `location=':memory:'`); a Qdrant server takes it from its own configuration "
-                             "(`performance.max_search_threads`).")
-        max_search_threads = int(max_search_threads)
+    max_search_threads = check_max_search_threads(max_search_threads, server=client is not None or url is not None)
     return connect(collection_name, location, path, url, api_key, client, max_search_threads)
+
+
+def check_max_search_threads(max_search_threads, server: bool) -> int | None:
+    """`max_search_threads` as an int (None stays None): >= 0, and only for the embedded engine (`server`: a `url`
+    or `client` was given)."""
+    if max_search_threads is None:
+        return None
+    if not _is_int(max_search_threads) or max_search_threads < 0:
+        raise ValueError(f"`max_search_threads` must be an int >= 0 (0: Qdrant's default, one per CPU), got "
+                         f"{max_search_threads!r}.")
+    if server:
+        raise ValueError(f"`max_search_threads` {max_search_threads!r} sets the embedded engine's search threads "
+                         "(`path` or `location=':memory:'`); a Qdrant server takes it from its own configuration "
+                         "(`performance.max_search_threads`).")
+    return int(max_search_threads)
 
 
 def _check_point_ids(ids, count: int) -> np.ndarray:

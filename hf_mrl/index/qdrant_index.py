@@ -412,9 +412,6 @@ class QdrantMatryoshkaIndex(MatryoshkaIndexBase):
         _check_nonzero_rows(queries, min(stage.dim for stage in stages), "queries")
         check_filter_keys(filter, self.payload_keys, self.payload_types)
         hits = self._engine.query(queries, stages, k, filter, exact, ef_search)
-        if all(len(found_ids) == k for found_ids, _ in hits):  # the usual case: one conversion per array
-            return (np.array([found for _, found in hits], dtype=np.float32).reshape(len(queries), k),
-                    np.array([found for found, _ in hits], dtype=np.int64).reshape(len(queries), k))
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         for row, (found_ids, found_scores) in enumerate(hits):
