@@ -32,7 +32,7 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from benchmarking import PEAK_MEMORY_SOURCE, make_clock, paired_ratio, peak_memory
+from benchmarking import PEAK_MEMORY_SOURCE, interleaved_times, make_clock, paired_ratio, peak_memory
 from torch import nn
 
 from hf_mrl.modeling.cpu_threads import kernel_threads
@@ -148,14 +148,7 @@ def bench(batch: int, dim: int, labels: int, repeats: int, with_loss: bool, with
     if with_loss and with_unfused:
         steps["MRL-E unfused"] = make_step(efficient, inputs, targets, True, True)
         steps["MRL unfused"] = make_step(separate, inputs, targets, True, True)
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for step in steps.values():  # warm-up
-        step()
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = clock()
-            step()
-            times[name].append(clock() - start)
+    times = interleaved_times(steps, repeats, clock)
     peaks = {}
     for name, step in steps.items():
         reset()  # frees the gradients the step would otherwise free inside the measurement

@@ -1,5 +1,5 @@
-"""Measuring helpers the benchmark scripts share: peak memory of one step, a clock that waits for CUDA, and the
-ratio of two methods timed side by side."""
+"""Measuring helpers the benchmark scripts share: peak memory of one step, a clock that waits for CUDA, methods
+timed taking turns, and the ratio of two methods timed so."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-__all__ = ["make_clock", "paired_ratio", "peak_memory", "PEAK_MEMORY_SOURCE"]
+__all__ = ["interleaved_times", "make_clock", "paired_ratio", "peak_memory", "PEAK_MEMORY_SOURCE"]
 
 PEAK_MEMORY_SOURCE = {
     "cpu": "torch's profiler memory events + numpy's allocations (tracemalloc)",
@@ -73,3 +73,18 @@ def paired_ratio(times: list[float], baseline_times: list[float]) -> float:
     """The median of the per-repeat ratios of two methods timed interleaved (repeat i of each next to the other),
     so slow drifts of the machine's speed cancel out, where a ratio of medians would keep them."""
     return statistics.median(time / base for time, base in zip(times, baseline_times, strict=True))
+
+
+def interleaved_times(runs: dict[str, Callable[[], object]], repeats: int,
+                      clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Seconds of each run, `repeats` times, the runs taking turns (repeat i of every method next to the others, so
+    load from other processes and slow drifts of the machine's speed hit all alike), after one untimed call each."""
+    for run in runs.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = clock()
+            run()
+            times[name].append(clock() - start)
+    return times

@@ -37,11 +37,12 @@ def test_bench_retrieval_runs_every_method_and_caches(tmp_path, monkeypatch, cap
     out = tmp_path / "bench"
     small = ["--num_items", "300", "--copies", "2", "--num_queries", "20", "--hnsw_ef", "16,32", "--shortlist_indexes",
              "ivf,hnsw,ivf@8", "--shortlist_dims", "16", "--shortlist_sizes", "10,20", "--nprobe", "4", "--funnels", "16,32,full:40,20,10", "--binary_dims", "32",
-             "--ivfpq", "IVF4,PQ8x4", "--ivfpq_nprobe", "1,4", "--repeats", "1", "--out", str(out)]
+             "--ivfpq", "IVF4,PQ8x4", "--ivfpq_nprobe", "1,4", "--repeats", "1", "--paired_rounds", "2",
+             "--out", str(out)]
     run_bench(monkeypatch, "--model", "random-vit", "--data", "fashion-mnist", *small)
     printed = capsys.readouterr().out
     assert "database: 600 x 64" in printed
-    assert "Targets:" in printed or "no adaptive / funnel setting reaches equal quality" in printed
+    assert "Targets (side by side" in printed or "no adaptive / funnel setting reaches equal quality" in printed
     result = json.loads((out / "retrieval.json").read_text())
     methods = [row["method"] for row in result["rows"]]
     assert methods.count("exact (flat)") == 1 and methods.count("hnsw (full dim)") == 2
@@ -53,6 +54,15 @@ def test_bench_retrieval_runs_every_method_and_caches(tmp_path, monkeypatch, cap
     assert sum(row.get("shortlist_index") == "ivf@8" for row in result["rows"]) == 2 + 1
     assert "ivf@8 @16 x20 nprobe 4 -> @64" in printed
     assert result["database_size"] == 600 and result["num_queries"] == 20
+    # The chosen settings were timed again, taking turns; the targets' ratios are medians of the per-turn ratios.
+    summary, bench = result["summary"], load_bench()
+    turns = summary["side_by_side_seconds"]
+    assert "exact (flat)" in turns and set(turns) <= set(bench.PAIRED_METHODS)
+    assert all(len(seconds) == 2 for seconds in turns.values()) and result["paired_rounds"] == 2
+    if "speedup_vs_exact" in summary:
+        ours = summary["ours_best"]["method"]
+        per_turn = sorted(e / o for e, o in zip(turns["exact (flat)"], turns[ours]))
+        assert summary["speedup_vs_exact"] == pytest.approx(sum(per_turn) / 2)
     for row in result["rows"]:
         assert 0.0 <= row["map@10"] <= 1.0 and row["qps"] > 0 and isinstance(row["pareto"], bool)
     assert (out / "retrieval.png").read_bytes()[:4] == b"\x89PNG"
@@ -87,3 +97,8 @@ def test_bench_retrieval_qdrant_backend_adds_engine_rows(tmp_path, monkeypatch, 
     exact_full = next(row for row in result["rows"] if row["method"] == "exact (flat)")
     assert rows[("adaptive (qdrant)", "exact", "float32", 200)]["nn_recall@10"] == 1.0
     assert rows[("adaptive (qdrant)", "exact", "float32", 200)]["map@10"] == pytest.approx(exact_full["map@10"])
+    # So the engine's adaptive search reaches equal quality and is timed again beside faiss's, from the reopened
+    # collection.
+    summary = result["summary"]
+    assert len(summary["side_by_side_seconds"]["adaptive (qdrant)"]) == 5
+    assert summary["qdrant_adaptive_vs_faiss"] > 0 and "Qdrant adaptive:" in printed
