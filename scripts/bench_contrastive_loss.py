@@ -35,7 +35,7 @@ def parse_args() -> argparse.Namespace:
         type=int,
         nargs="+",
         default=None,
-        help="nesting dims; default: the 9 powers of two ending at --dim (the MRL paper's nesting depth)",
+        help="nesting dims; default: --dim halved 8 times (the MRL paper's nesting depth of 9), stopping at 1",
     )
     parser.add_argument("--temperature", type=float, default=0.05)
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each loss (median reported)")
@@ -47,7 +47,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, nargs="+", default=None,
                         help="CPU threads for torch, one run per value, e.g. 1 2 4 (default: torch's choice); several "
                              "values end with the ratio at each and its change from the first")
-    return parser.parse_args()
+    args = parser.parse_args()
+    for name in ("batch", "dim", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if any(threads < 1 for threads in args.threads or []):
+        parser.error(f"--threads must all be >= 1, got {args.threads}")
+    if args.dims and not all(1 <= dim <= args.dim for dim in args.dims):
+        parser.error(f"--dims must lie in 1..--dim ({args.dim}), got {args.dims}")
+    return args
 
 
 def clip_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -85,7 +93,7 @@ def run(args) -> float:
     """One side-by-side run at the current thread count; returns the ratio (a)/(b)."""
     device = args.device
     dtype = getattr(torch, args.dtype)
-    dims = args.dims or [args.dim >> shift for shift in range(8, -1, -1)]
+    dims = args.dims or sorted({args.dim >> shift for shift in range(9)} - {0})
     weights = [1.0] * len(dims)
     generator = torch.Generator(device="cpu").manual_seed(0)
     image_embeds = torch.randn(args.batch, args.dim, generator=generator, dtype=dtype).to(device).requires_grad_()
