@@ -134,14 +134,18 @@ def parse_args() -> argparse.Namespace:
                         help="qdrant: also time exact (brute-force) shortlists (slow: a full scan per query)")
     parser.add_argument("--qdrant_url", help="a Qdrant server for --backend qdrant (default: the embedded engine)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting (best kept)")
-    parser.add_argument("--paired_rounds", type=int, default=5,
-                        help="turns of the side-by-side timing of the chosen settings (each a run of all queries)")
+    parser.add_argument("--paired_rounds", type=int, default=7, help="turns of the side-by-side timing of the chosen settings")
+    parser.add_argument("--paired_seconds", type=float, default=1.0,
+                        help="length of each search's turn: all queries, repeated to last about this long (by the "
+                             "sweep's QPS; a 0.1 s run moves by 30%% with one hiccup of a shared machine)")
     parser.add_argument("--threads", type=int, default=1,
                         help="threads of faiss, BLAS, torch and Qdrant Edge's searches for every method (1: steady timings on a "
                              "shared machine)")
     args = parser.parse_args()
     if args.paired_rounds < 1:
         parser.error(f"--paired_rounds must be >= 1, got {args.paired_rounds}")
+    if not args.paired_seconds > 0:
+        parser.error(f"--paired_seconds must be > 0, got {args.paired_seconds}")
     return args
 
 
@@ -532,16 +536,20 @@ def engine_search(index, row: dict):
     return lambda batch: index.search(batch, K, row["shortlist_dim"], row["shortlist_size"], row["rerank_dim"], **breadth)
 
 
-def side_by_side(chosen: dict[str, dict], reruns: dict, queries: np.ndarray, rounds: int) -> dict[str, list[float]]:
-    """Seconds per run of all `queries` of each chosen row's search, the searches taking turns `rounds` times."""
-    indexes, runs = {}, {}
+def side_by_side(chosen: dict[str, dict], reruns: dict, queries: np.ndarray, rounds: int,
+                 seconds: float) -> dict[str, list[float]]:
+    """Seconds per run of all `queries` of each chosen row's search, the searches taking turns `rounds` times, each
+    turn repeating the run to last about `seconds`."""
+    indexes, runs, passes = {}, {}, {}
     for method, row in chosen.items():
         key, open_index, make_search = reruns[id(row)]
         if key not in indexes:
             indexes[key] = open_index()
-        runs[method] = partial(make_search(indexes[key], row), queries)
-    print(f"timing {', '.join(runs)} side by side, {rounds} turns", flush=True)
-    times = interleaved_times(runs, rounds)
+        search = make_search(indexes[key], row)
+        passes[method] = max(1, round(seconds * row["qps"] / len(queries)))
+        runs[method] = partial(lambda search, count: [search(queries) for _ in range(count)], search, passes[method])
+    print(f"timing {', '.join(runs)} side by side, {rounds} turns of ~{seconds:g} s", flush=True)
+    times = {method: [t / passes[method] for t in values] for method, values in interleaved_times(runs, rounds).items()}
     for index in indexes.values():
         if isinstance(index, QdrantMatryoshkaIndex):
             index.close()
@@ -763,7 +771,8 @@ def main() -> None:
     mark_pareto_front(rows)
     print_table(rows, rows[0]["qps"])
     best = fastest_at_equal_quality(rows)
-    times = side_by_side({m: best[m] for m in PAIRED_METHODS if m in best}, reruns, queries, args.paired_rounds)
+    times = side_by_side({m: best[m] for m in PAIRED_METHODS if m in best}, reruns, queries, args.paired_rounds,
+                         args.paired_seconds)
     summary = summarise(best, times, len(queries))
     build_file = database_file.parent / BUILD_TIMES
     build_seconds = json.loads(build_file.read_text()) if build_file.is_file() else {}
@@ -774,7 +783,8 @@ def main() -> None:
     result = {
         "model": model_name, "data": args.data, "backend": args.backend, "database_size": count, "dim": dim, "num_queries": len(queries),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "threads": args.threads,
-        "command": " ".join(["python", *sys.argv]), "paired_rounds": args.paired_rounds, "summary": summary,
+        "command": " ".join(["python", *sys.argv]), "paired_rounds": args.paired_rounds,
+        "paired_seconds": args.paired_seconds, "summary": summary,
         "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)

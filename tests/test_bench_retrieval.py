@@ -37,7 +37,7 @@ def test_bench_retrieval_runs_every_method_and_caches(tmp_path, monkeypatch, cap
     out = tmp_path / "bench"
     small = ["--num_items", "300", "--copies", "2", "--num_queries", "20", "--hnsw_ef", "16,32", "--shortlist_indexes",
              "ivf,hnsw,ivf@8", "--shortlist_dims", "16", "--shortlist_sizes", "10,20", "--nprobe", "4", "--funnels", "16,32,full:40,20,10", "--binary_dims", "32",
-             "--ivfpq", "IVF4,PQ8x4", "--ivfpq_nprobe", "1,4", "--repeats", "1", "--paired_rounds", "2",
+             "--ivfpq", "IVF4,PQ8x4", "--ivfpq_nprobe", "1,4", "--repeats", "1", "--paired_rounds", "2", "--paired_seconds", "0.05",
              "--out", str(out)]
     run_bench(monkeypatch, "--model", "random-vit", "--data", "fashion-mnist", *small)
     printed = capsys.readouterr().out
@@ -83,7 +83,7 @@ def test_bench_retrieval_qdrant_backend_adds_engine_rows(tmp_path, monkeypatch, 
               "--num_queries", "12", "--hnsw_ef", "16", "--shortlist_indexes", "hnsw", "--shortlist_dims", "16",
               "--shortlist_sizes", "10,200", "--funnels", "16,32,full:40,20,10", "--binary_dims", "32", "--repeats", "1",
               "--backend", "qdrant", "--qdrant_exact_shortlists", "--qdrant_shortlist_storages", "float32,int8",
-              "--out", str(out))
+              "--paired_rounds", "3", "--paired_seconds", "0.05", "--out", str(out))
     printed = capsys.readouterr().out
     assert "exact @16 x200 -> @64" in printed and "built qdrant collection" in printed
     result = json.loads((out / "retrieval.json").read_text())
@@ -100,5 +100,5 @@ def test_bench_retrieval_qdrant_backend_adds_engine_rows(tmp_path, monkeypatch, 
     # So the engine's adaptive search reaches equal quality and is timed again beside faiss's, from the reopened
     # collection.
     summary = result["summary"]
-    assert len(summary["side_by_side_seconds"]["adaptive (qdrant)"]) == 5
+    assert len(summary["side_by_side_seconds"]["adaptive (qdrant)"]) == 3
     assert summary["qdrant_adaptive_vs_faiss"] > 0 and "Qdrant adaptive:" in printed
