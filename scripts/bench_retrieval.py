@@ -123,7 +123,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--funnels", default="16,32,64,full:80,40,20,10;16,32,full:40,20,10",
                         help="funnels 'dims:sizes' separated by ';' (dims start at a shortlist dim), run on each "
                              "shortlist index at its first ef_search / nprobe")
-    parser.add_argument("--binary_dims", default="64", help="dims of extra flat binary (Hamming) shortlists; '' for none")
+    parser.add_argument("--binary_dims", default="64",
+                        help="dims of extra binary (Hamming) shortlists ('full' = the stored dim); '' for none")
+    parser.add_argument("--binary_shortlist_index", choices=["flat", "hnsw"], default="flat",
+                        help="structure of the --binary_dims shortlists: a flat scan of the codes (shortlists of 50, "
+                             "200, 800), or an HNSW graph over them (--shortlist_m, --ef_construction) swept like the "
+                             "other HNSW shortlists")
     parser.add_argument("--backend", choices=["faiss", "qdrant"], default="faiss",
                         help="qdrant: also run the adaptive / funnel settings on a Qdrant collection (embedded engine)")
     parser.add_argument("--qdrant_binary_dims", help="qdrant: dims of binary-quantised shortlists (default: --binary_dims)")
@@ -597,7 +602,7 @@ def baseline_rows(args, database: np.ndarray, queries: np.ndarray, relevance, ca
 
 def matryoshka_rows(args, database: np.ndarray, queries: np.ndarray, relevance, cache: Path, exact_ids,
                     reruns: dict) -> list[dict]:
-    """Adaptive search (low-dim IVF / HNSW shortlists, full-dim re-rank), funnels, flat binary shortlists."""
+    """Adaptive search (low-dim IVF / HNSW shortlists, full-dim re-rank), funnels, binary shortlists."""
     dim = database.shape[1]
     shortlist_dims = int_list(args.shortlist_dims)
     rows = []
@@ -629,16 +634,28 @@ def matryoshka_rows(args, database: np.ndarray, queries: np.ndarray, relevance, 
             except ValueError as error:
                 print(f"skipping funnel {funnel!r} for dim {dim}: {error}")
         remember(reruns, rows[first:], name, open_index, engine_search)
-    binary_dims = [d for d in int_list(args.binary_dims) if d <= dim]
+    binary_dims = [d for d in int_list(args.binary_dims, dim) if d <= dim]
     if binary_dims:
-        name = f"index_binary_{'-'.join(map(str, binary_dims))}"
+        kind = args.binary_shortlist_index
+        params = {"hnsw_m": args.shortlist_m, "ef_construction": args.ef_construction} if kind == "hnsw" else {}
+        name = "_".join([f"index_binary_{'-'.join(map(str, binary_dims))}", *([kind] if params else []),
+                         *(f"{k}{v}" for k, v in params.items())])
         open_index = partial(cached_matryoshka_index, cache / name, database, shortlist_storage="binary",
-                             shortlist_dim=binary_dims)
-        binary_rows = sweep_index(open_index(), queries, relevance, k=K, shortlist_sizes=[50, 200, 800],
-                                  exact_ids=exact_ids, repeats=args.repeats)
-        remember(reruns, binary_rows, name, open_index, engine_search)
-        rows += binary_rows
+                             shortlist_dim=binary_dims, shortlist_index=kind, index_params=params)
+        index, first = open_index(), len(rows)
+        for setting in binary_settings(args):
+            rows += sweep_index(index, queries, relevance, k=K, shortlist_sizes=binary_shortlist_sizes(args),
+                                exact_ids=exact_ids, repeats=args.repeats, **setting)
+        remember(reruns, rows[first:], name, open_index, engine_search)
     return rows
+
+
+def binary_shortlist_sizes(args) -> list[int]:
+    return int_list(args.shortlist_sizes) if args.binary_shortlist_index == "hnsw" else [50, 200, 800]
+
+
+def binary_settings(args) -> list[dict]:
+    return [{"ef_search": ef} for ef in int_list(args.ef_search)] if args.binary_shortlist_index == "hnsw" else [{}]
 
 
 def qdrant_row(index: QdrantMatryoshkaIndex, queries, relevance, exact_ids, repeats: int, funnel=None,
@@ -727,15 +744,17 @@ def qdrant_rows(args, database: np.ndarray, queries: np.ndarray, relevance, cach
                      for funnel in funnels]
         index.close()
         remember(reruns, rows[first:], f"qdrant {name}", open_index, engine_search)
-    binary_dims = [d for d in int_list(args.binary_dims if args.qdrant_binary_dims is None else args.qdrant_binary_dims)
+    binary_dims = [d for d in int_list(args.binary_dims if args.qdrant_binary_dims is None else args.qdrant_binary_dims, dim)
                    if d <= dim]
     if binary_dims:
         name = f"binary_{'-'.join(map(str, binary_dims))}_m{args.shortlist_m}_efc{args.ef_construction}_fs1"
         open_index = partial(cached_qdrant_index, args, database, cache, name, shortlist_dim=binary_dims,
                              shortlist_quantization="binary", hnsw_config=hnsw)
         binary = open_index()
-        binary_rows = [qdrant_row(binary, queries, relevance, exact_ids, args.repeats, setting=(d, size, dim),
-                                  ef_search=int_list(args.ef_search)[0]) for d in binary_dims for size in (50, 200, 800)]
+        # Qdrant's quantised shortlists always search a graph: the faiss index's sizes, each ef_search.
+        efs = [setting.get("ef_search", int_list(args.ef_search)[0]) for setting in binary_settings(args)]
+        binary_rows = [qdrant_row(binary, queries, relevance, exact_ids, args.repeats, setting=(d, size, dim), ef_search=ef)
+                       for ef in efs for d in binary_dims for size in binary_shortlist_sizes(args) if size >= K]
         binary.close()
         remember(reruns, binary_rows, f"qdrant {name}", open_index, engine_search)
         rows += binary_rows

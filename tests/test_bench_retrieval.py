@@ -81,7 +81,7 @@ def test_bench_retrieval_qdrant_backend_adds_engine_rows(tmp_path, monkeypatch, 
     out = tmp_path / "bench"
     run_bench(monkeypatch, "--model", "random-vit", "--data", "fashion-mnist", "--num_items", "200", "--copies", "1",
               "--num_queries", "12", "--hnsw_ef", "16", "--shortlist_indexes", "hnsw", "--shortlist_dims", "16",
-              "--shortlist_sizes", "10,200", "--funnels", "16,32,full:40,20,10", "--binary_dims", "32", "--repeats", "1",
+              "--shortlist_sizes", "10,200", "--funnels", "16,32,full:40,20,10", "--binary_dims", "32", "--binary_shortlist_index", "hnsw", "--repeats", "1",
               "--backend", "qdrant", "--qdrant_exact_shortlists", "--qdrant_shortlist_storages", "float32,int8",
               "--paired_rounds", "3", "--paired_seconds", "0.05", "--out", str(out))
     printed = capsys.readouterr().out
@@ -90,8 +90,11 @@ def test_bench_retrieval_qdrant_backend_adds_engine_rows(tmp_path, monkeypatch, 
     assert result["backend"] == "qdrant"
     rows = {(row["method"], row["shortlist_index"], row["shortlist_storage"], row["shortlist_size"]): row
             for row in result["rows"] if "qdrant" in row["method"]}
-    # HNSW (float32, int8) and exact shortlists at 2 sizes, a funnel each, and 3 binary shortlists.
-    assert len(rows) == 3 * 2 + 3 + 3
+    # HNSW (float32, int8) and exact shortlists at 2 sizes, a funnel each, and binary graph shortlists at the 2 sizes
+    # (--binary_shortlist_index hnsw), as on the faiss index.
+    assert len(rows) == 3 * 2 + 3 + 2
+    faiss_binary = [row for row in result["rows"] if row["method"] == "adaptive" and row["shortlist_storage"] == "binary"]
+    assert [(row["shortlist_index"], row["shortlist_size"]) for row in faiss_binary] == [("hnsw", 10), ("hnsw", 200)]
     assert rows[("adaptive (qdrant)", "hnsw", "int8", 200)]["bytes_per_vector"] == 4 * (16 + 32 + 64) + 16
     # A shortlist of the whole database makes the search exact at the re-rank dim, as exact full-dim search.
     exact_full = next(row for row in result["rows"] if row["method"] == "exact (flat)")
