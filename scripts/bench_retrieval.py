@@ -104,7 +104,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hnsw_m", type=int, default=32)
     parser.add_argument("--ef_construction", type=int, default=80)
-    parser.add_argument("--hnsw_ef", default="16,24,32,48,64,128", help="efSearch values of the full-dim HNSW baseline")
+    parser.add_argument("--hnsw_ef", default="10,12,16,24,32,48,64,128",
+                        help="efSearch values of the full-dim HNSW baseline (from k = 10: faiss searches no narrower)")
     parser.add_argument("--ivfpq", default="auto",
                         help="the full-dim IVF-PQ baseline, refined at full precision: a faiss factory string, or 'auto' "
                              "(IVF with about sqrt(N) lists, a power of 2, and PQ with one 8-bit code per 8 dims); '' for none")
@@ -486,7 +487,8 @@ def summarise(best: dict[str, dict], times: dict[str, list[float]], num_queries:
           f"point), fastest setting per method; QPS in the sweep, then side by side ({len(times['exact (flat)'])} turns):")
     for method, row in best.items():
         paired = f"{qps[method]:9.0f}" if method in qps else " " * 9
-        print(f"  {method:<18} {describe(row):<56} mAP@10 {100 * row['map@10']:.2f}  {row['qps']:9.0f} {paired} QPS")
+        print(f"  {method:<18} {describe(row):<56} mAP@10 {100 * row['map@10']:.2f}  nn_recall@10 "
+              f"{100 * row['nn_recall@10']:5.1f}  {row['qps']:9.0f} {paired} QPS")
 
     def speedup(method: str, baseline: str) -> float:  # QPS of `method` over `baseline`'s, turn by turn
         return paired_ratio(times[baseline], times[method]) if baseline in times else float("nan")
