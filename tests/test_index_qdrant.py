@@ -13,7 +13,7 @@ from qdrant_client import QdrantClient, models
 
 from hf_mrl.index import MatryoshkaIndex, QdrantMatryoshkaIndex, encode_embeddings
 from hf_mrl.index.encoding import dataset_payloads
-from hf_mrl.index.qdrant_engines import _ClientCollection, _EdgeCollection
+from hf_mrl.index.qdrant_engines import Stage, _ClientCollection, _EdgeCollection
 from hf_mrl.modeling.configuration_matryoshka import MatryoshkaConfig
 from hf_mrl.modeling.modeling_matryoshka import MatryoshkaModel
 
@@ -303,6 +303,25 @@ def test_approximate_shortlists_find_most_true_neighbours(database, queries, fai
                               for exact in (False, True))
     # A short binary shortlist ranks by sign bits (Hamming), so it misses neighbours that the exact one keeps.
     assert short < short_exact - 0.2 if quantization == "binary" else short >= 0.9
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("quantization", ["binary", "int8"])
+def test_a_rerank_at_the_shortlist_dim_is_the_engines_rescoring(engine, database, queries, quantization, monkeypatch):
+    # A re-rank at the shortlist's own dim runs as one oversampled search that the engine rescores: the same
+    # result as the prefetch plan (the quantised top shortlist_size, re-ranked exactly), in one stage.
+    with QdrantMatryoshkaIndex(database, shortlist_dim=[16, 32], shortlist_quantization=quantization,
+                               hnsw_config={"m": 8, "full_scan_threshold": 1}, show_progress=False,
+                               **connection(engine)) as index:
+        for size in (10, 17, 40):
+            planned = index._engine.query(queries, [Stage(32, size), Stage(32, 10)], 10, None, False, 64)
+            expected = (np.array([scores for _, scores in planned], dtype=np.float32), np.array([ids for ids, _ in planned]))
+            sent = []
+            monkeypatch.setattr(index._engine, "query", lambda q, stages, *rest, query=index._engine.query, sent=sent:
+                                sent.append(stages) or query(q, stages, *rest))
+            assert_same_results(expected, index.search(queries, 10, 32, size, 32, ef_search=64))
+            assert sent == [[Stage(32, 10, candidates=size)]]
+            monkeypatch.undo()
 
 
 def test_from_dataset_stores_ids_and_payloads():

