@@ -105,3 +105,7 @@ def test_bench_retrieval_qdrant_backend_adds_engine_rows(tmp_path, monkeypatch, 
     summary = result["summary"]
     assert len(summary["side_by_side_seconds"]["adaptive (qdrant)"]) == 3
     assert summary["qdrant_adaptive_vs_faiss"] > 0 and "Qdrant adaptive:" in printed
+    # And the engine's row with faiss's chosen setting (its speed on the same plan) is timed beside it.
+    faiss_best = summary["side_by_side_seconds"]["adaptive (qdrant, faiss's setting)"]
+    assert len(faiss_best) == 3 and summary["qdrant_adaptive_vs_faiss_same_setting"] > 0
+    assert "with faiss's setting (the engine's speed on the same plan)" in printed
