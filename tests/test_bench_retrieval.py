@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from retrieval_database import wordnet_relevance
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_retrieval.py"
 
@@ -28,7 +29,7 @@ def test_wordnet_relevance_goes_by_word_in_every_copy():
     # "bank" names two synsets: its row under the other synset holds the same text, so it is an answer too.
     word_rows = [("bank", "bank.n.01"), ("depository", "bank.n.01"), ("Bank", "bank.n.02"), ("shore", "bank.n.02"),
                  ("river", "river.n.01")]
-    relevant = load_bench().wordnet_relevance(word_rows, 2, ["bank.n.01", "river.n.01", "unseen.n.01"])
+    relevant = wordnet_relevance(word_rows, 2, ["bank.n.01", "river.n.01", "unseen.n.01"])
     assert relevant.tolist() == [[0, 1, 2, 5, 6, 7], [4, 9, -1, -1, -1, -1], [-1] * 6]
 
 
