@@ -350,8 +350,11 @@ def side_by_side(chosen: dict[str, dict], reruns: dict, queries: np.ndarray, rou
     return times
 
 
-def flat_index(database: np.ndarray):
-    unit = database / np.linalg.norm(database, axis=1, keepdims=True)
+def unit_rows(database: np.ndarray) -> np.ndarray:
+    return database / np.linalg.norm(database, axis=1, keepdims=True)
+
+
+def flat_index(unit: np.ndarray):
     index = faiss.IndexFlatIP(unit.shape[1])
     index.add(unit)
     return index
@@ -359,14 +362,14 @@ def flat_index(database: np.ndarray):
 
 def baseline_rows(args, database: np.ndarray, queries: np.ndarray, relevance, cache: Path, reruns: dict):
     """Exact full-dim search (also the ground truth of nn_recall) and full-dim HNSW at each efSearch."""
-    exact = flat_index(database)
+    unit = unit_rows(database)
+    exact = flat_index(unit)
     exact_row, exact_ids = evaluate_faiss_index(exact, queries, relevance, method="exact (flat)", k=K)
     exact_row["nn_recall@10"] = 1.0
-    remember(reruns, [exact_row], "exact", partial(flat_index, database), faiss_search)
+    remember(reruns, [exact_row], "exact", lambda: flat_index(unit_rows(database)), faiss_search)
     del exact
     print(f"exact full-dim: mAP@10 {100 * exact_row['map@10']:.2f}, {exact_row['qps']:.0f} QPS", flush=True)
     rows = [exact_row]
-    unit = database / np.linalg.norm(database, axis=1, keepdims=True)
     hnsw_path = cache / f"hnsw_full_m{args.hnsw_m}_efc{args.ef_construction}.faiss"
     hnsw = cached_faiss_index(hnsw_path, lambda: build_full_hnsw(unit, args.hnsw_m, args.ef_construction))
     for ef in int_list(args.hnsw_ef):
@@ -400,8 +403,7 @@ def matryoshka_rows(args, database: np.ndarray, queries: np.ndarray, relevance, 
         kind, _, cluster_dim = kind.partition("@")  # "ivf@16": IVF lists clustered at 16 dims (AdANNS-IVF)
         storage = storage or "float32"
         if kind == "hnsw":
-            params = {"hnsw_m": args.shortlist_m, "ef_construction": args.ef_construction}
-            settings = [{"ef_search": ef} for ef in int_list(args.ef_search)]
+            params, settings = graph_params(args), graph_settings(args)
         else:
             params = {} if args.nlist is None else {"nlist": args.nlist}
             params.update({"cluster_dim": int(cluster_dim)} if cluster_dim else {})
@@ -426,7 +428,7 @@ def matryoshka_rows(args, database: np.ndarray, queries: np.ndarray, relevance, 
     binary_dims = [d for d in int_list(args.binary_dims, dim) if d <= dim]
     if binary_dims:
         kind = args.binary_shortlist_index
-        params = {"hnsw_m": args.shortlist_m, "ef_construction": args.ef_construction} if kind == "hnsw" else {}
+        params = graph_params(args) if kind == "hnsw" else {}
         name = "_".join([f"index_binary_{'-'.join(map(str, binary_dims))}", *([kind] if params else []),
                          *(f"{k}{v}" for k, v in params.items())])
         open_index = partial(cached_matryoshka_index, cache / name, database, shortlist_storage="binary",
@@ -444,7 +446,17 @@ def binary_shortlist_sizes(args) -> list[int]:
 
 
 def binary_settings(args) -> list[dict]:
-    return [{"ef_search": ef} for ef in int_list(args.ef_search)] if args.binary_shortlist_index == "hnsw" else [{}]
+    return graph_settings(args) if args.binary_shortlist_index == "hnsw" else [{}]
+
+
+def graph_params(args) -> dict:
+    """Build parameters of the HNSW shortlist graphs (MatryoshkaIndex's `index_params`)."""
+    return {"hnsw_m": args.shortlist_m, "ef_construction": args.ef_construction}
+
+
+def graph_settings(args) -> list[dict]:
+    """Search settings swept on each HNSW shortlist graph."""
+    return [{"ef_search": ef} for ef in int_list(args.ef_search)]
 
 
 def qdrant_row(index: QdrantMatryoshkaIndex, queries, relevance, exact_ids, repeats: int, funnel=None,
