@@ -34,10 +34,11 @@ Prints one row per method and setting: mAP@10 (the MRL paper's variant), recall@
 items, tiny when a class has 100k members), nn_recall@10 (overlap with exact full-dim top 10), QPS,
 speed-up vs exact. Then, at equal quality (mAP@10 within 0.5 point of exact full-dim search), each
 method's fastest setting; those of exact search, full-dim HNSW and each engine's adaptive and funnel search (and
-Qdrant's rows with faiss's chosen settings: the engine's speed on the same plan) are then timed again side by side, taking turns (`--paired_rounds` turns, each search repeated over all queries for
-about `--paired_seconds`): on a shared machine QPS drifts by 10-35% over a run, so two rows measured minutes apart
-do not give a ratio. The targets use the median of the per-turn ratios: adaptive >= 30x exact QPS and >= 1.3x full-dim HNSW's, and with `--backend
-qdrant` the engine's adaptive and funnel >= 0.5x faiss's. Build times are kept beside the cache.
+Qdrant's rows with faiss's chosen settings: the engine's speed on the same plan) are then timed again side by
+side, taking turns (`--paired_rounds` turns, each search repeated over all queries for about `--paired_seconds`):
+on a shared machine QPS drifts by 10-35% over a run, so two rows measured minutes apart do not give a ratio. The
+targets use the median of the per-turn ratios: adaptive >= 30x exact QPS and >= 1.3x full-dim HNSW's, and with
+`--backend qdrant` the engine's adaptive and funnel >= 0.5x faiss's. Build times are kept beside the cache.
 Saves `retrieval.json` and `retrieval.png` (QPS vs mAP@10, Pareto front) under `--out`.
 """
 
