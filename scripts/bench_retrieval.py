@@ -269,8 +269,11 @@ def summarise(best: dict[str, dict], times: dict[str, list[float]], num_queries:
           f"point), fastest setting per method; QPS in the sweep, then side by side ({len(times['exact (flat)'])} turns):")
     for method, row in best.items():
         paired = f"{qps[method]:9.0f}" if method in qps else " " * 9
-        print(f"  {method:<18} {describe(row):<56} mAP@10 {100 * row['map@10']:.2f}  nn_recall@10 "
-              f"{100 * row['nn_recall@10']:5.1f}  {row['qps']:9.0f} {paired} QPS")
+        print(f"  {method:<18} {describe(row):<56} mAP@10 {100 * row['map@10']:.2f} +- "
+              f"{100 * row.get('map@10_stderr', float('nan')):.2f}  nn_recall@10 {100 * row['nn_recall@10']:5.1f}  "
+              f"{row['qps']:9.0f} {paired} QPS")
+    print(f"  (+- one standard error of mAP@10 over the {num_queries:,} queries: settings whose mAP@10 differ by less "
+          f"are not told apart)")
 
     def speedup(method: str, baseline: str) -> float:  # QPS of `method` over `baseline`'s, turn by turn
         return paired_ratio(times[baseline], times[method]) if baseline in times else float("nan")

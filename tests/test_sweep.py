@@ -51,7 +51,7 @@ def test_sweep_rows_match_direct_search_and_metrics(labelled):
     # shortlist size 5 < k is skipped; binary drops dim 12 (not a multiple of 8).
     assert len(rows) == 3 * 2 * 2 + 2 * 2 * 2
     expected_keys = {"method", "shortlist_index", "shortlist_storage", "storage", "shortlist_dim", "shortlist_size",
-                     "rerank_dim", "map@10", "recall@10", "precision@10", "nn_recall@10", "qps", "mflops_per_query",
+                     "rerank_dim", "map@10", "map@10_stderr", "recall@10", "precision@10", "nn_recall@10", "qps", "mflops_per_query",
                      "bytes_per_vector", "pareto"}
     for row in rows:
         assert set(row) == expected_keys
@@ -60,6 +60,8 @@ def test_sweep_rows_match_direct_search_and_metrics(labelled):
         _, ids = index.search(queries, 10, shortlist_size=row["shortlist_size"], rerank_dim=row["rerank_dim"])
         hits, num_relevant = relevance_from_labels(ids, query_labels, labels)
         assert row["map@10"] == pytest.approx(mrl_map_at_k(hits, num_relevant, 10))
+        per_query = [mrl_map_at_k(hits[i : i + 1], num_relevant[i : i + 1], 10) for i in range(len(hits))]
+        assert row["map@10_stderr"] == pytest.approx(np.std(per_query, ddof=1) / np.sqrt(len(per_query)))
         assert row["recall@10"] == pytest.approx(recall_at_k(hits, num_relevant, 10))
         assert row["nn_recall@10"] == pytest.approx(recall_at_k(ids, exact, 10))
         assert row["qps"] > 0

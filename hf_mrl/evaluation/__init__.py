@@ -26,6 +26,7 @@ from .deployment import (
 )
 from .few_shot import FEW_SHOT_METHODS, MatryoshkaFewShotEvaluator, few_shot_metrics, sample_episodes
 from .metrics import (
+    average_precisions_at_k,
     ir_map_at_k,
     knn_accuracy,
     map_at_k,
@@ -81,6 +82,7 @@ __all__ = [
     "accuracy_at_budget",
     "adaptive_classification_report",
     "adaptive_retrieval_report",
+    "average_precisions_at_k",
     "baseline_embeddings",
     "build_search_index",
     "cascade_predict",

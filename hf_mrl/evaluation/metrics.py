@@ -31,6 +31,7 @@ __all__ = [
     "remove_ids",
     "precision_at_k",
     "recall_at_k",
+    "average_precisions_at_k",
     "map_at_k",
     "mrl_map_at_k",
     "ir_map_at_k",
@@ -178,19 +179,24 @@ def recall_at_k(retrieved, relevant, k: int) -> float:
     return float(np.mean(np.divide(found, num_relevant, out=np.zeros_like(num_relevant), where=num_relevant > 0)))
 
 
-def map_at_k(retrieved, relevant, k: int, variant: str = "mrl") -> float:
-    """Mean average precision at k; `variant` picks the normaliser of each query's sum of precision@i
-    over its relevant ranks i <= k: "mrl" divides by k (the MRL paper's mAP@k), "ir" by min(k, relevant)."""
+def average_precisions_at_k(retrieved, relevant, k: int, variant: str = "mrl") -> np.ndarray:
+    """Each query's average precision at k (float64 (nq,)), the terms `map_at_k` averages; `variant` as there. Their
+    spread gives the standard error of a mAP (`score_results`' `map@k_stderr`)."""
     if variant not in MAP_VARIANTS:
         raise ValueError(f"`variant` must be one of {list(MAP_VARIANTS)}, got {variant!r}.")
     hits, num_relevant, k = _hits_at_k(retrieved, relevant, k)
     precision_at_rank = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
     summed = (precision_at_rank * hits).sum(axis=1)
     if variant == "mrl":
-        per_query = summed / k
-    else:
-        denominator = np.minimum(num_relevant, k)
-        per_query = np.divide(summed, denominator, out=np.zeros_like(summed), where=denominator > 0)
+        return summed / k
+    denominator = np.minimum(num_relevant, k)
+    return np.divide(summed, denominator, out=np.zeros_like(summed), where=denominator > 0)
+
+
+def map_at_k(retrieved, relevant, k: int, variant: str = "mrl") -> float:
+    """Mean average precision at k; `variant` picks the normaliser of each query's sum of precision@i
+    over its relevant ranks i <= k: "mrl" divides by k (the MRL paper's mAP@k), "ir" by min(k, relevant)."""
+    per_query = average_precisions_at_k(retrieved, relevant, k, variant)
     return float(per_query.mean()) if len(per_query) else 0.0
 
 

@@ -34,6 +34,7 @@ from ..index.validation import _check_funnel_sizes
 from ..modeling.files import write_file_atomically
 from ..modeling.progress import should_show_progress
 from .metrics import (
+    average_precisions_at_k,
     mrl_map_at_k,
     pareto_optimal,
     precision_at_k,
@@ -133,10 +134,13 @@ def search_mflops(
 
 
 def score_results(ids: np.ndarray, relevance: Relevance, k: int, exact_ids: np.ndarray | None = None) -> dict:
-    """mAP@k (MRL variant), recall@k, precision@k and, with `exact_ids` (nq, >=k), nn_recall@k of `ids` (nq, k)."""
+    """mAP@k (MRL variant) and its standard error over the queries (`map@k_stderr`: whether two settings' mAPs
+    differ by more than chance), recall@k, precision@k and, with `exact_ids` (nq, >=k), nn_recall@k of `ids` (nq, k)."""
     hits, num_relevant = relevance(ids)
+    per_query = average_precisions_at_k(hits, num_relevant, k)
     scores = {
         f"map@{k}": mrl_map_at_k(hits, num_relevant, k),
+        f"map@{k}_stderr": float(per_query.std(ddof=1) / np.sqrt(len(per_query))) if len(per_query) > 1 else 0.0,
         f"recall@{k}": recall_at_k(hits, num_relevant, k),
         f"precision@{k}": precision_at_k(hits, num_relevant, k),
     }

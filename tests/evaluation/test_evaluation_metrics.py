@@ -85,6 +85,9 @@ def test_retrieval_metrics_match_naive_reference(seed, k):
             naive_mean(naive_ap, retrieved, relevant_sets, k, "ir")
         )
         assert M.map_at_k(retrieved, relevant, k, variant="ir") == M.ir_map_at_k(retrieved, relevant, k)
+        for variant in ("mrl", "ir"):
+            expected = [naive_ap(row, rel, k, variant) for row, rel in zip(retrieved.tolist(), relevant_sets, strict=True)]
+            np.testing.assert_allclose(M.average_precisions_at_k(retrieved, relevant, k, variant), expected)
         assert M.ndcg_at_k(retrieved, relevant, k) == pytest.approx(naive_mean(naive_ndcg, retrieved, relevant_sets, k))
         assert M.mrr(retrieved, relevant, k) == pytest.approx(naive_mean(naive_rr, retrieved, relevant_sets, k))
 
