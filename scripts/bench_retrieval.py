@@ -14,7 +14,9 @@ past 1,000,000 vectors with real embeddings of augmented items:
   synsets are the same text, so the same embedding).
 
 Embeddings are cached under `--out`/cache/<data, model, sizes>/ (one file per copy while encoding, so an
-interrupted run resumes); so are the built indexes. `--embeddings DIR/database.npy` skips encoding and
+interrupted run resumes); so are the built indexes. With every WordNet item (`--num_items` left out) another
+`--num_queries` only encodes its queries: the database and indexes are hard-linked from the cache of the same
+database (`retrieval_database.lend_database`). `--embeddings DIR/database.npy` skips encoding and
 reads `database_labels.npy`, `queries.npy` and `query_labels.npy` (or `query_relevant.npy`, ids padded
 with -1) from the same folder, the layout this script writes.
 

@@ -1,6 +1,7 @@
 """The database of scripts/bench_retrieval.py: real embeddings of Fashion-MNIST images (with augmented copies) or
 of WordNet word forms in templates (reverse dictionary), from a model trained with hf_mrl, with their queries and
-relevance; encoded once per copy and cached (an interrupted run resumes)."""
+relevance; encoded once per copy and cached (an interrupted run resumes). With every WordNet item the database does
+not depend on the queries: a run with another --num_queries borrows the cached database and indexes (`lend_database`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import hashlib
 import json
 import os
 import random
+import re
+import shutil
 import time
 from pathlib import Path
 
@@ -191,8 +194,42 @@ def save_array(path: Path, array: np.ndarray) -> None:
     os.replace(temporary, path)
 
 
+QUERY_FILES = ("queries.npy", "query_relevant.npy", "query_labels.npy")
+
+
+def lend_database(cache: Path) -> Path | None:
+    """Hard-links into `cache` the database and built indexes of a cache folder beside it that differs only in the
+    number of queries (`-q<N>-` in the name), `database.npy` last (it marks the folder complete); the queries stay
+    its own. Returns the lending folder, or None when there is none. Only for a database that does not depend on
+    the queries (every WordNet item): re-encoding 1M texts takes hours, the queries seconds. The folders then share
+    the files (an index rebuilt in one is rebuilt in both); either can be deleted."""
+    pattern = re.sub(r"-q\d+-", "-q*-", cache.name)
+    lenders = [folder for folder in sorted(cache.parent.glob(pattern))
+               if folder != cache and (folder / "database.npy").is_file()]
+    if not lenders:
+        return None
+    lender = lenders[0]
+    cache.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(lender.iterdir(), key=lambda entry: entry.name == "database.npy"):
+        target = cache / entry.name
+        if entry.name in QUERY_FILES or entry.name.startswith(".") or target.exists():
+            continue
+        staging = cache / f".{entry.name}.lending"  # renamed into place whole: a stopped run leaves no half folder
+        if staging.is_dir():
+            shutil.rmtree(staging)
+        elif staging.exists():
+            staging.unlink()
+        if entry.is_dir():
+            shutil.copytree(entry, staging, copy_function=os.link)
+        else:
+            os.link(entry, staging)
+        os.replace(staging, target)
+    return lender
+
+
 def build_database(args, cache: Path) -> None:
-    """Encodes queries and database (one cached .npy per copy, then one `database.npy`) into `cache`."""
+    """Encodes queries and database (one cached .npy per copy, then one `database.npy`) into `cache`; with every
+    WordNet item (--num_items all), only the queries when another --num_queries' cache can lend the database."""
     model, tokenizer, stats, _ = load_model(args.model, args.data)
     cache.mkdir(parents=True, exist_ok=True)
     if args.data == "fashion-mnist":
@@ -214,6 +251,12 @@ def build_database(args, cache: Path) -> None:
 
         encode_queries = lambda: encode_texts(model, tokenizer, query_texts, args.batch_size)  # noqa: E731
     save_array(cache / "queries.npy", encode_queries())
+    if args.data == "wordnet" and args.num_items is None:
+        lender = lend_database(cache)
+        if lender is not None:
+            print(f"database and indexes hard-linked from {lender} (every item: the database does not depend on the "
+                  "queries)", flush=True)
+            return
     blocks = args.copies + (1 if args.data == "wordnet" else 0)
     started = time.perf_counter()
     for copy in range(blocks):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from retrieval_database import wordnet_relevance
+from retrieval_database import lend_database, wordnet_relevance
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_retrieval.py"
 
@@ -110,3 +110,23 @@ def test_bench_retrieval_qdrant_backend_adds_engine_rows(tmp_path, monkeypatch, 
     faiss_best = summary["side_by_side_seconds"]["adaptive (qdrant, faiss's setting)"]
     assert len(faiss_best) == 3 and summary["qdrant_adaptive_vs_faiss_same_setting"] > 0
     assert "with faiss's setting (the engine's speed on the same plan)" in printed
+
+
+def test_a_cache_with_other_queries_lends_its_database_and_indexes(tmp_path):
+    lender = tmp_path / "wordnet-model-abc-nall-c5-q1000-s0-bf16"
+    (lender / "qdrant" / "collection").mkdir(parents=True)
+    for name in ("database.npy", "queries.npy", "query_relevant.npy", "hnsw_full.faiss", "qdrant/collection/segment"):
+        (lender / name).write_text(name)
+    (tmp_path / "wordnet-model-abc-nall-c5-q1000-s1-bf16").mkdir()  # another seed: not a lender
+    borrower = tmp_path / "wordnet-model-abc-nall-c5-q5000-s0-bf16"
+    (borrower / ".hnsw_full.faiss.lending").mkdir(parents=True)  # left by a stopped run
+    (borrower / "queries.npy").write_text("own queries")
+
+    assert lend_database(borrower) == lender
+    for name in ("database.npy", "hnsw_full.faiss", "qdrant/collection/segment"):
+        assert (borrower / name).stat().st_ino == (lender / name).stat().st_ino  # hard links, not copies
+    assert (borrower / "queries.npy").read_text() == "own queries"
+    assert not (borrower / "query_relevant.npy").exists()
+    assert sorted(path.name for path in borrower.iterdir()) == [
+        "database.npy", "hnsw_full.faiss", "qdrant", "queries.npy"]
+    assert lend_database(tmp_path / "wordnet-model-abc-nall-c5-q5000-s2-bf16") is None
