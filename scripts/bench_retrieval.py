@@ -95,8 +95,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--num_items", type=int, help="base items before augmentation (default: all)")
     parser.add_argument("--copies", type=int, default=15, help="encodings per item: the item + augmented copies")
     parser.add_argument("--num_queries", type=int, default=1000,
-                        help="held-out queries; equal quality needs enough of them: on 1M WordNet rows mAP@10's standard "
-                             "error is ~0.7 point over 1,000 (wider than the 0.5-point window), ~0.31 over 5,000")
+                        help="held-out queries; equal quality needs enough of them: on 1M WordNet rows mAP@10's "
+                             "standard error is ~0.7 point over 1,000 (wider than the 0.5-point window), ~0.31 over "
+                             "5,000")
     parser.add_argument("--batch_size", type=int, default=512)
     parser.add_argument("--bf16", action="store_true",
                         help="encode under bfloat16 autocast (about 2x faster on CPUs with bf16 units; cached apart)")

@@ -202,7 +202,7 @@ def lend_database(cache: Path) -> Path | None:
     number of queries (`-q<N>-` in the name), `database.npy` last (it marks the folder complete); the queries stay
     its own. Returns the lending folder, or None when there is none. Only for a database that does not depend on
     the queries (every WordNet item): re-encoding 1M texts takes hours, the queries seconds. The folders then share
-    the files (an index rebuilt in one is rebuilt in both); either can be deleted."""
+    each file until one of them writes a new one in its place; either folder can be deleted."""
     pattern = re.sub(r"-q\d+-", "-q*-", cache.name)
     lenders = [folder for folder in sorted(cache.parent.glob(pattern))
                if folder != cache and (folder / "database.npy").is_file()]

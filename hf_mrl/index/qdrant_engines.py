@@ -218,7 +218,8 @@ class _EdgeCollection:
         # Rows read through memoryviews, like the queries: no Python float per value.
         rows = {name: np.ascontiguousarray(array, dtype=np.float32) for name, array in vectors.items()}
         points = [
-            qe.Point(point_id, {name: memoryview(rows[name][i]) for name in rows}, None if payloads is None else payloads[i])
+            qe.Point(point_id, {name: memoryview(array[i]) for name, array in rows.items()},
+                     None if payloads is None else payloads[i])
             for i, point_id in enumerate(ids)
         ]
         self._shard.update(qe.UpdateOperation.upsert_points(points))
