@@ -63,6 +63,7 @@ from benchmarking import interleaved_times, paired_ratio
 from retrieval_database import build_database, load_database, load_model
 from threadpoolctl import threadpool_limits
 
+from hf_mrl.evaluation.metrics import average_precisions_at_k
 from hf_mrl.evaluation.sweep import (
     evaluate_faiss_index,
     evaluate_funnel,
@@ -265,9 +266,11 @@ def same_setting(rows: list[dict], method: str, chosen: dict) -> dict | None:
                  and [row.get(key) for key in SETTING_KEYS] == setting), None)
 
 
-def summarise(best: dict[str, dict], times: dict[str, list[float]], num_queries: int, twins: dict[str, dict]) -> dict:
+def summarise(best: dict[str, dict], times: dict[str, list[float]], num_queries: int, twins: dict[str, dict],
+              found: dict[str, np.ndarray] | None = None, relevance=None) -> dict:
     """Prints each method's fastest setting and the targets, from the side-by-side `times` of the chosen settings:
-    each ratio is the median of the per-turn ratios."""
+    each ratio is the median of the per-turn ratios. With the searches' ids (`found`) and `relevance`, also how
+    Qdrant's mAP@10 on faiss's setting differs from faiss's, paired by query."""
     exact = best["exact (flat)"]
     qps = {method: num_queries / statistics.median(values) for method, values in times.items()}
     print(f"\nAt equal quality (mAP@10 >= {100 * (exact['map@10'] - EQUAL_QUALITY):.2f}, exact full-dim minus 0.5 "
@@ -309,6 +312,13 @@ def summarise(best: dict[str, dict], times: dict[str, list[float]], num_queries:
             summary[f"qdrant_{method}_vs_faiss_same_setting"] = ratio
             print(f"  with faiss's setting (the engine's speed on the same plan): {ratio:.2f}x, mAP@10 "
                   f"{100 * twins[method]['map@10']:.2f}, nn_recall@10 {100 * twins[method]['nn_recall@10']:.1f}")
+            found = found or {}
+            timed = twin if twin in found else f"{method} (qdrant)"
+            if relevance is not None and timed in found and method in found:
+                difference, error = paired_map_difference(found[timed], found[method], relevance)
+                summary[f"qdrant_{method}_same_setting_map_difference"] = [difference, error]
+                print(f"  its mAP@10 minus faiss's on that setting, paired by query: {100 * difference:+.2f} +- "
+                      f"{100 * error:.2f}")
     return summary
 
 
@@ -342,13 +352,16 @@ def engine_search(index, row: dict):
 def side_by_side(chosen: dict[str, dict], reruns: dict, queries: np.ndarray, rounds: int,
                  seconds: float) -> dict[str, list[float]]:
     """Seconds per run of all `queries` of each chosen row's search, the searches taking turns `rounds` times, each
-    turn repeating the run to last about `seconds`."""
-    indexes, runs, passes = {}, {}, {}
+    turn repeating the run to last about `seconds`; and the ids each adaptive / funnel search returns (for
+    `paired_map_difference`)."""
+    indexes, runs, passes, found = {}, {}, {}, {}
     for method, row in chosen.items():
         key, open_index, make_search = reruns[id(row)]
         if key not in indexes:
             indexes[key] = open_index()
         search = make_search(indexes[key], row)
+        if method.startswith(("adaptive", "funnel")):
+            found[method] = search(queries)[1]
         passes[method] = max(1, round(seconds * row["qps"] / len(queries)))
         runs[method] = partial(lambda search, count: [search(queries) for _ in range(count)], search, passes[method])
     print(f"timing {', '.join(runs)} side by side, {rounds} turns of ~{seconds:g} s", flush=True)
@@ -356,7 +369,15 @@ def side_by_side(chosen: dict[str, dict], reruns: dict, queries: np.ndarray, rou
     for index in indexes.values():
         if isinstance(index, QdrantMatryoshkaIndex):
             index.close()
-    return times
+    return times, found
+
+
+def paired_map_difference(ids: np.ndarray, other_ids: np.ndarray, relevance) -> tuple[float, float]:
+    """mAP@10 of `ids` minus that of `other_ids` (the same queries) and its standard error, paired by query: the
+    two searches' shared per-query spread cancels, so a real quality difference between engines on the same setting
+    shows where two unpaired standard errors would hide it."""
+    difference = average_precisions_at_k(*relevance(ids), K) - average_precisions_at_k(*relevance(other_ids), K)
+    return float(difference.mean()), float(difference.std(ddof=1) / np.sqrt(len(difference)))
 
 
 def unit_rows(database: np.ndarray) -> np.ndarray:
@@ -605,8 +626,8 @@ def main() -> None:
     twins = {m: row for m, row in twins.items() if row is not None}
     # (timed once when the engine's own fastest setting at equal quality is faiss's)
     chosen.update({f"{m} (qdrant, faiss's setting)": row for m, row in twins.items() if row is not chosen.get(f"{m} (qdrant)")})
-    times = side_by_side(chosen, reruns, queries, args.paired_rounds, args.paired_seconds)
-    summary = summarise(best, times, len(queries), twins)
+    times, found = side_by_side(chosen, reruns, queries, args.paired_rounds, args.paired_seconds)
+    summary = summarise(best, times, len(queries), twins, found, relevance)
     build_file = database_file.parent / BUILD_TIMES
     build_seconds = json.loads(build_file.read_text()) if build_file.is_file() else {}
     print("\nBuild times (s, wall clock, when first built; faiss with --threads at that run, Qdrant with its own pool):")

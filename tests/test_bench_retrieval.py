@@ -110,6 +110,10 @@ def test_bench_retrieval_qdrant_backend_adds_engine_rows(tmp_path, monkeypatch, 
     faiss_best = summary["side_by_side_seconds"]["adaptive (qdrant, faiss's setting)"]
     assert len(faiss_best) == 3 and summary["qdrant_adaptive_vs_faiss_same_setting"] > 0
     assert "with faiss's setting (the engine's speed on the same plan)" in printed
+    # With the quality difference on that setting, paired by query: the engine ranks the same candidates.
+    difference, error = summary["qdrant_adaptive_same_setting_map_difference"]
+    assert abs(difference) <= 3 * error + 0.02 and error >= 0
+    assert "its mAP@10 minus faiss's on that setting, paired by query" in printed
 
 
 def test_a_cache_with_other_queries_lends_its_database_and_indexes(tmp_path):
