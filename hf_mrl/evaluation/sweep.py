@@ -1,7 +1,8 @@
 """Configuration sweep for adaptive retrieval with `MatryoshkaIndex`.
 
 For each (shortlist_dim, shortlist_size, rerank_dim, storage) setting, one row (a flat dict) with:
-`map@k` (the MRL paper's mAP@k), `recall@k` (over the task's relevant items), `precision@k` (share of the k
+`map@k` (the MRL paper's mAP@k) and `map@k_stderr` (its standard error over the queries: two settings whose mAP@k
+differ by less are not told apart), `recall@k` (over the task's relevant items), `precision@k` (share of the k
 results that are relevant), `nn_recall@k` (overlap with the exact full-dim top k, when given), measured `qps`
 (queries per second over the whole query batch, best of `repeats` runs, or their median with
 `timing="median"`), `mflops_per_query` (the estimate below), `bytes_per_vector`, and `pareto` (True on the
