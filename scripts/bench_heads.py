@@ -17,8 +17,9 @@ one head over its products.
 Methods are timed interleaved, repeat by repeat; the table shows each method's median time, and its ratio to
 the single head is the median of the per-repeat ratios (each method against the single head timed next to it),
 so slow drifts of the machine's speed cancel out of the ratios. Peak memory is measured in one extra, untimed
-step per method, from the memory events of torch's profiler (`profile_memory=True`: every CPU allocation and free of torch's allocator), as the peak
-of the bytes allocated during the step above those held before it (parameter gradients included).
+step per method, from the memory events of torch's profiler (`profile_memory=True`: every CPU allocation and
+free of torch's allocator), as the peak of the bytes allocated during the step above those held before it
+(parameter gradients included).
 Targets: MRL-E <= 1.15x the single head; MRL (separate weights per dim, ~2x the FLOPs) <= 2.3x.
 On a machine shared with other jobs, `--clock cpu --threads 1` times CPU seconds of this process,
 which other processes disturb far less than wall time. With `--device cuda` the clock is read after

@@ -63,7 +63,7 @@ from benchmarking import interleaved_times, paired_ratio
 from retrieval_database import build_database, load_database, load_model
 from threadpoolctl import threadpool_limits
 
-from hf_mrl.evaluation.metrics import average_precisions_at_k
+from hf_mrl.evaluation.metrics import average_precisions_at_k, standard_error
 from hf_mrl.evaluation.sweep import (
     evaluate_faiss_index,
     evaluate_funnel,
@@ -267,9 +267,9 @@ def same_setting(rows: list[dict], method: str, chosen: dict) -> dict | None:
 
 
 def summarise(best: dict[str, dict], times: dict[str, list[float]], num_queries: int, twins: dict[str, dict],
-              found: dict[str, np.ndarray] | None = None, relevance=None) -> dict:
+              found: dict[str, np.ndarray], relevance) -> dict:
     """Prints each method's fastest setting and the targets, from the side-by-side `times` of the chosen settings:
-    each ratio is the median of the per-turn ratios. With the searches' ids (`found`) and `relevance`, also how
+    each ratio is the median of the per-turn ratios. From the searches' ids (`found`) and `relevance`, also how
     Qdrant's mAP@10 on faiss's setting differs from faiss's, paired by query."""
     exact = best["exact (flat)"]
     qps = {method: num_queries / statistics.median(values) for method, values in times.items()}
@@ -278,7 +278,7 @@ def summarise(best: dict[str, dict], times: dict[str, list[float]], num_queries:
     for method, row in best.items():
         paired = f"{qps[method]:9.0f}" if method in qps else " " * 9
         print(f"  {method:<18} {describe(row):<56} mAP@10 {100 * row['map@10']:.2f} +- "
-              f"{100 * row.get('map@10_stderr', float('nan')):.2f}  nn_recall@10 {100 * row['nn_recall@10']:5.1f}  "
+              f"{100 * row['map@10_stderr']:.2f}  nn_recall@10 {100 * row['nn_recall@10']:5.1f}  "
               f"{row['qps']:9.0f} {paired} QPS")
     print(f"  (+- one standard error of mAP@10 over the {num_queries:,} queries: settings whose mAP@10 differ by less "
           f"are not told apart)")
@@ -312,9 +312,8 @@ def summarise(best: dict[str, dict], times: dict[str, list[float]], num_queries:
             summary[f"qdrant_{method}_vs_faiss_same_setting"] = ratio
             print(f"  with faiss's setting (the engine's speed on the same plan): {ratio:.2f}x, mAP@10 "
                   f"{100 * twins[method]['map@10']:.2f}, nn_recall@10 {100 * twins[method]['nn_recall@10']:.1f}")
-            found = found or {}
             timed = twin if twin in found else f"{method} (qdrant)"
-            if relevance is not None and timed in found and method in found:
+            if timed in found and method in found:
                 difference, error = paired_map_difference(found[timed], found[method], relevance)
                 summary[f"qdrant_{method}_same_setting_map_difference"] = [difference, error]
                 print(f"  its mAP@10 minus faiss's on that setting, paired by query: {100 * difference:+.2f} +- "
@@ -350,7 +349,7 @@ def engine_search(index, row: dict):
 
 
 def side_by_side(chosen: dict[str, dict], reruns: dict, queries: np.ndarray, rounds: int,
-                 seconds: float) -> dict[str, list[float]]:
+                 seconds: float) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
     """Seconds per run of all `queries` of each chosen row's search, the searches taking turns `rounds` times, each
     turn repeating the run to last about `seconds`; and the ids each adaptive / funnel search returns (for
     `paired_map_difference`)."""
@@ -377,7 +376,7 @@ def paired_map_difference(ids: np.ndarray, other_ids: np.ndarray, relevance) -> 
     two searches' shared per-query spread cancels, so a real quality difference between engines on the same setting
     shows where two unpaired standard errors would hide it."""
     difference = average_precisions_at_k(*relevance(ids), K) - average_precisions_at_k(*relevance(other_ids), K)
-    return float(difference.mean()), float(difference.std(ddof=1) / np.sqrt(len(difference)))
+    return float(difference.mean()), standard_error(difference)
 
 
 def unit_rows(database: np.ndarray) -> np.ndarray:

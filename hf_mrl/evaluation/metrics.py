@@ -32,6 +32,7 @@ __all__ = [
     "precision_at_k",
     "recall_at_k",
     "average_precisions_at_k",
+    "standard_error",
     "map_at_k",
     "mrl_map_at_k",
     "ir_map_at_k",
@@ -191,6 +192,12 @@ def average_precisions_at_k(retrieved, relevant, k: int, variant: str = "mrl") -
         return summed / k
     denominator = np.minimum(num_relevant, k)
     return np.divide(summed, denominator, out=np.zeros_like(summed), where=denominator > 0)
+
+
+def standard_error(values) -> float:
+    """Standard error of the mean of `values` (sample standard deviation / sqrt(n)); 0.0 for fewer than two."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
 def map_at_k(retrieved, relevant, k: int, variant: str = "mrl") -> float:

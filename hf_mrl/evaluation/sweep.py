@@ -36,12 +36,12 @@ from ..modeling.files import write_file_atomically
 from ..modeling.progress import should_show_progress
 from .metrics import (
     average_precisions_at_k,
-    mrl_map_at_k,
     pareto_optimal,
     precision_at_k,
     recall_at_k,
     relevance_from_ids,
     relevance_from_labels,
+    standard_error,
 )
 from .report import plot_qps_vs_metric
 
@@ -138,10 +138,10 @@ def score_results(ids: np.ndarray, relevance: Relevance, k: int, exact_ids: np.n
     """mAP@k (MRL variant) and its standard error over the queries (`map@k_stderr`: whether two settings' mAPs
     differ by more than chance), recall@k, precision@k and, with `exact_ids` (nq, >=k), nn_recall@k of `ids` (nq, k)."""
     hits, num_relevant = relevance(ids)
-    per_query = average_precisions_at_k(hits, num_relevant, k)
+    per_query = average_precisions_at_k(hits, num_relevant, k)  # mrl_map_at_k is their mean
     scores = {
-        f"map@{k}": mrl_map_at_k(hits, num_relevant, k),
-        f"map@{k}_stderr": float(per_query.std(ddof=1) / np.sqrt(len(per_query))) if len(per_query) > 1 else 0.0,
+        f"map@{k}": float(per_query.mean()) if len(per_query) else 0.0,
+        f"map@{k}_stderr": standard_error(per_query),
         f"recall@{k}": recall_at_k(hits, num_relevant, k),
         f"precision@{k}": precision_at_k(hits, num_relevant, k),
     }

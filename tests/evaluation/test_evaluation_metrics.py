@@ -210,3 +210,11 @@ def test_pareto_optimal_against_naive_dominance():
     assert M.pareto_optimal([[1.0, 2.0], [1.0, 2.0]]).tolist() == [True, True]  # equal rows: both kept
     with pytest.raises(ValueError, match=r"`scores` must be 2-D"):
         M.pareto_optimal([1.0, 2.0])
+
+
+def test_standard_error_is_the_sample_deviation_over_root_n():
+    values = [0.1, 0.4, 0.4, 0.9]
+    mean = sum(values) / 4
+    expected = math.sqrt(sum((v - mean) ** 2 for v in values) / 3) / 2
+    assert M.standard_error(values) == pytest.approx(expected)
+    assert M.standard_error([0.3]) == 0.0 and M.standard_error([]) == 0.0
