@@ -66,6 +66,22 @@ def test_funnel_matches_stagewise_reference(database, queries):
                                atol=1e-5)
 
 
+def test_a_funnel_may_rerank_a_quantised_shortlist_at_its_own_dim(database, queries):
+    """dims [8, 8, 32]: the int8 top 60 at 8 dims, re-ranked at 8 from the float vectors (keep 20), then at 32."""
+    index = MatryoshkaIndex(database, shortlist_dim=8, shortlist_storage="int8", show_progress=False)
+    scores, ids = index.funnel_search(queries, 5, [8, 8, 32], [60, 20, 5])
+    _, shortlisted = index.funnel_search(queries, 60, [8], [60])  # one stage: the int8 top 60, scored at 8 in float
+    for row, query in enumerate(queries[:, None, :]):
+        survivors = shortlisted[row, :20]
+        rerank = exact_scores(database[survivors], query, 32)[0]
+        np.testing.assert_array_equal(ids[row], survivors[np.argsort(-rerank, kind="stable")[:5]])
+        np.testing.assert_allclose(scores[row], np.sort(rerank)[::-1][:5], atol=1e-5)
+    # Only the first dim may repeat.
+    for dims in ([8, 8, 8], [8, 32, 32]):
+        with pytest.raises(ValueError, match=r"only the first may repeat once"):
+            index.funnel_search(queries, 5, dims, [60, 20, 5])
+
+
 def test_funnel_with_whole_database_equals_exact(database, queries):
     index = MatryoshkaIndex(database, shortlist_dim=8, show_progress=False)
     _, ids = index.funnel_search(queries, 10, [8, 16, 32], [NUM_VECTORS, NUM_VECTORS, NUM_VECTORS])
@@ -393,7 +409,7 @@ def small_index(database):
         (lambda idx, q: idx.search(np.where(np.arange(32) == 3, np.nan, q), 10),
          r"`queries` holds a non-finite value \(NaN or inf\) at row 0, column 3"),
         (lambda idx, q: idx.search(q, 10, ef_search=0), r"`ef_search` must be a positive integer, got 0"),
-        (lambda idx, q: idx.funnel_search(q, 10, [16, 8], [100, 10]), r"`dims` must be strictly rising, got \[16, 8\]"),
+        (lambda idx, q: idx.funnel_search(q, 10, [16, 8], [100, 10]), r"`dims` must be strictly rising .*got \[16, 8\]"),
         (lambda idx, q: idx.funnel_search(q, 10, [12, 24], [100, 10]), r"`dims\[0\]` is 12, but shortlist indexes exist only"),
         (lambda idx, q: idx.funnel_search(q, 10, [8, 32], [100, 10]), r"`dims` must be an integer from 1 to 24"),
         (lambda idx, q: idx.funnel_search(q, 10, [8, 24], [10, 100]), r"`shortlist_sizes` must not rise"),

@@ -105,8 +105,14 @@ class MatryoshkaIndexBase:
             raise ValueError(f"`dims` must be a non-empty list of rising integers, got {dims!r}.")
         for value in dims:
             self._check_stage_dim(value, "dims")
-        if any(later <= earlier for earlier, later in pairwise(dims)):
-            raise ValueError(f"`dims` must be strictly rising, got {list(dims)!r}.")
+        # The first dim may repeat once: the shortlist re-ranked at its own dim from the stored vectors (with a
+        # quantised shortlist on Qdrant, the engine's rescoring of its search, far cheaper than a prefetch pass).
+        rising = dims[1:] if len(dims) > 1 and dims[0] == dims[1] else dims
+        if any(later <= earlier for earlier, later in pairwise(rising)):
+            raise ValueError(
+                f"`dims` must be strictly rising (only the first may repeat once, to re-rank the shortlist at its own "
+                f"dim), got {list(dims)!r}."
+            )
         self._check_shortlist_dim(dims[0], name="dims[0]")
         return [int(value) for value in dims]
 

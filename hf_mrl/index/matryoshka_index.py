@@ -283,7 +283,8 @@ class MatryoshkaIndex(MatryoshkaIndexBase):
     ) -> tuple[np.ndarray, np.ndarray]:
         """The MRL paper's funnel: shortlist `shortlist_sizes[0]` at `dims[0]` (a built shortlist dim), then
         re-rank the survivors at each later dim, keeping `shortlist_sizes[i]` after stage i; returns the top k
-        of the last stage (scores at `dims[-1]`, ids) like `search`.
+        of the last stage (scores at `dims[-1]`, ids) like `search`. `dims[1]` may equal `dims[0]`: a quantised
+        shortlist re-ranked at its own dim from the stored float vectors before the later dims.
 
         Defaults: `dims` = the smallest shortlist dim, doubled until `stored_dim` (which ends the list);
         `shortlist_sizes` = 800 halved at each stage, the last being max(k, 10) (the paper's

@@ -394,7 +394,9 @@ class QdrantMatryoshkaIndex(MatryoshkaIndexBase):
     ) -> tuple[np.ndarray, np.ndarray]:
         """The MRL paper's funnel in one request of nested prefetches: shortlist `shortlist_sizes[0]` at `dims[0]`
         (a shortlist dim), re-rank the survivors at each later (stored) dim keeping `shortlist_sizes[i]`, and
-        return the top k of the last stage, like `MatryoshkaIndex.funnel_search`.
+        return the top k of the last stage, like `MatryoshkaIndex.funnel_search`. `dims[1]` may equal `dims[0]`:
+        with a quantised shortlist that stage is the engine's rescoring of its own search (Qdrant's oversampling,
+        ~0.1 us per point against ~0.5 us for a prefetch pass), which lets a shorter funnel reach the same quality.
 
         Defaults: `dims` = the smallest shortlist dim, then every larger stored dim; `shortlist_sizes` = 800
         halved at each stage, the last being max(k, 10). `ef_search`, `exact_shortlist` and `filter` as in
