@@ -22,6 +22,7 @@ from hf_mrl.data.fashion_mnist import FASHION_MNIST_DIR, read_idx
 from hf_mrl.data.wordnet import load_wordnet_pairs
 from hf_mrl.evaluation.sweep import id_relevance, label_relevance
 from hf_mrl.index import encode_embeddings
+from hf_mrl.modeling.files import write_file_atomically
 from hf_mrl.modeling.modeling_matryoshka import MatryoshkaModel
 
 WORD_TEMPLATES = ("{}", "the word {}", "{} (a word)", "meaning of {}", "what is {}?", "define {}", "{}.", "about {}")
@@ -188,10 +189,11 @@ def encode_texts(model, tokenizer, texts: list[str], batch_size: int) -> np.ndar
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        np.save(handle, array, allow_pickle=False)
-    os.replace(temporary, path)
+    def write(temporary: Path) -> None:  # through a handle: np.save would add ".npy" to the temporary name
+        with open(temporary, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+
+    write_file_atomically(path, write)
 
 
 QUERY_FILES = ("queries.npy", "query_relevant.npy", "query_labels.npy")
